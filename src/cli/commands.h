@@ -1,0 +1,17 @@
+// Subcommands of the `lance-quant` executable. Each takes the arguments after its name and
+// returns the process exit code; main() is the table in main.cpp.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace lq::cli {
+
+using Args = std::vector<std::string>;
+
+int cmd_inspect(const Args& args);
+int cmd_synth(const Args& args);
+int cmd_tokenize(const Args& args);
+int cmd_run(const Args& args);
+int cmd_bench(const Args& args);
+
+}  // namespace lq::cli

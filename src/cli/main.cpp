@@ -1,0 +1,55 @@
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "cli/commands.h"
+#include "io/error.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(const lq::cli::Args&);
+  const char* summary;
+};
+
+// Every subcommand, one row each.
+const Command kCommands[] = {
+    {"inspect", lq::cli::cmd_inspect, "describe a checkpoint: architecture, targets, sizes per scheme"},
+    {"synth", lq::cli::cmd_synth, "write a synthetic Lance-shaped checkpoint (streaming)"},
+    {"tokenize", lq::cli::cmd_tokenize, "encode stdin lines to ids (or --decode ids to text)"},
+    {"run", lq::cli::cmd_run, "run a model: --task text | t2i"},
+    {"bench", lq::cli::cmd_bench, "benchmarks: conversions, forward"},
+};
+
+void usage(FILE* out) {
+  std::fprintf(out, "usage: lance-quant COMMAND [ARGS...]\n\ncommands:\n");
+  for (const auto& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+  std::fprintf(out, "\n`lance-quant COMMAND --help` describes a command's options.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  lq::cli::Args args(argv + 2, argv + argc);
+  for (const auto& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    try {
+      return c.run(args);
+    } catch (const lq::Error& e) {
+      std::fprintf(stderr, "lance-quant %s: error: %s\n", c.name, e.what());
+      return 1;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "lance-quant %s: internal error: %s\n", c.name, e.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "lance-quant: unknown command '%s'\n\n", argv[1]);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,2 @@
+// Native Lance backbone forward (und + gen paths). Placeholder until the engine lands.
+#pragma once

@@ -1,0 +1,108 @@
+// safetensors container: validated memory-mapped reader (single file or sharded index) and a
+// streaming writer (declare tensors, then append their bytes in order; temp name + fsync + rename).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "io/mmap.h"
+
+namespace lq::io {
+
+enum class DType { F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U8, BOOL };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+// Parses "F32", "BF16", ...; throws lq::Error naming `where` for unknown names.
+DType parse_dtype(const std::string& name, const std::string& where);
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  // byte offsets relative to the data section
+  int64_t numel() const;
+  int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
+  int64_t row_elems() const;  // product of shape[1:]
+};
+
+// One validated .safetensors file. Construction checks the whole header (length bounds, JSON,
+// dtypes, shapes vs byte sizes, offsets in bounds and non-overlapping, duplicates) and throws
+// lq::Error naming the file and tensor on the first problem.
+class SafetensorsFile {
+ public:
+  explicit SafetensorsFile(const std::string& path);
+
+  const std::string& path() const { return map_.path(); }
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }  // in file order
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  bool has(const std::string& name) const { return index_.count(name) > 0; }
+  const TensorInfo& info(const std::string& name) const;  // throws naming the missing tensor
+  std::span<const uint8_t> bytes(const TensorInfo& t) const;
+  // Converts rows [row_begin, row_end) of a F32/F16/BF16 tensor into f32 / bf16.
+  void read_rows_f32(const TensorInfo& t, int64_t row_begin, int64_t row_end, float* out) const;
+  void read_rows_bf16(const TensorInfo& t, int64_t row_begin, int64_t row_end, uint16_t* out) const;
+  std::vector<float> read_f32(const std::string& name) const;
+  // Releases the page-cache pages of a tensor once it has been consumed (bounded RSS when streaming).
+  void drop(const TensorInfo& t) const;
+  size_t data_offset() const { return data_offset_; }
+
+ private:
+  MappedFile map_;
+  size_t data_offset_ = 0;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// A model directory or file: `model.safetensors`, a sharded `model.safetensors.index.json`, or a
+// single .safetensors path. Tensor names are unique across shards.
+class TensorStore {
+ public:
+  explicit TensorStore(const std::string& path);
+  const std::string& path() const { return path_; }
+  std::vector<std::string> names() const;  // sorted
+  bool has(const std::string& name) const { return where_.count(name) > 0; }
+  const TensorInfo& info(const std::string& name) const;
+  const SafetensorsFile& file_of(const std::string& name) const;
+  std::vector<float> read_f32(const std::string& name) const;
+  void read_rows_f32(const std::string& name, int64_t row_begin, int64_t row_end, float* out) const;
+  void read_rows_bf16(const std::string& name, int64_t row_begin, int64_t row_end, uint16_t* out) const;
+  size_t num_files() const { return files_.size(); }
+  uint64_t total_tensor_bytes() const;
+
+ private:
+  std::string path_;
+  std::vector<std::unique_ptr<SafetensorsFile>> files_;
+  std::map<std::string, size_t> where_;
+};
+
+// Streaming writer. Usage: declare every tensor (name, dtype, shape) in the order it will be
+// written, then write each tensor's bytes (possibly in several chunks) in that order, then
+// finish(). The file appears at `path` only after finish() (written to `path.tmp.<pid>`, fsynced
+// and renamed). Destroying an unfinished writer removes the temporary file.
+class SafetensorsWriter {
+ public:
+  SafetensorsWriter(std::string path, std::map<std::string, std::string> metadata = {});
+  ~SafetensorsWriter();
+  void declare(const std::string& name, DType dtype, std::vector<int64_t> shape);
+  void write(const void* data, size_t nbytes);  // appends to the current tensor
+  void finish();
+  const std::string& path() const { return path_; }
+
+ private:
+  void begin_data();
+  std::string path_, tmp_path_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<TensorInfo> tensors_;
+  int fd_ = -1;
+  bool started_ = false, finished_ = false;
+  size_t current_ = 0;        // index of the tensor being written
+  uint64_t written_in_current_ = 0;
+};
+
+}  // namespace lq::io

@@ -1,0 +1,25 @@
+// Scalar numeric formats used by checkpoints and quantized weights:
+// bf16, f16 (IEEE half), FP8 E4M3 (fn variant) and FP4 E2M1. All encoders round to
+// nearest, ties to even. Bulk converters pick a SIMD path at run time.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace lq::num {
+
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_bf16(float f);   // RNE; NaN stays NaN (quiet)
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);    // RNE; overflow -> inf; subnormals kept
+float e4m3_to_f32(uint8_t c);    // fn variant: no inf, 0x7F/0xFF are NaN, max 448
+uint8_t f32_to_e4m3(float f);    // RNE, saturates to +-448; NaN -> 0x7F
+float e2m1_to_f32(uint8_t c);    // low 4 bits: sign bit 3, magnitude {0,.5,1,1.5,2,3,4,6}
+uint8_t f32_to_e2m1(float f);    // RNE (ties to even code), saturates to +-6
+
+// Bulk conversions (vectorised where the CPU allows; identical results to the scalar ones).
+void bf16_to_f32(const uint16_t* src, float* dst, size_t n);
+void f32_to_bf16(const float* src, uint16_t* dst, size_t n);
+void f16_to_f32(const uint16_t* src, float* dst, size_t n);
+void f32_to_f16(const float* src, uint16_t* dst, size_t n);
+
+}  // namespace lq::num
