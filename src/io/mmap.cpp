@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -13,37 +14,40 @@
 namespace lq::io {
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
+  auto fail_closing = [&](const std::string& what) {
+    ::close(fd_);
+    fd_ = -1;
+    fail(path, what);
+  };
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    fail(path, std::string("cannot stat: ") + std::strerror(e));
-  }
+  if (::fstat(fd_, &st) != 0) fail_closing(std::string("cannot stat: ") + std::strerror(errno));
+  // A directory opens fine with O_RDONLY but cannot be mapped; say what is wrong instead of ENODEV.
+  if (!S_ISREG(st.st_mode)) fail_closing("is not a regular file");
   size_ = size_t(st.st_size);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      int e = errno;
-      ::close(fd);
-      fail(path, std::string("cannot mmap: ") + std::strerror(e));
-    }
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd_, 0);
+    if (p == MAP_FAILED) fail_closing(std::string("cannot mmap: ") + std::strerror(errno));
     data_ = static_cast<const uint8_t*>(p);
   }
-  ::close(fd);
 }
 
 MappedFile::~MappedFile() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void MappedFile::drop(size_t offset, size_t len) const {
-  if (!data_ || offset >= size_) return;
+  if (!data_ || offset >= size_ || len == 0) return;
   const size_t page = size_t(::sysconf(_SC_PAGESIZE));
-  size_t begin = (offset + page - 1) / page * page;  // only whole pages inside the range
-  size_t end = std::min(offset + len, size_) / page * page;
-  if (end > begin) ::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_DONTNEED);
+  const size_t last = offset + std::min(len, size_ - offset);
+  const size_t begin = (offset + page - 1) / page * page;
+  // The file's final partial page is ours alone, so it may go too.
+  const size_t end = last == size_ ? (size_ + page - 1) / page * page : last / page * page;
+  if (end <= begin) return;
+  ::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_DONTNEED);
+  ::posix_fadvise(fd_, off_t(begin), off_t(std::min(end, size_) - begin), POSIX_FADV_DONTNEED);
 }
 
 }  // namespace lq::io

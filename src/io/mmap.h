@@ -9,6 +9,7 @@ namespace lq::io {
 
 class MappedFile {
  public:
+  // Throws lq::Error naming `path` when it cannot be opened, is not a regular file, or cannot be mapped.
   explicit MappedFile(const std::string& path);
   ~MappedFile();
   MappedFile(const MappedFile&) = delete;
@@ -17,11 +18,14 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
-  // Tell the kernel that [offset, offset+len) will not be needed soon (releases page cache RSS).
+  // Tell the kernel that [offset, offset+len) will not be needed again: the whole pages inside the
+  // range leave this process's resident set (MADV_DONTNEED) and, where nobody else maps them, the
+  // page cache (POSIX_FADV_DONTNEED). Partial pages at either end are kept: a neighbour may use them.
   void drop(size_t offset, size_t len) const;
 
  private:
   std::string path_;
+  int fd_ = -1;  // kept open for posix_fadvise
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };

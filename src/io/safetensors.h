@@ -13,7 +13,8 @@
 
 namespace lq::io {
 
-enum class DType { F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U8, BOOL };
+// Every dtype the container defines (the Rust reference crate's list; new values go at the end).
+enum class DType { F64, F32, F16, BF16, F8_E4M3, F8_E5M2, I64, I32, I16, I8, U8, BOOL, U16, U32, U64 };
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
@@ -28,14 +29,31 @@ struct TensorInfo {
   int64_t numel() const;
   int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
   int64_t row_elems() const;  // product of shape[1:]
+  uint64_t nbytes() const { return end - begin; }
 };
 
+// What a validated header describes: where the data section starts and every tensor in it.
+struct SafetensorsHeader {
+  size_t data_offset = 0;             // 8 + header length
+  std::vector<TensorInfo> tensors;    // sorted by offset; they tile the data section exactly
+  std::map<std::string, std::string> metadata;
+};
+
+// The header size limit of the reference implementation (100,000,000 bytes, not 100 MiB).
+inline constexpr uint64_t kMaxSafetensorsHeader = 100'000'000;
+
 // One validated .safetensors file. Construction checks the whole header (length bounds, JSON,
-// dtypes, shapes vs byte sizes, offsets in bounds and non-overlapping, duplicates) and throws
-// lq::Error naming the file and tensor on the first problem.
+// duplicate keys, dtypes, shapes vs byte sizes, overflow, offsets that tile the data section with
+// no overlap, gap or trailing bytes) and throws lq::Error naming the file and tensor on the first
+// problem. Only the header is read at open time; tensor data is paged in on access.
 class SafetensorsFile {
  public:
   explicit SafetensorsFile(const std::string& path);
+
+  // Validates a whole file image held in memory (the header plus the data section it describes);
+  // `name` is used in error messages. The constructor runs exactly this on the mapped file, and the
+  // fuzzer runs it on arbitrary bytes. Reads nothing outside [data, data + size).
+  static SafetensorsHeader parse_header(const uint8_t* data, size_t size, const std::string& name);
 
   const std::string& path() const { return map_.path(); }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }  // in file order
@@ -47,11 +65,15 @@ class SafetensorsFile {
   void read_rows_f32(const TensorInfo& t, int64_t row_begin, int64_t row_end, float* out) const;
   void read_rows_bf16(const TensorInfo& t, int64_t row_begin, int64_t row_end, uint16_t* out) const;
   std::vector<float> read_f32(const std::string& name) const;
-  // Releases the page-cache pages of a tensor once it has been consumed (bounded RSS when streaming).
+  // Releases the pages of a tensor once it has been consumed: they leave this process's resident
+  // set and, when no one else maps them, the page cache (bounded memory when streaming a checkpoint).
   void drop(const TensorInfo& t) const;
   size_t data_offset() const { return data_offset_; }
 
  private:
+  const uint8_t* tensor_data(const TensorInfo& t, int64_t row_begin) const;
+  std::string where(const TensorInfo& t) const;
+
   MappedFile map_;
   size_t data_offset_ = 0;
   std::vector<TensorInfo> tensors_;
@@ -60,7 +82,9 @@ class SafetensorsFile {
 };
 
 // A model directory or file: `model.safetensors`, a sharded `model.safetensors.index.json`, or a
-// single .safetensors path. Tensor names are unique across shards.
+// single .safetensors path. For an index, every listed shard must exist inside the index's
+// directory, every listed tensor must be in its shard, and every tensor of every shard must be
+// listed exactly once (a tensor present in two shards is an error).
 class TensorStore {
  public:
   explicit TensorStore(const std::string& path);
@@ -72,6 +96,7 @@ class TensorStore {
   std::vector<float> read_f32(const std::string& name) const;
   void read_rows_f32(const std::string& name, int64_t row_begin, int64_t row_end, float* out) const;
   void read_rows_bf16(const std::string& name, int64_t row_begin, int64_t row_end, uint16_t* out) const;
+  void drop(const std::string& name) const;  // see SafetensorsFile::drop
   size_t num_files() const { return files_.size(); }
   uint64_t total_tensor_bytes() const;
 
@@ -82,20 +107,27 @@ class TensorStore {
 };
 
 // Streaming writer. Usage: declare every tensor (name, dtype, shape) in the order it will be
-// written, then write each tensor's bytes (possibly in several chunks) in that order, then
-// finish(). The file appears at `path` only after finish() (written to `path.tmp.<pid>`, fsynced
-// and renamed). Destroying an unfinished writer removes the temporary file.
+// written, then write each tensor's bytes (possibly in several chunks, split anywhere) in that
+// order, then finish(). The file appears at `path` only after finish(): it is written to
+// `path.tmp.<pid>.<n>` in the same directory, fsynced, renamed, and the directory is fsynced.
+// Destroying an unfinished writer (including during exception unwinding) removes the temporary
+// file, so no partial file is ever visible at `path`. The header lists `__metadata__` first and
+// the tensors in data order, padded with spaces so the data section is 8-byte aligned.
 class SafetensorsWriter {
  public:
   SafetensorsWriter(std::string path, std::map<std::string, std::string> metadata = {});
   ~SafetensorsWriter();
+  SafetensorsWriter(const SafetensorsWriter&) = delete;
+  SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
   void declare(const std::string& name, DType dtype, std::vector<int64_t> shape);
   void write(const void* data, size_t nbytes);  // appends to the current tensor
   void finish();
   const std::string& path() const { return path_; }
+  const std::string& temp_path() const { return tmp_path_; }
 
  private:
   void begin_data();
+  void check_open(const char* operation) const;
   std::string path_, tmp_path_;
   std::map<std::string, std::string> metadata_;
   std::vector<TensorInfo> tensors_;
