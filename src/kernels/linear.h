@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "kernels/parallel.h"  // num_threads(), set_num_threads(), parallel_for
+
 namespace lq::kernels {
 
 enum class WeightType { F32, BF16 };
@@ -15,13 +17,15 @@ struct DenseMatrix {
   const void* data = nullptr;
 };
 
-// x: [n, w.cols] f32, y: [n, w.rows] f32, bias may be null.
+// x: [n, w.cols] f32, y: [n, w.rows] f32, bias may be null; x and y must not overlap.
+// Each y element is computed by one thread in a fixed order: the result is bit-identical for any
+// num_threads() and any n (row t of a batch equals the n = 1 result for that token).
+// Throws lq::Error on negative sizes or null pointers.
 void linear(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y);
+// Specification: double accumulation, single-threaded.
 void linear_ref(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y);
-
-// Threads used by all kernels (default: hardware concurrency). Results do not depend on it.
-void set_num_threads(int n);
-int num_threads();
+// Portable f32 path used when the CPU lacks AVX2+FMA (threaded; not bit-identical to the SIMD path).
+void linear_scalar(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y);
 
 // Name of the SIMD path the dispatcher selected ("avx512", "avx2", "scalar").
 const char* simd_path();
