@@ -9,9 +9,10 @@
 //
 // Shapes: n == 1 (decode) is a GEMV, memory bound: tiles of 1 token x 4 rows stream W once.
 // n > 1 (prefill) uses 4 tokens x 3 rows (12 accumulators + 3 weight vectors + 1 x vector = 16 ymm
-// registers): each weight vector loaded from W feeds 4 FMAs. Tokens are processed in chunks whose
-// activations fit in L2, and the 3 weight rows of a tile stay in L1/L2 while all tokens of the chunk
-// pass over them. Threads split the output rows.
+// registers): each weight vector loaded feeds 4 FMAs. k is blocked (the lane accumulators are parked
+// in a per-thread buffer between k blocks, which keeps the per-lane order) so the weight rows of a
+// tile stay in L1 and each token block's activations in L2 (see gemm_rows). Threads split the
+// output rows.
 #include "kernels/linear.h"
 
 #include <algorithm>
@@ -88,16 +89,18 @@ __attribute__((target("avx2,fma"))) inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// y[t, o] for NT tokens starting at x and NO weight rows starting at w (row stride = cols).
+// Lane accumulators for NT tokens x NO weight rows over k in [k0, k1) (multiples of 8): acc[t * lda
+// + o] is loaded (or zeroed when `first`), advanced with one FMA per 8 k, and stored back. Splitting k
+// into blocks therefore leaves every lane's summation order unchanged.
 template <int NT, int NO, class Rows>
-__attribute__((target("avx2,fma"))) void tile(const float* x, const typename Rows::Elem* w,
-                                              int64_t cols, const float* bias, float* y,
-                                              int64_t ldy) {
+__attribute__((target("avx2,fma"))) void tile_accumulate(const float* x, const typename Rows::Elem* w,
+                                                         int64_t cols, int64_t k0, int64_t k1,
+                                                         bool first, float* acc_mem, int64_t lda) {
   __m256 acc[NT][NO];
   for (int t = 0; t < NT; ++t)
-    for (int o = 0; o < NO; ++o) acc[t][o] = _mm256_setzero_ps();
-  const int64_t k8 = cols & ~int64_t(7);
-  for (int64_t k = 0; k < k8; k += 8) {
+    for (int o = 0; o < NO; ++o)
+      acc[t][o] = first ? _mm256_setzero_ps() : _mm256_loadu_ps(acc_mem + (t * lda + o) * 8);
+  for (int64_t k = k0; k < k1; k += 8) {
     __m256 wv[NO];
     for (int o = 0; o < NO; ++o) wv[o] = Rows::load8(w + o * cols + k);
     for (int t = 0; t < NT; ++t) {
@@ -106,24 +109,39 @@ __attribute__((target("avx2,fma"))) void tile(const float* x, const typename Row
     }
   }
   for (int t = 0; t < NT; ++t)
-    for (int o = 0; o < NO; ++o) {
-      float s = hsum(acc[t][o]);
+    for (int o = 0; o < NO; ++o) _mm256_storeu_ps(acc_mem + (t * lda + o) * 8, acc[t][o]);
+}
+
+// y[t, o] = hsum(lanes) + in-order scalar FMAs over the k tail (cols % 8) + bias, for nt x no outputs.
+template <class Rows>
+__attribute__((target("avx2,fma"))) void finalize(const float* x, const typename Rows::Elem* w,
+                                                  int64_t cols, const float* acc, int64_t lda,
+                                                  int nt, int no, const float* bias, float* y,
+                                                  int64_t ldy) {
+  const int64_t k8 = cols & ~int64_t(7);
+  for (int t = 0; t < nt; ++t)
+    for (int o = 0; o < no; ++o) {
+      float s = hsum(_mm256_loadu_ps(acc + (t * lda + o) * 8));
       for (int64_t k = k8; k < cols; ++k)
         s = __builtin_fmaf(x[t * cols + k], Rows::load1(w + o * cols + k), s);
       y[t * ldy + o] = bias ? s + bias[o] : s;
     }
 }
 
-using TileFn = void (*)(const float*, const void*, int64_t, const float*, float*, int64_t);
+// Accumulators live in float buffers, 8 floats (one lane vector) per output element.
+using TileFn = void (*)(const float*, const void*, int64_t, int64_t, int64_t, bool, float*, int64_t);
 
 template <int NT, int NO, class Rows>
-__attribute__((target("avx2,fma"))) void tile_erased(const float* x, const void* w, int64_t cols, const float* bias, float* y,
-                 int64_t ldy) {
-  tile<NT, NO, Rows>(x, static_cast<const typename Rows::Elem*>(w), cols, bias, y, ldy);
+__attribute__((target("avx2,fma"))) void tile_erased(const float* x, const void* w, int64_t cols,
+                                                     int64_t k0, int64_t k1, bool first,
+                                                     float* acc, int64_t lda) {
+  tile_accumulate<NT, NO, Rows>(x, static_cast<const typename Rows::Elem*>(w), cols, k0, k1, first,
+                                acc, lda);
 }
 
 constexpr int kMaxNT = 4, kMaxNO = 4;
 
+// tile_accumulate instantiated for every edge shape, indexed [tokens][rows].
 template <class Rows>
 struct TileTable {
   TileFn fn[kMaxNT + 1][kMaxNO + 1] = {};
@@ -139,32 +157,69 @@ struct TileTable {
 constexpr TileTable<F32Rows> kF32Tiles;
 constexpr TileTable<Bf16Rows> kBf16Tiles;
 
-// Tokens per chunk so that the chunk's activations stay in L2 (~256 KiB), a multiple of 4.
-int64_t token_chunk(int64_t cols) {
-  const int64_t fit = (256 * 1024) / std::max<int64_t>(cols * 4, 1);
-  return std::max<int64_t>(4, fit & ~int64_t(3));
+// Prefill blocking: a chunk of kTokenBlock tokens x kRowGroup rows keeps its lane accumulators in a
+// buffer (64 x 48 x 32 B = 96 KiB, L2); k advances in kKBlock steps so the x slice being reused
+// (64 x 1024 x 4 B = 256 KiB) stays in L2 while the 3 weight rows of a tile (12 KiB) sit in L1.
+// Each weight element is read from memory once per token block.
+constexpr int64_t kTokenBlock = 64;
+constexpr int64_t kRowGroup = 48;  // multiple of the 3-row tile
+constexpr int64_t kKBlock = 1024;
+constexpr int kPrefillRows = 3, kDecodeRows = 4;
+
+// n == 1: one token against 4 rows at a time over the whole k range (W streamed once).
+template <class Rows>
+__attribute__((target("avx2,fma"))) void gemv_rows(const float* x, const DenseMatrix& w,
+                                                   const float* bias, float* y,
+                                                   const TileTable<Rows>& tiles, int64_t row_begin,
+                                                   int64_t row_end) {
+  using Elem = typename Rows::Elem;
+  const Elem* wdata = static_cast<const Elem*>(w.data);
+  const int64_t cols = w.cols, k8 = cols & ~int64_t(7);
+  float acc[kDecodeRows * 8];
+  for (int64_t o = row_begin; o < row_end; o += kDecodeRows) {
+    const int no = int(std::min<int64_t>(kDecodeRows, row_end - o));
+    const Elem* wrow = wdata + o * cols;
+    tiles.fn[1][no](x, wrow, cols, 0, k8, true, acc, kDecodeRows);
+    finalize<Rows>(x, wrow, cols, acc, kDecodeRows, 1, no, bias ? bias + o : nullptr, y + o, w.rows);
+  }
+}
+
+template <class Rows>
+void gemm_rows(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y,
+               const TileTable<Rows>& tiles, int64_t row_begin, int64_t row_end) {
+  using Elem = typename Rows::Elem;
+  const Elem* wdata = static_cast<const Elem*>(w.data);
+  const int64_t cols = w.cols, k8 = cols & ~int64_t(7), ldy = w.rows;
+  thread_local std::vector<float> acc_buf;  // per worker thread
+  acc_buf.resize(size_t(kTokenBlock * kRowGroup * 8));
+  float* acc = acc_buf.data();
+  for (int64_t t0 = 0; t0 < n; t0 += kTokenBlock) {
+    const int64_t t1 = std::min(n, t0 + kTokenBlock);
+    for (int64_t g0 = row_begin; g0 < row_end; g0 += kRowGroup) {
+      const int64_t g1 = std::min(row_end, g0 + kRowGroup);
+      // k loop outermost within the group; k8 == 0 still runs once to zero the accumulators.
+      for (int64_t k0 = 0; k0 < k8 || k0 == 0; k0 += kKBlock) {
+        const int64_t k1 = std::min(k8, k0 + kKBlock);
+        for (int64_t o = g0; o < g1; o += kPrefillRows) {
+          const int no = int(std::min<int64_t>(kPrefillRows, g1 - o));
+          for (int64_t t = t0; t < t1; t += kMaxNT) {
+            const int nt = int(std::min<int64_t>(kMaxNT, t1 - t));
+            tiles.fn[nt][no](x + t * cols, wdata + o * cols, cols, k0, k1, k0 == 0,
+                             acc + ((t - t0) * kRowGroup + (o - g0)) * 8, kRowGroup);
+          }
+        }
+      }
+      finalize<Rows>(x + t0 * cols, wdata + g0 * cols, cols, acc, kRowGroup, int(t1 - t0),
+                     int(g1 - g0), bias ? bias + g0 : nullptr, y + t0 * ldy + g0, ldy);
+    }
+  }
 }
 
 template <class Rows>
 void linear_rows_avx2(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y,
                       const TileTable<Rows>& tiles, int64_t row_begin, int64_t row_end) {
-  using Elem = typename Rows::Elem;
-  const Elem* wdata = static_cast<const Elem*>(w.data);
-  const int64_t cols = w.cols, ldy = w.rows;
-  const int NO = n == 1 ? 4 : 3;
-  const int64_t chunk = token_chunk(cols);
-  for (int64_t t0 = 0; t0 < n; t0 += chunk) {
-    const int64_t t1 = std::min(n, t0 + chunk);
-    for (int64_t o = row_begin; o < row_end; o += NO) {
-      const int no = int(std::min<int64_t>(NO, row_end - o));
-      const Elem* wrow = wdata + o * cols;
-      const float* b = bias ? bias + o : nullptr;
-      for (int64_t t = t0; t < t1; t += kMaxNT) {
-        const int nt = int(std::min<int64_t>(kMaxNT, t1 - t));
-        tiles.fn[nt][no](x + t * cols, wrow, cols, b, y + t * ldy + o, ldy);
-      }
-    }
-  }
+  if (n == 1) gemv_rows<Rows>(x, w, bias, y, tiles, row_begin, row_end);
+  else gemm_rows<Rows>(x, n, w, bias, y, tiles, row_begin, row_end);
 }
 
 bool cpu_has_avx2_fma() {

@@ -103,6 +103,20 @@ TEST(Linear, MatchesReferenceOnOddShapes) {
           }
 }
 
+// Shapes that cross every blocking boundary of the prefill path: several 64-token blocks, 48-row
+// groups and 1024-wide k blocks, with a k tail.
+TEST(Linear, MatchesReferenceAcrossCacheBlocks) {
+  for (WeightType type : {WeightType::F32, WeightType::BF16}) {
+    const Problem p(70, 2051, 101, type, true, 99);
+    const auto batch = p.run(kernels::linear);
+    expect_within_budget(p, batch, p.run(kernels::linear_ref));
+    for (int64_t t : {0, 63, 64, 69}) {
+      const auto one = p.run(kernels::linear, 1, t);
+      ASSERT_EQ(std::memcmp(one.data(), batch.data() + t * p.out, p.out * 4), 0) << "token " << t;
+    }
+  }
+}
+
 TEST(Linear, ScalarPathMatchesReference) {
   uint32_t seed = 1000;
   for (WeightType type : {WeightType::F32, WeightType::BF16})
