@@ -10,6 +10,13 @@ namespace lq::tok {
 const char* const kQwen2Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
+namespace {
+// The Unicode White_Space property, which Oniguruma's \s matches. PCRE2's own \s differs by version
+// (10.42 with UCP takes U+180E and not U+0085), so the class is spelled out.
+constexpr std::string_view kWhiteSpaceClassBody =
+    R"(\t\n\x{0B}\f\r\x{20}\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
+}  // namespace
+
 std::string onig_to_pcre2(std::string_view pattern) {
   std::string out;
   int class_depth = 0;
@@ -18,10 +25,10 @@ std::string onig_to_pcre2(std::string_view pattern) {
     if (c == '\\' && i + 1 < pattern.size()) {
       const char e = pattern[++i];
       if (e == 's') {
-        out += class_depth ? R"(\s\x{85})" : R"([\s\x{85}])";
+        out += class_depth ? std::string(kWhiteSpaceClassBody) : "[" + std::string(kWhiteSpaceClassBody) + "]";
       } else if (e == 'S') {
         if (class_depth) fail("pre-tokenizer regex", "\\S inside a character class is not supported");
-        out += R"([^\s\x{85}])";
+        out += "[^" + std::string(kWhiteSpaceClassBody) + "]";
       } else {
         out += c;
         out += e;

@@ -12,7 +12,8 @@ namespace lq::tok {
 extern const char* const kQwen2Pattern;
 
 // Rewrites an Oniguruma pattern (what HF tokenizers compiles) for PCRE2 with UTF+UCP: Oniguruma's
-// \s is the Unicode White_Space property, PCRE2's lacks U+0085, so \s and \S are spelled out. Throws
+// \s is the Unicode White_Space property, PCRE2's is not (U+0085, U+180E), so \s and \S are spelled out
+// as explicit classes. Throws
 // lq::Error for a construct this rewrite cannot express (\S inside a character class).
 std::string onig_to_pcre2(std::string_view pattern);
 

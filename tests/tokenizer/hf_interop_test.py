@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Interop: `lance-quant tokenize` against Hugging Face `tokenizers` on the real Qwen2.5 tokenizer.
+
+Encodes every line of tests/tokenizer/data/varied_lines.txt (written by tools/gen_tokenizer_corpus.py)
+with both and requires identical ids; checks `--decode` against HF decode (special tokens kept) on
+all lines; and checks that invalid UTF-8 input encodes like HF does on the Python-repaired string
+(bytes.decode("utf-8", "replace")).
+Environment: LQ_EXE (the built lance-quant), LQ_SHARED_DIR (skips with 77 when the tokenizer is absent),
+LQ_SOURCE_DIR (defaults to this checkout).
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SKIP = 77
+
+
+def run_cli(exe: str, tokenizer_dir: Path, stdin: bytes, *flags: str) -> list[bytes]:
+    result = subprocess.run([exe, "tokenize", str(tokenizer_dir), *flags], input=stdin,
+                            capture_output=True, timeout=300)
+    if result.returncode != 0:
+        sys.exit(f"lance-quant tokenize {' '.join(flags)} failed ({result.returncode}): "
+                 f"{result.stderr.decode(errors='replace')}")
+    return result.stdout.split(b"\n")[:-1]
+
+
+def parse_ids(line: bytes) -> list[int]:
+    return [int(x) for x in line.split()]
+
+
+def report_mismatches(what: str, mismatches: list[str], compared: int) -> bool:
+    print(f"{what}: {compared} lines compared, {len(mismatches)} mismatches")
+    for m in mismatches[:10]:
+        print("  " + m)
+    return not mismatches
+
+
+def main() -> int:
+    shared = Path(os.environ.get("LQ_SHARED_DIR", ""))
+    tokenizer_dir = shared / "data" / "qwen2.5-tokenizer"
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        print(f"skip: {tokenizer_dir}/tokenizer.json not found (set LQ_SHARED_DIR)")
+        return SKIP
+    exe = os.environ.get("LQ_EXE") or sys.exit("LQ_EXE is not set")
+    source = Path(os.environ.get("LQ_SOURCE_DIR", Path(__file__).resolve().parents[2]))
+    from tokenizers import Tokenizer  # noqa: E402 (only needed when the test runs)
+
+    hf = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    raw = (source / "tests/tokenizer/data/varied_lines.txt").read_bytes()
+    lines = raw.split(b"\n")[:-1]  # '\n' only: '\r' stays inside the text, as in the CLI
+    texts = [line.decode("utf-8") for line in lines]
+
+    ours = [parse_ids(out) for out in run_cli(exe, tokenizer_dir, raw)]
+    expected = [hf.encode(text, add_special_tokens=False).ids for text in texts]
+    if len(ours) != len(texts):
+        sys.exit(f"lance-quant printed {len(ours)} lines for {len(texts)} input lines")
+    mismatches = [f"line {i + 1} {texts[i]!r}:\n    ours {ours[i]}\n    hf   {expected[i]}"
+                  for i in range(len(texts)) if ours[i] != expected[i]]
+    ok = report_mismatches("encode", mismatches, len(texts))
+    print(f"  ({sum(len(ids) for ids in expected)} tokens)")
+
+    # Decode every line's ids (HF keeps special tokens only with skip_special_tokens=False).
+    id_lines = b"".join((" ".join(map(str, ids)) + "\n").encode() for ids in expected)
+    decoded = run_cli(exe, tokenizer_dir, id_lines, "--decode")
+    hf_decoded = [hf.decode(ids, skip_special_tokens=False) for ids in expected]
+    # A decoded text can itself hold '\n' (e.g. U+0085 does not, but "\r" stays); compare by
+    # re-joining the CLI output with the expected texts' own line counts.
+    decoded_text = b"\n".join(decoded).decode("utf-8")
+    expected_text = "\n".join(hf_decoded)
+    decode_ok = decoded_text == expected_text
+    print(f"decode: {len(expected)} lines, {'identical' if decode_ok else 'DIFFERENT'} to HF decode")
+    if not decode_ok:
+        for i, (a, b) in enumerate(zip(decoded_text.split("\n"), expected_text.split("\n"))):
+            if a != b:
+                print(f"  first difference at output line {i + 1}: ours {a!r} hf {b!r}")
+                break
+    ok = ok and decode_ok
+
+    # Ids of token pieces that are not UTF-8 on their own: both sides give U+FFFD.
+    partial = [hf.encode("🦙", add_special_tokens=False).ids[:1], [hf.token_to_id("Ã"), 220]]
+    ours_partial = run_cli(exe, tokenizer_dir, b"".join((" ".join(map(str, ids)) + "\n").encode() for ids in partial),
+                           "--decode")
+    hf_partial = [hf.decode(ids, skip_special_tokens=False).encode() for ids in partial]
+    partial_mismatches = [f"{partial[i]}: ours {ours_partial[i]!r} hf {hf_partial[i]!r}"
+                          for i in range(len(partial)) if ours_partial[i] != hf_partial[i]]
+    ok = report_mismatches("decode of partial UTF-8", partial_mismatches, len(partial)) and ok
+
+    # Invalid UTF-8 input: ours repairs it the way Python's errors="replace" does before HF sees it.
+    invalid = [b"abc\xffdef", b"caf\xc3", b"\xe2\x82 euro", b"\xf0\x9f\xa6 llama", b"\xed\xa0\x80 surrogate",
+               b"\xc0\xaf overlong", b"\xf4\x90\x80\x80 too big", b"ok \x80\x80\x80 end"]
+    ours_invalid = [parse_ids(out) for out in run_cli(exe, tokenizer_dir, b"".join(b + b"\n" for b in invalid))]
+    hf_invalid = [hf.encode(b.decode("utf-8", "replace"), add_special_tokens=False).ids for b in invalid]
+    invalid_mismatches = [f"{invalid[i]!r}: ours {ours_invalid[i]} hf {hf_invalid[i]}"
+                          for i in range(len(invalid)) if ours_invalid[i] != hf_invalid[i]]
+    ok = report_mismatches("invalid UTF-8", invalid_mismatches, len(invalid)) and ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
