@@ -1,1 +1,539 @@
 #include "forward/forward.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <utility>
+
+#include "forward/attention.h"
+#include "forward/parallel.h"
+#include "io/error.h"
+#include "io/safetensors.h"
+#include "num/formats.h"
+
+namespace lq::fwd {
+
+// ---- names ----------------------------------------------------------------------------------
+
+const char* path_name(Path p) { return p == Path::Und ? "und" : "gen"; }
+
+const char* kind_name(LinearKind k) {
+  static const char* const kNames[kNumLinearKinds] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                      "gate_proj", "up_proj", "down_proj"};
+  return kNames[static_cast<int>(k)];
+}
+
+std::string linear_module_name(const LinearId& id) {
+  const std::string layer = "language_model.model.layers." + std::to_string(id.layer) + ".";
+  const bool gen = id.path == Path::Gen;
+  const bool attention = id.kind <= LinearKind::O;
+  if (attention) return layer + "self_attn." + kind_name(id.kind) + (gen ? "_moe_gen" : "");
+  return layer + (gen ? "mlp_moe_gen." : "mlp.") + kind_name(id.kind);
+}
+
+std::vector<LinearId> all_linear_ids(int num_layers) {
+  std::vector<LinearId> ids;
+  for (int l = 0; l < num_layers; ++l)
+    for (Path p : {Path::Und, Path::Gen})
+      for (int k = 0; k < kNumLinearKinds; ++k) ids.push_back({l, p, static_cast<LinearKind>(k)});
+  return ids;
+}
+
+// ---- dense linear ---------------------------------------------------------------------------
+
+DenseLinear::DenseLinear(kernels::DenseMatrix w, std::vector<uint8_t> owned_storage, std::vector<float> bias)
+    : w_(w), storage_(std::move(owned_storage)), bias_(std::move(bias)) {
+  if (!storage_.empty()) w_.data = storage_.data();
+  if (!bias_.empty() && static_cast<int64_t>(bias_.size()) != w_.rows)
+    fail("DenseLinear", "bias has " + std::to_string(bias_.size()) + " entries, weight has " +
+                            std::to_string(w_.rows) + " rows");
+}
+
+void DenseLinear::apply(const float* x, int64_t n, float* y) const {
+  kernels::linear(x, n, w_, bias_.empty() ? nullptr : bias_.data(), y);
+}
+
+uint64_t DenseLinear::weight_bytes() const {
+  const uint64_t elem = w_.type == kernels::WeightType::F32 ? 4 : 2;
+  return elem * uint64_t(w_.rows) * uint64_t(w_.cols) + 4 * bias_.size();
+}
+
+void DenseLinear::row_f32(int64_t r, float* out) const {
+  if (r < 0 || r >= w_.rows) fail("DenseLinear::row_f32", "row " + std::to_string(r) + " out of range");
+  if (w_.type == kernels::WeightType::F32)
+    std::memcpy(out, static_cast<const float*>(w_.data) + r * w_.cols, sizeof(float) * w_.cols);
+  else
+    num::bf16_to_f32(static_cast<const uint16_t*>(w_.data) + r * w_.cols, out, size_t(w_.cols));
+}
+
+// ---- cache ----------------------------------------------------------------------------------
+
+void KvCache::clear() {
+  k_.clear();
+  v_.clear();
+  splits_.clear();
+  rows_ = 0;
+}
+
+// ---- loading --------------------------------------------------------------------------------
+
+namespace {
+
+struct LayerWeights {
+  // Indexed by Path.
+  std::array<std::vector<float>, kNumPaths> in_norm, post_norm, q_norm, k_norm;
+  std::array<std::array<std::unique_ptr<LinearWeights>, kNumLinearKinds>, kNumPaths> linears;
+};
+
+bool aligned(const void* p, size_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
+
+// A 2-D weight (+ optional bias) in the requested storage. Borrowed from the memory map when the
+// source dtype already is the storage dtype (zero copy), converted into owned memory otherwise.
+std::unique_ptr<DenseLinear> load_dense(const io::TensorStore& st, const std::string& weight,
+                                        const std::string& bias, WeightStorage storage) {
+  const io::TensorInfo& t = st.info(weight);
+  if (t.shape.size() != 2) fail(weight, "expected a 2-D weight");
+  kernels::DenseMatrix m;
+  m.rows = t.shape[0];
+  m.cols = t.shape[1];
+  m.type = storage == WeightStorage::F32 ? kernels::WeightType::F32 : kernels::WeightType::BF16;
+  std::vector<uint8_t> owned;
+  const io::DType want = storage == WeightStorage::F32 ? io::DType::F32 : io::DType::BF16;
+  const size_t elem = storage == WeightStorage::F32 ? 4 : 2;
+  const uint8_t* mapped = st.file_of(weight).bytes(t).data();
+  if (t.dtype == want && aligned(mapped, elem)) {
+    m.data = mapped;
+  } else {
+    owned.resize(size_t(m.rows * m.cols) * elem);
+    if (storage == WeightStorage::F32)
+      st.read_rows_f32(weight, 0, m.rows, reinterpret_cast<float*>(owned.data()));
+    else
+      st.read_rows_bf16(weight, 0, m.rows, reinterpret_cast<uint16_t*>(owned.data()));
+  }
+  std::vector<float> b;
+  if (!bias.empty()) b = st.read_f32(bias);
+  return std::make_unique<DenseLinear>(m, std::move(owned), std::move(b));
+}
+
+std::vector<float> load_vector(const io::TensorStore& st, const std::string& name, int64_t expect) {
+  std::vector<float> v = st.read_f32(name);
+  if (static_cast<int64_t>(v.size()) != expect)
+    fail(name, "has " + std::to_string(v.size()) + " values, expected " + std::to_string(expect));
+  return v;
+}
+
+std::string norm_name(int layer, const std::string& leaf, Path p) {
+  return "language_model.model.layers." + std::to_string(layer) + "." + leaf +
+         (p == Path::Gen ? "_moe_gen" : "") + ".weight";
+}
+
+}  // namespace
+
+struct Engine::Impl {
+  std::unique_ptr<io::TensorStore> store;  // first: borrowed weights point into its maps
+  model::ModelConfig cfg;
+  WeightStorage storage = WeightStorage::F32;
+  int layers_loaded = 0;
+  std::vector<LayerWeights> layers;
+  std::unique_ptr<DenseLinear> embed, lm_head, time0, time2, vae2llm, llm2vae;
+  std::array<std::vector<float>, kNumPaths> final_norm;
+  std::vector<double> inv_freq;        // [head_dim / 2]
+  std::vector<int> rope_axis;          // [head_dim / 2]: 0 = t, 1 = h, 2 = w
+  ActivationObserver* observer = nullptr;
+
+  int hidden() const { return cfg.hidden_size; }
+  int q_dim() const { return cfg.num_heads * cfg.head_dim; }
+  int kv_dim() const { return cfg.num_kv_heads * cfg.head_dim; }
+};
+
+namespace {
+
+void check_linear_shape(const LinearWeights& w, int64_t out, int64_t in, const std::string& name) {
+  if (w.out_features() != out || w.in_features() != in)
+    fail(name, "shape [" + std::to_string(w.out_features()) + ", " + std::to_string(w.in_features()) +
+                   "], expected [" + std::to_string(out) + ", " + std::to_string(in) + "]");
+}
+
+void load_layer(Engine::Impl& m, int l) {
+  const io::TensorStore& st = *m.store;
+  const auto& c = m.cfg;
+  LayerWeights& lw = m.layers[l];
+  for (Path p : {Path::Und, Path::Gen}) {
+    const int pi = static_cast<int>(p);
+    lw.in_norm[pi] = load_vector(st, norm_name(l, "input_layernorm", p), c.hidden_size);
+    lw.post_norm[pi] = load_vector(st, norm_name(l, "post_attention_layernorm", p), c.hidden_size);
+    lw.q_norm[pi] = load_vector(st, norm_name(l, "self_attn.q_norm", p), c.head_dim);
+    lw.k_norm[pi] = load_vector(st, norm_name(l, "self_attn.k_norm", p), c.head_dim);
+    for (int k = 0; k < kNumLinearKinds; ++k) {
+      const LinearId id{l, p, static_cast<LinearKind>(k)};
+      const std::string base = linear_module_name(id);
+      const bool has_bias = id.kind == LinearKind::Q || id.kind == LinearKind::K || id.kind == LinearKind::V;
+      auto w = load_dense(st, base + ".weight", has_bias ? base + ".bias" : "", m.storage);
+      const int64_t out = id.kind == LinearKind::Q ? m.q_dim()
+                          : (id.kind == LinearKind::K || id.kind == LinearKind::V) ? m.kv_dim()
+                          : (id.kind == LinearKind::Gate || id.kind == LinearKind::Up) ? c.intermediate_size
+                                                                                        : c.hidden_size;
+      const int64_t in = id.kind == LinearKind::O      ? m.q_dim()
+                         : id.kind == LinearKind::Down ? c.intermediate_size
+                                                       : c.hidden_size;
+      check_linear_shape(*w, out, in, base + ".weight");
+      lw.linears[pi][k] = std::move(w);
+    }
+  }
+}
+
+// inv_freq[j] = theta^(-2j/head_dim); axis of each frequency from mrope_section (t, h, w).
+void init_rope(Engine::Impl& m) {
+  const int half = m.cfg.head_dim / 2;
+  m.inv_freq.resize(half);
+  m.rope_axis.assign(half, 0);
+  for (int j = 0; j < half; ++j) m.inv_freq[j] = std::pow(m.cfg.rope_theta, -2.0 * j / m.cfg.head_dim);
+  const auto& s = m.cfg.mrope_section;
+  if (s[0] + s[1] + s[2] == 0) return;  // plain 1-D RoPE: axis t for every frequency
+  if (s[0] + s[1] + s[2] != half)
+    fail(m.cfg.source, "mrope_section sums to " + std::to_string(s[0] + s[1] + s[2]) + ", expected head_dim/2 = " +
+                           std::to_string(half));
+  for (int j = 0; j < half; ++j) m.rope_axis[j] = j < s[0] ? 0 : j < s[0] + s[1] ? 1 : 2;
+}
+
+}  // namespace
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::Engine(Engine&&) noexcept = default;
+Engine& Engine::operator=(Engine&&) noexcept = default;
+Engine::~Engine() = default;
+
+Engine Engine::load(const std::string& model_dir, const LoadOptions& opts) {
+  auto m = std::make_unique<Impl>();
+  m->cfg = model::load_config(model_dir);
+  m->store = std::make_unique<io::TensorStore>(model_dir);
+  m->storage = opts.storage;
+  const auto& c = m->cfg;
+  if (c.num_heads % c.num_kv_heads != 0)
+    fail(c.source, "num_attention_heads must be a multiple of num_key_value_heads");
+  m->layers_loaded = opts.num_layers < 0 ? c.num_layers : std::min(opts.num_layers, c.num_layers);
+  m->layers.resize(m->layers_loaded);
+  for (int l = 0; l < m->layers_loaded; ++l) load_layer(*m, l);
+
+  const io::TensorStore& st = *m->store;
+  m->embed = load_dense(st, "language_model.model.embed_tokens.weight", "", opts.storage);
+  check_linear_shape(*m->embed, c.vocab_size, c.hidden_size, "language_model.model.embed_tokens.weight");
+  m->lm_head = load_dense(st, "language_model.lm_head.weight", "", opts.storage);
+  check_linear_shape(*m->lm_head, c.vocab_size, c.hidden_size, "language_model.lm_head.weight");
+  m->final_norm[0] = load_vector(st, "language_model.model.norm.weight", c.hidden_size);
+  m->final_norm[1] = load_vector(st, "language_model.model.norm_moe_gen.weight", c.hidden_size);
+  // The small connectors stay f32 whatever the storage (they are never quantized).
+  m->time0 = load_dense(st, "time_embedder.mlp.0.weight", "time_embedder.mlp.0.bias", WeightStorage::F32);
+  check_linear_shape(*m->time0, c.hidden_size, c.time_embed_freq_dim, "time_embedder.mlp.0.weight");
+  m->time2 = load_dense(st, "time_embedder.mlp.2.weight", "time_embedder.mlp.2.bias", WeightStorage::F32);
+  check_linear_shape(*m->time2, c.hidden_size, c.hidden_size, "time_embedder.mlp.2.weight");
+  m->vae2llm = load_dense(st, "vae2llm.weight", "vae2llm.bias", WeightStorage::F32);
+  check_linear_shape(*m->vae2llm, c.hidden_size, c.latent_channels, "vae2llm.weight");
+  m->llm2vae = load_dense(st, "llm2vae.weight", "llm2vae.bias", WeightStorage::F32);
+  check_linear_shape(*m->llm2vae, c.latent_channels, c.hidden_size, "llm2vae.weight");
+  init_rope(*m);
+  return Engine(std::move(m));
+}
+
+const model::ModelConfig& Engine::config() const { return impl_->cfg; }
+int Engine::num_layers() const { return impl_->layers_loaded; }
+WeightStorage Engine::storage() const { return impl_->storage; }
+
+const LinearWeights& Engine::linear(const LinearId& id) const {
+  if (id.layer < 0 || id.layer >= impl_->layers_loaded) fail("Engine::linear", "layer " + std::to_string(id.layer) + " not loaded");
+  return *impl_->layers[id.layer].linears[static_cast<int>(id.path)][static_cast<int>(id.kind)];
+}
+
+void Engine::replace_linear(const LinearId& id, std::unique_ptr<LinearWeights> w) {
+  const LinearWeights& old = linear(id);
+  check_linear_shape(*w, old.out_features(), old.in_features(), linear_module_name(id));
+  impl_->layers[id.layer].linears[static_cast<int>(id.path)][static_cast<int>(id.kind)] = std::move(w);
+}
+
+void Engine::set_observer(ActivationObserver* obs) { impl_->observer = obs; }
+
+uint64_t Engine::layer_weight_bytes() const {
+  uint64_t total = 0;
+  for (const auto& lw : impl_->layers)
+    for (const auto& path : lw.linears)
+      for (const auto& w : path) total += w->weight_bytes();
+  return total;
+}
+
+// ---- inputs ---------------------------------------------------------------------------------
+
+void Engine::embed_tokens(const int32_t* ids, int64_t n, float* out) const {
+  const int64_t h = impl_->hidden();
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] < 0 || ids[i] >= impl_->cfg.vocab_size)
+      fail("embed_tokens", "token id " + std::to_string(ids[i]) + " outside the vocabulary (" +
+                               std::to_string(impl_->cfg.vocab_size) + ")");
+    impl_->embed->row_f32(ids[i], out + i * h);
+  }
+}
+
+std::vector<float> Engine::time_embedding(double tau) const {
+  // phi(tau) = [cos(tau f_k), sin(tau f_k)], f_k = exp(-ln(10000) k / half): cos first.
+  const int dim = impl_->cfg.time_embed_freq_dim, half = dim / 2;
+  std::vector<float> phi(dim);
+  for (int k = 0; k < half; ++k) {
+    const double f = std::exp(-std::log(10000.0) * k / half);
+    phi[k] = float(std::cos(tau * f));
+    phi[half + k] = float(std::sin(tau * f));
+  }
+  std::vector<float> hid(impl_->hidden()), out(impl_->hidden());
+  impl_->time0->apply(phi.data(), 1, hid.data());
+  for (float& v : hid) v = v / (1.0f + std::exp(-v));
+  impl_->time2->apply(hid.data(), 1, out.data());
+  return out;
+}
+
+namespace {
+
+// One axis of the 3-D sin-cos table: [sin(p w_k) for k < D/2, cos(p w_k) for k < D/2],
+// w_k = 10000^(-k/(D/2)), in float64 like Lance's numpy table.
+void sincos_axis(double p, int dim, float* out) {
+  const int half = dim / 2;
+  for (int k = 0; k < half; ++k) {
+    const double w = 1.0 / std::pow(10000.0, double(k) / half);
+    out[k] = float(std::sin(p * w));
+    out[half + k] = float(std::cos(p * w));
+  }
+}
+
+}  // namespace
+
+std::vector<float> Engine::latent_embeddings(const float* x, std::array<int, 3> grid, double tau) const {
+  const auto& c = impl_->cfg;
+  const int h = c.hidden_size;
+  const auto [gt, gh, gw] = grid;
+  if (gt < 1 || gh < 1 || gw < 1 || gt > c.max_latent_frames || gh > c.max_latent_size || gw > c.max_latent_size)
+    fail("latent_embeddings", "latent grid " + std::to_string(gt) + "x" + std::to_string(gh) + "x" +
+                                  std::to_string(gw) + " outside the position table (" +
+                                  std::to_string(c.max_latent_frames) + " x " + std::to_string(c.max_latent_size) +
+                                  " x " + std::to_string(c.max_latent_size) + ")");
+  const int64_t n = int64_t(gt) * gh * gw;
+  std::vector<float> out(size_t(n * h));
+  impl_->vae2llm->apply(x, n, out.data());
+  const std::vector<float> te = time_embedding(tau);
+  // Axis widths: t and h get (hidden / 3) rounded down to even, w gets the rest.
+  const int d_th = (h / 3) & ~1, d_w = h - 2 * d_th;
+  std::vector<float> pe(h);
+  for (int f = 0; f < gt; ++f)
+    for (int r = 0; r < gh; ++r)
+      for (int col = 0; col < gw; ++col) {
+        sincos_axis(f, d_th, pe.data());
+        sincos_axis(r, d_th, pe.data() + d_th);
+        sincos_axis(col, d_w, pe.data() + 2 * d_th);
+        float* row = out.data() + ((int64_t(f) * gh + r) * gw + col) * h;
+        for (int i = 0; i < h; ++i) row[i] += te[i] + pe[i];
+      }
+  return out;
+}
+
+// ---- the decoder ----------------------------------------------------------------------------
+
+namespace {
+
+// Rows of the chunk grouped by path; `all` set when every row takes that path (no gather needed).
+struct Routing {
+  std::array<std::vector<int64_t>, kNumPaths> rows;
+  int64_t total = 0;
+  bool whole(int p) const { return int64_t(rows[p].size()) == total; }
+};
+
+Routing route(const Chunk& c) {
+  Routing r;
+  r.total = c.rows();
+  for (int64_t i = 0; i < r.total; ++i) r.rows[static_cast<int>(c.paths[i])].push_back(i);
+  return r;
+}
+
+// y = x W^T for each path's rows through that path's LinearWeights, observer first.
+void routed_linear(const Engine::Impl& m, int layer, LinearKind kind, const Routing& rt, const float* x,
+                   int64_t in_dim, float* y, int64_t out_dim) {
+  for (int p = 0; p < kNumPaths; ++p) {
+    const auto& rows = rt.rows[p];
+    if (rows.empty()) continue;
+    const LinearId id{layer, static_cast<Path>(p), kind};
+    const LinearWeights& w = *m.layers[layer].linears[p][static_cast<int>(kind)];
+    const int64_t n = int64_t(rows.size());
+    if (rt.whole(p)) {
+      if (m.observer) m.observer->observe(id, x, n, in_dim);
+      w.apply(x, n, y);
+      continue;
+    }
+    std::vector<float> xin(size_t(n * in_dim)), yout(size_t(n * out_dim));
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(&xin[i * in_dim], x + rows[i] * in_dim, sizeof(float) * in_dim);
+    if (m.observer) m.observer->observe(id, xin.data(), n, in_dim);
+    w.apply(xin.data(), n, yout.data());
+    for (int64_t i = 0; i < n; ++i)
+      std::memcpy(y + rows[i] * out_dim, &yout[i * out_dim], sizeof(float) * out_dim);
+  }
+}
+
+// RMSNorm of `dim`-wide vectors: x / sqrt(mean(x^2) + eps) * w, reduction in double.
+void rms_norm(const float* x, const float* w, int64_t dim, double eps, float* y) {
+  double ss = 0;
+  for (int64_t i = 0; i < dim; ++i) ss += double(x[i]) * x[i];
+  const float inv = float(1.0 / std::sqrt(ss / dim + eps));
+  for (int64_t i = 0; i < dim; ++i) y[i] = w[i] * (x[i] * inv);
+}
+
+// Per-row RMSNorm with the row's path weights; `groups` vectors of `dim` per row (q/k heads).
+void routed_rms_norm(const Chunk& c, const std::array<std::vector<float>, kNumPaths>& w, const float* x,
+                     int64_t groups, int64_t dim, double eps, float* y) {
+  for (int64_t i = 0; i < c.rows(); ++i) {
+    const float* wp = w[static_cast<int>(c.paths[i])].data();
+    for (int64_t g = 0; g < groups; ++g) rms_norm(x + (i * groups + g) * dim, wp, dim, eps, y + (i * groups + g) * dim);
+  }
+}
+
+// Half-split rotation x' = x cos + rotate_half(x) sin, angles from the row's 3-D position.
+void apply_rope(const Engine::Impl& m, const Chunk& c, float* x, int64_t heads) {
+  const int hd = m.cfg.head_dim, half = hd / 2;
+  std::vector<float> cs(half), sn(half);
+  for (int64_t i = 0; i < c.rows(); ++i) {
+    for (int j = 0; j < half; ++j) {
+      const double a = double(c.positions[i][m.rope_axis[j]]) * m.inv_freq[j];
+      cs[j] = float(std::cos(a));
+      sn[j] = float(std::sin(a));
+    }
+    for (int64_t h = 0; h < heads; ++h) {
+      float* v = x + (i * heads + h) * hd;
+      for (int j = 0; j < half; ++j) {
+        const float a = v[j], b = v[j + half];
+        v[j] = a * cs[j] - b * sn[j];
+        v[j + half] = b * cs[j] + a * sn[j];
+      }
+    }
+  }
+}
+
+void check_chunk(const Engine::Impl& m, const Chunk& c) {
+  const int64_t L = c.rows();
+  if (L == 0) fail("forward", "empty chunk");
+  if (int64_t(c.embeddings.size()) != L * m.hidden() || int64_t(c.positions.size()) != L)
+    fail("forward", "chunk embeddings/positions do not match its " + std::to_string(L) + " rows");
+  int64_t covered = 0;
+  for (const Split& s : c.splits) {
+    if (s.len <= 0) fail("forward", "split of non-positive length");
+    covered += s.len;
+  }
+  if (covered != L) fail("forward", "splits cover " + std::to_string(covered) + " rows, chunk has " + std::to_string(L));
+  for (const Position3& p : c.positions)
+    for (int32_t v : p)
+      if (v < 0 || v >= m.cfg.max_position_embeddings)
+        fail("forward", "position " + std::to_string(v) + " outside [0, max_position_embeddings = " +
+                            std::to_string(m.cfg.max_position_embeddings) + ")");
+}
+
+}  // namespace
+
+std::vector<float> Engine::forward(const Chunk& chunk, KvCache* cache, CacheWrite write,
+                                   std::vector<float>* layer_states) const {
+  const Impl& m = *impl_;
+  const auto& c = m.cfg;
+  check_chunk(m, chunk);
+  if (write == CacheWrite::Append && !cache) fail("forward", "CacheWrite::Append needs a cache");
+  const int64_t L = chunk.rows(), H = m.hidden(), QD = m.q_dim(), KD = m.kv_dim(), I = c.intermediate_size;
+  const int64_t prefix = cache ? cache->rows_ : 0;
+  if (cache && cache->k_.empty()) {
+    cache->k_.resize(m.layers_loaded);
+    cache->v_.resize(m.layers_loaded);
+  }
+
+  // Key splits: the cached ones, then the chunk's.
+  std::vector<Split> key_splits = cache ? cache->splits_ : std::vector<Split>{};
+  key_splits.insert(key_splits.end(), chunk.splits.begin(), chunk.splits.end());
+  const AttentionLayout layout = make_attention_layout(key_splits, prefix, L);
+  const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim};
+
+  const Routing rt = route(chunk);
+  std::vector<float> x = chunk.embeddings;
+  if (layer_states) {
+    layer_states->assign(size_t((m.layers_loaded + 1) * L * H), 0.0f);
+    std::copy(x.begin(), x.end(), layer_states->begin());
+  }
+  std::vector<float> h(L * H), q(L * QD), k(L * KD), v(L * KD), o(L * QD), tmp(L * H);
+  std::vector<float> gate(L * I), up(L * I);
+  std::vector<float> k_all, v_all;
+  for (int l = 0; l < m.layers_loaded; ++l) {
+    const LayerWeights& lw = m.layers[l];
+    routed_rms_norm(chunk, lw.in_norm, x.data(), 1, H, c.rms_norm_eps, h.data());
+    routed_linear(m, l, LinearKind::Q, rt, h.data(), H, q.data(), QD);
+    routed_linear(m, l, LinearKind::K, rt, h.data(), H, k.data(), KD);
+    routed_linear(m, l, LinearKind::V, rt, h.data(), H, v.data(), KD);
+    routed_rms_norm(chunk, lw.q_norm, q.data(), c.num_heads, c.head_dim, c.rms_norm_eps, q.data());
+    routed_rms_norm(chunk, lw.k_norm, k.data(), c.num_kv_heads, c.head_dim, c.rms_norm_eps, k.data());
+    apply_rope(m, chunk, q.data(), c.num_heads);
+    apply_rope(m, chunk, k.data(), c.num_kv_heads);
+
+    // Keys/values over [cache rows, chunk rows].
+    const float *keys = k.data(), *vals = v.data();
+    if (cache && write == CacheWrite::Append) {
+      cache->k_[l].insert(cache->k_[l].end(), k.begin(), k.end());
+      cache->v_[l].insert(cache->v_[l].end(), v.begin(), v.end());
+      keys = cache->k_[l].data();
+      vals = cache->v_[l].data();
+    } else if (prefix > 0) {
+      k_all.assign(cache->k_[l].begin(), cache->k_[l].end());
+      k_all.insert(k_all.end(), k.begin(), k.end());
+      v_all.assign(cache->v_[l].begin(), cache->v_[l].end());
+      v_all.insert(v_all.end(), v.begin(), v.end());
+      keys = k_all.data();
+      vals = v_all.data();
+    }
+    attention(shape, layout, q.data(), keys, vals, o.data());
+
+    routed_linear(m, l, LinearKind::O, rt, o.data(), QD, tmp.data(), H);
+    for (int64_t i = 0; i < L * H; ++i) x[i] += tmp[i];
+    routed_rms_norm(chunk, lw.post_norm, x.data(), 1, H, c.rms_norm_eps, h.data());
+    routed_linear(m, l, LinearKind::Gate, rt, h.data(), H, gate.data(), I);
+    routed_linear(m, l, LinearKind::Up, rt, h.data(), H, up.data(), I);
+    for (int64_t i = 0; i < L * I; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+    routed_linear(m, l, LinearKind::Down, rt, gate.data(), I, tmp.data(), H);
+    for (int64_t i = 0; i < L * H; ++i) x[i] += tmp[i];
+    if (layer_states) std::copy(x.begin(), x.end(), layer_states->begin() + (l + 1) * L * H);
+  }
+  if (cache && write == CacheWrite::Append) {
+    cache->splits_.insert(cache->splits_.end(), chunk.splits.begin(), chunk.splits.end());
+    cache->rows_ += L;
+  }
+  routed_rms_norm(chunk, m.final_norm, x.data(), 1, H, c.rms_norm_eps, h.data());
+  return h;
+}
+
+std::vector<float> Engine::logits(const float* normed, int64_t n) const {
+  std::vector<float> out(size_t(n * impl_->cfg.vocab_size));
+  impl_->lm_head->apply(normed, n, out.data());
+  return out;
+}
+
+std::vector<float> Engine::velocity(const float* normed, int64_t n) const {
+  std::vector<float> out(size_t(n * impl_->cfg.latent_channels));
+  impl_->llm2vae->apply(normed, n, out.data());
+  return out;
+}
+
+// ---- chunk helpers --------------------------------------------------------------------------
+
+std::vector<Position3> text_positions(int64_t n, int32_t start) {
+  std::vector<Position3> p(n);
+  for (int64_t i = 0; i < n; ++i) p[i] = {start + int32_t(i), start + int32_t(i), start + int32_t(i)};
+  return p;
+}
+
+Chunk text_chunk(const Engine& e, const std::vector<int32_t>& ids, const std::vector<Position3>& pos,
+                 const std::vector<Split>& splits) {
+  Chunk c;
+  c.embeddings.resize(ids.size() * size_t(e.config().hidden_size));
+  e.embed_tokens(ids.data(), int64_t(ids.size()), c.embeddings.data());
+  c.paths.assign(ids.size(), Path::Und);
+  c.positions = pos;
+  c.splits = splits;
+  return c;
+}
+
+}  // namespace lq::fwd

@@ -1,2 +1,195 @@
-// Native Lance backbone forward (und + gen paths). Placeholder until the engine lands.
+// Native forward pass of the Lance LLM backbone: a hard-routed Mixture-of-Transformers decoder with
+// an understanding ("und") and a generation ("gen", `_moe_gen`) weight set per layer, run over ONE
+// packed sequence (see ../shared/docs/lance-architecture.md section 3).
+//
+// Pieces:
+//   * LinearId / LinearWeights / ActivationObserver: the single interface every target linear goes
+//     through. Later stages plug in here:
+//       - calibration: Engine::set_observer(obs) -> obs->observe(id, x, n) sees the input rows of
+//         each (layer, path, kind) linear before it runs (rows routed to that path only);
+//       - quantized weights: Engine::replace_linear(id, std::make_unique<MyInt4Linear>(...)) swaps
+//         a dense linear for any implementation of LinearWeights::apply (its own kernel).
+//   * Chunk: the rows to compute (input embeddings, per-row path, 3-D positions, split list).
+//   * KvCache: K/V (after RoPE) of already computed prefix rows plus their split descriptors.
+//   * Engine: weights + forward(chunk, cache, mode) + the heads (lm_head / llm2vae) and the gen
+//     input embeddings (vae2llm + TimeEmb + 3-D sin-cos latent position table).
 #pragma once
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/linear.h"
+#include "model/config.h"
+
+namespace lq::io {
+class TensorStore;
+}
+
+namespace lq::fwd {
+
+// ---- identity of a linear -------------------------------------------------------------------
+
+enum class Path : uint8_t { Und = 0, Gen = 1 };
+enum class LinearKind : uint8_t { Q, K, V, O, Gate, Up, Down };
+inline constexpr int kNumPaths = 2;
+inline constexpr int kNumLinearKinds = 7;
+
+struct LinearId {
+  int layer = 0;
+  Path path = Path::Und;
+  LinearKind kind = LinearKind::Q;
+  bool operator==(const LinearId&) const = default;
+};
+
+const char* path_name(Path p);         // "und" / "gen"
+const char* kind_name(LinearKind k);   // "q_proj", ..., "down_proj"
+// Checkpoint module name without ".weight", e.g. "language_model.model.layers.3.self_attn.q_proj_moe_gen"
+// (attention twins suffix the leaf, the MLP twin suffixes the module: "mlp_moe_gen.gate_proj").
+std::string linear_module_name(const LinearId& id);
+// Every target linear of a model with `num_layers` layers: layer-major, und then gen, kinds in order.
+std::vector<LinearId> all_linear_ids(int num_layers);
+
+// ---- the linear interface -------------------------------------------------------------------
+
+// y[n, out] = x[n, in] W^T (+ bias). Implementations must be safe to call concurrently from
+// different threads on different data (apply is const) and may thread internally.
+class LinearWeights {
+ public:
+  virtual ~LinearWeights() = default;
+  virtual int64_t in_features() const = 0;
+  virtual int64_t out_features() const = 0;
+  virtual void apply(const float* x, int64_t n, float* y) const = 0;
+  // Bytes of weight data read per full application (for bandwidth reports).
+  virtual uint64_t weight_bytes() const = 0;
+};
+
+// A dense matrix, f32 or bf16, either owned or borrowed from a memory map (zero copy), plus an
+// optional f32 bias. Runs through kernels::linear.
+class DenseLinear final : public LinearWeights {
+ public:
+  DenseLinear(kernels::DenseMatrix w, std::vector<uint8_t> owned_storage, std::vector<float> bias);
+  int64_t in_features() const override { return w_.cols; }
+  int64_t out_features() const override { return w_.rows; }
+  void apply(const float* x, int64_t n, float* y) const override;
+  uint64_t weight_bytes() const override;
+  const kernels::DenseMatrix& matrix() const { return w_; }
+  const std::vector<float>& bias() const { return bias_; }
+  // Row r of the weight as f32 (used for the embedding lookup).
+  void row_f32(int64_t r, float* out) const;
+
+ private:
+  kernels::DenseMatrix w_;
+  std::vector<uint8_t> storage_;  // empty when borrowed from the memory map
+  std::vector<float> bias_;
+};
+
+// Sees the input rows of every target linear just before it is applied (calibration capture).
+// Called from the engine's calling thread only, never concurrently.
+class ActivationObserver {
+ public:
+  virtual ~ActivationObserver() = default;
+  // x: [n, in_features] row-major; only the rows routed to id.path.
+  virtual void observe(const LinearId& id, const float* x, int64_t n, int64_t in_features) = 0;
+};
+
+// ---- sequences ------------------------------------------------------------------------------
+
+// Attention mode of a split (Lance's split_modes): causal text, bidirectional full block (ViT or
+// clean VAE), or noise block (bidirectional, invisible to every row outside it).
+enum class SplitMode : int32_t { Causal = 0, Full = 1, Noise = 2 };
+struct Split {
+  int64_t len = 0;
+  SplitMode mode = SplitMode::Causal;
+};
+
+using Position3 = std::array<int32_t, 3>;  // (t, h, w) M-RoPE position
+
+// Rows to run through the decoder. All vectors have rows() entries; the splits cover the rows.
+struct Chunk {
+  std::vector<float> embeddings;   // [L, hidden] input rows (token embeddings / latent embeddings)
+  std::vector<Path> paths;         // routing of each row
+  std::vector<Position3> positions;
+  std::vector<Split> splits;
+  int64_t rows() const { return static_cast<int64_t>(paths.size()); }
+};
+
+// K/V after RoPE of computed prefix rows, per layer, [rows, kv_heads * head_dim], and the splits
+// those rows belong to. Noise splits are never appended (the sampler recomputes them every step).
+class KvCache {
+ public:
+  int64_t rows() const { return rows_; }
+  const std::vector<Split>& splits() const { return splits_; }
+  void clear();
+
+ private:
+  friend class Engine;
+  std::vector<std::vector<float>> k_, v_;
+  std::vector<Split> splits_;
+  int64_t rows_ = 0;
+};
+
+enum class CacheWrite { No, Append };
+
+// ---- the engine -----------------------------------------------------------------------------
+
+enum class WeightStorage { F32, BF16 };
+
+struct LoadOptions {
+  WeightStorage storage = WeightStorage::F32;
+  int num_layers = -1;  // load only the first N layers (benchmarks); -1 = all
+};
+
+class Engine {
+ public:
+  // Loads every tensor the forward needs from a model directory. With f32 storage and an F32
+  // source the weights are used in place from the memory map (no copy).
+  static Engine load(const std::string& model_dir, const LoadOptions& opts = {});
+  Engine(Engine&&) noexcept;
+  Engine& operator=(Engine&&) noexcept;
+  ~Engine();
+
+  const model::ModelConfig& config() const;
+  int num_layers() const;  // layers actually loaded
+  WeightStorage storage() const;
+
+  // The one interface all 14 x layers target linears go through.
+  const LinearWeights& linear(const LinearId& id) const;
+  void replace_linear(const LinearId& id, std::unique_ptr<LinearWeights> w);
+  void set_observer(ActivationObserver* obs);  // nullptr disables
+
+  // Inputs.
+  void embed_tokens(const int32_t* ids, int64_t n, float* out) const;  // out [n, hidden]
+  std::vector<float> time_embedding(double tau) const;                 // [hidden]
+  // x: [t*h*w, latent_channels] raster (f, r, c) order; returns [t*h*w, hidden].
+  std::vector<float> latent_embeddings(const float* x, std::array<int, 3> grid_thw, double tau) const;
+
+  // Runs the decoder over `chunk`, attending to the rows in `cache` (may be null) then to itself
+  // under the split mask. Returns the routed final norm of every row, [L, hidden]. With
+  // CacheWrite::Append the chunk's K/V and splits are appended to `cache`. `layer_states`, when
+  // given, receives the residual stream [num_layers + 1, L, hidden] (index 0 = input).
+  std::vector<float> forward(const Chunk& chunk, KvCache* cache, CacheWrite write,
+                             std::vector<float>* layer_states = nullptr) const;
+
+  // Heads on final-normed rows: lm_head [n, vocab_size] and llm2vae [n, latent_channels].
+  std::vector<float> logits(const float* normed, int64_t n) const;
+  std::vector<float> velocity(const float* normed, int64_t n) const;
+
+  // Weight bytes read by one pass over every layer's linears (decode bandwidth estimate).
+  uint64_t layer_weight_bytes() const;
+
+ struct Impl;  // opaque: defined in forward.cpp
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Builds a chunk of token rows (all und) with the given positions and splits.
+Chunk text_chunk(const Engine& e, const std::vector<int32_t>& ids, const std::vector<Position3>& pos,
+                 const std::vector<Split>& splits);
+// Positions start, start+1, ... on all three axes (plain text).
+std::vector<Position3> text_positions(int64_t n, int32_t start = 0);
+
+}  // namespace lq::fwd

@@ -1,0 +1,24 @@
+// Greedy text decoding on the und path: prefill the prompt into a KV cache, then one token at a time.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "forward/forward.h"
+
+namespace lq::fwd {
+
+struct GreedyOptions {
+  int max_new_tokens = 256;
+  int32_t stop_id = -1;     // generation ends after emitting this id (not included); -1: none
+  int64_t vocab_limit = 0;  // logits at ids >= this are masked (len(tokenizer)); 0 = no mask
+  bool use_cache = true;    // false: recompute the whole sequence each step (reference)
+};
+
+// Index of the largest of logits[0 .. min(limit, n)) (first on ties).
+int32_t argmax_masked(const float* logits, int64_t n, int64_t limit);
+
+// Greedy continuation of `prompt` (positions 0.., causal). Throws lq::Error when the sequence would
+// exceed max_position_embeddings.
+std::vector<int32_t> greedy_decode(const Engine& e, const std::vector<int32_t>& prompt, const GreedyOptions& o);
+
+}  // namespace lq::fwd
