@@ -75,6 +75,7 @@ ModelConfig load_config(const std::string& dir) {
     c.max_latent_frames = want<int>(l, "max_num_latent_frames", c.max_latent_frames);
     c.time_embed_freq_dim = want<int>(l, "time_embed_freq_dim", c.time_embed_freq_dim);
     c.len_tokenizer = want<int>(l, "len_tokenizer", c.len_tokenizer);
+    c.latent_pos_embed_rows = want<int>(l, "latent_pos_embed_rows", c.max_latent_size * c.max_latent_size);
   }
   return c;
 }

@@ -26,6 +26,7 @@ struct ModelConfig {
   int max_latent_size = 64;
   int max_latent_frames = 31;
   int time_embed_freq_dim = 256;
+  int latent_pos_embed_rows = 64 * 64;  // rows of the stored latent_pos_embed table (max_latent_size^2)
   int len_tokenizer = 0;  // logits at ids >= this are masked; 0 = vocab_size
 };
 
