@@ -36,17 +36,18 @@ void AttentionLayout::visible(int64_t i, std::vector<KeyRange>& out) const {
   out.clear();
   const int64_t g = prefix + i;
   const int32_t own = query_split[i];
+  auto add = [&out](int64_t begin, int64_t end) {  // merges adjacent ranges
+    if (!out.empty() && out.back().end == begin)
+      out.back().end = end;
+    else
+      out.push_back({begin, end});
+  };
   for (int32_t s = 0; s <= own; ++s) {
     const SplitSpan& sp = splits[s];
-    if (s == own) {
-      const bool bidirectional = sp.mode != SplitMode::Causal;
-      out.push_back({sp.start, bidirectional ? sp.start + sp.len : g + 1});
-    } else if (sp.mode != SplitMode::Noise) {  // earlier splits are visible unless they are noise
-      if (!out.empty() && out.back().end == sp.start)
-        out.back().end = sp.start + sp.len;
-      else
-        out.push_back({sp.start, sp.start + sp.len});
-    }
+    if (s == own)
+      add(sp.start, sp.mode != SplitMode::Causal ? sp.start + sp.len : g + 1);
+    else if (sp.mode != SplitMode::Noise)  // earlier splits are visible unless they are noise
+      add(sp.start, sp.start + sp.len);
   }
 }
 

@@ -138,6 +138,7 @@ std::vector<float> T2iSampler::sample(const std::vector<float>& noise, const Sam
   if (trajectory) trajectory->assign(x.begin(), x.end());
   for (int i = 0; i < o.steps; ++i) {
     const double tau = taus[i];
+    if (o.on_step) o.on_step(i, tau);
     std::vector<float> v = velocity(true, x.data(), tau);
     if (o.cfg_scale != 1.0 && tau > o.cfg_min && tau <= o.cfg_max)
       v = cfg_combine(v, velocity(false, x.data(), tau), o.cfg_scale);

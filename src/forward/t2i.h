@@ -9,6 +9,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "forward/forward.h"
@@ -61,6 +62,8 @@ struct SamplerOptions {
   double shift = 3.5;
   double cfg_scale = 4.0;
   double cfg_min = 0.4, cfg_max = 1.0;  // CFG while cfg_min < tau' <= cfg_max
+  // Called before each step's velocity evaluations (calibration tags activations with tau').
+  std::function<void(int step, double tau)> on_step;
 };
 
 // tau'_i for i = 0..steps: linspace(1, 0, steps + 1) shifted by s tau / (1 + (s - 1) tau).

@@ -1,0 +1,54 @@
+#include "forward/prompts.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/error.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lq::fwd {
+
+std::string chat_prompt(const std::string& user, const std::string& system) {
+  return "<|im_start|>system\n" + system + "<|im_end|>\n<|im_start|>user\n" + user +
+         "<|im_end|>\n<|im_start|>assistant\n";
+}
+
+T2iSettings load_t2i_settings(const std::string& model_dir) {
+  T2iSettings s;
+  const auto path = std::filesystem::path(model_dir) / "lance_config.json";
+  if (!std::filesystem::exists(path)) return s;
+  std::ifstream in(path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path.string(), std::string("not valid JSON: ") + e.what());
+  }
+  if (j.contains("t2i_system_instruction")) s.instruction = j["t2i_system_instruction"].get<std::string>();
+  if (j.contains("t2i_latent_grid_thw")) {
+    const auto& g = j["t2i_latent_grid_thw"];
+    if (!g.is_array() || g.size() != 3) fail(path.string(), "t2i_latent_grid_thw must be [t, h, w]");
+    s.grid = {g[0].get<int>(), g[1].get<int>(), g[2].get<int>()};
+  }
+  return s;
+}
+
+namespace {
+int32_t special_id(const tok::Tokenizer& t, const char* token) {
+  auto id = t.token_id(token);
+  if (!id) fail("tokenizer", std::string("has no special token ") + token);
+  return *id;
+}
+}  // namespace
+
+T2iPrompt t2i_prompt(const tok::Tokenizer& tokenizer, const std::string& caption, const std::string& instruction,
+                     const LatentGrid& grid) {
+  const auto s1 = tokenizer.encode("<|im_start|>system\n" + instruction + "<|im_end|>\n<|im_start|>user\n");
+  const auto s2 = tokenizer.encode(caption);
+  const auto s3 = tokenizer.encode("<|im_end|>\n<|im_start|>assistant\n");
+  return build_t2i_prompt(s1, s2, s3, special_id(tokenizer, "<|vision_start|>"), special_id(tokenizer, "<|vision_end|>"),
+                          grid);
+}
+
+}  // namespace lq::fwd

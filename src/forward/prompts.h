@@ -1,0 +1,35 @@
+// Prompt templates shared by `run`, calibration and evaluation: the Qwen chat template for
+// understanding (x2t without an image) and Lance's text-to-image sequence built from a caption.
+#pragma once
+#include <string>
+
+#include "forward/t2i.h"
+
+namespace lq::tok {
+class Tokenizer;
+}
+
+namespace lq::fwd {
+
+inline constexpr const char* kDefaultSystemPrompt = "You are a helpful assistant.";
+// Lance's t2i system instruction (used when lance_config.json does not give one).
+inline constexpr const char* kDefaultT2iInstruction =
+    "Describe the image by detailing the color, quantity, text, shape, size, texture, spatial relationships of the "
+    "objects and background:";
+
+// "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+std::string chat_prompt(const std::string& user, const std::string& system = kDefaultSystemPrompt);
+
+// t2i settings of a model directory (lance_config.json: t2i_system_instruction, t2i_latent_grid_thw);
+// Lance_3B defaults otherwise (a 768x768 image: latent grid 1 x 48 x 48).
+struct T2iSettings {
+  std::string instruction = kDefaultT2iInstruction;
+  LatentGrid grid{1, 48, 48};
+};
+T2iSettings load_t2i_settings(const std::string& model_dir);
+
+// Both sampler branches for `caption` (splits s1 s2 s3 tokenized separately, as Lance does).
+T2iPrompt t2i_prompt(const tok::Tokenizer& tokenizer, const std::string& caption, const std::string& instruction,
+                     const LatentGrid& grid);
+
+}  // namespace lq::fwd
