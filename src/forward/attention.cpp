@@ -6,7 +6,7 @@
 #include <cmath>
 #include <limits>
 
-#include "forward/parallel.h"
+#include "kernels/parallel.h"
 #include "io/error.h"
 
 namespace lq::fwd {
@@ -130,7 +130,7 @@ void attention(const AttentionShape& s, const AttentionLayout& layout, const flo
   const VecOps& ops = vec_ops();
   // Work items: (query block, head); blocks keep each item's key reads cache-friendly.
   const int64_t block = 16, blocks = (layout.rows + block - 1) / block;
-  parallel_for(blocks * s.num_heads, [&](int64_t begin, int64_t end) {
+  kernels::parallel_for(blocks * s.num_heads, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(size_t(layout.keys()));
     std::vector<KeyRange> ranges;
     for (int64_t item = begin; item < end; ++item) {

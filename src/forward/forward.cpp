@@ -6,37 +6,19 @@
 #include <utility>
 
 #include "forward/attention.h"
-#include "forward/parallel.h"
+#include "kernels/parallel.h"
 #include "io/error.h"
 #include "io/safetensors.h"
 #include "num/formats.h"
 
 namespace lq::fwd {
 
-// ---- names ----------------------------------------------------------------------------------
-
-const char* path_name(Path p) { return p == Path::Und ? "und" : "gen"; }
-
-const char* kind_name(LinearKind k) {
-  static const char* const kNames[kNumLinearKinds] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
-                                                      "gate_proj", "up_proj", "down_proj"};
-  return kNames[static_cast<int>(k)];
-}
-
 std::string linear_module_name(const LinearId& id) {
   const std::string layer = "language_model.model.layers." + std::to_string(id.layer) + ".";
   const bool gen = id.path == Path::Gen;
-  const bool attention = id.kind <= LinearKind::O;
-  if (attention) return layer + "self_attn." + kind_name(id.kind) + (gen ? "_moe_gen" : "");
-  return layer + (gen ? "mlp_moe_gen." : "mlp.") + kind_name(id.kind);
-}
-
-std::vector<LinearId> all_linear_ids(int num_layers) {
-  std::vector<LinearId> ids;
-  for (int l = 0; l < num_layers; ++l)
-    for (Path p : {Path::Und, Path::Gen})
-      for (int k = 0; k < kNumLinearKinds; ++k) ids.push_back({l, p, static_cast<LinearKind>(k)});
-  return ids;
+  const char* kind = model::linear_kind_name(id.kind);
+  if (id.kind <= LinearKind::O) return layer + "self_attn." + kind + (gen ? "_moe_gen" : "");  // leaf suffix
+  return layer + (gen ? "mlp_moe_gen." : "mlp.") + kind;                                        // module suffix
 }
 
 // ---- dense linear ---------------------------------------------------------------------------
@@ -122,16 +104,12 @@ std::vector<float> load_vector(const io::TensorStore& st, const std::string& nam
   return v;
 }
 
-std::string norm_name(int layer, const std::string& leaf, Path p) {
-  return "language_model.model.layers." + std::to_string(layer) + "." + leaf +
-         (p == Path::Gen ? "_moe_gen" : "") + ".weight";
-}
-
 }  // namespace
 
 struct Engine::Impl {
   std::unique_ptr<io::TensorStore> store;  // first: borrowed weights point into its maps
   model::ModelConfig cfg;
+  model::ModelSpec spec;
   WeightStorage storage = WeightStorage::F32;
   int layers_loaded = 0;
   std::vector<LayerWeights> layers;
@@ -160,24 +138,16 @@ void load_layer(Engine::Impl& m, int l) {
   LayerWeights& lw = m.layers[l];
   for (Path p : {Path::Und, Path::Gen}) {
     const int pi = static_cast<int>(p);
-    lw.in_norm[pi] = load_vector(st, norm_name(l, "input_layernorm", p), c.hidden_size);
-    lw.post_norm[pi] = load_vector(st, norm_name(l, "post_attention_layernorm", p), c.hidden_size);
-    lw.q_norm[pi] = load_vector(st, norm_name(l, "self_attn.q_norm", p), c.head_dim);
-    lw.k_norm[pi] = load_vector(st, norm_name(l, "self_attn.k_norm", p), c.head_dim);
-    for (int k = 0; k < kNumLinearKinds; ++k) {
-      const LinearId id{l, p, static_cast<LinearKind>(k)};
-      const std::string base = linear_module_name(id);
-      const bool has_bias = id.kind == LinearKind::Q || id.kind == LinearKind::K || id.kind == LinearKind::V;
-      auto w = load_dense(st, base + ".weight", has_bias ? base + ".bias" : "", m.storage);
-      const int64_t out = id.kind == LinearKind::Q ? m.q_dim()
-                          : (id.kind == LinearKind::K || id.kind == LinearKind::V) ? m.kv_dim()
-                          : (id.kind == LinearKind::Gate || id.kind == LinearKind::Up) ? c.intermediate_size
-                                                                                        : c.hidden_size;
-      const int64_t in = id.kind == LinearKind::O      ? m.q_dim()
-                         : id.kind == LinearKind::Down ? c.intermediate_size
-                                                       : c.hidden_size;
-      check_linear_shape(*w, out, in, base + ".weight");
-      lw.linears[pi][k] = std::move(w);
+    const model::PathLayerSpec& names = m.spec.layers[l].path(p);
+    lw.in_norm[pi] = load_vector(st, names.input_layernorm, c.hidden_size);
+    lw.post_norm[pi] = load_vector(st, names.post_attention_layernorm, c.hidden_size);
+    lw.q_norm[pi] = load_vector(st, names.q_norm, c.head_dim);
+    lw.k_norm[pi] = load_vector(st, names.k_norm, c.head_dim);
+    for (model::LinearKind k : model::kAllLinearKinds) {
+      const model::LinearSpec& ls = names.linear(k);
+      auto w = load_dense(st, ls.weight_name(), ls.bias_name(), m.storage);
+      check_linear_shape(*w, ls.out, ls.in, ls.weight_name());
+      lw.linears[pi][static_cast<int>(k)] = std::move(w);
     }
   }
 }
@@ -207,6 +177,10 @@ Engine Engine::load(const std::string& model_dir, const LoadOptions& opts) {
   auto m = std::make_unique<Impl>();
   m->cfg = model::load_config(model_dir);
   m->store = std::make_unique<io::TensorStore>(model_dir);
+  // Strict validation: every expected tensor with its shape, nothing missing or unexpected.
+  m->spec = model::build_spec(m->cfg, *m->store);
+  if (m->spec.arch != model::Arch::LanceMoT)
+    fail(model_dir, std::string("the forward runs Lance MoT checkpoints; this one is ") + model::arch_name(m->spec.arch));
   m->storage = opts.storage;
   const auto& c = m->cfg;
   if (c.num_heads % c.num_kv_heads != 0)
@@ -236,6 +210,11 @@ Engine Engine::load(const std::string& model_dir, const LoadOptions& opts) {
 }
 
 const model::ModelConfig& Engine::config() const { return impl_->cfg; }
+const model::ModelSpec& Engine::spec() const { return impl_->spec; }
+const model::LinearSpec& Engine::linear_spec(const LinearId& id) const {
+  linear(id);  // range check
+  return impl_->spec.layers[id.layer].path(id.path).linear(id.kind);
+}
 int Engine::num_layers() const { return impl_->layers_loaded; }
 WeightStorage Engine::storage() const { return impl_->storage; }
 
@@ -246,7 +225,7 @@ const LinearWeights& Engine::linear(const LinearId& id) const {
 
 void Engine::replace_linear(const LinearId& id, std::unique_ptr<LinearWeights> w) {
   const LinearWeights& old = linear(id);
-  check_linear_shape(*w, old.out_features(), old.in_features(), linear_module_name(id));
+  check_linear_shape(*w, old.out_features(), old.in_features(), linear_spec(id).name);
   impl_->layers[id.layer].linears[static_cast<int>(id.path)][static_cast<int>(id.kind)] = std::move(w);
 }
 

@@ -22,6 +22,7 @@
 
 #include "kernels/linear.h"
 #include "model/config.h"
+#include "model/spec.h"
 
 namespace lq::io {
 class TensorStore;
@@ -31,10 +32,11 @@ namespace lq::fwd {
 
 // ---- identity of a linear -------------------------------------------------------------------
 
-enum class Path : uint8_t { Und = 0, Gen = 1 };
-enum class LinearKind : uint8_t { Q, K, V, O, Gate, Up, Down };
+// Path and kind are the model map's (model/spec.h), so a LinearId means the same in every stage.
+using Path = model::Path;              // Und = 0, Gen = 1
+using LinearKind = model::LinearKind;  // Q, K, V, O, Gate, Up, Down
 inline constexpr int kNumPaths = 2;
-inline constexpr int kNumLinearKinds = 7;
+using model::kNumLinearKinds;
 
 struct LinearId {
   int layer = 0;
@@ -43,13 +45,9 @@ struct LinearId {
   bool operator==(const LinearId&) const = default;
 };
 
-const char* path_name(Path p);         // "und" / "gen"
-const char* kind_name(LinearKind k);   // "q_proj", ..., "down_proj"
 // Checkpoint module name without ".weight", e.g. "language_model.model.layers.3.self_attn.q_proj_moe_gen"
-// (attention twins suffix the leaf, the MLP twin suffixes the module: "mlp_moe_gen.gate_proj").
+// (Lance naming; the same string model::ModelSpec lists as LinearSpec::name).
 std::string linear_module_name(const LinearId& id);
-// Every target linear of a model with `num_layers` layers: layer-major, und then gen, kinds in order.
-std::vector<LinearId> all_linear_ids(int num_layers);
 
 // ---- the linear interface -------------------------------------------------------------------
 
@@ -151,6 +149,9 @@ class Engine {
   ~Engine();
 
   const model::ModelConfig& config() const;
+  // The validated model map of the checkpoint (names, shapes, fusion pairs of every target).
+  const model::ModelSpec& spec() const;
+  const model::LinearSpec& linear_spec(const LinearId& id) const;  // its checkpoint name, shape
   int num_layers() const;  // layers actually loaded
   WeightStorage storage() const;
 

@@ -30,6 +30,27 @@ T2iSettings load_t2i_settings(const std::string& model_dir) {
     const auto& g = j["t2i_latent_grid_thw"];
     if (!g.is_array() || g.size() != 3) fail(path.string(), "t2i_latent_grid_thw must be [t, h, w]");
     s.grid = {g[0].get<int>(), g[1].get<int>(), g[2].get<int>()};
+    s.grid_from_config = true;
+  }
+  try {
+    s.sampler.steps = j.value("num_timesteps", s.sampler.steps);
+    s.sampler.shift = j.value("timestep_shift", s.sampler.shift);
+    s.sampler.cfg_scale = j.value("cfg_text_scale", s.sampler.cfg_scale);
+    if (j.contains("cfg_interval")) {
+      const auto iv = j["cfg_interval"].get<std::vector<double>>();
+      if (iv.size() != 2) fail(path.string(), "cfg_interval must be [min, max]");
+      s.sampler.cfg_min = iv[0];
+      s.sampler.cfg_max = iv[1];
+    }
+    if (j.contains("toy_vae")) {
+      const auto& t = j["toy_vae"];
+      s.has_toy_vae = true;
+      s.toy_patch = t.value("pixel_patch", s.toy_patch);
+      s.toy_mean = t.value("latent_mean", s.toy_mean);
+      s.toy_std = t.value("latent_std", s.toy_std);
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail(path.string(), std::string("bad sampler / toy_vae settings: ") + e.what());
   }
   return s;
 }

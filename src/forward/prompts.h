@@ -25,6 +25,13 @@ std::string chat_prompt(const std::string& user, const std::string& system = kDe
 struct T2iSettings {
   std::string instruction = kDefaultT2iInstruction;
   LatentGrid grid{1, 48, 48};
+  bool grid_from_config = false;  // true when lance_config.json gave t2i_latent_grid_thw
+  SamplerOptions sampler;         // num_timesteps, timestep_shift, cfg_text_scale, cfg_interval
+  // lance-mini's toy VAE (lance_config.json "toy_vae"): token (r, c) holds a patch x patch RGB block,
+  // pixel = clamp(latent * std + mean, 0, 1).
+  bool has_toy_vae = false;
+  int toy_patch = 4;
+  double toy_mean = 0.5, toy_std = 0.36;
 };
 T2iSettings load_t2i_settings(const std::string& model_dir);
 

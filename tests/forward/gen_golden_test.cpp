@@ -8,7 +8,9 @@
 #include <memory>
 
 #include "forward/forward.h"
+#include "forward/prompts.h"
 #include "forward/t2i.h"
+#include "tokenizer/tokenizer.h"
 #include "golden_util.h"
 #include "io/error.h"
 #include "test_paths.h"
@@ -97,6 +99,25 @@ TEST_F(GenGolden, LayoutAndPositionsMatchGetRopeIndex) {
     expect_branch_matches(prompt(i).uncond, read_layout(*golden_, p + "uncond."), p + "uncond");
     expect_branch_matches(prompt(i, true).uncond, read_layout(*golden_, p + "uncond_consistent."),
                           p + "uncond_consistent");
+  }
+}
+
+// The full path from caption text: tokenizer + template + layout reproduce the golden cond/uncond ids.
+TEST_F(GenGolden, PromptFromCaptionTextMatchesGoldenIds) {
+  LQ_REQUIRE_SHARED();
+  const char* const captions[2] = {
+      "a large red circle in the top left on a white background",
+      "a small yellow square at the top and a large blue triangle in the bottom right on a black background"};
+  const auto tok = tok::Tokenizer::load(test::lance_mini_dir());
+  const T2iSettings settings = load_t2i_settings(test::lance_mini_dir());
+  ASSERT_TRUE(settings.grid_from_config);
+  for (int i = 0; i < 2; ++i) {
+    const std::string p = "gen." + std::to_string(i) + ".";
+    const T2iPrompt pr = t2i_prompt(tok, captions[i], settings.instruction, settings.grid);
+    expect_branch_matches(pr.cond, read_layout(*golden_, p + "cond."), p + "cond");
+    expect_branch_matches(pr.uncond, read_layout(*golden_, p + "uncond."), p + "uncond");
+    const auto ids = test::read_i32(*golden_, p + "cond.input_ids");
+    EXPECT_EQ(pr.vision_start, ids[pr.cond.prefix_ids.size()]);
   }
 }
 
