@@ -64,8 +64,7 @@ def main() -> int:
     id_lines = b"".join((" ".join(map(str, ids)) + "\n").encode() for ids in expected)
     decoded = run_cli(exe, tokenizer_dir, id_lines, "--decode")
     hf_decoded = [hf.decode(ids, skip_special_tokens=False) for ids in expected]
-    # A decoded text can itself hold '\n' (e.g. U+0085 does not, but "\r" stays); compare by
-    # re-joining the CLI output with the expected texts' own line counts.
+    # The corpus has no '\n', so each decoded text is one output line ('\r' and U+2028 stay inside).
     decoded_text = b"\n".join(decoded).decode("utf-8")
     expected_text = "\n".join(hf_decoded)
     decode_ok = decoded_text == expected_text
@@ -94,7 +93,41 @@ def main() -> int:
     invalid_mismatches = [f"{invalid[i]!r}: ours {ours_invalid[i]} hf {hf_invalid[i]}"
                           for i in range(len(invalid)) if ours_invalid[i] != hf_invalid[i]]
     ok = report_mismatches("invalid UTF-8", invalid_mismatches, len(invalid)) and ok
-    return 0 if ok else 1
+    return 0 if check_added_token_options(exe, tokenizer_dir) and ok else 1
+
+
+def check_added_token_options(exe: str, tokenizer_dir: Path) -> bool:
+    """Qwen's added tokens use none of lstrip/rstrip/single_word/normalized=true: add some that do
+    (ids after the last one, contents not in the vocabulary) and compare encode and decode."""
+    import json
+    import tempfile
+    from tokenizers import Tokenizer
+
+    spec = json.loads((tokenizer_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    next_id = max(t["id"] for t in spec["added_tokens"]) + 1
+    extra = [dict(content="héllo wörld"), dict(content="ñé"),
+             dict(content="<m>", special=True, lstrip=True, rstrip=True),
+             dict(content="qqhi", normalized=True, single_word=True), dict(content="zzé", normalized=True),
+             dict(content="zzé!", normalized=False)]
+    for i, options in enumerate(extra):
+        spec["added_tokens"].append({"id": next_id + i, "special": False, "normalized": False, "lstrip": False,
+                                     "rstrip": False, "single_word": False, **options})
+    texts = ["a  <m>  b", "qqhi there", "thisqqhi", "qqhi_", "(qqhi)", "zze\u0301 x zzé", "zze\u0301!", "zzé!",
+             "x <m>\u00a0y", "héllo wörld!", "ñé", " \t<m>\t\r", "éqqhi", "日qqhi", "<m><m>  <m>"]
+    id_lists = [[next_id + i] for i in range(len(extra))] + [[next_id + 1, next_id, 9707]]
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+        hf = Tokenizer.from_file(str(Path(tmp) / "tokenizer.json"))
+        ours = [parse_ids(o) for o in run_cli(exe, Path(tmp), "".join(t + "\n" for t in texts).encode())]
+        ours_decoded = run_cli(exe, Path(tmp), "".join(" ".join(map(str, ids)) + "\n" for ids in id_lists).encode(),
+                               "--decode")
+    mismatches = [f"{texts[i]!r}: ours {ours[i]} hf {hf.encode(texts[i], add_special_tokens=False).ids}"
+                  for i in range(len(texts)) if ours[i] != hf.encode(texts[i], add_special_tokens=False).ids]
+    mismatches += [f"decode {ids}: ours {ours_decoded[i]!r} hf {hf.decode(ids, skip_special_tokens=False)!r}"
+                   for i, ids in enumerate(id_lists)
+                   if ours_decoded[i].decode("utf-8") != hf.decode(ids, skip_special_tokens=False)]
+    return report_mismatches("added-token options (lstrip/rstrip/single_word/normalized)", mismatches,
+                             len(texts) + len(id_lists))
 
 
 if __name__ == "__main__":
