@@ -1,11 +1,250 @@
+// `lance-quant bench SUBCOMMAND`: measurements that take too long for tests. One table row per
+// subcommand; `forward` measures the native forward (prefill and KV-cache decode throughput) next to
+// the machine's streaming memory-read bandwidth.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
+#include "forward/forward.h"
+#include "forward/text.h"
+#include "io/error.h"
+#include "kernels/linear.h"
+#include "kernels/parallel.h"
 
 namespace lq::cli {
 
-int cmd_bench(const Args&) {
-  std::fprintf(stderr, "lance-quant bench: not implemented yet\n");
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+
+// ---- memory bandwidth probe -------------------------------------------------------------------
+
+// Best-of-`passes` streaming read bandwidth (bytes/s) over a buffer far larger than the caches,
+// read by all kernel threads in disjoint contiguous ranges.
+double measure_read_bandwidth(size_t bytes, int passes) {
+  const size_t n = bytes / sizeof(uint64_t);
+  std::vector<uint64_t> buf(n);
+  kernels::parallel_for(int64_t(n), [&](int64_t b, int64_t e) {  // first touch by the reading threads
+    for (int64_t i = b; i < e; ++i) buf[i] = uint64_t(i);
+  });
+  double best = 0;
+  volatile uint64_t sink = 0;
+  for (int p = 0; p < passes; ++p) {
+    const int chunks = kernels::num_threads();
+    std::vector<uint64_t> partial(size_t(chunks) * 8, 0);  // one cache line per chunk
+    const auto t0 = Clock::now();
+    kernels::parallel_for(chunks, [&](int64_t cb, int64_t ce) {
+      for (int64_t c = cb; c < ce; ++c) {
+        const size_t lo = n * size_t(c) / size_t(chunks), hi = n * size_t(c + 1) / size_t(chunks);
+        uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        size_t i = lo;
+        for (; i + 4 <= hi; i += 4) {
+          a0 += buf[i];
+          a1 += buf[i + 1];
+          a2 += buf[i + 2];
+          a3 += buf[i + 3];
+        }
+        for (; i < hi; ++i) a0 += buf[i];
+        partial[size_t(c) * 8] = a0 + a1 + a2 + a3;
+      }
+    });
+    const double s = seconds(t0, Clock::now());
+    uint64_t total = 0;
+    for (size_t c = 0; c < size_t(chunks); ++c) total += partial[c * 8];
+    sink = sink + total;
+    best = std::max(best, double(n * sizeof(uint64_t)) / s);
+  }
+  return best;
+}
+
+// ---- bench forward ----------------------------------------------------------------------------
+
+void forward_usage(FILE* out) {
+  std::fprintf(out,
+               "usage: lance-quant bench forward MODEL [--dtype f32|bf16] [--prompt-tokens N] [--decode-tokens N]\n"
+               "                                 [--layers N] [--threads N] [--probe-mb MB] [--json]\n\n"
+               "Prefill of N prompt tokens (und path, one chunk, KV cache written) and D greedy decode steps\n"
+               "(one token each from the cache, lm_head included). Reports tokens/s, implied FLOP/s and weight\n"
+               "bytes/s, and the streaming memory-read bandwidth of this machine for comparison.\n"
+               "f32 storage of an F32 checkpoint maps the weights in place (no copy); --layers N loads only\n"
+               "the first N decoder layers (e.g. f32 from a BF16 checkpoint in limited RAM).\n");
+}
+
+struct ForwardBenchOptions {
+  std::string model;
+  fwd::WeightStorage storage = fwd::WeightStorage::BF16;
+  int64_t prompt_tokens = 128, decode_tokens = 32;
+  int layers = -1;
+  int probe_mb = 2048;
+  bool json = false;
+};
+
+ForwardBenchOptions parse_forward(const Args& args) {
+  ForwardBenchOptions o;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&]() -> const std::string& {
+      if (i + 1 >= args.size()) fail(a, "needs a value");
+      return args[++i];
+    };
+    auto integer = [&](int64_t lo) {
+      const std::string v = value();
+      size_t used = 0;
+      long long x = 0;
+      try {
+        x = std::stoll(v, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != v.size() || v.empty() || x < lo) fail(a, "expected an integer >= " + std::to_string(lo) + ", got '" + v + "'");
+      return int64_t(x);
+    };
+    if (a == "--dtype") {
+      const std::string v = value();
+      if (v == "f32") o.storage = fwd::WeightStorage::F32;
+      else if (v == "bf16") o.storage = fwd::WeightStorage::BF16;
+      else fail(a, "expected f32 or bf16, got '" + v + "'");
+    } else if (a == "--prompt-tokens") o.prompt_tokens = integer(1);
+    else if (a == "--decode-tokens") o.decode_tokens = integer(0);
+    else if (a == "--layers") o.layers = int(integer(1));
+    else if (a == "--threads") kernels::set_num_threads(int(integer(1)));
+    else if (a == "--probe-mb") o.probe_mb = int(integer(64));
+    else if (a == "--json") o.json = true;
+    else if (!a.empty() && a[0] == '-') fail(a, "unknown option (see bench forward --help)");
+    else if (o.model.empty()) o.model = a;
+    else fail(a, "unexpected argument");
+  }
+  if (o.model.empty()) fail("bench forward", "missing MODEL directory");
+  return o;
+}
+
+int bench_forward(const Args& args) {
+  for (const auto& a : args)
+    if (a == "--help" || a == "-h") {
+      forward_usage(stdout);
+      return 0;
+    }
+  const ForwardBenchOptions o = parse_forward(args);
+  const auto t_load = Clock::now();
+  const fwd::Engine e = fwd::Engine::load(o.model, {o.storage, o.layers});
+  const double load_s = seconds(t_load, Clock::now());
+  const auto& c = e.config();
+  if (o.prompt_tokens + o.decode_tokens > c.max_position_embeddings)
+    fail("--prompt-tokens", "prompt + decode tokens exceed max_position_embeddings");
+
+  // Text-only work runs the und path: its linears' weights are what each token reads.
+  uint64_t und_weight_bytes = 0, und_params = 0;
+  for (int l = 0; l < e.num_layers(); ++l)
+    for (auto k : model::kAllLinearKinds) {
+      const auto& w = e.linear({l, fwd::Path::Und, k});
+      und_weight_bytes += w.weight_bytes();
+      und_params += uint64_t(w.in_features() * w.out_features());
+    }
+  const uint64_t elem = o.storage == fwd::WeightStorage::F32 ? 4 : 2;
+  const uint64_t head_params = uint64_t(c.vocab_size) * c.hidden_size, head_bytes = head_params * elem;
+  // Attention FLOPs per query and visible key per layer: QK^T and PV, 2 FLOPs per MAC.
+  const double attn_flops_per_key = 4.0 * c.num_heads * c.head_dim * e.num_layers();
+
+  std::vector<int32_t> ids(size_t(o.prompt_tokens));
+  const int64_t id_range = std::min<int64_t>(c.len_tokenizer > 0 ? c.len_tokenizer : c.vocab_size, c.vocab_size);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919 + 13) % size_t(id_range));
+
+  // Prefill: one chunk into the cache, logits of the last row.
+  fwd::KvCache cache;
+  const int64_t N = o.prompt_tokens;
+  const auto t0 = Clock::now();
+  auto normed = e.forward(fwd::text_chunk(e, ids, fwd::text_positions(N), {{N, fwd::SplitMode::Causal}}), &cache,
+                          fwd::CacheWrite::Append);
+  auto logits = e.logits(normed.data() + (N - 1) * c.hidden_size, 1);
+  const double prefill_s = seconds(t0, Clock::now());
+  const double prefill_flops = 2.0 * double(und_params) * N + 2.0 * double(head_params) +
+                               attn_flops_per_key * double(N) * double(N + 1) / 2.0;
+
+  // Decode: one token at a time from the cache.
+  const auto t1 = Clock::now();
+  double decode_flops = 0;
+  for (int64_t d = 0; d < o.decode_tokens; ++d) {
+    const int32_t next = fwd::argmax_masked(logits.data(), int64_t(logits.size()), c.len_tokenizer);
+    const int64_t pos = N + d;
+    normed = e.forward(fwd::text_chunk(e, {next}, fwd::text_positions(1, int32_t(pos)), {{1, fwd::SplitMode::Causal}}),
+                       &cache, fwd::CacheWrite::Append);
+    logits = e.logits(normed.data(), 1);
+    decode_flops += 2.0 * double(und_params + head_params) + attn_flops_per_key * double(pos + 1);
+  }
+  const double decode_s = seconds(t1, Clock::now());
+  const double decode_bytes = double(und_weight_bytes + head_bytes) * double(o.decode_tokens);
+
+  const double bw = measure_read_bandwidth(size_t(o.probe_mb) << 20, 5);
+  const double prefill_tps = double(N) / prefill_s;
+  const double decode_tps = o.decode_tokens > 0 ? double(o.decode_tokens) / decode_s : 0;
+  const double decode_bps = o.decode_tokens > 0 ? decode_bytes / decode_s : 0;
+  if (o.json) {
+    nlohmann::json j = {{"model", o.model},
+                        {"dtype", o.storage == fwd::WeightStorage::F32 ? "f32" : "bf16"},
+                        {"layers", e.num_layers()},
+                        {"threads", kernels::num_threads()},
+                        {"simd", kernels::simd_path()},
+                        {"load_s", load_s},
+                        {"prompt_tokens", N},
+                        {"prefill_s", prefill_s},
+                        {"prefill_tokens_per_s", prefill_tps},
+                        {"prefill_gflops", prefill_flops / prefill_s / 1e9},
+                        {"decode_tokens", o.decode_tokens},
+                        {"decode_s", decode_s},
+                        {"decode_tokens_per_s", decode_tps},
+                        {"decode_gflops", o.decode_tokens > 0 ? decode_flops / decode_s / 1e9 : 0.0},
+                        {"decode_weight_gb_per_s", decode_bps / 1e9},
+                        {"weight_bytes_per_token", und_weight_bytes + head_bytes},
+                        {"memory_read_gb_per_s", bw / 1e9}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("model %s: %d/%d layers, %s weights, %d threads, %s kernels (load %.1f s)\n", o.model.c_str(),
+              e.num_layers(), c.num_layers, o.storage == fwd::WeightStorage::F32 ? "f32" : "bf16",
+              kernels::num_threads(), kernels::simd_path(), load_s);
+  std::printf("prefill  %6lld tokens  %8.3f s  %9.2f tokens/s  %7.1f GFLOP/s\n", (long long)N, prefill_s, prefill_tps,
+              prefill_flops / prefill_s / 1e9);
+  if (o.decode_tokens > 0)
+    std::printf("decode   %6lld tokens  %8.3f s  %9.2f tokens/s  %7.1f GFLOP/s  %6.2f GB/s of weights (%.2f GB/token)\n",
+                (long long)o.decode_tokens, decode_s, decode_tps, decode_flops / decode_s / 1e9, decode_bps / 1e9,
+                double(und_weight_bytes + head_bytes) / 1e9);
+  std::printf("memory   streaming read bandwidth %.2f GB/s (%d MiB buffer, best of 5)\n", bw / 1e9, o.probe_mb);
+  return 0;
+}
+
+struct BenchCommand {
+  const char* name;
+  int (*run)(const Args&);
+  const char* summary;
+};
+
+// Every bench subcommand, one row each.
+const BenchCommand kBenchCommands[] = {
+    {"forward", bench_forward, "native forward: prefill / decode tokens/s, FLOP/s, bytes/s vs memory bandwidth"},
+};
+
+void usage(FILE* out) {
+  std::fprintf(out, "usage: lance-quant bench SUBCOMMAND [ARGS...]\n\nsubcommands:\n");
+  for (const auto& b : kBenchCommands) std::fprintf(out, "  %-10s %s\n", b.name, b.summary);
+}
+
+}  // namespace
+
+int cmd_bench(const Args& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    usage(args.empty() ? stderr : stdout);
+    return args.empty() ? 2 : 0;
+  }
+  for (const auto& b : kBenchCommands)
+    if (args[0] == b.name) return b.run(Args(args.begin() + 1, args.end()));
+  std::fprintf(stderr, "lance-quant bench: unknown subcommand '%s'\n\n", args[0].c_str());
+  usage(stderr);
   return 2;
 }
 
