@@ -214,7 +214,8 @@ TokenizerFiles copy_tokenizer(const std::string& src_dir, const std::string& out
     if (j.contains("added_tokens"))
       for (const auto& a : j["added_tokens"]) note_token(t, a.value("content", std::string()), a.value("id", 0));
   } else if (fs::exists(src / "vocab.json")) {
-    for (auto& [tok, id] : parse_json(src / "vocab.json").items()) note_token(t, tok, id.get<int>());
+    const json vocab = parse_json(src / "vocab.json");  // named: items() of a temporary would dangle
+    for (auto& [tok, id] : vocab.items()) note_token(t, tok, id.get<int>());
   } else {
     fail(src_dir, "no tokenizer.json or vocab.json in the tokenizer directory");
   }
