@@ -5,14 +5,19 @@
 // Pieces:
 //   * LinearId / LinearWeights / ActivationObserver: the single interface every target linear goes
 //     through. Later stages plug in here:
-//       - calibration: Engine::set_observer(obs) -> obs->observe(id, x, n) sees the input rows of
-//         each (layer, path, kind) linear before it runs (rows routed to that path only);
+//       - calibration: Engine::set_observer(obs) -> obs->observe(id, x, n, in) sees the input rows
+//         of each (layer, path, kind) linear before it runs (only the rows routed to that path;
+//         q, k and v are observed separately although they share one input; every forward call,
+//         so each sampler step's noise chunk is seen too, the cached prefix once);
 //       - quantized weights: Engine::replace_linear(id, std::make_unique<MyInt4Linear>(...)) swaps
 //         a dense linear for any implementation of LinearWeights::apply (its own kernel).
 //   * Chunk: the rows to compute (input embeddings, per-row path, 3-D positions, split list).
 //   * KvCache: K/V (after RoPE) of already computed prefix rows plus their split descriptors.
 //   * Engine: weights + forward(chunk, cache, mode) + the heads (lm_head / llm2vae) and the gen
 //     input embeddings (vae2llm + TimeEmb + 3-D sin-cos latent position table).
+// Memory: the engine keeps the checkpoint's memory map open; weights whose source dtype equals the
+// requested storage (F32 -> f32, BF16 -> bf16) are used in place (zero copy, page cache only),
+// others are converted once into owned buffers. Norms and the small connectors are always f32.
 #pragma once
 #include <array>
 #include <cstdint>
