@@ -13,6 +13,7 @@ class BpeMerges {
   // rank, as Hugging Face's merge map does.
   void add(int32_t left, int32_t right, int32_t merged);
   size_t size() const { return merges_.size(); }
+  void reserve(size_t n) { merges_.reserve(n); }
 
   // Merges `symbols` (ids of the word's byte symbols) in place: repeatedly the lowest-ranked
   // adjacent pair, leftmost first. O(n log n) with a heap over a linked list of symbols.

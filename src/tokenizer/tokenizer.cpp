@@ -61,6 +61,9 @@ Tokenizer::Impl::Impl(TokenizerSpec spec)
     token_of_id[id] = token;
     kind_of_id[id] = kind;
   };
+  vocab.reserve(spec.vocab.size());
+  token_of_id.reserve(spec.vocab.size() + spec.added.size());
+  kind_of_id.reserve(spec.vocab.size() + spec.added.size());
   for (const auto& [token, id] : spec.vocab) {
     vocab.emplace(token, id);
     record_id(id, token, IdKind::kVocab);
@@ -69,9 +72,12 @@ Tokenizer::Impl::Impl(TokenizerSpec spec)
     const auto it = vocab.find(byte_symbol(static_cast<uint8_t>(b)));
     byte_ids[b] = it == vocab.end() ? -1 : it->second;
   }
+  merges.reserve(spec.merges.size());
+  std::string joined;
   for (size_t rank = 0; rank < spec.merges.size(); ++rank) {
     const auto& [left, right] = spec.merges[rank];
-    const auto l = vocab.find(left), r = vocab.find(right), m = vocab.find(left + right);
+    joined.assign(left).append(right);
+    const auto l = vocab.find(left), r = vocab.find(right), m = vocab.find(joined);
     if (l == vocab.end() || r == vocab.end() || m == vocab.end())
       fail(source, "merge " + std::to_string(rank) + " '" + left + " " + right + "' uses a token missing from the vocabulary");
     merges.add(l->second, r->second, m->second);

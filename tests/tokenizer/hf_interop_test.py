@@ -51,48 +51,39 @@ def main() -> int:
     lines = raw.split(b"\n")[:-1]  # '\n' only: '\r' stays inside the text, as in the CLI
     texts = [line.decode("utf-8") for line in lines]
 
-    ours = [parse_ids(out) for out in run_cli(exe, tokenizer_dir, raw)]
-    expected = [hf.encode(text, add_special_tokens=False).ids for text in texts]
-    if len(ours) != len(texts):
-        sys.exit(f"lance-quant printed {len(ours)} lines for {len(texts)} input lines")
+    # Invalid UTF-8 input: ours repairs it the way Python's errors="replace" does before HF sees it.
+    invalid = [b"abc\xffdef", b"caf\xc3", b"\xe2\x82 euro", b"\xf0\x9f\xa6 llama", b"\xed\xa0\x80 surrogate",
+               b"\xc0\xaf overlong", b"\xf4\x90\x80\x80 too big", b"ok \x80\x80\x80 end"]
+    # One CLI run encodes the corpus and then the invalid lines (each run loads the tokenizer).
+    outputs = run_cli(exe, tokenizer_dir, raw + b"".join(b + b"\n" for b in invalid))
+    if len(outputs) != len(texts) + len(invalid):
+        sys.exit(f"lance-quant printed {len(outputs)} lines for {len(texts) + len(invalid)} input lines")
+    ours = [parse_ids(out) for out in outputs[:len(texts)]]
+    expected = [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)]
     mismatches = [f"line {i + 1} {texts[i]!r}:\n    ours {ours[i]}\n    hf   {expected[i]}"
                   for i in range(len(texts)) if ours[i] != expected[i]]
     ok = report_mismatches("encode", mismatches, len(texts))
     print(f"  ({sum(len(ids) for ids in expected)} tokens)")
 
-    # Decode every line's ids (HF keeps special tokens only with skip_special_tokens=False).
-    id_lines = b"".join((" ".join(map(str, ids)) + "\n").encode() for ids in expected)
-    decoded = run_cli(exe, tokenizer_dir, id_lines, "--decode")
-    hf_decoded = [hf.decode(ids, skip_special_tokens=False) for ids in expected]
-    # The corpus has no '\n', so each decoded text is one output line ('\r' and U+2028 stay inside).
-    decoded_text = b"\n".join(decoded).decode("utf-8")
-    expected_text = "\n".join(hf_decoded)
-    decode_ok = decoded_text == expected_text
-    print(f"decode: {len(expected)} lines, {'identical' if decode_ok else 'DIFFERENT'} to HF decode")
-    if not decode_ok:
-        for i, (a, b) in enumerate(zip(decoded_text.split("\n"), expected_text.split("\n"))):
-            if a != b:
-                print(f"  first difference at output line {i + 1}: ours {a!r} hf {b!r}")
-                break
-    ok = ok and decode_ok
-
-    # Ids of token pieces that are not UTF-8 on their own: both sides give U+FFFD.
-    partial = [hf.encode("🦙", add_special_tokens=False).ids[:1], [hf.token_to_id("Ã"), 220]]
-    ours_partial = run_cli(exe, tokenizer_dir, b"".join((" ".join(map(str, ids)) + "\n").encode() for ids in partial),
-                           "--decode")
-    hf_partial = [hf.decode(ids, skip_special_tokens=False).encode() for ids in partial]
-    partial_mismatches = [f"{partial[i]}: ours {ours_partial[i]!r} hf {hf_partial[i]!r}"
-                          for i in range(len(partial)) if ours_partial[i] != hf_partial[i]]
-    ok = report_mismatches("decode of partial UTF-8", partial_mismatches, len(partial)) and ok
-
-    # Invalid UTF-8 input: ours repairs it the way Python's errors="replace" does before HF sees it.
-    invalid = [b"abc\xffdef", b"caf\xc3", b"\xe2\x82 euro", b"\xf0\x9f\xa6 llama", b"\xed\xa0\x80 surrogate",
-               b"\xc0\xaf overlong", b"\xf4\x90\x80\x80 too big", b"ok \x80\x80\x80 end"]
-    ours_invalid = [parse_ids(out) for out in run_cli(exe, tokenizer_dir, b"".join(b + b"\n" for b in invalid))]
+    ours_invalid = [parse_ids(out) for out in outputs[len(texts):]]
     hf_invalid = [hf.encode(b.decode("utf-8", "replace"), add_special_tokens=False).ids for b in invalid]
     invalid_mismatches = [f"{invalid[i]!r}: ours {ours_invalid[i]} hf {hf_invalid[i]}"
                           for i in range(len(invalid)) if ours_invalid[i] != hf_invalid[i]]
     ok = report_mismatches("invalid UTF-8", invalid_mismatches, len(invalid)) and ok
+
+    # Decode every line's ids (HF keeps special tokens only with skip_special_tokens=False), then ids
+    # of token pieces that are not UTF-8 on their own (both sides must give U+FFFD).
+    # The corpus has no '\n', so each decoded text is one output line ('\r' and U+2028 stay inside).
+    partial = [hf.encode("\U0001fae0", add_special_tokens=False).ids[:1], [hf.token_to_id("Ã"), 220]]
+    id_lists = expected + partial
+    decoded = run_cli(exe, tokenizer_dir, b"".join((" ".join(map(str, ids)) + "\n").encode() for ids in id_lists),
+                      "--decode")
+    hf_decoded = [hf.decode(ids, skip_special_tokens=False) for ids in id_lists]
+    if len(decoded) != len(id_lists):
+        sys.exit(f"lance-quant --decode printed {len(decoded)} lines for {len(id_lists)} input lines")
+    decode_mismatches = [f"ids {id_lists[i][:20]}: ours {decoded[i].decode('utf-8')!r} hf {hf_decoded[i]!r}"
+                         for i in range(len(id_lists)) if decoded[i].decode("utf-8") != hf_decoded[i]]
+    ok = report_mismatches("decode (incl. partial UTF-8 pieces)", decode_mismatches, len(id_lists)) and ok
     return 0 if check_added_token_options(exe, tokenizer_dir) and ok else 1
 
 
