@@ -150,8 +150,12 @@ Tokenizer Tokenizer::load(const std::string& path) {
 }
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text) const {
-  const std::string repaired = is_valid_utf8(text) ? std::string() : utf8_repair(text);
-  const std::string_view input = repaired.empty() ? std::string_view(text) : std::string_view(repaired);
+  std::string repaired;
+  std::string_view input = text;
+  if (!is_valid_utf8(text)) {
+    repaired = utf8_repair(text);
+    input = repaired;
+  }
   std::vector<Segment> segments;
   impl_->raw_added.split(input, segments);
   std::vector<int32_t> ids;

@@ -3,8 +3,10 @@
 
 Encodes every line of tests/tokenizer/data/varied_lines.txt (written by tools/gen_tokenizer_corpus.py)
 with both and requires identical ids; checks `--decode` against HF decode (special tokens kept) on
-all lines; and checks that invalid UTF-8 input encodes like HF does on the Python-repaired string
-(bytes.decode("utf-8", "replace")).
+all lines (and on token pieces that are not UTF-8 alone); checks that invalid UTF-8 input encodes
+like HF does on the Python-repaired string (bytes.decode("utf-8", "replace")); and checks added
+tokens with lstrip/rstrip/single_word/normalized on a copy of the tokenizer.json that adds some.
+Prints the number of lines compared and the first mismatches; exit 1 on any mismatch.
 Environment: LQ_EXE (the built lance-quant), LQ_SHARED_DIR (skips with 77 when the tokenizer is absent),
 LQ_SOURCE_DIR (defaults to this checkout).
 """
