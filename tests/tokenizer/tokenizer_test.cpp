@@ -321,6 +321,22 @@ TEST(TokenizerBpe, WordsNeverMergeAcrossPreTokenizerPieces) {
   EXPECT_EQ(tok.decode({space_a, '.'}), " a.");
 }
 
+TEST(TokenizerBpe, RandomBytesRoundTripThroughRepairAndNfc) {
+  const json added = {{"300", {{"content", "<s>"}, {"special", true}}}};
+  const Tokenizer tok =
+      Tokenizer::load(write_tiny_tokenizer("tok_random", {"a b", "ab c", "Ġ a", "Ġ Ġ", "ĠĠ ĠĠ", "Ã ©"}, added).string());
+  // Pieces chosen to hit merges, whitespace runs, combining marks, the added token and invalid bytes.
+  const std::vector<std::string> pool = {"a", "b", "c", " ", "  ", "\t", "\r\n", "e\xCC\x81", "\xC3\xA9", "<s>",
+                                         "<s", "'S", "1", "\xF0\x9F\xA6\x99", "\xFF", "\xC3", "\xE2\x82", "!?"};
+  uint32_t state = 12345;  // a fixed LCG: the test is deterministic
+  auto next = [&] { return (state = state * 1664525u + 1013904223u) >> 8; };
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string text;
+    for (int n = next() % 12; n > 0; --n) text += pool[next() % pool.size()];
+    ASSERT_EQ(tok.decode(tok.encode(text)), nfc(utf8_repair(text))) << "trial " << trial;
+  }
+}
+
 TEST(TokenizerAdded, LeftmostLongestMatch) {
   const json added = {
       {"300", {{"content", "<a>"}, {"special", true}}},
