@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,9 @@ struct MalformedCase {
   std::string bytes;                 // the whole file
   std::vector<std::string> expect;   // substrings of the error message besides the file path
 };
+
+// gtest prints this instead of a hex dump when a case fails.
+void PrintTo(const MalformedCase& c, std::ostream* os) { *os << c.id; }
 
 std::string entry(const std::string& dtype, const std::string& shape, const std::string& offsets) {
   return R"({"dtype":")" + dtype + R"(","shape":)" + shape + R"(,"data_offsets":)" + offsets + "}";

@@ -253,7 +253,7 @@ TEST(SafetensorsReader, DropKeepsResidentMemoryBoundedWhileStreaming) {
   {
     std::vector<float> block(size_t(kRows) * kCols);
     SafetensorsWriter w(path);
-    for (int t = 0; t < kTensors; ++t) w.declare("t" + std::to_string(t), DType::F32, {kRows, kCols});
+    for (int t = 0; t < kTensors; ++t) w.declare(std::string("t").append(std::to_string(t)), DType::F32, {kRows, kCols});
     for (int t = 0; t < kTensors; ++t) {
       for (size_t i = 0; i < block.size(); ++i) block[i] = float(t * 7 + int(i % 13));
       w.write(block.data(), kTensorBytes);
