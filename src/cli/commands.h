@@ -13,5 +13,7 @@ int cmd_synth(const Args& args);
 int cmd_tokenize(const Args& args);
 int cmd_run(const Args& args);
 int cmd_bench(const Args& args);
+int cmd_calibrate(const Args& args);
+int cmd_merge_stats(const Args& args);
 
 }  // namespace lq::cli

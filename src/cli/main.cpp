@@ -19,6 +19,8 @@ const Command kCommands[] = {
     {"inspect", lq::cli::cmd_inspect, "describe a checkpoint: architecture, targets, sizes per scheme"},
     {"synth", lq::cli::cmd_synth, "write a synthetic Lance-shaped checkpoint (streaming)"},
     {"tokenize", lq::cli::cmd_tokenize, "encode stdin lines to ids (or --decode ids to text)"},
+    {"calibrate", lq::cli::cmd_calibrate, "activation statistics of both paths (text, chat, t2i inputs)"},
+    {"merge-stats", lq::cli::cmd_merge_stats, "merge calibration statistics (shards) of one model"},
     {"run", lq::cli::cmd_run, "run a model: --task text | t2i"},
     {"bench", lq::cli::cmd_bench, "benchmarks: conversions, forward"},
 };

@@ -1,0 +1,221 @@
+#include "calib/calibrate.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "forward/prompts.h"
+#include "forward/t2i.h"
+#include "io/error.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "model/spec.h"
+#include "num/formats.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lq::calib {
+
+namespace fs = std::filesystem;
+
+const char* source_kind_name(SourceKind k) {
+  switch (k) {
+    case SourceKind::Text: return "text";
+    case SourceKind::Chat: return "chat";
+    case SourceKind::T2i: return "t2i";
+  }
+  return "?";
+}
+
+Source parse_source(const std::string& arg) {
+  const auto colon = arg.find(':');
+  if (colon == std::string::npos) fail("--calib " + arg, "expected KIND:FILE with KIND one of text, chat, t2i");
+  const std::string kind = arg.substr(0, colon), path = arg.substr(colon + 1);
+  Source s;
+  s.path = path;
+  if (kind == "text") s.kind = SourceKind::Text;
+  else if (kind == "chat") s.kind = SourceKind::Chat;
+  else if (kind == "t2i") s.kind = SourceKind::T2i;
+  else fail("--calib " + arg, "unknown kind '" + kind + "' (expected text, chat or t2i)");
+  if (!fs::is_regular_file(path)) fail("--calib " + arg, "file not found: " + path);
+  return s;
+}
+
+void StatsObserver::observe(const fwd::LinearId& id, const float* x, int64_t n, int64_t in_features) {
+  const float tau = id.path == fwd::Path::Gen && tau_ >= 0 ? float(tau_) : -1.0f;
+  out_.linears[fwd::linear_module_name(id)].add_rows(x, n, in_features, tau, hessian_);
+}
+
+std::string model_fingerprint(const std::string& model_dir) {
+  const model::ModelConfig c = model::load_config(model_dir);
+  io::TensorStore store(model_dir);
+  std::ostringstream s;
+  s << "hidden=" << c.hidden_size << " inter=" << c.intermediate_size << " layers=" << c.num_layers << " heads=" << c.num_heads
+    << " kv=" << c.num_kv_heads << " head_dim=" << c.head_dim << " vocab=" << c.vocab_size << " theta=" << c.rope_theta << "\n";
+  for (const auto& name : store.names()) {
+    const auto& t = store.info(name);
+    s << name;
+    for (auto d : t.shape) s << ' ' << d;
+    s << '\n';
+    if (t.shape.size() == 1) {  // norm weights etc.: content identity, independent of f32/bf16 storage
+      std::vector<float> v = store.read_f32(name);
+      std::vector<uint16_t> b(v.size());
+      num::f32_to_bf16(v.data(), b.data(), v.size());
+      s.write(reinterpret_cast<const char*>(b.data()), std::streamsize(b.size() * 2));
+    }
+  }
+  return digest_hex(s.str());
+}
+
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot open");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<std::string> nonempty_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") != std::string::npos) out.push_back(line);
+  }
+  return out;
+}
+
+// One unit of calibration work (a text window, a chat pair or a t2i prompt).
+struct Sample {
+  SourceKind kind;
+  std::vector<int32_t> ids;  // text / chat
+  std::string caption;       // t2i
+};
+
+std::vector<Sample> text_samples(const std::string& text, const tok::Tokenizer& tok, const CalibOptions& o) {
+  std::vector<int32_t> ids = tok.encode(text);
+  if (o.max_tokens > 0 && int64_t(ids.size()) > o.max_tokens) ids.resize(size_t(o.max_tokens));
+  std::vector<Sample> out;
+  for (size_t b = 0; b < ids.size(); b += size_t(o.seq_len)) {
+    const size_t e = std::min(ids.size(), b + size_t(o.seq_len));
+    if (e - b < 2) break;
+    out.push_back({SourceKind::Text, std::vector<int32_t>(ids.begin() + long(b), ids.begin() + long(e)), {}});
+  }
+  return out;
+}
+
+std::vector<Sample> chat_samples(const std::string& path, const std::string& text, const tok::Tokenizer& tok,
+                                 const CalibOptions& o) {
+  std::vector<Sample> out;
+  int64_t tokens = 0, line_no = 0;
+  for (const auto& line : nonempty_lines(text)) {
+    ++line_no;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail(path + ":" + std::to_string(line_no), std::string("not valid JSON: ") + e.what());
+    }
+    if (!j.is_object() || !j.contains("question") || !j.contains("answer") || !j["question"].is_string() || !j["answer"].is_string())
+      fail(path + ":" + std::to_string(line_no), "expected {\"question\": string, \"answer\": string}");
+    std::vector<int32_t> ids = tok.encode(fwd::chat_prompt(j["question"].get<std::string>()) + j["answer"].get<std::string>() + "<|im_end|>\n");
+    if (int64_t(ids.size()) > o.seq_len) ids.resize(size_t(o.seq_len));
+    if (o.max_tokens > 0 && tokens + int64_t(ids.size()) > o.max_tokens) break;
+    tokens += int64_t(ids.size());
+    out.push_back({SourceKind::Chat, std::move(ids), {}});
+  }
+  return out;
+}
+
+std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tok, const CalibOptions& o) {
+  const std::string text = read_file(src.path);
+  std::vector<Sample> out;
+  switch (src.kind) {
+    case SourceKind::Text: out = text_samples(text, tok, o); break;
+    case SourceKind::Chat: out = chat_samples(src.path, text, tok, o); break;
+    case SourceKind::T2i:
+      for (const auto& line : nonempty_lines(text)) {
+        if (o.max_prompts > 0 && int64_t(out.size()) >= o.max_prompts) break;
+        out.push_back({SourceKind::T2i, {}, line});
+      }
+      break;
+  }
+  if (out.empty()) fail(src.path, std::string("no calibration samples in this ") + source_kind_name(src.kind) + " file");
+  return out;
+}
+
+void run_token_sample(const fwd::Engine& e, const std::vector<int32_t>& ids) {
+  const int64_t n = int64_t(ids.size());
+  if (n > e.config().max_position_embeddings)
+    fail("calibrate", "sequence of " + std::to_string(n) + " tokens exceeds max_position_embeddings");
+  fwd::Chunk chunk = fwd::text_chunk(e, ids, fwd::text_positions(n), {fwd::Split{n, fwd::SplitMode::Causal}});
+  e.forward(chunk, nullptr, fwd::CacheWrite::No);
+}
+
+void run_t2i_sample(const fwd::Engine& e, const tok::Tokenizer& tok, const fwd::T2iSettings& t2i, const std::string& caption,
+                    uint64_t seed, const fwd::SamplerOptions& sampler, StatsObserver& obs) {
+  fwd::check_latent_grid(t2i.grid, e.config());
+  obs.set_tau(-1.0);  // the prefix prefill is text (und rows)
+  fwd::T2iSampler s(e, fwd::t2i_prompt(tok, caption, t2i.instruction, t2i.grid));
+  fwd::SamplerOptions o = sampler;
+  o.on_step = [&obs](int, double tau) { obs.set_tau(tau); };
+  s.sample(fwd::normal_noise(seed, t2i.grid.tokens() * e.config().latent_channels), o);
+  obs.set_tau(-1.0);
+}
+
+}  // namespace
+
+StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok::Tokenizer& tokenizer,
+                    const std::vector<Source>& sources, const CalibOptions& o) {
+  if (o.shard_count < 1 || o.shard_index < 0 || o.shard_index >= o.shard_count)
+    fail("--shard", "expected i/n with 0 <= i < n");
+  if (o.seq_len < 2) fail("--seq-len", "must be at least 2");
+  StatsFile stats;
+  stats.model_fingerprint = model_fingerprint(model_dir);
+  std::vector<Sample> samples;
+  for (const auto& src : sources) {
+    auto s = load_samples(src, tokenizer, o);
+    stats.data_sources.push_back(std::string(source_kind_name(src.kind)) + ":" + digest_hex(read_file(src.path)) + ":" +
+                                 fs::path(src.path).filename().string() + ":shard" + std::to_string(o.shard_index) + "/" +
+                                 std::to_string(o.shard_count));
+    samples.insert(samples.end(), std::make_move_iterator(s.begin()), std::make_move_iterator(s.end()));
+  }
+  std::sort(stats.data_sources.begin(), stats.data_sources.end());
+  const fwd::T2iSettings t2i = fwd::load_t2i_settings(model_dir);
+  StatsObserver obs(stats, o.hessian);
+  struct ObserverScope {  // detach even when a sample throws
+    fwd::Engine& e;
+    ~ObserverScope() { e.set_observer(nullptr); }
+  } scope{engine};
+  engine.set_observer(&obs);
+  int64_t mine = 0;
+  for (size_t k = 0; k < samples.size(); ++k) mine += int64_t(k % size_t(o.shard_count)) == o.shard_index;
+  int64_t done = 0;
+  for (size_t k = 0; k < samples.size(); ++k) {
+    if (int64_t(k % size_t(o.shard_count)) != o.shard_index) continue;
+    const Sample& s = samples[k];
+    if (s.kind == SourceKind::T2i) run_t2i_sample(engine, tokenizer, t2i, s.caption, o.seed + k, o.sampler, obs);
+    else run_token_sample(engine, s.ids);
+    if (o.progress) o.progress(++done, mine);
+  }
+  stats.extra_metadata["shard"] = std::to_string(o.shard_index) + "/" + std::to_string(o.shard_count);
+  return stats;
+}
+
+std::vector<std::string> uncovered_linears(const StatsFile& stats, const std::string& model_dir) {
+  const model::ModelConfig c = model::load_config(model_dir);
+  io::TensorStore store(model_dir);
+  const model::ModelSpec spec = model::build_spec(c, store);
+  std::vector<std::string> out;
+  for (const auto& l : spec.linears) {
+    auto it = stats.linears.find(l.name);
+    if (it == stats.linears.end() || it->second.all.count == 0) out.push_back(l.name);
+  }
+  return out;
+}
+
+}  // namespace lq::calib

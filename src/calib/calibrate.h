@@ -1,0 +1,69 @@
+// Calibration: run inputs of both paths through the native forward and accumulate the input
+// statistics of every target linear.
+//   text:FILE  plain text, tokenized whole and cut into windows (und path)
+//   chat:FILE  JSONL {"question", "answer"} in the chat template (und path)
+//   t2i:FILE   prompts, one per line, run through the full CFG sampler; the gen linears are observed at
+//              EVERY step (cond branch, and uncond while CFG is active: exactly what inference runs),
+//              tagged with tau' so statistics per tau bucket are kept as well.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "calib/stats.h"
+#include "forward/forward.h"
+#include "forward/t2i.h"
+
+namespace lq::tok {
+class Tokenizer;
+}
+
+namespace lq::calib {
+
+enum class SourceKind { Text, Chat, T2i };
+const char* source_kind_name(SourceKind k);
+
+struct Source {
+  SourceKind kind = SourceKind::Text;
+  std::string path;
+};
+// Parses "text:FILE", "chat:FILE" or "t2i:FILE" (throws naming the argument).
+Source parse_source(const std::string& arg);
+
+struct CalibOptions {
+  int64_t seq_len = 512;          // text window length (tokens)
+  int64_t max_tokens = 0;         // per text/chat source; 0 = all
+  int64_t max_prompts = 0;        // per t2i source; 0 = all
+  int shard_index = 0, shard_count = 1;  // samples k with k % count == index
+  bool hessian = false;           // also accumulate X^T X per linear
+  fwd::SamplerOptions sampler;    // t2i schedule (steps, shift, CFG)
+  uint64_t seed = 0;              // t2i noise seed base (prompt k uses seed + k)
+  std::function<void(int64_t done, int64_t total)> progress;  // per sample
+};
+
+// Observer that adds every target linear's input rows to a StatsFile.
+class StatsObserver final : public fwd::ActivationObserver {
+ public:
+  StatsObserver(StatsFile& out, bool hessian) : out_(out), hessian_(hessian) {}
+  void set_tau(double tau) { tau_ = tau; }  // < 0 outside denoising
+  void observe(const fwd::LinearId& id, const float* x, int64_t n, int64_t in_features) override;
+
+ private:
+  StatsFile& out_;
+  bool hessian_;
+  double tau_ = -1.0;
+};
+
+// Identity of a model independent of its storage dtype: config values, tensor names and shapes, and
+// a digest of every 1-D tensor (norm weights) rounded to bf16.
+std::string model_fingerprint(const std::string& model_dir);
+
+// Runs every source (respecting the shard) and returns the statistics, with data_sources filled in.
+StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok::Tokenizer& tokenizer,
+                    const std::vector<Source>& sources, const CalibOptions& options);
+
+// Target linears of the model with no calibration rows. Empty when every target is covered.
+std::vector<std::string> uncovered_linears(const StatsFile& stats, const std::string& model_dir);
+
+}  // namespace lq::calib

@@ -1,0 +1,169 @@
+// `lance-quant calibrate` and `lance-quant merge-stats`: activation statistics of both paths.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "calib/calibrate.h"
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "forward/prompts.h"
+#include "io/progress.h"
+#include "kernels/linear.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lq::cli {
+
+namespace {
+
+const char* kCalibrateUsage =
+    "usage: lance-quant calibrate MODEL --calib KIND:FILE [--calib KIND:FILE ...] --out STATS.safetensors\n"
+    "         [--max-tokens N] [--max-prompts N] [--seq-len N] [--shard I/N] [--hessian] [--steps N]\n"
+    "         [--seed S] [--threads N] [--dtype f32|bf16] [--allow-partial] [--force] [--json]\n\n"
+    "KIND: text (plain text, cut into --seq-len windows), chat (JSONL {\"question\", \"answer\"}),\n"
+    "t2i (one prompt per line, run through the full CFG sampler; every step is observed).\n"
+    "--max-tokens caps the tokens taken from each text/chat file, --max-prompts the prompts of each t2i file.\n"
+    "--shard I/N keeps samples k with k %% N == I; merge the shards with merge-stats.\n"
+    "A target linear without calibration rows is an error unless --allow-partial.\n";
+
+struct PathCoverage {
+  int linears = 0, covered = 0;
+  int64_t min_rows = -1, max_rows = 0;
+};
+
+// Rows seen per target linear, summarised per path ("und" / "gen").
+std::map<std::string, PathCoverage> coverage(const calib::StatsFile& s, const std::vector<std::string>& uncovered) {
+  std::map<std::string, PathCoverage> out;
+  for (const auto& [name, st] : s.linears) {
+    auto& c = out[name.find("_moe_gen") != std::string::npos ? "gen" : "und"];
+    ++c.linears;
+    c.covered += st.all.count > 0;
+    c.min_rows = c.min_rows < 0 ? st.all.count : std::min(c.min_rows, st.all.count);
+    c.max_rows = std::max(c.max_rows, st.all.count);
+  }
+  for (const auto& name : uncovered) {
+    auto& c = out[name.find("_moe_gen") != std::string::npos ? "gen" : "und"];
+    if (!s.linears.count(name)) ++c.linears, c.min_rows = 0;
+  }
+  return out;
+}
+
+bool parse_shard(const std::string& v, int& index, int& count) {
+  return std::sscanf(v.c_str(), "%d/%d", &index, &count) == 2 && count >= 1 && index >= 0 && index < count;
+}
+
+void check_output(const std::string& out, bool force) {
+  if (out.empty()) fail("--out", "an output file is required");
+  if (std::filesystem::exists(out) && !force) fail(out, "already exists (use --force to overwrite)");
+}
+
+}  // namespace
+
+int cmd_calibrate(const Args& args) {
+  ArgReader r(args, "calibrate");
+  std::string model_dir, out;
+  std::vector<calib::Source> sources;
+  calib::CalibOptions o;
+  bool allow_partial = false, force = false, json_out = false;
+  fwd::LoadOptions load;
+  int steps = -1;
+  while (r.next()) {
+    if (r.is("--help") || r.is("-h")) {
+      std::printf("%s", kCalibrateUsage);
+      return 0;
+    } else if (r.is("--calib")) sources.push_back(calib::parse_source(r.value()));
+    else if (r.is("--out")) out = r.value();
+    else if (r.is("--max-tokens")) o.max_tokens = r.int_value();
+    else if (r.is("--max-prompts")) o.max_prompts = r.int_value();
+    else if (r.is("--seq-len")) o.seq_len = r.int_value();
+    else if (r.is("--shard")) {
+      const std::string v = r.value();
+      if (!parse_shard(v, o.shard_index, o.shard_count)) fail("--shard " + v, "expected I/N with 0 <= I < N");
+    } else if (r.is("--hessian")) o.hessian = true;
+    else if (r.is("--steps")) steps = int(r.int_value());
+    else if (r.is("--seed")) o.seed = uint64_t(r.int_value());
+    else if (r.is("--threads")) kernels::set_num_threads(int(r.int_value()));
+    else if (r.is("--dtype")) {
+      const std::string d = r.value();
+      if (d != "f32" && d != "bf16") fail("--dtype " + d, "expected f32 or bf16");
+      load.storage = d == "f32" ? fwd::WeightStorage::F32 : fwd::WeightStorage::BF16;
+    } else if (r.is("--allow-partial")) allow_partial = true;
+    else if (r.is("--force")) force = true;
+    else if (r.is("--json")) json_out = true;
+    else if (r.positional() && model_dir.empty()) model_dir = r.current();
+    else r.unknown();
+  }
+  if (model_dir.empty()) fail("calibrate", "a MODEL directory is required (see --help)");
+  if (sources.empty()) fail("calibrate", "at least one --calib KIND:FILE is required");
+  check_output(out, force);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  fwd::Engine engine = fwd::Engine::load(model_dir, load);
+  const tok::Tokenizer tokenizer = tok::Tokenizer::load(model_dir);
+  o.sampler = fwd::load_t2i_settings(model_dir).sampler;
+  if (steps > 0) o.sampler.steps = steps;
+  io::Progress progress("calibrate", 0, "samples");
+  o.progress = [&progress](int64_t done, int64_t total) {
+    progress.set_total(double(total));
+    progress.update(double(done));
+  };
+  calib::StatsFile stats = calib::calibrate(model_dir, engine, tokenizer, sources, o);
+  progress.finish();
+  const auto uncovered = calib::uncovered_linears(stats, model_dir);
+  const auto cov = coverage(stats, uncovered);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  if (!uncovered.empty() && !allow_partial) {
+    std::string list;
+    for (size_t i = 0; i < uncovered.size() && i < 8; ++i) list += "\n  " + uncovered[i];
+    if (uncovered.size() > 8) list += "\n  ... (" + std::to_string(uncovered.size() - 8) + " more)";
+    fail(model_dir, std::to_string(uncovered.size()) + " target linears saw no calibration rows (use a source for that path, "
+                    "e.g. t2i:FILE for the gen path, or --allow-partial):" + list);
+  }
+  if (!uncovered.empty()) stats.extra_metadata["partial"] = "true";
+  stats.save(out);
+
+  if (json_out) {
+    nlohmann::json j = {{"out", out}, {"seconds", seconds}, {"sources", stats.data_sources},
+                        {"model_fingerprint", stats.model_fingerprint}, {"uncovered", uncovered}};
+    for (const auto& [path, c] : cov)
+      j["coverage"][path] = {{"linears", c.linears}, {"covered", c.covered}, {"min_rows", c.min_rows}, {"max_rows", c.max_rows}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::printf("calibration statistics: %s (%.1f s)\n", out.c_str(), seconds);
+    for (const auto& [path, c] : cov)
+      std::printf("  %s: %d/%d target linears covered, rows per linear %lld..%lld\n", path.c_str(), c.covered, c.linears,
+                  (long long)c.min_rows, (long long)c.max_rows);
+    if (!uncovered.empty()) std::printf("  PARTIAL: %zu target linears uncovered (--allow-partial)\n", uncovered.size());
+  }
+  return 0;
+}
+
+int cmd_merge_stats(const Args& args) {
+  ArgReader r(args, "merge-stats");
+  std::vector<std::string> inputs;
+  std::string out;
+  bool force = false;
+  while (r.next()) {
+    if (r.is("--help") || r.is("-h")) {
+      std::printf("usage: lance-quant merge-stats A.safetensors B.safetensors ... --out MERGED.safetensors [--force]\n\n"
+                  "Token-weighted, associative merge of calibration statistics of the same model (shards).\n");
+      return 0;
+    } else if (r.is("--out")) out = r.value();
+    else if (r.is("--force")) force = true;
+    else if (r.positional()) inputs.push_back(r.current());
+    else r.unknown();
+  }
+  if (inputs.empty()) fail("merge-stats", "no input statistics files given");
+  check_output(out, force);
+  calib::StatsFile merged = calib::StatsFile::load(inputs[0]);
+  for (size_t i = 1; i < inputs.size(); ++i) merged.merge(calib::StatsFile::load(inputs[i]), inputs[i]);
+  merged.extra_metadata["shard"] = "merged";
+  merged.save(out);
+  std::printf("merged %zu files into %s (%zu linears)\n", inputs.size(), out.c_str(), merged.linears.size());
+  return 0;
+}
+
+}  // namespace lq::cli
