@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -22,6 +23,9 @@ namespace lq::io {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+// Tensor data is little-endian in the file and is handed out as host values without swapping.
+static_assert(std::endian::native == std::endian::little, "safetensors I/O assumes a little-endian host");
 
 namespace {
 struct DTypeRow {
@@ -353,17 +357,19 @@ fs::path shard_path(const fs::path& index, const std::string& tensor, const std:
   if (file.empty() || rel.is_absolute() || std::any_of(rel.begin(), rel.end(), [](const fs::path& c) { return c == ".."; }))
     fail(where, "shard name '" + file + "' must be a relative path inside the index's directory");
   const fs::path p = index.parent_path() / rel;
-  if (!fs::is_regular_file(p)) fail(where, "shard '" + file + "' does not exist (" + p.string() + ")");
+  std::error_code ec;  // the non-throwing overloads: errors must surface as lq::Error
+  if (!fs::is_regular_file(p, ec)) fail(where, "shard '" + file + "' does not exist (" + p.string() + ")");
   return p;
 }
 }  // namespace
 
 TensorStore::TensorStore(const std::string& path) : path_(path) {
   fs::path p(path);
-  if (fs::is_directory(p)) {
-    if (fs::exists(p / "model.safetensors.index.json")) {
+  std::error_code ec;  // the non-throwing overloads: errors must surface as lq::Error
+  if (fs::is_directory(p, ec)) {
+    if (fs::exists(p / "model.safetensors.index.json", ec)) {
       p /= "model.safetensors.index.json";
-    } else if (fs::exists(p / "model.safetensors")) {
+    } else if (fs::exists(p / "model.safetensors", ec)) {
       p /= "model.safetensors";
     } else {
       fail(path, "directory has neither model.safetensors nor model.safetensors.index.json");
