@@ -78,12 +78,13 @@ std::vector<Case> cases() {
       {"v1-nvfp4-legacy", FormatId::LanceQuantV1, nvfp4(E::Legacy), 9, 64},
       {"v1-nvfp4-pow2", FormatId::LanceQuantV1, nvfp4(E::Standard, true), 9, 64},
       {"autoawq-int4-asym-g32", FormatId::AutoAwq, make(Scheme::Int4Asym, 32, ScaleDType::F16), 40, 96},
-      {"autoawq-int4-sym-g64", FormatId::AutoAwq, make(Scheme::Int4Sym, 64, ScaleDType::F16), 16, 128},
-      {"autoawq-int4-asym-bf16scales", FormatId::AutoAwq, make(Scheme::Int4Asym, 128), 24, 256},
+      {"autoawq-int4-sym-g64", FormatId::AutoAwq, make(Scheme::Int4Sym, 64, ScaleDType::F16), 32, 128},
+      {"autoawq-int4-asym-bf16scales", FormatId::AutoAwq, make(Scheme::Int4Asym, 128), 64, 256},
       {"ct-int4-asym-g24", FormatId::CompressedTensors, make(Scheme::Int4Asym, 24), 37, 72},
       {"ct-int4-sym-g32-f16", FormatId::CompressedTensors, make(Scheme::Int4Sym, 32, ScaleDType::F16), 21, 96},
       {"ct-int8-sym-channel", FormatId::CompressedTensors, make(Scheme::Int8Sym, 0), 13, 72},
       {"ct-nvfp4", FormatId::CompressedTensors, nvfp4(E::Standard), 37, 80},
+      {"ct-nvfp4-pow2", FormatId::CompressedTensors, nvfp4(E::Standard, true), 8, 32},
       {"modelopt-nvfp4", FormatId::ModelOpt, nvfp4(E::Standard), 37, 64},
   };
 }
@@ -133,8 +134,9 @@ void expect_round_trip(const Case& c, const std::string& dir, const Written& w) 
     EXPECT_TRUE(same_bits(back.dequantize(), w.q[i].dequantize())) << c.name << " " << w.bases[i];
     auto bias = r.read_bias(w.bases[i]);
     ASSERT_EQ(bias.has_value(), !w.bias[i].empty());
-    if (bias)
+    if (bias) {
       for (int64_t k = 0; k < c.out; ++k) EXPECT_EQ((*bias)[size_t(k)], round_bias(w.bias[i][size_t(k)], c.format));
+    }
   }
   auto plain = r.plain_names();
   std::sort(plain.begin(), plain.end());

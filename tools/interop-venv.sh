@@ -1,0 +1,12 @@
+#!/bin/sh
+# Creates the heavy Python venv for tests/formats/interop_test.py: the public decoders of our
+# checkpoint formats (compressed-tensors, AutoAWQ) need torch, whose PyPI wheel pulls ~7 GB of CUDA
+# libraries (about 16 minutes here), so they are kept out of tools/requirements-test.txt.
+# Usage: sh tools/interop-venv.sh [VENV]; then LQ_INTEROP_PYTHON=VENV/bin/python ctest -R interop
+set -e
+VENV=${1:-build/pyenv-interop}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.9.1 compressed-tensors==0.15.0.1 psutil accelerate numpy
+# autoawq 0.2.9 is deprecated; its dependency pins (torch 2.6, transformers 4.51) conflict, and the
+# test only imports awq/utils/packing_utils.py and awq/modules/linear/gemm.py.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps autoawq==0.2.9
