@@ -87,6 +87,30 @@ TEST(BulkConvert, DecodeEveryCodeMatchesScalar) {
       [](uint16_t h) { return num::f16_to_f32(h); }, "f16->f32");
 }
 
+// Destinations of 16 MiB and more take the non-temporal-store path (with a scalar head that aligns
+// the destination); check it at an aligned and a misaligned start.
+TEST(BulkConvert, LargeArraysUseStreamingStoresAndStayIdentical) {
+  const size_t n = (size_t(16) << 20) / 2 + 37;  // > 16 MiB of bf16/f16 output
+  const auto src = mixed_floats(n + 1, 3);
+  std::vector<uint16_t> half(n + 1);
+  std::vector<float> back(n + 1);
+  for (size_t offset : {size_t(0), size_t(1)}) {
+    const size_t len = n - offset;
+    num::f32_to_bf16(src.data() + offset, half.data() + offset, len);
+    for (size_t i = 0; i < len; ++i)
+      ASSERT_EQ(half[offset + i], num::f32_to_bf16(src[offset + i])) << "bf16 element " << i;
+    num::bf16_to_f32(half.data() + offset, back.data() + offset, len);
+    for (size_t i = 0; i < len; ++i)
+      ASSERT_EQ(f32_bits(back[offset + i]), f32_bits(num::bf16_to_f32(half[offset + i])));
+    num::f32_to_f16(src.data() + offset, half.data() + offset, len);
+    for (size_t i = 0; i < len; ++i)
+      ASSERT_EQ(half[offset + i], num::f32_to_f16(src[offset + i])) << "f16 element " << i;
+    num::f16_to_f32(half.data() + offset, back.data() + offset, len);
+    for (size_t i = 0; i < len; ++i)
+      ASSERT_EQ(f32_bits(back[offset + i]), f32_bits(num::f16_to_f32(half[offset + i])));
+  }
+}
+
 // A dense sweep (every f32 whose top 20 bits vary) through the bulk f32->f16 path: on an F16C
 // machine this compares the scalar encoder with the hardware conversion.
 TEST(BulkConvert, F32ToF16SweepMatchesScalar) {
