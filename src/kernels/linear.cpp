@@ -1,9 +1,9 @@
 // Dense linear layer y = x W^T + b.
 //
-// The AVX2 path is built from one register-tiled micro-kernel, tile<NT, NO>, that computes NT tokens
-// x NO output rows: each output element owns one 8-lane accumulator that walks k in steps of 8 with
-// FMAs, is reduced horizontally in a fixed order, then the k tail (cols % 8) is added with scalar
-// FMAs in order. Every instantiation does exactly this per element, so an output value does not
+// The AVX2 path is built from one register-tiled micro-kernel, tile_accumulate<NT, NO>, for NT tokens
+// x NO output rows, and finalize(): each output element owns one 8-lane accumulator that walks k in
+// steps of 8 with FMAs, is reduced horizontally in a fixed order, then the k tail (cols % 8) is added
+// with scalar FMAs in order. Every instantiation does exactly this per element, so an output value does not
 // depend on the tile it landed in, on the thread split, or on the number of tokens in the call
 // (decode and prefill give bit-identical rows).
 //
