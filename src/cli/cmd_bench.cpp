@@ -1,6 +1,8 @@
 // `lance-quant bench SUBCOMMAND`: measurements that take too long for tests. One table row per
 // subcommand; `forward` measures the native forward (prefill and KV-cache decode throughput) next to
 // the machine's streaming memory-read bandwidth.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -25,14 +27,46 @@ double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::d
 
 // ---- memory bandwidth probe -------------------------------------------------------------------
 
+// Sum of the 64-bit words in [p, p + n) (the reads are the point; the sum keeps them alive).
+uint64_t sum_words_scalar(const uint64_t* p, size_t n) {
+  uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    a0 += p[i];
+    a1 += p[i + 1];
+    a2 += p[i + 2];
+    a3 += p[i + 3];
+  }
+  for (; i < n; ++i) a0 += p[i];
+  return a0 + a1 + a2 + a3;
+}
+
+// 256-bit loads, 128 bytes per iteration: few instructions per byte, so the probe stays
+// memory-bound even when the cores are shared (as in the forward's AVX2 kernels).
+__attribute__((target("avx2"))) uint64_t sum_words_avx2(const uint64_t* p, size_t n) {
+  __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_add_epi64(a0, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+    a1 = _mm256_add_epi64(a1, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
+    a2 = _mm256_add_epi64(a2, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
+    a3 = _mm256_add_epi64(a3, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
+  }
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes),
+                     _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3)));
+  return lanes[0] + lanes[1] + lanes[2] + lanes[3] + sum_words_scalar(p + i, n - i);
+}
+
 // Best-of-`passes` streaming read bandwidth (bytes/s) over a buffer far larger than the caches,
 // read by all kernel threads in disjoint contiguous ranges.
 double measure_read_bandwidth(size_t bytes, int passes) {
   const size_t n = bytes / sizeof(uint64_t);
   std::vector<uint64_t> buf(n);
-  kernels::parallel_for(int64_t(n), [&](int64_t b, int64_t e) {  // first touch by the reading threads
+  kernels::parallel_for(int64_t(n), [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) buf[i] = uint64_t(i);
   });
+  const auto sum_words = __builtin_cpu_supports("avx2") ? sum_words_avx2 : sum_words_scalar;
   double best = 0;
   volatile uint64_t sink = 0;
   for (int p = 0; p < passes; ++p) {
@@ -42,16 +76,7 @@ double measure_read_bandwidth(size_t bytes, int passes) {
     kernels::parallel_for(chunks, [&](int64_t cb, int64_t ce) {
       for (int64_t c = cb; c < ce; ++c) {
         const size_t lo = n * size_t(c) / size_t(chunks), hi = n * size_t(c + 1) / size_t(chunks);
-        uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        size_t i = lo;
-        for (; i + 4 <= hi; i += 4) {
-          a0 += buf[i];
-          a1 += buf[i + 1];
-          a2 += buf[i + 2];
-          a3 += buf[i + 3];
-        }
-        for (; i < hi; ++i) a0 += buf[i];
-        partial[size_t(c) * 8] = a0 + a1 + a2 + a3;
+        partial[size_t(c) * 8] = sum_words(buf.data() + lo, hi - lo);
       }
     });
     const double s = seconds(t0, Clock::now());
