@@ -1,0 +1,200 @@
+// Fused 4-bit kernels against the double-precision reference and against independent
+// dequantization of the unpacked codes.
+//
+// Error budget: a kernel output may differ from the reference by at most
+//   1e-5 * M + 1e-30,  M = sum_i |s| (q_i + z) |x_i|  (Int4)  or  sum_i |w_i x_i|  (NvFp4),
+// M bounds the magnitude of every partial sum the f32 decomposition forms (q s x and the zero
+// correction s z sum x), 1e-5 ~ 84 f32 ulps of it: generous for accumulation rounding, far below any
+// indexing or decoding mistake (one wrong code moves y by ~ |s x_i|, i.e. ~ M / in).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "io/error.h"
+#include "kernels/q4.h"
+#include "num/formats.h"
+
+namespace lq::kernels {
+namespace {
+
+struct Case {
+  Q4Scheme scheme;
+  int64_t rows, cols, group;
+};
+
+struct Unpacked {
+  std::vector<uint8_t> codes, zeros, block_scales;
+  std::vector<float> scales;
+  float tensor_scale = 1.0f;
+};
+
+Unpacked random_weights(const Case& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  Unpacked u;
+  u.codes.resize(size_t(c.rows * c.cols));
+  for (auto& q : u.codes) q = uint8_t(rng() % 16);
+  const size_t ng = size_t(c.rows * (c.cols / c.group));
+  std::uniform_real_distribution<float> sd(0.001f, 0.05f);
+  if (c.scheme == Q4Scheme::Int4) {
+    u.scales.resize(ng);
+    u.zeros.resize(ng);
+    for (size_t g = 0; g < ng; ++g) {
+      u.scales[g] = num::bf16_to_f32(num::f32_to_bf16(sd(rng)));  // bf16-exact, as checkpoints store
+      u.zeros[g] = uint8_t(rng() % 16);
+    }
+  } else {
+    u.block_scales.resize(ng);
+    for (auto& b : u.block_scales) b = num::f32_to_e4m3(std::uniform_real_distribution<float>(1.0f, 448.0f)(rng));
+    u.tensor_scale = 3.1e-5f;
+  }
+  return u;
+}
+
+Q4Matrix build(const Case& c, const Unpacked& u) {
+  if (c.scheme == Q4Scheme::Int4)
+    return pack_int4(c.rows, c.cols, c.group, u.codes.data(), u.scales.data(), u.zeros.data());
+  return pack_nvfp4(c.rows, c.cols, u.codes.data(), u.block_scales.data(), u.tensor_scale);
+}
+
+// Independent dequantization straight from the unpacked arrays (not via Q4Matrix).
+double dequant(const Case& c, const Unpacked& u, int64_t o, int64_t i) {
+  const size_t g = size_t(o * (c.cols / c.group) + i / c.group);
+  const uint8_t q = u.codes[size_t(o * c.cols + i)];
+  if (c.scheme == Q4Scheme::Int4) return (double(q) - double(u.zeros[g])) * double(u.scales[g]);
+  const float bs = num::e4m3_to_f32(u.block_scales[g]) * u.tensor_scale;
+  return double(num::e2m1_to_f32(q)) * double(bs);
+}
+
+std::vector<float> random_x(int64_t n, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(size_t(n * cols));
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+// The magnitude M of the error budget for output (t, o).
+double magnitude(const Case& c, const Unpacked& u, const float* x, int64_t t, int64_t o) {
+  double m = 0.0;
+  for (int64_t i = 0; i < c.cols; ++i) {
+    const double xi = std::fabs(double(x[t * c.cols + i]));
+    if (c.scheme == Q4Scheme::Int4) {
+      const size_t g = size_t(o * (c.cols / c.group) + i / c.group);
+      m += double(u.scales[g]) * (double(u.codes[size_t(o * c.cols + i)]) + double(u.zeros[g])) * xi;
+    } else {
+      m += std::fabs(dequant(c, u, o, i)) * xi;
+    }
+  }
+  return m;
+}
+
+using Kernel = void (*)(const float*, int64_t, const Q4Matrix&, const float*, float*);
+
+void expect_matches_reference(const Case& c, int64_t n, Kernel kernel, const char* name) {
+  SCOPED_TRACE(std::string(name) + (c.scheme == Q4Scheme::Int4 ? " int4" : " nvfp4") + " rows=" +
+               std::to_string(c.rows) + " cols=" + std::to_string(c.cols) + " group=" + std::to_string(c.group) +
+               " n=" + std::to_string(n));
+  const Unpacked u = random_weights(c, uint32_t(c.rows * 7 + c.cols + c.group));
+  const Q4Matrix w = build(c, u);
+  const std::vector<float> x = random_x(n, c.cols, uint32_t(n + 11));
+  std::vector<float> bias(size_t(c.rows));
+  for (int64_t o = 0; o < c.rows; ++o) bias[size_t(o)] = 0.01f * float(o % 13) - 0.05f;
+  std::vector<float> ref(size_t(n * c.rows)), got(size_t(n * c.rows), NAN);
+  q4_linear_ref(x.data(), n, w, bias.data(), ref.data());
+  kernel(x.data(), n, w, bias.data(), got.data());
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t o = 0; o < c.rows; ++o) {
+      const size_t k = size_t(t * c.rows + o);
+      const double budget = 1e-5 * magnitude(c, u, x.data(), t, o) + 1e-30;
+      ASSERT_LE(std::fabs(double(got[k]) - double(ref[k])), budget) << "t=" << t << " o=" << o;
+    }
+}
+
+// Lance's shapes scaled down (in/out ratios kept), plus tails: rows not a multiple of the thread
+// split, in_features with a final 16-code chunk (NvFp4 / group 16), tiny matrices.
+std::vector<Case> cases() {
+  std::vector<Case> cs;
+  for (int64_t g : {32, 64, 128}) {
+    cs.push_back({Q4Scheme::Int4, 256, 256, g});   // 2048 -> 2048
+    cs.push_back({Q4Scheme::Int4, 32, 256, g});    // 2048 -> 256
+    cs.push_back({Q4Scheme::Int4, 1376, 256, g});  // 2048 -> 11008
+    cs.push_back({Q4Scheme::Int4, 256, 1408, g});  // 11008 -> 2048 (1408 = 11 * 128)
+  }
+  cs.push_back({Q4Scheme::Int4, 7, 48, 16});      // group 16, final 16-code chunk
+  cs.push_back({Q4Scheme::Int4, 1, 16, 16});
+  for (int64_t cols : {256, 1408, 48, 16})
+    for (int64_t rows : {256, 33, 1}) cs.push_back({Q4Scheme::NvFp4, rows, cols, 16});
+  cs.push_back({Q4Scheme::NvFp4, 1376, 256, 16});
+  return cs;
+}
+
+TEST(Q4Reference, EqualsIndependentDequantization) {
+  for (const Case& c : {Case{Q4Scheme::Int4, 5, 96, 32}, Case{Q4Scheme::NvFp4, 5, 80, 16}}) {
+    const Unpacked u = random_weights(c, 3);
+    const Q4Matrix w = build(c, u);
+    for (int64_t o = 0; o < c.rows; ++o)
+      for (int64_t i = 0; i < c.cols; ++i) {
+        ASSERT_EQ(w.code(o, i), u.codes[size_t(o * c.cols + i)]) << o << "," << i;
+        ASSERT_EQ(w.weight(o, i), float(dequant(c, u, o, i))) << o << "," << i;  // one f32 rounding
+      }
+    const std::vector<float> x = random_x(3, c.cols, 5);
+    std::vector<float> y(size_t(3 * c.rows));
+    q4_linear_ref(x.data(), 3, w, nullptr, y.data());
+    for (int64_t t = 0; t < 3; ++t)
+      for (int64_t o = 0; o < c.rows; ++o) {
+        double e = 0;
+        for (int64_t i = 0; i < c.cols; ++i) e += double(float(dequant(c, u, o, i))) * double(x[size_t(t * c.cols + i)]);
+        EXPECT_EQ(y[size_t(t * c.rows + o)], float(e));
+      }
+  }
+}
+
+TEST(Q4Kernels, DispatchedPathMatchesReference) {
+  for (const Case& c : cases())
+    for (int64_t n : {1, 2, 3, 4, 5, 7, 8})
+      expect_matches_reference(c, n, q4_linear, q4_simd_path());
+}
+
+TEST(Q4Kernels, LargerBatchesMatchReference) {
+  for (const Case& c : {Case{Q4Scheme::Int4, 96, 512, 64}, Case{Q4Scheme::Int4, 64, 256, 128},
+                        Case{Q4Scheme::NvFp4, 96, 512, 16}})
+    for (int64_t n : {16, 31, 64}) expect_matches_reference(c, n, q4_linear, q4_simd_path());
+}
+
+TEST(Q4Kernels, ScalarPathMatchesReference) {
+  for (const Case& c : {Case{Q4Scheme::Int4, 33, 256, 64}, Case{Q4Scheme::Int4, 7, 48, 16},
+                        Case{Q4Scheme::NvFp4, 33, 1408, 16}, Case{Q4Scheme::NvFp4, 5, 48, 16}})
+    for (int64_t n : {1, 3, 6}) expect_matches_reference(c, n, q4_linear_scalar, "scalar");
+}
+
+TEST(Q4Kernels, ThreadCountInvariant) {
+  const Case c{Q4Scheme::Int4, 301, 512, 64};
+  const Unpacked u = random_weights(c, 9);
+  const Q4Matrix w = build(c, u);
+  const std::vector<float> x = random_x(5, c.cols, 4);
+  std::vector<float> a(size_t(5 * c.rows)), b(a.size());
+  set_num_threads(1);
+  q4_linear(x.data(), 5, w, nullptr, a.data());
+  set_num_threads(3);
+  q4_linear(x.data(), 5, w, nullptr, b.data());
+  set_num_threads(0);
+  EXPECT_EQ(a, b);
+}
+
+TEST(Q4Kernels, ZeroTokensAndErrors) {
+  const Case c{Q4Scheme::Int4, 4, 64, 32};
+  const Unpacked u = random_weights(c, 1);
+  const Q4Matrix w = build(c, u);
+  q4_linear(nullptr, 0, w, nullptr, nullptr);  // nothing to do, nothing touched
+  EXPECT_THROW(q4_linear(nullptr, -1, w, nullptr, nullptr), Error);
+  std::vector<uint8_t> bad(u.codes);
+  bad[5] = 16;
+  EXPECT_THROW(pack_int4(4, 64, 32, bad.data(), u.scales.data(), u.zeros.data()), Error);
+  EXPECT_THROW(pack_int4(4, 64, 48, u.codes.data(), u.scales.data(), u.zeros.data()), Error);
+  EXPECT_THROW(pack_nvfp4(4, 40, u.codes.data(), u.codes.data(), 1.0f), Error);
+}
+
+}  // namespace
+}  // namespace lq::kernels
