@@ -5,6 +5,7 @@
 #include "num/formats.h"
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -142,11 +143,19 @@ struct BulkPaths {
   const char* name = "scalar";
 };
 
+#ifdef LQ_X86
+// F16C from CPUID leaf 1 (ECX bit 29): clang 14 does not know the "f16c" name for __builtin_cpu_supports.
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 BulkPaths select_paths() {
   BulkPaths p;
 #ifdef LQ_X86
   // The f16 paths need AVX2 only for the loop structure; requiring both keeps one path name.
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) {
+  if (__builtin_cpu_supports("avx2") && cpu_has_f16c()) {
     p = {bf16_to_f32_avx2, f32_to_bf16_avx2, f16_to_f32_f16c, f32_to_f16_f16c, "avx2+f16c"};
   }
 #endif
