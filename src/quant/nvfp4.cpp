@@ -27,52 +27,99 @@ float tensor_amax(const float* w, int64_t n) {
   return m;
 }
 
-// Squared error of one block against the effective scale `s`, with its codes.
-float block_error(const float* w, float s, uint8_t* codes) {
-  float err = 0.0f;
-  for (int64_t k = 0; k < kBlock; ++k) {
-    const uint8_t c = e2m1_encode(w[k] / s);
-    const float d = w[k] - e2m1_value(c) * s;
-    err += d * d;
-    codes[k] = c;
-  }
-  return err;
+// E2M1 rounding as a value (sign kept, -0 for negative values that round to 0): the same number
+// as e2m1_value(e2m1_encode(x)), written as selects so that a block vectorises.
+[[gnu::always_inline]] inline float e2m1_round(float x) {
+  const float a = std::fabs(x);
+  float v = a > 0.25f ? 0.5f : 0.0f;
+  v = a >= 0.75f ? 1.0f : v;
+  v = a > 1.25f ? 1.5f : v;
+  v = a >= 1.75f ? 2.0f : v;
+  v = a > 2.5f ? 3.0f : v;
+  v = a >= 3.5f ? 4.0f : v;
+  v = a > 5.0f ? 6.0f : v;
+  return std::copysign(v, x);
 }
 
-// Chooses block scale byte and codes for one block (standard encoding).
-uint8_t standard_block(const float* w, float t, int radius, uint8_t* codes) {
-  float bmax = 0.0f;
-  for (int64_t k = 0; k < kBlock; ++k) bmax = std::max(bmax, std::fabs(w[k]));
-  if (bmax == 0.0f) {
-    std::fill(codes, codes + kBlock, uint8_t(0));
-    return 0;
-  }
+// Squared error of one block against the effective scale `s`. Eight fixed lanes and a fixed
+// combination order: the sum is the same whatever the instruction set.
+[[gnu::always_inline]] inline float block_error(const float* w, float s) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t k = 0; k < kBlock; k += 8)
+    for (int j = 0; j < 8; ++j) {
+      const float d = w[k + j] - e2m1_round(w[k + j] / s) * s;
+      acc[j] += d * d;
+    }
+  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+[[gnu::always_inline]] inline float block_absmax(const float* w) {
+  float m = 0.0f;
+  for (int64_t k = 0; k < kBlock; ++k) m = std::max(m, std::fabs(w[k]));
+  return m;
+}
+
+// Block scale byte (standard encoding): the nearest E4M3 code to block_max / (6 t) first, then
+// alternating outwards; moving away needs a strictly smaller error.
+[[gnu::always_inline]] inline uint8_t standard_scale(const float* w, float t, int radius) {
+  const float bmax = block_absmax(w);
+  if (bmax == 0.0f) return 0;
   const int c0 = num::f32_to_e4m3(bmax / (kE2m1Max * t)) & 0x7f;
   uint8_t best_code = 0;
   float best_err = INFINITY;
-  uint8_t trial[kBlock];
-  // Nearest first, then alternating outwards: a strictly smaller error is needed to move away.
   for (int d = 0; d <= 2 * radius; ++d) {
     const int c = c0 + ((d & 1) ? -(d + 1) / 2 : d / 2);
     if (c < 1 || c > kE4m3MaxCode) continue;
-    const float s = e4m3_value(uint8_t(c)) * t;
-    const float err = block_error(w, s, trial);
+    const float err = block_error(w, e4m3_value(uint8_t(c)) * t);
     if (err < best_err) {
       best_err = err;
       best_code = uint8_t(c);
-      std::copy(trial, trial + kBlock, codes);
     }
   }
   return best_code;
 }
 
-uint8_t legacy_block(const float* w, uint8_t* codes) {
-  float bmax = 0.0f;
-  for (int64_t k = 0; k < kBlock; ++k) bmax = std::max(bmax, std::fabs(w[k]));
-  const float s = bmax / kE2m1Max;  // unrounded: the legacy toolkit chose codes against this
-  for (int64_t k = 0; k < kBlock; ++k) codes[k] = s > 0.0f ? e2m1_encode(w[k] / s) : uint8_t(0);
-  return num::f32_to_e4m3(s);
+struct Job {
+  const float* w;
+  int64_t in;
+  float t;
+  bool legacy;
+  int radius;
+  QTensor* qt;  // quantize
+  float* wq;    // fake quantize
+};
+
+template <bool kFake>
+[[gnu::always_inline]] inline void rows_impl(const Job& j, int64_t r0, int64_t r1) {
+  for (int64_t b = r0 * j.in / kBlock; b < r1 * j.in / kBlock; ++b) {
+    const float* wb = j.w + b * kBlock;
+    uint8_t sc;
+    float s_codes;  // the scale the codes are chosen against
+    if (j.legacy) {
+      s_codes = block_absmax(wb) / kE2m1Max;  // unrounded, as the legacy toolkit did
+      sc = num::f32_to_e4m3(s_codes);
+    } else {
+      sc = standard_scale(wb, j.t, j.radius);
+      s_codes = e4m3_value(sc) * j.t;
+    }
+    const float s = e4m3_value(sc) * j.t;  // same expression as QTensor::dequantize_rows
+    for (int64_t k = 0; k < kBlock; ++k) {
+      const float x = s_codes > 0.0f ? wb[k] / s_codes : 0.0f;
+      if constexpr (kFake)
+        j.wq[b * kBlock + k] = e2m1_round(x) * s;
+      else
+        j.qt->codes[size_t(b * kBlock + k)] = e2m1_encode(x);
+    }
+    if constexpr (!kFake) j.qt->block_scales[size_t(b)] = sc;
+  }
 }
+
+// Same source for both instruction sets. No FMA on purpose: contracting w - v*s would change the
+// error sums, and with them the chosen scales, between machines.
+template <bool kFake>
+void rows_generic(const Job& j, int64_t r0, int64_t r1) { rows_impl<kFake>(j, r0, r1); }
+template <bool kFake>
+__attribute__((target("avx2"))) void rows_avx2(const Job& j, int64_t r0, int64_t r1) { rows_impl<kFake>(j, r0, r1); }
 
 template <bool kFake>
 void run(const float* w, int64_t out, int64_t in, const QuantParams& p, QTensor* qt, float* wq) {
@@ -88,19 +135,13 @@ void run(const float* w, int64_t out, int64_t in, const QuantParams& p, QTensor*
     qt->codes.resize(size_t(out * in));
     qt->block_scales.resize(size_t(out * in / kBlock));
   }
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  const Job job{w, in, t, legacy, p.nvfp4_candidates, qt, wq};
   parallel_rows(out, in, [&](int64_t r0, int64_t r1) {
-    uint8_t codes[kBlock];
-    for (int64_t b = r0 * in / kBlock; b < r1 * in / kBlock; ++b) {
-      const float* wb = w + b * kBlock;
-      const uint8_t sc = legacy ? legacy_block(wb, codes) : standard_block(wb, t, p.nvfp4_candidates, codes);
-      if constexpr (kFake) {
-        const float s = e4m3_value(sc) * t;  // same expression as QTensor::dequantize_rows
-        for (int64_t k = 0; k < kBlock; ++k) wq[b * kBlock + k] = e2m1_value(codes[k]) * s;
-      } else {
-        qt->block_scales[size_t(b)] = sc;
-        std::copy(codes, codes + kBlock, qt->codes.data() + b * kBlock);
-      }
-    }
+    if (avx2)
+      rows_avx2<kFake>(job, r0, r1);
+    else
+      rows_generic<kFake>(job, r0, r1);
   });
 }
 
