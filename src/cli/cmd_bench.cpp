@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench_kernels.h"
 #include "cli/commands.h"
 #include "forward/forward.h"
 #include "forward/text.h"
@@ -252,6 +253,7 @@ struct BenchCommand {
 // Every bench subcommand, one row each.
 const BenchCommand kBenchCommands[] = {
     {"forward", bench_forward, "native forward: prefill / decode tokens/s, FLOP/s, bytes/s vs memory bandwidth"},
+    {"kernels", bench_kernels, "linear kernels (f32, bf16, int4 g64/g128, nvfp4) on Lance shapes vs memory bandwidth"},
 };
 
 void usage(FILE* out) {

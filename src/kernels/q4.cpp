@@ -1,8 +1,8 @@
 // Fused 4-bit linear kernels (layout and math: q4.h).
 //
-// AVX2 micro-kernel, per output row and block of NT tokens: each 32-code chunk is loaded once
-// (16 bytes), split into two runs of 16 codes by mask / shift, widened to four 8-lane f32 vectors,
-// multiplied by the group scale, and fed to NT x 4 (NT <= 2) or NT x 2 (NT > 2) independent
+// AVX2 micro-kernel, per output row and block of NT tokens: each 16-code chunk (8 bytes) is widened
+// to 32-bit lanes in one load, split into two 8-lane runs of codes by mask / shift, converted to f32
+// (NVFP4: a permute table lookup), multiplied by the group scale, and fed to NT x 4 (NT <= 2) or NT x 2 (NT > 2) independent
 // accumulators with FMAs, so the decode cost is shared by the token block and the FMA latency
 // chains stay short. The zero point correction is a per-group scalar term using the group sums of
 // x, prepared once per call.
@@ -23,12 +23,10 @@ namespace lq::kernels {
 
 namespace {
 
-constexpr int64_t kChunk = 32;  // codes per packed chunk (16 bytes)
+constexpr int64_t kChunk = 16;  // codes per packed chunk (8 bytes): byte j = element j | element j + 8 << 4
 
 // 2 * e2m1(code): the sign is bit 3, magnitudes {0, .5, 1, 1.5, 2, 3, 4, 6} doubled to integers.
 constexpr int8_t kTwiceE2m1[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-
-int64_t chunk_size(int64_t cols, int64_t base) { return std::min<int64_t>(kChunk, cols - base); }
 
 void check_codes(int64_t rows, int64_t cols, const uint8_t* codes, const char* where) {
   for (int64_t k = 0; k < rows * cols; ++k)
@@ -52,7 +50,7 @@ std::vector<uint8_t> pack_codes(int64_t rows, int64_t cols, const uint8_t* codes
     const uint8_t* src = codes + o * cols;
     uint8_t* dst = packed.data() + o * cols / 2;
     for (int64_t base = 0; base < cols; base += kChunk) {
-      const int64_t half = chunk_size(cols, base) / 2;
+      const int64_t half = kChunk / 2;
       for (int64_t j = 0; j < half; ++j)
         dst[base / 2 + j] = uint8_t(src[base + j] | (src[base + half + j] << 4));
     }
@@ -123,8 +121,8 @@ void scalar_rows(const float* x, int64_t n, const Q4Matrix& w, const float* xsum
       const float* xt = x + t * w.cols;
       float acc = 0.0f;
       for (int64_t base = 0; base < w.cols; base += kChunk) {
-        const int64_t half = chunk_size(w.cols, base) / 2;
-        for (int64_t j = 0; j < 2 * half; ++j) {
+        const int64_t half = kChunk / 2;
+        for (int64_t j = 0; j < kChunk; ++j) {
           const uint8_t byte = p[base / 2 + (j % half)];
           const int code = j < half ? byte & 15 : byte >> 4;
           acc += scaled_code(w, code, s[(base + j) / w.group]) * xt[base + j];
@@ -148,49 +146,47 @@ LQ_AVX2 inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// 8 codes (the low 8 bytes of `b`) widened to f32: unsigned for Int4, signed 2 e2m1 for NvFp4.
+// Decodes the 16 codes at p (8 bytes, byte j = element j | element j + 8 << 4) to f32 values
+// q * scale: elements 0..7 into v0, 8..15 into v1. The bytes are widened to 32-bit lanes straight
+// from memory, then split into nibbles with one mask and one shift per vector.
 template <Q4Scheme S>
-LQ_AVX2 inline __m256 widen8(__m128i b) {
-  if constexpr (S == Q4Scheme::Int4)
-    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
-  else
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
-}
-
-// Codes as bytes in the value domain of the scheme (identity for Int4, 2 e2m1 for NvFp4).
-template <Q4Scheme S>
-LQ_AVX2 inline __m128i to_values(__m128i codes) {
+LQ_AVX2 inline void decode16(const uint8_t* p, __m256 scale, __m256& v0, __m256& v1) {
+  const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  const __m256i q0 = _mm256_and_si256(bytes, _mm256_set1_epi32(15));
+  const __m256i q1 = _mm256_srli_epi32(bytes, 4);
   if constexpr (S == Q4Scheme::Int4) {
-    return codes;
+    v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(q0), scale);
+    v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(q1), scale);
   } else {
-    const __m128i lut = _mm_loadu_si128(reinterpret_cast<const __m128i*>(kTwiceE2m1));
-    return _mm_shuffle_epi8(lut, codes);
+    // 2 e2m1: lanes pick from the positive or negative half of the table by the sign bit (bit 3),
+    // moved to bit 31 as the blend mask.
+    const __m256 pos = _mm256_setr_ps(0, 1, 2, 3, 4, 6, 8, 12);
+    const __m256 neg = _mm256_setr_ps(-0.0f, -1, -2, -3, -4, -6, -8, -12);
+    const __m256 e0 = _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos, q0), _mm256_permutevar8x32_ps(neg, q0),
+                                       _mm256_castsi256_ps(_mm256_slli_epi32(q0, 28)));
+    const __m256 e1 = _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos, q1), _mm256_permutevar8x32_ps(neg, q1),
+                                       _mm256_castsi256_ps(_mm256_slli_epi32(q1, 28)));
+    v0 = _mm256_mul_ps(e0, scale);
+    v1 = _mm256_mul_ps(e1, scale);
   }
 }
 
-// One output row o for tokens [t0, t0 + NT): writes y without bias / zero correction (the caller
-// adds them). NA accumulators per token (4 or 2) keep FMA dependency chains independent.
+// One output row o for tokens [t0, t0 + NT): the dot products without bias / zero correction
+// (the caller adds them). NA accumulators per token (4 or 2) keep FMA dependency chains short.
 template <Q4Scheme S, int NT>
 LQ_AVX2 void avx2_row(const float* x, const Q4Matrix& w, int64_t o, int64_t t0, float* out /*[NT]*/) {
   constexpr int NA = NT <= 2 ? 4 : 2;
-  const int64_t cols = w.cols, G = w.groups_per_row(), group = w.group;
+  const int64_t cols = w.cols, group = w.group;
   const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
-  const float* s = w.scales.data() + o * G;
-  const __m128i m0f = _mm_set1_epi8(0x0f);
+  const float* s = w.scales.data() + o * w.groups_per_row();
   __m256 acc[NT][NA];
   for (int t = 0; t < NT; ++t)
     for (int a = 0; a < NA; ++a) acc[t][a] = _mm256_setzero_ps();
-  const int64_t full = cols / kChunk * kChunk;
-  for (int64_t base = 0; base < full; base += kChunk) {
-    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + base / 2));
-    const __m128i lo = to_values<S>(_mm_and_si128(b, m0f));
-    const __m128i hi = to_values<S>(_mm_and_si128(_mm_srli_epi16(b, 4), m0f));
-    const __m256 s_lo = _mm256_broadcast_ss(s + base / group);
-    const __m256 s_hi = _mm256_broadcast_ss(s + (base + 16) / group);
-    const __m256 w0 = _mm256_mul_ps(widen8<S>(lo), s_lo);
-    const __m256 w1 = _mm256_mul_ps(widen8<S>(_mm_srli_si128(lo, 8)), s_lo);
-    const __m256 w2 = _mm256_mul_ps(widen8<S>(hi), s_hi);
-    const __m256 w3 = _mm256_mul_ps(widen8<S>(_mm_srli_si128(hi, 8)), s_hi);
+  int64_t base = 0;
+  for (; base + 32 <= cols; base += 32) {  // two 16-code chunks (a group holds both: group % 16 == 0)
+    __m256 w0, w1, w2, w3;
+    decode16<S>(p + base / 2, _mm256_broadcast_ss(s + base / group), w0, w1);
+    decode16<S>(p + base / 2 + 8, _mm256_broadcast_ss(s + (base + 16) / group), w2, w3);
     for (int t = 0; t < NT; ++t) {
       const float* xt = x + (t0 + t) * cols + base;
       acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), acc[t][0]);
@@ -199,15 +195,11 @@ LQ_AVX2 void avx2_row(const float* x, const Q4Matrix& w, int64_t o, int64_t t0, 
       acc[t][3 % NA] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xt + 24), acc[t][3 % NA]);
     }
   }
-  if (full < cols) {  // final chunk of 16 codes: byte j = element j | element j + 8 << 4
-    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + full / 2));
-    const __m128i lo = to_values<S>(_mm_and_si128(b, m0f));
-    const __m128i hi = to_values<S>(_mm_and_si128(_mm_srli_epi16(b, 4), m0f));
-    const __m256 sc = _mm256_broadcast_ss(s + full / group);
-    const __m256 w0 = _mm256_mul_ps(widen8<S>(lo), sc);
-    const __m256 w1 = _mm256_mul_ps(widen8<S>(hi), sc);
+  if (base < cols) {  // a final single chunk of 16 codes
+    __m256 w0, w1;
+    decode16<S>(p + base / 2, _mm256_broadcast_ss(s + base / group), w0, w1);
     for (int t = 0; t < NT; ++t) {
-      const float* xt = x + (t0 + t) * cols + full;
+      const float* xt = x + (t0 + t) * cols + base;
       acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), acc[t][0]);
       acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), acc[t][1]);
     }
@@ -257,7 +249,7 @@ uint64_t Q4Matrix::weight_bytes() const {
 }
 
 int Q4Matrix::code(int64_t o, int64_t i) const {
-  const int64_t base = i / kChunk * kChunk, half = chunk_size(cols, base) / 2, k = i - base;
+  const int64_t base = i / kChunk * kChunk, half = kChunk / 2, k = i - base;
   const uint8_t byte = packed[size_t(o * bytes_per_row() + base / 2 + (k % half))];
   return k < half ? byte & 15 : byte >> 4;
 }

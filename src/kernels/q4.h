@@ -7,14 +7,14 @@
 //
 // Q4Matrix is the kernel layout, built once at load time from unpacked codes (quant::QTensor holds
 // exactly those; the on-disk formats stay standard). Per row, the input axis is cut into chunks of
-// 32 codes packed into 16 bytes: byte j holds element j in its low nibble and element j + 16 in its
-// high nibble, so one 128-bit load + mask/shift yields two runs of 16 consecutive codes (a final
-// chunk of 16 codes uses byte j = element j | element j + 8 << 4). Per group the layout keeps an f32
+// 16 codes packed into 8 bytes: byte j holds element j in its low nibble and element j + 8 in its
+// high nibble, so one 8-byte load widened to 32-bit lanes gives, after a mask and a shift, two
+// 8-lane vectors of consecutive codes. Per group the layout keeps an f32
 // scale and, for Int4, the zero point byte: the kernel decodes q * s (integer -> f32, one multiply
 // shared by every token of the call) and corrects the zero point once per group and token,
 //   y = sum_i (q_i s_g) x_i - sum_g (s_g z_g) * (sum_{i in g} x_i)
 // with the group sums of x computed once per token and call. NvFp4 stores 0.5 * bs and decodes
-// codes to the integers 2 * e2m1 in {0, +-1, +-2, +-3, +-4, +-6, +-8, +-12} with one byte shuffle.
+// codes to 2 * e2m1 in {0, +-1, +-2, +-3, +-4, +-6, +-8, +-12} with a permute table lookup.
 //
 // Paths: AVX2+FMA (run-time dispatch), a portable scalar path, and `q4_linear_ref` (double
 // accumulation, the specification). Threads split output rows statically (kernels::parallel_for),
@@ -38,7 +38,7 @@ struct Q4Matrix {
   Q4Scheme scheme = Q4Scheme::Int4;
   int64_t rows = 0, cols = 0;  // out, in features
   int64_t group = 0;           // inputs per scale (16 for NvFp4)
-  std::vector<uint8_t> packed;        // [rows][cols / 2], chunk layout above
+  std::vector<uint8_t> packed;        // [rows][cols / 2], 16-code chunks as above
   std::vector<float> scales;          // [rows][cols / group]: s (Int4) or 0.5 * bs (NvFp4)
   std::vector<uint8_t> zeros;        // [rows][cols / group]: z (Int4 only)
 
@@ -51,8 +51,8 @@ struct Q4Matrix {
   int code(int64_t o, int64_t i) const;  // the 4-bit code of (o, i)
 };
 
-// Build the kernel layout. `codes` [rows][cols] unpacked (one code per byte, low 4 bits).
-// Int4: group in {16, 32, 64, 128, ...} dividing cols, cols % 16 == 0, `scales` / `zeros`
+// Build the kernel layout. `codes` [rows][cols] unpacked (one code per byte, 0..15).
+// Int4: group a multiple of 16 dividing cols (16, 32, 64, 128, ...), `scales` / `zeros`
 // [rows][cols / group]. NvFp4: cols % 16 == 0, `block_scales` E4M3 bytes [rows][cols / 16].
 // Throws lq::Error naming `where` on bad shapes or codes.
 Q4Matrix pack_int4(int64_t rows, int64_t cols, int64_t group, const uint8_t* codes, const float* scales,

@@ -1,0 +1,231 @@
+// `lance-quant bench kernels`: the linear kernels on Lance's projection shapes (f32, bf16, INT4 g64,
+// INT4 g128, NVFP4; batch 1..64), next to the machine's streaming read bandwidth.
+//
+// Every measurement cycles through enough copies of the weight that the working set (default
+// 256 MiB) is far larger than the caches, so batch-1 numbers are DRAM numbers, not L3 numbers.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cli/args.h"
+#include "cli/bench_kernels.h"
+#include "kernels/linear.h"
+#include "kernels/parallel.h"
+#include "kernels/q4.h"
+#include "num/formats.h"
+
+namespace lq::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  bool json = false;
+  int64_t working_set_mb = 256;
+  double min_seconds = 0.15;  // per measurement
+};
+
+// 32-byte vector loads summed into four accumulators: a load-bound loop over [p, p + n).
+__attribute__((target("avx2"))) uint64_t read_words(const uint64_t* p, size_t n) {
+  __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a = _mm256_add_epi64(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
+    b = _mm256_add_epi64(b, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
+    c = _mm256_add_epi64(c, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
+    d = _mm256_add_epi64(d, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
+  }
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d)));
+  uint64_t s = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (; i < n; ++i) s += p[i];
+  return s;
+}
+
+// Best of 5 passes of all kernel threads reading disjoint ranges of a `bytes` buffer (bytes/s).
+double read_bandwidth(size_t bytes) {
+  const size_t n = bytes / sizeof(uint64_t);
+  std::vector<uint64_t> buf(n, 1);
+  volatile uint64_t sink = 0;
+  double best = 0.0;
+  for (int pass = 0; pass < 5; ++pass) {
+    std::vector<uint64_t> partial(size_t(kernels::num_threads()) + 1, 0);
+    const auto t0 = Clock::now();
+    kernels::parallel_for(int64_t(n), 4096, [&](int64_t b, int64_t e) {
+      partial[size_t(b * int64_t(partial.size() - 1) / int64_t(n))] += read_words(buf.data() + b, size_t(e - b));
+    });
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    for (uint64_t v : partial) sink = sink + v;
+    best = std::max(best, double(bytes) / s);
+  }
+  return best;
+}
+
+struct Shape {
+  int64_t in, out;
+};
+
+enum class Kind { F32, BF16, Int4G64, Int4G128, NvFp4 };
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::F32: return "f32";
+    case Kind::BF16: return "bf16";
+    case Kind::Int4G64: return "int4-g64";
+    case Kind::Int4G128: return "int4-g128";
+    case Kind::NvFp4: return "nvfp4";
+  }
+  return "?";
+}
+
+// One weight of a kind, replicated `copies` times so the cycle does not fit the caches.
+struct Weights {
+  Kind kind;
+  std::vector<std::vector<uint8_t>> dense;   // f32 / bf16 bytes per copy
+  std::vector<kernels::Q4Matrix> q4;         // per copy
+  int64_t rows = 0, cols = 0;
+  uint64_t bytes = 0;                        // per application
+  size_t copies() const { return kind == Kind::F32 || kind == Kind::BF16 ? dense.size() : q4.size(); }
+  void apply(size_t c, const float* x, int64_t n, float* y) const {
+    if (kind == Kind::F32 || kind == Kind::BF16) {
+      kernels::DenseMatrix m{kind == Kind::F32 ? kernels::WeightType::F32 : kernels::WeightType::BF16, rows, cols,
+                             dense[c].data()};
+      kernels::linear(x, n, m, nullptr, y);
+    } else {
+      kernels::q4_linear(x, n, q4[c], nullptr, y);
+    }
+  }
+};
+
+Weights make_weights(Kind kind, Shape s, int64_t working_set_bytes, std::mt19937& rng) {
+  Weights w{kind, {}, {}, s.out, s.in, 0};
+  const size_t numel = size_t(s.out * s.in);
+  if (kind == Kind::F32 || kind == Kind::BF16) {
+    std::vector<float> f(numel);
+    std::normal_distribution<float> nd(0.0f, 0.02f);
+    for (auto& v : f) v = nd(rng);
+    std::vector<uint8_t> bytes(numel * (kind == Kind::F32 ? 4 : 2));
+    if (kind == Kind::F32)
+      std::copy(f.begin(), f.end(), reinterpret_cast<float*>(bytes.data()));
+    else
+      num::f32_to_bf16(f.data(), reinterpret_cast<uint16_t*>(bytes.data()), numel);
+    w.bytes = bytes.size();
+    const size_t copies = size_t(std::max<int64_t>(1, working_set_bytes / int64_t(w.bytes) + 1));
+    w.dense.assign(copies, bytes);
+    return w;
+  }
+  std::vector<uint8_t> codes(numel);
+  for (auto& q : codes) q = uint8_t(rng() % 16);
+  kernels::Q4Matrix m;
+  if (kind == Kind::NvFp4) {
+    std::vector<uint8_t> bs(numel / 16);
+    for (auto& b : bs) b = uint8_t(0x30 + rng() % 32);
+    m = kernels::pack_nvfp4(s.out, s.in, codes.data(), bs.data(), 1e-3f);
+  } else {
+    const int64_t g = kind == Kind::Int4G64 ? 64 : 128;
+    std::vector<float> sc(numel / size_t(g), 0.01f);
+    std::vector<uint8_t> z(numel / size_t(g));
+    for (auto& v : z) v = uint8_t(rng() % 16);
+    m = kernels::pack_int4(s.out, s.in, g, codes.data(), sc.data(), z.data());
+  }
+  w.bytes = m.weight_bytes();
+  const size_t copies = size_t(std::max<int64_t>(1, working_set_bytes / int64_t(w.bytes) + 1));
+  w.q4.assign(copies, m);
+  return w;
+}
+
+// Seconds per call: repeated cycles over the copies until min_seconds, then the best cycle's mean.
+double time_per_call(const Weights& w, const float* x, int64_t n, float* y, double min_seconds) {
+  for (size_t c = 0; c < w.copies(); ++c) w.apply(c, x, n, y);  // warm up (page faults, pool)
+  double best = 1e30, total = 0.0;
+  int cycles = 0;
+  while (total < min_seconds || cycles < 3) {
+    const auto t0 = Clock::now();
+    for (size_t c = 0; c < w.copies(); ++c) w.apply(c, x, n, y);
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::min(best, s / double(w.copies()));
+    total += s;
+    ++cycles;
+  }
+  return best;
+}
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: lance-quant bench kernels [--json] [--working-set-mb N] [--min-seconds S]\n"
+               "  times f32, bf16, int4 g64, int4 g128 and nvfp4 linears on Lance's shapes (2048->2048,\n"
+               "  2048->256, 2048->11008, 11008->2048) at batch 1..64; weights cycle through a working set of\n"
+               "  N MiB (default 256) so they come from memory; reports bytes/s against a streaming-read probe\n"
+               "  and each 4-bit kernel's speed-up over bf16.\n");
+}
+
+}  // namespace
+
+int bench_kernels(const Args& args) {
+  Options o;
+  ArgReader r(args, "bench kernels");
+  while (r.next()) {
+    if (r.is("--json")) o.json = true;
+    else if (r.is("--working-set-mb")) o.working_set_mb = r.int_value();
+    else if (r.is("--min-seconds")) o.min_seconds = r.double_value();
+    else if (r.is("-h") || r.is("--help")) { usage(stdout); return 0; }
+    else r.unknown();
+  }
+  if (o.working_set_mb < 1) fail("bench kernels --working-set-mb", "must be at least 1");
+  const double bw = read_bandwidth(size_t(std::max<int64_t>(o.working_set_mb, 256)) << 20);
+  const std::vector<Shape> shapes = {{2048, 2048}, {2048, 256}, {2048, 11008}, {11008, 2048}};
+  const std::vector<int64_t> batches = {1, 2, 4, 8, 16, 32, 64};
+  const Kind kinds[] = {Kind::F32, Kind::BF16, Kind::Int4G64, Kind::Int4G128, Kind::NvFp4};
+  std::mt19937 rng(1234);
+  nlohmann::json rows = nlohmann::json::array();
+  if (!o.json) {
+    std::printf("threads %d, dense %s, 4-bit %s, streaming read bandwidth %.2f GB/s\n", kernels::num_threads(),
+                kernels::simd_path(), kernels::q4_simd_path(), bw / 1e9);
+    std::printf("%-13s %5s %-10s %11s %9s %8s %8s %8s\n", "shape", "batch", "kernel", "us/call", "GB/s", "of-bw",
+                "GFLOP/s", "vs-bf16");
+  }
+  for (const Shape& s : shapes) {
+    std::vector<Weights> ws;
+    for (Kind k : kinds) ws.push_back(make_weights(k, s, o.working_set_mb << 20, rng));
+    std::vector<float> x(size_t(64 * s.in)), y(size_t(64 * s.out));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (auto& v : x) v = nd(rng);
+    for (int64_t n : batches) {
+      double bf16_s = 0.0;
+      for (const Weights& w : ws) {
+        const double t = time_per_call(w, x.data(), n, y.data(), o.min_seconds);
+        if (w.kind == Kind::BF16) bf16_s = t;
+        const double gbs = double(w.bytes) / t / 1e9;
+        const double gflops = 2.0 * double(n * s.in * s.out) / t / 1e9;
+        const double vs_bf16 = bf16_s > 0.0 ? bf16_s / t : 0.0;
+        const std::string shape = std::to_string(s.in) + "->" + std::to_string(s.out);
+        if (o.json) {
+          rows.push_back({{"in", s.in}, {"out", s.out}, {"batch", n}, {"kernel", kind_name(w.kind)},
+                          {"seconds_per_call", t}, {"weight_bytes", w.bytes}, {"gb_per_s", gbs},
+                          {"fraction_of_read_bandwidth", gbs * 1e9 / bw}, {"gflops", gflops},
+                          {"speedup_vs_bf16", vs_bf16}});
+        } else {
+          std::printf("%-13s %5lld %-10s %11.1f %9.2f %7.0f%% %8.1f %8s\n", shape.c_str(), (long long)n,
+                      kind_name(w.kind), t * 1e6, gbs, 100.0 * gbs * 1e9 / bw, gflops,
+                      w.kind == Kind::F32 || w.kind == Kind::BF16 ? "" : (std::to_string(vs_bf16).substr(0, 4) + "x").c_str());
+          std::fflush(stdout);
+        }
+      }
+    }
+  }
+  if (o.json) {
+    nlohmann::json j = {{"threads", kernels::num_threads()}, {"dense_simd", kernels::simd_path()},
+                        {"q4_simd", kernels::q4_simd_path()}, {"read_bandwidth_gb_per_s", bw / 1e9},
+                        {"working_set_mb", o.working_set_mb}, {"rows", rows}};
+    std::printf("%s\n", j.dump(2).c_str());
+  }
+  return 0;
+}
+
+}  // namespace lq::cli
