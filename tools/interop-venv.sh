@@ -10,3 +10,6 @@ VENV=${1:-build/pyenv-interop}
 # autoawq 0.2.9 is deprecated; its dependency pins (torch 2.6, transformers 4.51) conflict, and the
 # test only imports awq/utils/packing_utils.py and awq/modules/linear/gemm.py.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps autoawq==0.2.9
+# nvidia-modelopt: only its NVFP4QTensor reference dequantization is used; these are the imports it needs.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps nvidia-modelopt==0.47.0
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check requests scipy pulp ninja pydantic rich

@@ -14,9 +14,11 @@ tests/formats/checkpoint_test.cpp). Then, per case:
   qweight/qzeros/scales; `WQLinear_GEMM.from_linear` re-packs our codes and must give identical int32
   tensors. The modules are imported without running awq/__init__.py (which needs `datasets` and
   transformers < 5 for unrelated model code).
-* lance-quant-v1 and ModelOpt: no public decoder is installable here (the original toolkit's runtime is
-  not published; nvidia-modelopt is checked when importable): decoded with numpy from the documented
-  layout (shared/docs/formats.md sections 2 and 5), an independent reimplementation, not a public tool.
+* ModelOpt (nvidia-modelopt 0.47.0): NVFP4QTensor.dequantize (its reference path, fast=False) on our
+  weight / weight_scale / weight_scale_2, bit for bit; without the package, the numpy decode below.
+* lance-quant-v1: the original toolkit's runtime is not published, so it is decoded with numpy from
+  the documented layout (shared/docs/formats.md section 2): an independent reimplementation, not a
+  public tool.
 
 The public packages need torch (~7 GB with its CUDA wheels from PyPI, ~16 min to install here), so
 they are NOT in tools/requirements-test.txt. Set LQ_INTEROP_PYTHON to a python that has torch,
@@ -43,7 +45,9 @@ def maybe_reexec():
     except ImportError:
         pass
     py = os.environ.get("LQ_INTEROP_PYTHON")
-    if py and os.path.realpath(py) != os.path.realpath(sys.executable):
+    # Venvs share the base interpreter binary, so compare the venv paths, and re-exec at most once.
+    if py and not os.environ.get("LQ_INTEROP_REEXEC"):
+        os.environ["LQ_INTEROP_REEXEC"] = "1"
         os.execv(py, [py] + sys.argv)
     skip("torch + compressed-tensors + autoawq are not installed; set LQ_INTEROP_PYTHON to a python "
          "that has them (tools/interop-venv.sh creates one)")
@@ -188,6 +192,26 @@ def nibbles(packed, out, inn):
     return np.stack([p & 15, p >> 4], axis=-1).reshape(out, inn)
 
 
+def check_modelopt(c, case_dir, case, sd):
+    try:
+        from modelopt.torch.quantization.qtensor.nvfp4_tensor import NVFP4QTensor
+    except ImportError:
+        print("  nvidia-modelopt not importable: documented-layout decode only")
+        return False
+    for lin in case["linears"]:
+        base, out, inn = lin["base"], lin["out"], lin["in"]
+        q = NVFP4QTensor(torch.Size([out, inn]), torch.float32, sd[base + ".weight"])
+        w = q.dequantize(dtype=torch.float32, fast=False, scale=sd[base + ".weight_scale"],
+                         double_scale=sd[base + ".weight_scale_2"], block_sizes={-1: 16})
+        # Equal values; ModelOpt's E2M1 table decodes nibble 8 (negative zero) as +0.0, so compare
+        # values rather than bits.
+        exp = expected(case_dir, base + ".weight", (out, inn))
+        c.expect(np.array_equal(w.numpy(), exp), f"{case['case']} {base}: ModelOpt NVFP4QTensor.dequantize == ours")
+        c.expect(same_bits(np.where(exp == 0, 0, w.numpy()), np.where(exp == 0, 0, exp)),
+                 f"{case['case']} {base}: ModelOpt dequant == ours bitwise apart from the sign of zero")
+    return True
+
+
 def check_documented_layout(c, case_dir, case, sd):
     """numpy decode from formats.md (no public decoder available for these layouts)."""
     for lin in case["linears"]:
@@ -232,12 +256,19 @@ def main():
             elif fmt == "autoawq":
                 check_autoawq(c, case_dir, case, sd, pu, gemm)
             else:
+                if fmt == "modelopt":
+                    check_modelopt(c, case_dir, case, sd)
                 check_documented_layout(c, case_dir, case, sd)
             for name in case["plain"]:  # pass-through tensors, through safetensors' own loader
                 exp = expected(case_dir, name, tuple(sd[name].shape))
                 c.expect(same_bits(sd[name].float().numpy(), exp), f"{case['case']} plain {name}")
     from importlib.metadata import version
-    vers = {p: version(p) for p in ["torch", "compressed-tensors", "autoawq", "safetensors"]}
+    vers = {}
+    for p in ["torch", "compressed-tensors", "autoawq", "nvidia-modelopt", "safetensors"]:
+        try:
+            vers[p] = version(p)
+        except Exception:
+            vers[p] = "not installed"
     print("package versions:", vers)
     print(f"{c.checks - len(c.failures)} passed, {len(c.failures)} failed")
     sys.exit(1 if c.failures else 0)
