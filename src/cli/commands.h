@@ -15,5 +15,6 @@ int cmd_run(const Args& args);
 int cmd_bench(const Args& args);
 int cmd_calibrate(const Args& args);
 int cmd_merge_stats(const Args& args);
+int cmd_eval(const Args& args);
 
 }  // namespace lq::cli

@@ -21,6 +21,7 @@ const Command kCommands[] = {
     {"tokenize", lq::cli::cmd_tokenize, "encode stdin lines to ids (or --decode ids to text)"},
     {"calibrate", lq::cli::cmd_calibrate, "activation statistics of both paths (text, chat, t2i inputs)"},
     {"merge-stats", lq::cli::cmd_merge_stats, "merge calibration statistics (shards) of one model"},
+    {"eval", lq::cli::cmd_eval, "compare QUANT with BASE on held-out data: report.md/json + plots"},
     {"run", lq::cli::cmd_run, "run a model: --task text | t2i"},
     {"bench", lq::cli::cmd_bench, "benchmarks: conversions, forward"},
 };

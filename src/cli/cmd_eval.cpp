@@ -1,0 +1,196 @@
+// `lance-quant eval BASE QUANT --out REPORT_DIR`: compares a quantized model with its original on
+// held-out data (both paths) and writes report.md / report.json / plots (see src/eval/).
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <unistd.h>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "eval/evaluate.h"
+#include "eval/fake_quant.h"
+#include "eval/report.h"
+#include "forward/prompts.h"
+#include "io/error.h"
+#include "io/progress.h"
+#include "kernels/parallel.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lq::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: lance-quant eval BASE QUANT --out REPORT_DIR [options]\n"
+               "  BASE, QUANT           model directories the engine loads (original or quantized)\n"
+               "data (default: the repository's held-out data/eval/ set; a toy-VAE model uses t2i_toy_prompts.txt):\n"
+               "  --text FILE           perplexity / KL / top-1 text (repeatable)\n"
+               "  --chat FILE           JSONL {\"question\": ...} prompts for greedy answers\n"
+               "  --t2i-prompts FILE    captions, one per line\n"
+               "  --no-text | --no-chat | --no-t2i   skip a part\n"
+               "  --data-dir DIR        where the defaults live (else $LQ_DATA_DIR, else data/eval found above\n"
+               "                        the executable or the working directory)\n"
+               "bounds:\n"
+               "  --max-text-tokens N   per text file (whole %s-token windows; default all)\n"
+               "  --max-chat N          chat prompts (default 16)     --max-new-tokens N (default 48)\n"
+               "  --max-t2i N           t2i prompts (default 8)       --steps N (sampler steps, default the model's)\n"
+               "  --window N            perplexity window (default 256)  --seed S (noise seed base, default 0)\n"
+               "other:\n"
+               "  --fake-quant SCHEME[:GROUP]  replace QUANT's linears by fake-quantized dense weights\n"
+               "                        (int4_asym:64, int4_sym:128, int8_sym:0, nvfp4): a what-if without a checkpoint\n"
+               "  --dtype f32|bf16      weight storage of both engines   --threads N   --quiet (no progress line)\n",
+               "256");
+}
+
+struct EvalCli {
+  std::string base, quant, out, data_dir;
+  eval::EvalData data;
+  bool no_text = false, no_chat = false, no_t2i = false, quiet = false;
+  eval::EvalOptions options;
+  std::optional<int> steps;
+  std::string fake_quant;
+  fwd::WeightStorage storage = fwd::WeightStorage::F32;
+};
+
+EvalCli parse(const Args& args) {
+  EvalCli c;
+  c.options.max_chat = 16;
+  c.options.max_new_tokens = 48;
+  c.options.max_t2i = 8;
+  ArgReader r(args, "eval");
+  auto positive = [&](int64_t v, const char* flag) {
+    if (v < 1) fail(std::string("eval ") + flag, "must be >= 1");
+    return v;
+  };
+  while (r.next()) {
+    if (r.is("--out")) c.out = r.value();
+    else if (r.is("--text")) c.data.text_files.push_back(r.value());
+    else if (r.is("--chat")) c.data.chat_file = r.value();
+    else if (r.is("--t2i-prompts")) c.data.t2i_file = r.value();
+    else if (r.is("--no-text")) c.no_text = true;
+    else if (r.is("--no-chat")) c.no_chat = true;
+    else if (r.is("--no-t2i")) c.no_t2i = true;
+    else if (r.is("--data-dir")) c.data_dir = r.value();
+    else if (r.is("--max-text-tokens")) c.options.max_text_tokens = positive(r.int_value(), "--max-text-tokens");
+    else if (r.is("--max-chat")) c.options.max_chat = int(positive(r.int_value(), "--max-chat"));
+    else if (r.is("--max-new-tokens")) c.options.max_new_tokens = int(positive(r.int_value(), "--max-new-tokens"));
+    else if (r.is("--max-t2i")) c.options.max_t2i = int(positive(r.int_value(), "--max-t2i"));
+    else if (r.is("--steps")) c.steps = int(positive(r.int_value(), "--steps"));
+    else if (r.is("--window")) c.options.window = positive(r.int_value(), "--window");
+    else if (r.is("--seed")) c.options.seed = uint64_t(r.int_value());
+    else if (r.is("--fake-quant")) c.fake_quant = r.value();
+    else if (r.is("--threads")) kernels::set_num_threads(int(positive(r.int_value(), "--threads")));
+    else if (r.is("--quiet")) c.quiet = true;
+    else if (r.is("--dtype")) {
+      const std::string v = r.value();
+      if (v == "f32") c.storage = fwd::WeightStorage::F32;
+      else if (v == "bf16") c.storage = fwd::WeightStorage::BF16;
+      else fail("eval --dtype", "expected f32 or bf16, got '" + v + "'");
+    } else if (r.positional()) {
+      if (c.base.empty()) c.base = r.current();
+      else if (c.quant.empty()) c.quant = r.current();
+      else fail("eval", "unexpected argument '" + r.current() + "' (BASE and QUANT already given)");
+    } else r.unknown();
+  }
+  if (c.base.empty() || c.quant.empty()) fail("eval", "needs BASE and QUANT model directories (see --help)");
+  if (c.out.empty()) fail("eval", "needs --out REPORT_DIR");
+  if (c.options.window < 2) fail("eval --window", "must be >= 2");
+  return c;
+}
+
+// The repository's held-out evaluation data: explicit dir, $LQ_DATA_DIR, or data/eval above the
+// executable (a build tree inside the checkout) or the working directory.
+std::string find_data_dir(const std::string& given) {
+  if (!given.empty()) return given;
+  if (const char* env = std::getenv("LQ_DATA_DIR")) return env;
+  std::vector<fs::path> starts;
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) starts.push_back(self.parent_path());
+  starts.push_back(fs::current_path(ec));
+  for (fs::path p : starts)
+    for (; !p.empty(); p = p.parent_path()) {
+      if (fs::exists(p / "data" / "eval" / "text.txt", ec)) return (p / "data" / "eval").string();
+      if (p == p.parent_path()) break;
+    }
+  return "";
+}
+
+void fill_default_data(EvalCli& c, const fwd::T2iSettings& t2i) {
+  const bool need = (!c.no_text && c.data.text_files.empty()) || (!c.no_chat && c.data.chat_file.empty()) ||
+                    (!c.no_t2i && c.data.t2i_file.empty());
+  if (!need) return;
+  const std::string dir = find_data_dir(c.data_dir);
+  if (dir.empty())
+    fail("eval", "no evaluation data given and data/eval not found (pass --text/--chat/--t2i-prompts, --data-dir, "
+                 "or set LQ_DATA_DIR)");
+  auto file = [&](const char* name) {
+    const fs::path p = fs::path(dir) / name;
+    if (!fs::exists(p)) fail(p.string(), "default evaluation file is missing");
+    return p.string();
+  };
+  if (!c.no_text && c.data.text_files.empty()) c.data.text_files.push_back(file("text.txt"));
+  if (!c.no_chat && c.data.chat_file.empty()) c.data.chat_file = file("chat.jsonl");
+  if (!c.no_t2i && c.data.t2i_file.empty()) c.data.t2i_file = file(t2i.has_toy_vae ? "t2i_toy_prompts.txt" : "t2i_prompts.txt");
+}
+
+}  // namespace
+
+int cmd_eval(const Args& args) {
+  for (const auto& a : args)
+    if (a == "--help" || a == "-h") {
+      usage(stdout);
+      return 0;
+    }
+  EvalCli c = parse(args);
+  const fwd::T2iSettings t2i = fwd::load_t2i_settings(c.base);
+  fill_default_data(c, t2i);
+  if (c.no_text) c.data.text_files.clear();
+  if (c.no_chat) c.data.chat_file.clear();
+  if (c.no_t2i) c.data.t2i_file.clear();
+  if (!c.data.t2i_file.empty() && !t2i.grid_from_config)
+    fail("eval", "BASE's lance_config.json has no t2i_latent_grid_thw; pass --no-t2i");
+  c.options.sampler = t2i.sampler;
+  if (c.steps) c.options.sampler.steps = *c.steps;
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const tok::Tokenizer tok = tok::Tokenizer::load(c.base);
+  fwd::Engine base = fwd::Engine::load(c.base, {c.storage, -1});
+  fwd::Engine quant = fwd::Engine::load(c.quant, {c.storage, -1});
+  if (!c.fake_quant.empty()) eval::fake_quantize_engine(quant, eval::parse_fake_quant(c.fake_quant, "eval --fake-quant"));
+
+  io::Progress progress("eval", 1, "units");
+  if (!c.quiet)
+    c.options.progress = [&progress](int64_t done, int64_t total, const std::string& stage) {
+      progress.set_total(double(total));
+      progress.update(double(done), stage);
+    };
+  const eval::EvalResult r = eval::evaluate(base, quant, tok, t2i, c.data, c.options);
+  progress.finish();
+
+  eval::ReportMeta meta;
+  meta.base_dir = c.base;
+  meta.quant_dir = c.quant + (c.fake_quant.empty() ? "" : " (fake-quantized " + c.fake_quant + ")");
+  meta.data = c.data;
+  meta.options = c.options;
+  meta.num_layers = base.num_layers();
+  meta.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  meta.toy_vae = t2i.has_toy_vae;
+  meta.t2i = t2i;
+  eval::write_report(c.out, r, meta);
+
+  if (r.has_und)
+    std::printf("perplexity %.4f -> %.4f  KL mean %.4g p99 %.4g  top-1 %.2f%%\n", r.und.base_perplexity,
+                r.und.quant_perplexity, r.und.kl_mean, r.und.kl_p99, 100 * r.und.top1_agreement);
+  if (r.has_chat) std::printf("chat exact %.1f%%  Levenshtein %.4f\n", 100 * r.und.chat_exact_match, r.und.chat_levenshtein);
+  if (r.has_gen) std::printf("t2i latent rel. error %.4g  PSNR %.2f dB\n", r.gen.latent_rel_error, r.gen.latent_psnr_db);
+  std::printf("report: %s\n", (fs::path(c.out) / "report.md").string().c_str());
+  return 0;
+}
+
+}  // namespace lq::cli
