@@ -22,6 +22,7 @@ const Command kCommands[] = {
     {"calibrate", lq::cli::cmd_calibrate, "activation statistics of both paths (text, chat, t2i inputs)"},
     {"merge-stats", lq::cli::cmd_merge_stats, "merge calibration statistics (shards) of one model"},
     {"eval", lq::cli::cmd_eval, "compare QUANT with BASE on held-out data: report.md/json + plots"},
+    {"export", lq::cli::cmd_export, "export the understanding path: gguf (llama.cpp), mlx (mlx-lm), hf"},
     {"run", lq::cli::cmd_run, "run a model: --task text | t2i"},
     {"bench", lq::cli::cmd_bench, "benchmarks: conversions, forward"},
 };

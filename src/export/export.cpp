@@ -1,0 +1,427 @@
+#include "export/export.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+
+#include "export/gguf.h"
+#include "formats/checkpoint.h"
+#include "io/error.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "model/spec.h"
+#include "num/formats.h"
+#include "tokenizer/tokenizer_files.h"
+
+namespace lq::exporter {
+
+namespace fs = std::filesystem;
+using model::LinearKind;
+using model::Path;
+
+ExportTarget parse_export_target(const std::string& name, const std::string& where) {
+  if (name == "gguf") return ExportTarget::Gguf;
+  if (name == "mlx") return ExportTarget::Mlx;
+  if (name == "hf") return ExportTarget::Hf;
+  fail(where, "unknown export target '" + name + "' (expected gguf, mlx or hf)");
+}
+
+namespace {
+
+// ---- the source: a dense checkpoint or a quantized one, read by Lance tensor name ----------
+class Source {
+ public:
+  Source(const std::string& model_dir, const std::string& base_dir) {
+    const std::string meta_dir = has_config(model_dir) || base_dir.empty() ? model_dir : base_dir;
+    config_ = model::load_config(meta_dir);
+    tokenizer_dir_ = meta_dir;
+    if (fs::exists(fs::path(model_dir) / "model.safetensors") ||
+        fs::exists(fs::path(model_dir) / "model.safetensors.index.json")) {
+      bool quantized = false;
+      try {
+        formats::detect_format(model_dir);
+        quantized = true;
+      } catch (const Error&) {
+      }
+      if (!quantized) {
+        store_ = std::make_unique<io::TensorStore>(model_dir);
+        spec_ = model::build_spec(config_, *store_);
+        return;
+      }
+    }
+    ckpt_ = std::make_unique<formats::CheckpointReader>(model_dir);
+    const auto plain = ckpt_->plain_names();
+    const bool lance = std::any_of(plain.begin(), plain.end(),
+                                   [](const std::string& n) { return n.find("_moe_gen") != std::string::npos; });
+    spec_ = model::expected_spec(config_, lance ? model::Arch::LanceMoT : model::Arch::Qwen2);
+  }
+
+  const model::ModelConfig& config() const { return config_; }
+  const model::ModelSpec& spec() const { return spec_; }
+  const std::string& tokenizer_dir() const { return tokenizer_dir_; }
+  bool quantized() const { return ckpt_ != nullptr; }
+
+  // A quantized linear's canonical tensor, when the source stores `base` quantized.
+  std::optional<quant::QTensor> quantized_linear(const std::string& base) const {
+    if (!ckpt_ || !ckpt_->is_quantized(base)) return std::nullopt;
+    return ckpt_->read_quantized(base);
+  }
+
+  std::vector<float> read(const std::string& name) const {
+    if (store_) return store_->read_f32(name);
+    for (const char* suffix : {".weight", ".bias"}) {
+      const std::string s = suffix;
+      if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) {
+        const std::string base = name.substr(0, name.size() - s.size());
+        if (ckpt_->is_quantized(base)) {
+          if (s == ".weight") return ckpt_->read_quantized(base).dequantize();
+          auto b = ckpt_->read_bias(base);
+          if (!b) fail(name, "quantized linear has no bias in the checkpoint");
+          return *b;
+        }
+      }
+    }
+    return ckpt_->read_plain(name);
+  }
+
+ private:
+  static bool has_config(const std::string& dir) {
+    return fs::exists(fs::path(dir) / "llm_config.json") || fs::exists(fs::path(dir) / "config.json");
+  }
+  model::ModelConfig config_;
+  model::ModelSpec spec_;
+  std::string tokenizer_dir_;
+  std::unique_ptr<io::TensorStore> store_;
+  std::unique_ptr<formats::CheckpointReader> ckpt_;
+};
+
+// ---- the und path as a list of (exported name, source tensor, kind) -------------------------
+enum class TensorKind { Embedding, LmHead, Norm, LinearWeight, LinearBias };
+
+struct UndTensor {
+  std::string gguf_name, hf_name;  // names in the two naming schemes
+  std::string source;              // Lance / HF source tensor name
+  std::string linear_base;         // for LinearWeight: the source module (quantized lookups)
+  std::vector<int64_t> shape;
+  TensorKind kind;
+};
+
+struct LinearNames {
+  const char* gguf;
+  const char* hf;
+};
+// Indexed by LinearKind (q, k, v, o, gate, up, down).
+constexpr LinearNames kLinearNames[model::kNumLinearKinds] = {
+    {"attn_q", "self_attn.q_proj"}, {"attn_k", "self_attn.k_proj"}, {"attn_v", "self_attn.v_proj"},
+    {"attn_output", "self_attn.o_proj"}, {"ffn_gate", "mlp.gate_proj"}, {"ffn_up", "mlp.up_proj"},
+    {"ffn_down", "mlp.down_proj"}};
+
+const model::TensorSpec* find_role(const model::ModelSpec& spec, model::TensorRole role) {
+  for (const auto& t : spec.tensors)
+    if (t.role == role && t.name.find("_moe_gen") == std::string::npos) return &t;
+  return nullptr;
+}
+
+bool has_qk_norm(const model::ModelSpec& spec) {
+  return !spec.layers.empty() && !spec.layers[0].path(Path::Und).q_norm.empty();
+}
+
+std::vector<UndTensor> und_tensors(const model::ModelSpec& spec) {
+  const auto& c = spec.config;
+  std::vector<UndTensor> out;
+  const auto* embed = find_role(spec, model::TensorRole::Embedding);
+  const auto* norm = find_role(spec, model::TensorRole::FinalNorm);
+  const auto* head = find_role(spec, model::TensorRole::LmHead);
+  if (!embed || !norm) fail("export", "the model map has no embedding / final norm");
+  out.push_back({"token_embd.weight", "model.embed_tokens.weight", embed->name, "", embed->shape, TensorKind::Embedding});
+  for (const auto& layer : spec.layers) {
+    const auto& p = layer.path(Path::Und);
+    const std::string g = "blk." + std::to_string(layer.index) + ".";
+    const std::string h = "model.layers." + std::to_string(layer.index) + ".";
+    const std::vector<int64_t> hidden = {c.hidden_size}, head_dim = {c.head_dim};
+    out.push_back({g + "attn_norm.weight", h + "input_layernorm.weight", p.input_layernorm, "", hidden, TensorKind::Norm});
+    for (LinearKind k : model::kAllLinearKinds) {
+      const auto& lin = p.linear(k);
+      const LinearNames& n = kLinearNames[size_t(k)];
+      out.push_back({g + n.gguf + ".weight", h + n.hf + ".weight", lin.weight_name(), lin.name, {lin.out, lin.in},
+                     TensorKind::LinearWeight});
+      if (lin.has_bias)
+        out.push_back({g + n.gguf + ".bias", h + n.hf + ".bias", lin.bias_name(), lin.name, {lin.out}, TensorKind::LinearBias});
+      if (k == LinearKind::V && !p.q_norm.empty()) {  // after q/k/v, as llama.cpp lists them
+        out.push_back({g + "attn_q_norm.weight", h + "self_attn.q_norm.weight", p.q_norm, "", head_dim, TensorKind::Norm});
+        out.push_back({g + "attn_k_norm.weight", h + "self_attn.k_norm.weight", p.k_norm, "", head_dim, TensorKind::Norm});
+      }
+    }
+    out.push_back({g + "ffn_norm.weight", h + "post_attention_layernorm.weight", p.post_attention_layernorm, "", hidden,
+                   TensorKind::Norm});
+  }
+  out.push_back({"output_norm.weight", "model.norm.weight", norm->name, "", norm->shape, TensorKind::Norm});
+  // A tied model has no lm_head: export the embedding under the head's name (the exported
+  // architectures all accept a separate head, so nothing depends on tying support).
+  const auto& head_src = head ? *head : *embed;
+  out.push_back({"output.weight", "lm_head.weight", head_src.name, "", head_src.shape, TensorKind::LmHead});
+  return out;
+}
+
+void write_json(const fs::path& path, const nlohmann::ordered_json& j) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream f(tmp);
+    if (!f) fail(tmp.string(), "cannot create");
+    f << j.dump(2) << "\n";
+    if (!f) fail(tmp.string(), "write failed");
+  }
+  fs::rename(tmp, path);
+}
+
+std::vector<std::string> copy_tokenizer_files(const std::string& from, const fs::path& to) {
+  std::vector<std::string> copied;
+  for (const char* f : {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"}) {
+    const fs::path src = fs::path(from) / f;
+    if (!fs::exists(src)) continue;
+    fs::copy_file(src, to / f, fs::copy_options::overwrite_existing);
+    copied.push_back(f);
+  }
+  return copied;
+}
+
+// ---- GGUF ------------------------------------------------------------------------------------
+// llama.cpp token types (llama_token_type / gguf.TokenType).
+enum TokenType : int32_t { kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5 };
+
+void set_tokenizer_metadata(GgufWriter& w, const Source& src) {
+  const tok::TokenizerSpec t = tok::read_tokenizer_files(src.tokenizer_dir());
+  const int vocab = src.config().vocab_size;
+  std::vector<std::string> tokens;
+  tokens.resize(size_t(vocab));
+  std::vector<int32_t> types(size_t(vocab), kUnused);
+  std::vector<bool> seen(size_t(vocab), false);
+  auto place = [&](int32_t id, const std::string& s, int32_t type) {
+    if (id < 0 || id >= vocab) fail(src.tokenizer_dir(), "token id " + std::to_string(id) + " outside the vocabulary of " + std::to_string(vocab));
+    tokens[size_t(id)] = s;
+    types[size_t(id)] = type;
+    seen[size_t(id)] = true;
+  };
+  for (const auto& [s, id] : t.vocab) place(id, s, kNormal);
+  int32_t eos = -1, pad = -1;
+  for (const auto& a : t.added) {
+    place(a.id, a.content, a.special ? kControl : kUserDefined);
+    if (a.content == "<|im_end|>") eos = a.id;
+    if (a.content == "<|endoftext|>") pad = a.id;
+  }
+  // Rows past len(tokenizer) are padding in the embedding; llama.cpp needs one token per row.
+  for (int i = 0; i < vocab; ++i)
+    if (!seen[size_t(i)]) tokens[size_t(i)] = "[PAD" + std::to_string(i) + "]";
+  std::vector<std::string> merges;
+  merges.reserve(t.merges.size());
+  for (const auto& [a, b] : t.merges) merges.push_back(a + " " + b);
+  w.set("tokenizer.ggml.model", std::string("gpt2"));
+  w.set("tokenizer.ggml.pre", std::string("qwen2"));
+  w.set("tokenizer.ggml.tokens", std::move(tokens));
+  w.set("tokenizer.ggml.token_type", std::move(types));
+  w.set("tokenizer.ggml.merges", std::move(merges));
+  if (eos >= 0) w.set("tokenizer.ggml.eos_token_id", uint32_t(eos));
+  if (pad >= 0) {
+    w.set("tokenizer.ggml.padding_token_id", uint32_t(pad));
+    w.set("tokenizer.ggml.bos_token_id", uint32_t(pad));  // never added: add_bos_token is false
+  }
+  w.set("tokenizer.ggml.add_bos_token", false);
+}
+
+// llama_ftype of a file whose linears are all `t`.
+uint32_t file_type_of(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: return 0;
+    case GgmlType::F16: return 1;
+    case GgmlType::Q4_0: return 2;
+    case GgmlType::Q8_0: return 7;
+    case GgmlType::Q4_K: return 14;  // Q4_K_S: every quantized tensor is Q4_K
+  }
+  return 0;
+}
+
+ExportResult export_gguf(const Source& src, const ExportOptions& o) {
+  const GgmlType linear_type = parse_ggml_type(o.type.empty() ? "f16" : o.type, "export --type");
+  const GgmlType embed_type = linear_type == GgmlType::F32 ? GgmlType::F32 : GgmlType::F16;
+  const auto& c = src.config();
+  const bool qk = has_qk_norm(src.spec());
+  const std::string arch = qk ? "qwen3" : "qwen2";
+  const fs::path out = fs::path(o.out_dir) / "model.gguf";
+  GgufWriter w(out.string());
+  w.set("general.architecture", arch);
+  w.set("general.name", fs::path(o.out_dir).filename().string());
+  w.set("general.file_type", file_type_of(linear_type));
+  w.set("general.quantization_version", uint32_t(2));
+  auto key = [&](const std::string& k) { return arch + "." + k; };
+  w.set(key("context_length"), uint32_t(c.max_position_embeddings > 0 ? c.max_position_embeddings : 32768));
+  w.set(key("embedding_length"), uint32_t(c.hidden_size));
+  w.set(key("block_count"), uint32_t(c.num_layers));
+  w.set(key("feed_forward_length"), uint32_t(c.intermediate_size));
+  w.set(key("attention.head_count"), uint32_t(c.num_heads));
+  w.set(key("attention.head_count_kv"), uint32_t(c.num_kv_heads));
+  w.set(key("attention.key_length"), uint32_t(c.head_dim));
+  w.set(key("attention.value_length"), uint32_t(c.head_dim));
+  w.set(key("rope.freq_base"), float(c.rope_theta));
+  w.set(key("attention.layer_norm_rms_epsilon"), float(c.rms_norm_eps));
+  set_tokenizer_metadata(w, src);
+
+  const auto tensors = und_tensors(src.spec());
+  auto type_of = [&](const UndTensor& t) {
+    switch (t.kind) {
+      case TensorKind::LinearWeight:
+      case TensorKind::LmHead: return linear_type;
+      case TensorKind::Embedding: return embed_type;
+      default: return GgmlType::F32;
+    }
+  };
+  for (const auto& t : tensors) w.declare(t.gguf_name, t.shape, type_of(t));
+  for (const auto& t : tensors) w.write_tensor(t.gguf_name, src.read(t.source).data());
+  w.finish();
+  return {arch, {"model.gguf"}, int(tensors.size()), src.quantized()};
+}
+
+// ---- safetensors targets (mlx, hf) -----------------------------------------------------------
+io::DType dense_dtype(const ExportOptions& o) {
+  if (o.type.empty() || o.type == "f32") return io::DType::F32;
+  if (o.type == "f16") return io::DType::F16;
+  fail("export --type", "mlx/hf exports take f32 or f16 for dense tensors, not '" + o.type + "'");
+}
+
+void write_dense(io::SafetensorsWriter& w, const std::vector<float>& v, io::DType dt) {
+  if (dt == io::DType::F32) {
+    w.write(v.data(), v.size() * 4);
+    return;
+  }
+  std::vector<uint16_t> h(v.size());
+  num::f32_to_f16(v.data(), h.data(), v.size());
+  w.write(h.data(), h.size() * 2);
+}
+
+// MLX affine packing: codes of one row, `bits` wide, packed into u32 words from the lowest bits up.
+std::vector<uint32_t> mlx_pack(const quant::QTensor& q) {
+  const int bits = quant::scheme_bits(q.scheme);
+  const int per_word = 32 / bits;
+  std::vector<uint32_t> packed(size_t(q.numel() / per_word), 0);
+  for (int64_t i = 0; i < q.numel(); ++i)
+    packed[size_t(i / per_word)] |= uint32_t(q.codes[size_t(i)]) << (bits * (i % per_word));
+  return packed;
+}
+
+struct MlxQuant {
+  int bits = 0;
+  int64_t group = 0;
+};
+
+nlohmann::ordered_json glm4_dense_config(const model::ModelConfig& c, const std::optional<MlxQuant>& q) {
+  nlohmann::ordered_json j = {
+      {"model_type", "glm4_moe"}, {"architectures", {"Glm4MoeForCausalLM"}},
+      {"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
+      {"num_hidden_layers", c.num_layers}, {"num_attention_heads", c.num_heads},
+      {"num_key_value_heads", c.num_kv_heads}, {"head_dim", c.head_dim},
+      {"max_position_embeddings", c.max_position_embeddings > 0 ? c.max_position_embeddings : 32768},
+      {"rms_norm_eps", c.rms_norm_eps}, {"rope_theta", c.rope_theta}, {"rope_scaling", nullptr},
+      {"partial_rotary_factor", 1.0}, {"attention_bias", true}, {"use_qk_norm", true},
+      {"tie_word_embeddings", false},
+      // Every layer dense: the MoE fields are required by the config class but never used.
+      {"first_k_dense_replace", c.num_layers}, {"moe_intermediate_size", c.intermediate_size},
+      {"n_routed_experts", 1}, {"num_experts_per_tok", 1}, {"n_shared_experts", 1}, {"n_group", 1},
+      {"topk_group", 1}, {"routed_scaling_factor", 1.0}, {"norm_topk_prob", true}};
+  if (q) j["quantization"] = {{"group_size", q->group}, {"bits", q->bits}};
+  return j;
+}
+
+nlohmann::ordered_json qwen3_hf_config(const model::ModelConfig& c, bool qk) {
+  return {{"model_type", qk ? "qwen3" : "qwen2"}, {"architectures", {qk ? "Qwen3ForCausalLM" : "Qwen2ForCausalLM"}},
+          {"vocab_size", c.vocab_size}, {"hidden_size", c.hidden_size}, {"intermediate_size", c.intermediate_size},
+          {"num_hidden_layers", c.num_layers}, {"num_attention_heads", c.num_heads},
+          {"num_key_value_heads", c.num_kv_heads}, {"head_dim", c.head_dim},
+          {"max_position_embeddings", c.max_position_embeddings > 0 ? c.max_position_embeddings : 32768},
+          {"rms_norm_eps", c.rms_norm_eps}, {"rope_theta", c.rope_theta}, {"attention_bias", true},
+          {"hidden_act", "silu"}, {"tie_word_embeddings", false}, {"torch_dtype", "float32"}};
+}
+
+ExportResult export_safetensors(const Source& src, const ExportOptions& o) {
+  const bool mlx = o.target == ExportTarget::Mlx;
+  const io::DType dt = dense_dtype(o);
+  const auto tensors = und_tensors(src.spec());
+  if (mlx && !has_qk_norm(src.spec()))
+    fail("export --to mlx", "the source has no q/k norms: export it with mlx-lm's qwen2 instead");
+
+  // Quantized linears stay quantized in MLX (affine); everything is dense in HF.
+  std::vector<std::optional<quant::QTensor>> quantized(tensors.size());
+  std::optional<MlxQuant> mq;
+  if (mlx && src.quantized()) {
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (tensors[i].kind != TensorKind::LinearWeight) continue;
+      quantized[i] = src.quantized_linear(tensors[i].linear_base);
+      if (!quantized[i]) continue;
+      const auto& q = *quantized[i];
+      if (!quant::scheme_is_integer(q.scheme))
+        fail(tensors[i].source, std::string("scheme ") + quant::scheme_name(q.scheme) +
+                                    " has no MLX affine equivalent; export a dense model with --to hf instead");
+      const MlxQuant this_q{quant::scheme_bits(q.scheme), q.group};
+      if (this_q.group != 32 && this_q.group != 64 && this_q.group != 128)
+        fail(tensors[i].source, "group size " + std::to_string(q.group) + " is not one MLX supports (32, 64, 128)");
+      if (mq && (mq->bits != this_q.bits || mq->group != this_q.group))
+        fail(tensors[i].source, "mixed bit widths / group sizes cannot be described by one MLX quantization entry");
+      mq = this_q;
+    }
+  }
+
+  const fs::path out = fs::path(o.out_dir) / "model.safetensors";
+  io::SafetensorsWriter w(out.string(), {{"format", mlx ? "mlx" : "pt"}});
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    if (!quantized[i]) {
+      w.declare(t.hf_name, dt, t.shape);
+      continue;
+    }
+    const auto& q = *quantized[i];
+    const std::string base = t.hf_name.substr(0, t.hf_name.size() - std::string(".weight").size());
+    w.declare(base + ".weight", io::DType::U32, {q.out, q.in * quant::scheme_bits(q.scheme) / 32});
+    w.declare(base + ".scales", io::DType::F32, {q.out, q.groups_per_row()});
+    w.declare(base + ".biases", io::DType::F32, {q.out, q.groups_per_row()});
+  }
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (!quantized[i]) {
+      write_dense(w, src.read(tensors[i].source), dt);
+      continue;
+    }
+    const auto& q = *quantized[i];
+    const auto packed = mlx_pack(q);
+    w.write(packed.data(), packed.size() * 4);
+    w.write(q.scales.data(), q.scales.size() * 4);
+    // (code - zero) * scale == scale * code + (-scale * zero), exactly: scale is a bf16/f16/f32
+    // value and zero an integer < 256, so the product and the sum are exact in f32.
+    std::vector<float> biases(q.scales.size());
+    for (size_t g = 0; g < biases.size(); ++g) {
+      const int zero = quant::fixed_zero(q.scheme) >= 0 ? quant::fixed_zero(q.scheme) : q.zeros[g];
+      biases[g] = -q.scales[g] * float(zero);
+    }
+    w.write(biases.data(), biases.size() * 4);
+  }
+  w.finish();
+
+  const auto& c = src.config();
+  write_json(fs::path(o.out_dir) / "config.json", mlx ? glm4_dense_config(c, mq) : qwen3_hf_config(c, has_qk_norm(src.spec())));
+  ExportResult r{mlx ? "glm4_moe" : (has_qk_norm(src.spec()) ? "qwen3" : "qwen2"), {"model.safetensors", "config.json"},
+                 int(tensors.size()), src.quantized()};
+  for (auto& f : copy_tokenizer_files(src.tokenizer_dir(), o.out_dir)) r.files.push_back(f);
+  return r;
+}
+
+}  // namespace
+
+ExportResult export_und(const std::string& model_dir, const ExportOptions& options) {
+  if (options.out_dir.empty()) fail("export", "--out DIR is required");
+  const Source src(model_dir, options.base_dir);
+  fs::create_directories(options.out_dir);
+  if (options.target == ExportTarget::Gguf) return export_gguf(src, options);
+  return export_safetensors(src, options);
+}
+
+}  // namespace lq::exporter
