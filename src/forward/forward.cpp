@@ -231,6 +231,17 @@ void Engine::replace_linear(const LinearId& id, std::unique_ptr<LinearWeights> w
 
 void Engine::set_observer(ActivationObserver* obs) { impl_->observer = obs; }
 
+void Engine::drop_layer_pages(int layer) const {
+  for (const auto& path : impl_->spec.layers.at(size_t(layer)).paths) {
+    for (const std::string* n : {&path.input_layernorm, &path.post_attention_layernorm, &path.q_norm, &path.k_norm})
+      if (!n->empty()) impl_->store->drop(*n);
+    for (const auto& ls : path.linears) {
+      impl_->store->drop(ls.weight_name());
+      if (ls.has_bias) impl_->store->drop(ls.bias_name());
+    }
+  }
+}
+
 uint64_t Engine::layer_weight_bytes() const {
   uint64_t total = 0;
   for (const auto& lw : impl_->layers)
@@ -410,6 +421,63 @@ void check_chunk(const Engine::Impl& m, const Chunk& c) {
 
 }  // namespace
 
+namespace {
+
+// Work buffers of one decoder layer over L rows (reused across layers).
+struct LayerScratch {
+  std::vector<float> h, q, k, v, o, tmp, gate, up, k_all, v_all;
+  LayerScratch(int64_t L, int64_t H, int64_t QD, int64_t KD, int64_t I)
+      : h(L * H), q(L * QD), k(L * KD), v(L * KD), o(L * QD), tmp(L * H), gate(L * I), up(L * I) {}
+};
+
+// One decoder layer over the residual rows x [L, hidden] (updated in place): the single code path of
+// Engine::forward and Engine::forward_layer. `attn_out`, when given, receives o_proj's output.
+void run_layer(const Engine::Impl& m, int l, const Chunk& chunk, const Routing& rt, const AttentionLayout& layout,
+               std::vector<float>* cache_k, std::vector<float>* cache_v, CacheWrite write, int64_t prefix, float* x,
+               LayerScratch& s, float* attn_out) {
+  const auto& c = m.cfg;
+  const int64_t L = chunk.rows(), H = m.hidden(), QD = m.q_dim(), KD = m.kv_dim(), I = c.intermediate_size;
+  const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim};
+  const LayerWeights& lw = m.layers[l];
+  routed_rms_norm(chunk, lw.in_norm, x, 1, H, c.rms_norm_eps, s.h.data());
+  routed_linear(m, l, LinearKind::Q, rt, s.h.data(), H, s.q.data(), QD);
+  routed_linear(m, l, LinearKind::K, rt, s.h.data(), H, s.k.data(), KD);
+  routed_linear(m, l, LinearKind::V, rt, s.h.data(), H, s.v.data(), KD);
+  routed_rms_norm(chunk, lw.q_norm, s.q.data(), c.num_heads, c.head_dim, c.rms_norm_eps, s.q.data());
+  routed_rms_norm(chunk, lw.k_norm, s.k.data(), c.num_kv_heads, c.head_dim, c.rms_norm_eps, s.k.data());
+  apply_rope(m, chunk, s.q.data(), c.num_heads);
+  apply_rope(m, chunk, s.k.data(), c.num_kv_heads);
+
+  // Keys/values over [cache rows, chunk rows].
+  const float *keys = s.k.data(), *vals = s.v.data();
+  if (cache_k && write == CacheWrite::Append) {
+    cache_k->insert(cache_k->end(), s.k.begin(), s.k.end());
+    cache_v->insert(cache_v->end(), s.v.begin(), s.v.end());
+    keys = cache_k->data();
+    vals = cache_v->data();
+  } else if (prefix > 0) {
+    s.k_all.assign(cache_k->begin(), cache_k->end());
+    s.k_all.insert(s.k_all.end(), s.k.begin(), s.k.end());
+    s.v_all.assign(cache_v->begin(), cache_v->end());
+    s.v_all.insert(s.v_all.end(), s.v.begin(), s.v.end());
+    keys = s.k_all.data();
+    vals = s.v_all.data();
+  }
+  attention(shape, layout, s.q.data(), keys, vals, s.o.data());
+
+  routed_linear(m, l, LinearKind::O, rt, s.o.data(), QD, s.tmp.data(), H);
+  if (attn_out) std::copy(s.tmp.begin(), s.tmp.end(), attn_out);
+  for (int64_t i = 0; i < L * H; ++i) x[i] += s.tmp[i];
+  routed_rms_norm(chunk, lw.post_norm, x, 1, H, c.rms_norm_eps, s.h.data());
+  routed_linear(m, l, LinearKind::Gate, rt, s.h.data(), H, s.gate.data(), I);
+  routed_linear(m, l, LinearKind::Up, rt, s.h.data(), H, s.up.data(), I);
+  for (int64_t i = 0; i < L * I; ++i) s.gate[i] = s.gate[i] / (1.0f + std::exp(-s.gate[i])) * s.up[i];
+  routed_linear(m, l, LinearKind::Down, rt, s.gate.data(), I, s.tmp.data(), H);
+  for (int64_t i = 0; i < L * H; ++i) x[i] += s.tmp[i];
+}
+
+}  // namespace
+
 std::vector<float> Engine::forward(const Chunk& chunk, KvCache* cache, CacheWrite write,
                                    std::vector<float>* layer_states) const {
   const Impl& m = *impl_;
@@ -427,7 +495,6 @@ std::vector<float> Engine::forward(const Chunk& chunk, KvCache* cache, CacheWrit
   std::vector<Split> key_splits = cache ? cache->splits_ : std::vector<Split>{};
   key_splits.insert(key_splits.end(), chunk.splits.begin(), chunk.splits.end());
   const AttentionLayout layout = make_attention_layout(key_splits, prefix, L);
-  const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim};
 
   const Routing rt = route(chunk);
   std::vector<float> x = chunk.embeddings;
@@ -435,53 +502,36 @@ std::vector<float> Engine::forward(const Chunk& chunk, KvCache* cache, CacheWrit
     layer_states->assign(size_t((m.layers_loaded + 1) * L * H), 0.0f);
     std::copy(x.begin(), x.end(), layer_states->begin());
   }
-  std::vector<float> h(L * H), q(L * QD), k(L * KD), v(L * KD), o(L * QD), tmp(L * H);
-  std::vector<float> gate(L * I), up(L * I);
-  std::vector<float> k_all, v_all;
+  LayerScratch scratch(L, H, QD, KD, I);
   for (int l = 0; l < m.layers_loaded; ++l) {
-    const LayerWeights& lw = m.layers[l];
-    routed_rms_norm(chunk, lw.in_norm, x.data(), 1, H, c.rms_norm_eps, h.data());
-    routed_linear(m, l, LinearKind::Q, rt, h.data(), H, q.data(), QD);
-    routed_linear(m, l, LinearKind::K, rt, h.data(), H, k.data(), KD);
-    routed_linear(m, l, LinearKind::V, rt, h.data(), H, v.data(), KD);
-    routed_rms_norm(chunk, lw.q_norm, q.data(), c.num_heads, c.head_dim, c.rms_norm_eps, q.data());
-    routed_rms_norm(chunk, lw.k_norm, k.data(), c.num_kv_heads, c.head_dim, c.rms_norm_eps, k.data());
-    apply_rope(m, chunk, q.data(), c.num_heads);
-    apply_rope(m, chunk, k.data(), c.num_kv_heads);
-
-    // Keys/values over [cache rows, chunk rows].
-    const float *keys = k.data(), *vals = v.data();
-    if (cache && write == CacheWrite::Append) {
-      cache->k_[l].insert(cache->k_[l].end(), k.begin(), k.end());
-      cache->v_[l].insert(cache->v_[l].end(), v.begin(), v.end());
-      keys = cache->k_[l].data();
-      vals = cache->v_[l].data();
-    } else if (prefix > 0) {
-      k_all.assign(cache->k_[l].begin(), cache->k_[l].end());
-      k_all.insert(k_all.end(), k.begin(), k.end());
-      v_all.assign(cache->v_[l].begin(), cache->v_[l].end());
-      v_all.insert(v_all.end(), v.begin(), v.end());
-      keys = k_all.data();
-      vals = v_all.data();
-    }
-    attention(shape, layout, q.data(), keys, vals, o.data());
-
-    routed_linear(m, l, LinearKind::O, rt, o.data(), QD, tmp.data(), H);
-    for (int64_t i = 0; i < L * H; ++i) x[i] += tmp[i];
-    routed_rms_norm(chunk, lw.post_norm, x.data(), 1, H, c.rms_norm_eps, h.data());
-    routed_linear(m, l, LinearKind::Gate, rt, h.data(), H, gate.data(), I);
-    routed_linear(m, l, LinearKind::Up, rt, h.data(), H, up.data(), I);
-    for (int64_t i = 0; i < L * I; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
-    routed_linear(m, l, LinearKind::Down, rt, gate.data(), I, tmp.data(), H);
-    for (int64_t i = 0; i < L * H; ++i) x[i] += tmp[i];
+    run_layer(m, l, chunk, rt, layout, cache ? &cache->k_[l] : nullptr, cache ? &cache->v_[l] : nullptr, write, prefix,
+              x.data(), scratch, nullptr);
     if (layer_states) std::copy(x.begin(), x.end(), layer_states->begin() + (l + 1) * L * H);
   }
   if (cache && write == CacheWrite::Append) {
     cache->splits_.insert(cache->splits_.end(), chunk.splits.begin(), chunk.splits.end());
     cache->rows_ += L;
   }
+  std::vector<float> h(L * H);
   routed_rms_norm(chunk, m.final_norm, x.data(), 1, H, c.rms_norm_eps, h.data());
   return h;
+}
+
+void Engine::forward_layer(int layer, const Chunk& chunk, float* x, std::vector<float>* attn_out) const {
+  const Impl& m = *impl_;
+  if (layer < 0 || layer >= m.layers_loaded) fail("forward_layer", "layer " + std::to_string(layer) + " not loaded");
+  Chunk shape_only;  // check_chunk's row/split/position checks without the embeddings
+  shape_only.paths = chunk.paths;
+  shape_only.positions = chunk.positions;
+  shape_only.splits = chunk.splits;
+  shape_only.embeddings.resize(size_t(chunk.rows() * m.hidden()));
+  check_chunk(m, shape_only);
+  const int64_t L = chunk.rows();
+  const AttentionLayout layout = make_attention_layout(chunk.splits, 0, L);
+  const Routing rt = route(chunk);
+  LayerScratch scratch(L, m.hidden(), m.q_dim(), m.kv_dim(), m.cfg.intermediate_size);
+  if (attn_out) attn_out->assign(size_t(L * m.hidden()), 0.0f);
+  run_layer(m, layer, chunk, rt, layout, nullptr, nullptr, CacheWrite::No, 0, x, scratch, attn_out ? attn_out->data() : nullptr);
 }
 
 std::vector<float> Engine::logits(const float* normed, int64_t n) const {

@@ -178,6 +178,16 @@ class Engine {
   std::vector<float> forward(const Chunk& chunk, KvCache* cache, CacheWrite write,
                              std::vector<float>* layer_states = nullptr) const;
 
+  // Runs decoder layer `layer` alone over the residual rows x [L, hidden] of `chunk` (updated in place),
+  // without a cache: the chunk's paths, positions and splits are used, its embeddings ignored. The same
+  // code path as forward() (layer-by-layer quantization feeds each layer's output to the next).
+  // `attn_out`, when given, receives the attention block's output (o_proj's, before the residual add).
+  void forward_layer(int layer, const Chunk& chunk, float* x, std::vector<float>* attn_out = nullptr) const;
+
+  // Releases the memory-map pages of layer `layer`'s tensors (streaming quantization never reads a
+  // finished layer again; a later read faults the pages back in).
+  void drop_layer_pages(int layer) const;
+
   // Heads on final-normed rows: lm_head [n, vocab_size] and llm2vae [n, latent_channels].
   std::vector<float> logits(const float* normed, int64_t n) const;
   std::vector<float> velocity(const float* normed, int64_t n) const;

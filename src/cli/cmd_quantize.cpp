@@ -1,0 +1,96 @@
+// `lance-quant quantize`: a Lance checkpoint -> a quantized checkpoint, streaming layer by layer.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "io/progress.h"
+#include "kernels/linear.h"
+#include "pipeline/quantize.h"
+
+namespace lq::cli {
+
+namespace {
+
+const char* kQuantizeUsage =
+    "usage: lance-quant quantize MODEL --out DIR [--scheme S] [--group-size 32|64|128] [--sym]\n"
+    "         [--calib KIND:FILE ...] [--stats STATS.safetensors] [--allow-partial] [--format F]\n"
+    "         [--keep PATTERN ...] [--keep-dtype bf16|f32] [--threads N] [--force] [--json]\n"
+    "         [--awq-rows N] [--clip-rows N] [--no-clip] [--seq-len N] [--max-tokens N] [--max-prompts N]\n"
+    "         [--t2i-taus N] [--steps N] [--dense-out DIR]\n\n"
+    "Schemes: awq-int4 (default; AWQ on real activations of the --calib inputs, layer by layer through the\n"
+    "native forward), rtn-int4 (min-max, the floor), awq-proxy (AWQ folds from --stats only), legacy-awq\n"
+    "(the original Python lance-quant's method, from --stats), nvfp4, awq-nvfp4, rtn-int8.\n"
+    "--calib takes the inputs of `calibrate` (text:FILE, chat:FILE, t2i:FILE; repeatable).\n"
+    "--keep PATTERN leaves matching linears (glob or substring of the base name) in bf16.\n"
+    "--awq-rows caps the calibration rows per path cached for the search of each layer.\n"
+    "--dense-out DIR also writes the dequantized model, folds undone, as a dense f32 checkpoint (evaluation).\n"
+    "Formats: lance-quant-v1 (default), autoawq, compressed-tensors, modelopt.\n"
+    "DIR is written as DIR.lq-partial-PID and renamed at the end; an existing checkpoint needs --force.\n";
+
+}  // namespace
+
+int cmd_quantize(const Args& args) {
+  ArgReader r(args, "quantize");
+  pipeline::QuantizeOptions o;
+  std::string scheme = "awq-int4";
+  int64_t group = 128;
+  bool sym = false, json_out = false;
+  while (r.next()) {
+    if (r.is("--help") || r.is("-h")) {
+      std::printf("%s", kQuantizeUsage);
+      return 0;
+    } else if (r.is("--out")) o.out_dir = r.value();
+    else if (r.is("--scheme")) scheme = r.value();
+    else if (r.is("--group-size")) group = r.int_value();
+    else if (r.is("--sym")) sym = true;
+    else if (r.is("--calib")) o.calib.push_back(calib::parse_source(r.value()));
+    else if (r.is("--stats")) o.stats_path = r.value();
+    else if (r.is("--allow-partial")) o.allow_partial = true;
+    else if (r.is("--format")) o.format = formats::parse_format(r.value(), "--format");
+    else if (r.is("--keep")) o.keep.push_back(r.value());
+    else if (r.is("--keep-dtype")) {
+      const std::string d = r.value();
+      if (d != "bf16" && d != "f32") fail("--keep-dtype " + d, "expected bf16 or f32");
+      o.kept_dtype = d == "f32" ? io::DType::F32 : io::DType::BF16;
+    } else if (r.is("--threads")) kernels::set_num_threads(int(r.int_value()));
+    else if (r.is("--force")) o.force = true;
+    else if (r.is("--json")) json_out = true;
+    else if (r.is("--awq-rows")) o.awq.rows_per_layer = r.int_value();
+    else if (r.is("--clip-rows")) o.awq.clip_rows = r.int_value();
+    else if (r.is("--no-clip")) o.awq.clip = false;
+    else if (r.is("--seq-len")) o.awq.seq_len = r.int_value();
+    else if (r.is("--max-tokens")) o.awq.max_tokens = r.int_value();
+    else if (r.is("--max-prompts")) o.awq.max_prompts = r.int_value();
+    else if (r.is("--t2i-taus")) o.awq.t2i_taus = int(r.int_value());
+    else if (r.is("--steps")) o.awq.t2i_steps = int(r.int_value());
+    else if (r.is("--dense-out")) o.dense_out = r.value();
+    else if (r.positional() && o.model_dir.empty()) o.model_dir = r.current();
+    else r.unknown();
+  }
+  if (o.model_dir.empty()) fail("quantize", "a MODEL directory is required (see --help)");
+  o.scheme = pipeline::parse_scheme_choice(scheme, group, sym);
+  pipeline::check_output_dir(o.out_dir, o.force);  // before any slow work
+
+  io::Progress progress("quantize", 0, "layers");
+  o.on_layer = [&progress](int done, int total) {
+    progress.set_total(double(total));
+    progress.update(double(done));
+  };
+  const pipeline::QuantizeReport rep = pipeline::quantize_model(o);
+  progress.finish();
+  if (json_out) {
+    std::printf("%s\n", rep.to_json().dump(2).c_str());
+  } else {
+    double worst = 0, mean = 0;
+    for (const auto& l : rep.linears) worst = std::max(worst, l.weight_rel_error), mean += l.weight_rel_error;
+    if (!rep.linears.empty()) mean /= double(rep.linears.size());
+    std::printf("quantized %lld linears (%lld kept) with %s into %s (%s, %.1f MB, %.1f s)\n", (long long)rep.quantized_linears,
+                (long long)rep.kept_linears, rep.scheme.c_str(), rep.out_dir.c_str(), rep.format.c_str(),
+                double(rep.output_bytes) / 1e6, rep.seconds);
+    std::printf("  weight relative error: mean %.4f, worst %.4f\n", mean, worst);
+  }
+  return 0;
+}
+
+}  // namespace lq::cli

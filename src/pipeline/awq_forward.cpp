@@ -1,0 +1,500 @@
+// AWQ on real activations, layer by layer through the native forward (awq-int4 / awq-nvfp4).
+//
+// Calibration rows: text windows (und) and t2i sequences (the cached prefix + the noise block at a few
+// taus of the full-precision sampler's trajectory, cond and, where CFG is active, uncond: und and gen
+// rows in one chunk). The residual stream entering the current layer is cached per sample; after the
+// layer is quantized, the QUANTIZED layer produces the next layer's inputs.
+//
+// Per path, from the full-precision layer on those inputs:
+//   input_layernorm -> q,k,v   loss: attention block output (o_proj's output, the path's rows)
+//   v -> o                     loss: o_proj output; scales shared by the query heads of a KV head
+//   post_attention_layernorm -> gate,up   loss: MLP output
+//   up -> down                 loss: down_proj output
+// then the folds, then the clip search (not q/k) on the folded inputs.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "forward/prompts.h"
+#include "forward/t2i.h"
+#include "io/error.h"
+#include "pipeline/searches.h"
+#include "quant/awq.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lq::pipeline {
+
+namespace {
+
+using fwd::LinearId;
+using model::LinearKind;
+using model::Path;
+
+// A dense f32 linear owning its weights, applied to x / s when an input scale is given (the
+// equivalent of the folded norm in front of it).
+class ScaledDense final : public fwd::LinearWeights {
+ public:
+  ScaledDense(int64_t out, int64_t in, std::vector<float> w, std::vector<float> bias, std::vector<float> input_scale)
+      : out_(out), in_(in), w_(std::move(w)), bias_(std::move(bias)), inv_(std::move(input_scale)) {
+    for (float& v : inv_) v = 1.0f / v;
+  }
+  int64_t in_features() const override { return in_; }
+  int64_t out_features() const override { return out_; }
+  uint64_t weight_bytes() const override { return 4 * w_.size(); }
+  void apply(const float* x, int64_t n, float* y) const override {
+    kernels::DenseMatrix m{kernels::WeightType::F32, out_, in_, w_.data()};
+    const float* b = bias_.empty() ? nullptr : bias_.data();
+    if (inv_.empty()) return kernels::linear(x, n, m, b, y);
+    std::vector<float> xs(x, x + n * in_);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < in_; ++c) xs[size_t(r * in_ + c)] *= inv_[size_t(c)];
+    kernels::linear(xs.data(), n, m, b, y);
+  }
+
+ private:
+  int64_t out_, in_;
+  std::vector<float> w_, bias_, inv_;
+};
+
+// A finished layer's linear: the layer is never run again.
+class ReleasedLinear final : public fwd::LinearWeights {
+ public:
+  ReleasedLinear(int64_t out, int64_t in, std::string name) : out_(out), in_(in), name_(std::move(name)) {}
+  int64_t in_features() const override { return in_; }
+  int64_t out_features() const override { return out_; }
+  uint64_t weight_bytes() const override { return 0; }
+  void apply(const float*, int64_t, float*) const override { fail(name_, "layer already quantized and released"); }
+
+ private:
+  int64_t out_, in_;
+  std::string name_;
+};
+
+// Captures the input rows of every target linear of one layer, per (path, kind).
+class LayerCapture final : public fwd::ActivationObserver {
+ public:
+  explicit LayerCapture(int layer) : layer_(layer) {}
+  void observe(const LinearId& id, const float* x, int64_t n, int64_t in) override {
+    // k and v share q's input, up shares gate's: captured once.
+    if (id.layer != layer_ || id.kind == LinearKind::K || id.kind == LinearKind::V || id.kind == LinearKind::Up) return;
+    auto& v = rows_[size_t(id.path)][size_t(id.kind)];
+    v.insert(v.end(), x, x + n * in);
+  }
+  std::vector<float>& rows(Path p, LinearKind k) { return rows_[size_t(p)][size_t(k)]; }
+
+ private:
+  int layer_;
+  std::array<std::array<std::vector<float>, model::kNumLinearKinds>, 2> rows_;
+};
+
+struct ObserverScope {
+  fwd::Engine& e;
+  ObserverScope(fwd::Engine& eng, fwd::ActivationObserver* o) : e(eng) { e.set_observer(o); }
+  ~ObserverScope() { e.set_observer(nullptr); }
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(path, "cannot open calibration file");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") != std::string::npos) out.push_back(line);
+  }
+  return out;
+}
+
+double sum_sq(const float* a, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += double(a[i]) * a[i];
+  return s;
+}
+
+double sum_sq_diff(const float* a, const float* b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = double(a[i]) - b[i];
+    s += d * d;
+  }
+  return s;
+}
+
+std::vector<float> mean_abs_cols(const std::vector<float>& x, int64_t width) {
+  const int64_t n = int64_t(x.size()) / width;
+  std::vector<double> s(static_cast<size_t>(width), 0.0);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < width; ++c) s[size_t(c)] += std::fabs(x[size_t(r * width + c)]);
+  std::vector<float> out(static_cast<size_t>(width));
+  for (int64_t c = 0; c < width; ++c) out[size_t(c)] = float(s[size_t(c)] / double(std::max<int64_t>(n, 1)));
+  return out;
+}
+
+// Per-target-channel values averaged onto the fusion's scales (GQA: the query heads of a KV head).
+std::vector<float> onto_scales(const std::vector<float>& per_channel, const model::FusionPair& f) {
+  std::vector<double> s(size_t(f.num_scales), 0.0);
+  std::vector<int> cnt(size_t(f.num_scales), 0);
+  for (int64_t c = 0; c < int64_t(per_channel.size()); ++c) {
+    s[size_t(f.scale_index(c))] += per_channel[size_t(c)];
+    ++cnt[size_t(f.scale_index(c))];
+  }
+  std::vector<float> out(s.size());
+  for (size_t i = 0; i < s.size(); ++i) out[i] = float(s[i] / std::max(cnt[i], 1));
+  return out;
+}
+
+// Evenly spaced rows (at most `cap`) of x [n, width].
+std::vector<float> subsample_rows(const std::vector<float>& x, int64_t width, int64_t cap) {
+  const int64_t n = int64_t(x.size()) / width;
+  if (n <= cap) return x;
+  std::vector<float> out(size_t(cap * width));
+  for (int64_t i = 0; i < cap; ++i) {
+    const int64_t r = i * n / cap;
+    std::memcpy(&out[size_t(i * width)], &x[size_t(r * width)], sizeof(float) * size_t(width));
+  }
+  return out;
+}
+
+void divide_cols(std::vector<float>& x, int64_t width, const std::vector<float>& s, const model::FusionPair& f) {
+  const int64_t n = int64_t(x.size()) / width;
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < width; ++c) x[size_t(r * width + c)] /= s[size_t(f.scale_index(c))];
+}
+
+// y = x W^T for f32 row-major W.
+std::vector<float> matmul(const std::vector<float>& x, int64_t in, const float* w, int64_t out) {
+  const int64_t n = int64_t(x.size()) / in;
+  std::vector<float> y(size_t(n * out));
+  kernels::linear(x.data(), n, kernels::DenseMatrix{kernels::WeightType::F32, out, in, w}, nullptr, y.data());
+  return y;
+}
+
+class ForwardAwq final : public LayerSearch {
+ public:
+  ForwardAwq(const QuantizeOptions& o, const model::ModelSpec& spec, QuantizeReport& report)
+      : o_(o), spec_(spec), engine_(load_engine(o.model_dir)) {
+    collect_samples(report);
+  }
+
+  void search(int layer, LayerTensors& t, const std::map<std::string, bool>& quantized, LayerPlans& plans) override {
+    LayerCapture cap(layer);
+    fold_scale_.clear();
+    std::vector<std::vector<float>> attn_ref(samples_.size());
+    {
+      ObserverScope scope(engine_, &cap);
+      for (size_t i = 0; i < samples_.size(); ++i) {
+        std::vector<float> x = states_[i];
+        engine_.forward_layer(layer, samples_[i], x.data(), &attn_ref[i]);
+      }
+    }
+    for (const auto& f : spec_.fusions) {
+      if (f.layer != layer) continue;
+      bool all_quantized = true;
+      for (const auto& name : f.targets) all_quantized = all_quantized && quantized.at(name);
+      if (!all_quantized) continue;  // a kept target: leave the pair unscaled
+      search_pair(f, t, cap, attn_ref, plans);
+    }
+    clip_search(layer, t, cap, quantized, plans);
+  }
+
+  void layer_done(int layer, const LayerTensors& w, const LayerPlans& plans) override {
+    for (const auto& path : spec_.layers[size_t(layer)].paths)
+      for (const auto& ls : path.linears) {
+        const auto it = plans.find(ls.name);
+        std::vector<float> scale = it != plans.end() ? it->second.input_scale : std::vector<float>{};
+        std::vector<float> bias = ls.has_bias ? w.at(ls.bias_name()) : std::vector<float>{};
+        engine_.replace_linear({layer, ls.path, ls.kind},
+                               std::make_unique<ScaledDense>(ls.out, ls.in, w.at(ls.weight_name()), std::move(bias), std::move(scale)));
+      }
+    for (size_t i = 0; i < samples_.size(); ++i) engine_.forward_layer(layer, samples_[i], states_[i].data());
+    for (const auto& path : spec_.layers[size_t(layer)].paths)
+      for (const auto& ls : path.linears)
+        engine_.replace_linear({layer, ls.path, ls.kind}, std::make_unique<ReleasedLinear>(ls.out, ls.in, ls.name));
+    engine_.drop_layer_pages(layer);
+  }
+
+ private:
+  static fwd::Engine load_engine(const std::string& dir) {
+    // Weights in the source dtype are borrowed from the memory map (no copy); pages are dropped per layer.
+    io::TensorStore probe(dir);
+    const bool bf16 = probe.has("language_model.model.layers.0.mlp.up_proj.weight") &&
+                      probe.info("language_model.model.layers.0.mlp.up_proj.weight").dtype == io::DType::BF16;
+    fwd::LoadOptions lo;
+    lo.storage = bf16 ? fwd::WeightStorage::BF16 : fwd::WeightStorage::F32;
+    return fwd::Engine::load(dir, lo);
+  }
+
+  int64_t rows_of(const fwd::Chunk& c, Path p) const {
+    return std::count(c.paths.begin(), c.paths.end(), p);
+  }
+
+  void add_sample(fwd::Chunk c) {
+    rows_[0] += rows_of(c, Path::Und);
+    rows_[1] += rows_of(c, Path::Gen);
+    states_.push_back(std::move(c.embeddings));
+    c.embeddings.clear();
+    samples_.push_back(std::move(c));
+  }
+
+  // Text windows (evenly spaced over all windows) and t2i sequences until each path has its rows.
+  void collect_samples(QuantizeReport& report) {
+    if (o_.calib.empty()) fail("quantize", o_.scheme.name + " needs calibration inputs: --calib text:FILE and --calib t2i:FILE");
+    const tok::Tokenizer tok = tok::Tokenizer::load(o_.model_dir);
+    const int64_t budget = o_.awq.rows_per_layer;
+    std::vector<std::vector<int32_t>> windows;
+    std::vector<std::string> captions;
+    for (const auto& src : o_.calib) {
+      const std::string text = read_text(src.path);
+      if (src.kind == calib::SourceKind::Text) {
+        std::vector<int32_t> ids = tok.encode(text);
+        if (o_.awq.max_tokens > 0 && int64_t(ids.size()) > o_.awq.max_tokens) ids.resize(size_t(o_.awq.max_tokens));
+        report.calib_tokens_und += int64_t(ids.size());
+        for (size_t b = 0; b + 2 <= ids.size(); b += size_t(o_.awq.seq_len))
+          windows.emplace_back(ids.begin() + long(b), ids.begin() + long(std::min(ids.size(), b + size_t(o_.awq.seq_len))));
+      } else if (src.kind == calib::SourceKind::Chat) {
+        int64_t tokens = 0;
+        for (const auto& line : lines_of(text)) {
+          nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+          if (!j.is_object() || !j.contains("question") || !j.contains("answer"))
+            fail(src.path, "expected JSONL {\"question\", \"answer\"}");
+          std::vector<int32_t> ids = tok.encode(fwd::chat_prompt(j["question"].get<std::string>()) +
+                                                j["answer"].get<std::string>() + "<|im_end|>\n");
+          if (int64_t(ids.size()) > o_.awq.seq_len) ids.resize(size_t(o_.awq.seq_len));
+          if (o_.awq.max_tokens > 0 && tokens + int64_t(ids.size()) > o_.awq.max_tokens) break;
+          tokens += int64_t(ids.size());
+          windows.push_back(std::move(ids));
+        }
+        report.calib_tokens_und += tokens;
+      } else {
+        for (const auto& line : lines_of(text)) {
+          if (o_.awq.max_prompts > 0 && int64_t(captions.size()) >= o_.awq.max_prompts) break;
+          captions.push_back(line);
+        }
+      }
+    }
+    // Text: evenly spaced windows until the und budget is met.
+    int64_t text_rows = 0;
+    const size_t take = windows.empty() ? 0 : size_t(std::min<int64_t>(int64_t(windows.size()), std::max<int64_t>(1, budget / o_.awq.seq_len + 1)));
+    for (size_t i = 0; i < take && text_rows < budget; ++i) {
+      const auto& ids = windows[i * windows.size() / take];
+      const int64_t n = int64_t(ids.size());
+      add_sample(fwd::text_chunk(engine_, ids, fwd::text_positions(n), {fwd::Split{n, fwd::SplitMode::Causal}}));
+      text_rows += n;
+    }
+    // t2i: every prompt through the full-precision sampler; sequences at a few taus of its trajectory.
+    if (!captions.empty()) add_t2i_samples(tok, captions, budget, report);
+    report.calib_rows_und = rows_[0];
+    report.calib_rows_gen = rows_[1];
+  }
+
+  void add_t2i_samples(const tok::Tokenizer& tok, const std::vector<std::string>& captions, int64_t budget,
+                       QuantizeReport& report) {
+    const fwd::T2iSettings st = fwd::load_t2i_settings(o_.model_dir);
+    fwd::check_latent_grid(st.grid, engine_.config());
+    fwd::SamplerOptions so = st.sampler;
+    if (o_.awq.t2i_steps > 0) so.steps = o_.awq.t2i_steps;
+    const std::vector<double> taus = fwd::shifted_taus(so.steps, so.shift);
+    const int64_t k = st.grid.tokens(), ch = engine_.config().latent_channels;
+    int64_t gen_rows = 0;
+    for (size_t pi = 0; pi < captions.size(); ++pi) {
+      const fwd::T2iPrompt prompt = fwd::t2i_prompt(tok, captions[pi], st.instruction, st.grid);
+      fwd::T2iSampler sampler(engine_, prompt);
+      std::vector<float> traj;
+      sampler.sample(fwd::normal_noise(uint64_t(pi), k * ch), so, &traj);
+      report.calib_tokens_gen += k * so.steps;  // gen rows the sampler ran (cond branch)
+      if (gen_rows >= budget) continue;
+      const int nt = std::max(1, std::min(o_.awq.t2i_taus, so.steps));
+      for (int j = 0; j < nt && gen_rows < budget; ++j) {
+        const int step = int((int64_t(j) * so.steps + (pi % size_t(nt))) / nt) % so.steps;  // staggered per prompt
+        const float* x = traj.data() + int64_t(step) * k * ch;
+        const double tau = taus[size_t(step)];
+        add_sample(fwd::full_branch_chunk(engine_, prompt.cond, prompt.vision_start, prompt.vision_end, st.grid, x, tau));
+        gen_rows += k;
+        const bool cfg = so.cfg_scale != 1.0 && tau > so.cfg_min && tau <= so.cfg_max;
+        if (cfg && gen_rows < budget) {
+          add_sample(fwd::full_branch_chunk(engine_, prompt.uncond, prompt.vision_start, prompt.vision_end, st.grid, x, tau));
+          gen_rows += k;
+        }
+      }
+    }
+  }
+
+  // Rows of path p in the per-sample outputs concatenated.
+  std::vector<float> path_rows(const std::vector<std::vector<float>>& per_sample, Path p, int64_t width) const {
+    std::vector<float> out;
+    for (size_t i = 0; i < samples_.size(); ++i)
+      for (int64_t r = 0; r < samples_[i].rows(); ++r)
+        if (samples_[i].paths[size_t(r)] == p)
+          out.insert(out.end(), per_sample[i].begin() + r * width, per_sample[i].begin() + (r + 1) * width);
+    return out;
+  }
+
+  const model::LinearSpec& lin(const model::FusionPair& f, LinearKind k) const {
+    return spec_.layers[size_t(f.layer)].path(f.path).linear(k);
+  }
+
+  void record(const model::FusionPair& f, const quant::ScaleSearch& r, double ref_energy, LayerPlans& plans) {
+    for (const auto& name : f.targets) {
+      LinearPlan& p = plans[name];
+      p.alpha = r.alpha;
+      p.identity = r.identity;
+      p.output_rel_error = ref_energy > 0 ? std::sqrt(r.loss / ref_energy) : 0.0;
+      if (f.kind == model::FusionKind::NormToLinears && !r.identity) p.input_scale = r.s;
+    }
+  }
+
+  void search_pair(const model::FusionPair& f, LayerTensors& t, LayerCapture& cap,
+                   const std::vector<std::vector<float>>& attn_ref, LayerPlans& plans) {
+    const quant::QuantParams& qp = o_.scheme.params;
+    const LinearKind first = f.target_kinds.front();
+    const std::vector<float>& x = cap.rows(f.path, first);
+    if (x.empty()) return;  // no rows of this path in the calibration sample
+    std::vector<float> x_mean = onto_scales(mean_abs_cols(x, f.target_in), f);
+    std::vector<const float*> ws;
+    std::vector<int64_t> outs;
+    for (auto k : f.target_kinds) ws.push_back(t.at(lin(f, k).weight_name()).data()), outs.push_back(lin(f, k).out);
+    const std::vector<float> w_mean = onto_scales(quant::weight_channel_mean(ws, outs, f.target_in, qp.effective_group(f.target_in)), f);
+    auto scale_of = [&f](int64_t c) { return f.scale_index(c); };
+
+    quant::ScaleSearch r;
+    double ref_energy = 0;
+    if (f.kind == model::FusionKind::VToO || f.kind == model::FusionKind::UpToDown) {
+      // Loss on the target linear's own output: ||X (W - Wq(s))^T||^2.
+      const model::LinearSpec& ls = lin(f, first);
+      const std::vector<float>& w = t.at(ls.weight_name());
+      const std::vector<float> xs = subsample_rows(x, ls.in, o_.awq.rows_per_layer);
+      ref_energy = sum_sq(matmul(xs, ls.in, w.data(), ls.out).data(), int64_t(xs.size() / ls.in) * ls.out);
+      r = quant::search_scales(x_mean, w_mean, o_.awq.grid, o_.awq.duo_scaling, [&](const std::vector<float>& s) {
+        std::vector<float> d(w.size());
+        quant::fake_quantize_scaled(w.data(), ls.out, ls.in, qp, s, d.data(), scale_of);
+        for (size_t i = 0; i < d.size(); ++i) d[i] = w[i] - d[i];
+        const std::vector<float> y = matmul(xs, ls.in, d.data(), ls.out);
+        return sum_sq(y.data(), int64_t(y.size()));
+      });
+    } else if (first == LinearKind::Gate) {
+      r = search_mlp(f, t, x, x_mean, w_mean, ref_energy);
+    } else {
+      r = search_qkv(f, t, attn_ref, x_mean, w_mean, ref_energy);
+    }
+    record(f, r, ref_energy, plans);
+    if (r.identity) return;
+    apply_fold(spec_, f, r.s, t, plans);
+    for (const auto& name : f.targets) fold_scale_[name] = r.s;
+  }
+
+  // gate,up: loss on the MLP output down(silu(x Wg'^T) * (x Wu'^T)) with the full-precision down.
+  quant::ScaleSearch search_mlp(const model::FusionPair& f, LayerTensors& t, const std::vector<float>& x_all,
+                                const std::vector<float>& x_mean, const std::vector<float>& w_mean, double& ref_energy) {
+    const quant::QuantParams& qp = o_.scheme.params;
+    const model::LinearSpec &g = lin(f, LinearKind::Gate), &u = lin(f, LinearKind::Up), &d = lin(f, LinearKind::Down);
+    const std::vector<float> x = subsample_rows(x_all, g.in, o_.awq.rows_per_layer);
+    const std::vector<float>& wg = t.at(g.weight_name());
+    const std::vector<float>& wu = t.at(u.weight_name());
+    const std::vector<float>& wd = t.at(d.weight_name());
+    auto mlp = [&](const float* gw, const float* uw) {
+      std::vector<float> a = matmul(x, g.in, gw, g.out), b = matmul(x, u.in, uw, u.out);
+      for (size_t i = 0; i < a.size(); ++i) a[i] = a[i] / (1.0f + std::exp(-a[i])) * b[i];
+      return matmul(a, d.in, wd.data(), d.out);
+    };
+    const std::vector<float> ref = mlp(wg.data(), wu.data());
+    ref_energy = sum_sq(ref.data(), int64_t(ref.size()));
+    return quant::search_scales(x_mean, w_mean, o_.awq.grid, o_.awq.duo_scaling, [&](const std::vector<float>& s) {
+      std::vector<float> gq(wg.size()), uq(wu.size());
+      quant::fake_quantize_scaled(wg.data(), g.out, g.in, qp, s, gq.data());
+      quant::fake_quantize_scaled(wu.data(), u.out, u.in, qp, s, uq.data());
+      const std::vector<float> y = mlp(gq.data(), uq.data());
+      return sum_sq_diff(y.data(), ref.data(), int64_t(y.size()));
+    });
+  }
+
+  // q,k,v: loss on the attention block output of this path's rows, the layer run with candidate
+  // q/k/v weights of this path (everything else full precision).
+  quant::ScaleSearch search_qkv(const model::FusionPair& f, LayerTensors& t, const std::vector<std::vector<float>>& attn_ref,
+                                const std::vector<float>& x_mean, const std::vector<float>& w_mean, double& ref_energy) {
+    const quant::QuantParams& qp = o_.scheme.params;
+    const int64_t H = engine_.config().hidden_size;
+    const std::vector<float> ref = path_rows(attn_ref, f.path, H);
+    ref_energy = sum_sq(ref.data(), int64_t(ref.size()));
+    const std::array<LinearKind, 3> kinds = {LinearKind::Q, LinearKind::K, LinearKind::V};
+    auto loss = [&](const std::vector<float>& s) {
+      for (auto k : kinds) {
+        const model::LinearSpec& ls = lin(f, k);
+        const std::vector<float>& w = t.at(ls.weight_name());
+        std::vector<float> wq(w.size());
+        quant::fake_quantize_scaled(w.data(), ls.out, ls.in, qp, s, wq.data());
+        std::vector<float> bias = ls.has_bias ? t.at(ls.bias_name()) : std::vector<float>{};
+        swap_linear(f, k, std::make_unique<ScaledDense>(ls.out, ls.in, std::move(wq), std::move(bias), std::vector<float>{}));
+      }
+      std::vector<std::vector<float>> outs(samples_.size());
+      for (size_t i = 0; i < samples_.size(); ++i) {
+        if (rows_of(samples_[i], f.path) == 0) continue;
+        std::vector<float> x = states_[i];
+        engine_.forward_layer(f.layer, samples_[i], x.data(), &outs[i]);
+      }
+      for (size_t i = 0; i < samples_.size(); ++i)
+        if (outs[i].empty()) outs[i].assign(size_t(samples_[i].rows() * H), 0.0f);
+      const std::vector<float> y = path_rows(outs, f.path, H);
+      return sum_sq_diff(y.data(), ref.data(), int64_t(y.size()));
+    };
+    quant::ScaleSearch r = quant::search_scales(x_mean, w_mean, o_.awq.grid, o_.awq.duo_scaling, loss);
+    for (auto k : kinds) swap_linear(f, k, fp_linear(f, k, t));  // full precision again for the other path
+    return r;
+  }
+
+  void swap_linear(const model::FusionPair& f, LinearKind k, std::unique_ptr<fwd::LinearWeights> w) {
+    engine_.replace_linear(LinearId{f.layer, f.path, k}, std::move(w));
+  }
+
+  // A full-precision copy of a target from the layer tensors (restores the engine after a search).
+  std::unique_ptr<fwd::LinearWeights> fp_linear(const model::FusionPair& f, LinearKind k, const LayerTensors& t) const {
+    const model::LinearSpec& ls = lin(f, k);
+    return std::make_unique<ScaledDense>(ls.out, ls.in, t.at(ls.weight_name()),
+                                         ls.has_bias ? t.at(ls.bias_name()) : std::vector<float>{}, std::vector<float>{});
+  }
+
+  // Clip ratios for every quantized target except q/k, on its (folded) inputs.
+  void clip_search(int layer, const LayerTensors& t, LayerCapture& cap, const std::map<std::string, bool>& quantized,
+                   LayerPlans& plans) {
+    if (!o_.awq.clip || !quant::scheme_is_integer(o_.scheme.params.scheme)) return;
+    for (const auto& path : spec_.layers[size_t(layer)].paths)
+      for (const auto& ls : path.linears) {
+        if (ls.kind == LinearKind::Q || ls.kind == LinearKind::K || !quantized.at(ls.name)) continue;
+        const LinearKind src = ls.kind == LinearKind::V ? LinearKind::Q : ls.kind == LinearKind::Up ? LinearKind::Gate : ls.kind;
+        std::vector<float> x = subsample_rows(cap.rows(ls.path, src), ls.in, o_.awq.clip_rows);
+        if (x.empty()) continue;
+        // Inputs as the folded linear sees them: divided by the scale folded into its input channels.
+        if (fold_scale_.count(ls.name))
+          for (const auto& f : spec_.fusions)
+            if (f.layer == layer && f.path == ls.path &&
+                std::find(f.targets.begin(), f.targets.end(), ls.name) != f.targets.end())
+              divide_cols(x, ls.in, fold_scale_.at(ls.name), f);
+        plans[ls.name].clip = quant::search_clip(t.at(ls.weight_name()).data(), ls.out, ls.in, o_.scheme.params, x.data(),
+                                                 int64_t(x.size()) / ls.in);
+      }
+  }
+
+  const QuantizeOptions& o_;
+  const model::ModelSpec& spec_;
+  fwd::Engine engine_;
+  std::vector<fwd::Chunk> samples_;       // routing, positions, splits (embeddings dropped)
+  std::vector<std::vector<float>> states_;  // residual stream entering the current layer, per sample
+  std::array<int64_t, 2> rows_{0, 0};
+  std::map<std::string, std::vector<float>> fold_scale_;  // target base -> s folded into its input (this layer)
+};
+
+}  // namespace
+
+std::unique_ptr<LayerSearch> make_forward_awq(const QuantizeOptions& o, const model::ModelSpec& spec, QuantizeReport& report) {
+  return std::make_unique<ForwardAwq>(o, spec, report);
+}
+
+}  // namespace lq::pipeline

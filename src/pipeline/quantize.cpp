@@ -1,0 +1,465 @@
+// The streaming driver of `lance-quant quantize`: plan, per-layer search, quantize, write, drop.
+#include "pipeline/quantize.h"
+
+#include <fnmatch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <set>
+
+#include "io/error.h"
+#include "io/safetensors.h"
+#include "model/config.h"
+#include "model/spec.h"
+#include "pipeline/layer_search.h"
+#include "pipeline/searches.h"
+
+namespace lq::pipeline {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// ---- schemes --------------------------------------------------------------------------------
+
+namespace {
+
+struct SchemeRow {
+  const char* name;
+  Method method;
+  quant::Scheme number;
+};
+const SchemeRow kSchemes[] = {
+    {"rtn-int4", Method::Rtn, quant::Scheme::Int4Asym},   {"awq-int4", Method::Awq, quant::Scheme::Int4Asym},
+    {"awq-proxy", Method::Proxy, quant::Scheme::Int4Asym}, {"legacy-awq", Method::Legacy, quant::Scheme::Int4Asym},
+    {"nvfp4", Method::Rtn, quant::Scheme::NvFp4},          {"awq-nvfp4", Method::Awq, quant::Scheme::NvFp4},
+    {"rtn-int8", Method::Rtn, quant::Scheme::Int8Sym},
+};
+
+}  // namespace
+
+std::vector<std::string> known_schemes() {
+  std::vector<std::string> v;
+  for (const auto& r : kSchemes) v.push_back(r.name);
+  return v;
+}
+
+SchemeChoice parse_scheme_choice(const std::string& name, int64_t group, bool sym) {
+  for (const auto& r : kSchemes) {
+    if (name != r.name) continue;
+    SchemeChoice c;
+    c.name = name;
+    c.method = r.method;
+    c.params.scheme = r.number;
+    if (sym && r.number == quant::Scheme::Int4Asym) {
+      if (r.method == Method::Legacy) fail("--sym", "legacy-awq is asymmetric by definition");
+      c.params.scheme = quant::Scheme::Int4Sym;
+    }
+    c.params.group = r.number == quant::Scheme::NvFp4 ? 16 : group;
+    if (r.number != quant::Scheme::NvFp4 && group != 32 && group != 64 && group != 128 && group != 0)
+      fail("--group-size", "expected 32, 64, 128 or 0 (per channel), got " + std::to_string(group));
+    return c;
+  }
+  std::string list;
+  for (const auto& s : known_schemes()) list += (list.empty() ? "" : ", ") + s;
+  fail("--scheme", "unknown scheme '" + name + "' (known: " + list + ")");
+}
+
+bool matches_pattern(const std::string& base, const std::string& pattern) {
+  if (pattern.find_first_of("*?[") != std::string::npos) return fnmatch(pattern.c_str(), base.c_str(), 0) == 0;
+  return base.find(pattern) != std::string::npos;
+}
+
+// ---- output directory -----------------------------------------------------------------------
+
+void check_output_dir(const std::string& dir, bool force) {
+  if (dir.empty()) fail("--out", "an output directory is required");
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  if (!fs::is_directory(dir, ec)) fail(dir, "exists and is not a directory");
+  if (force) return;
+  bool checkpoint = false;
+  try {
+    formats::detect_format(dir);
+    checkpoint = true;
+  } catch (const Error&) {
+  }
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (e.path().extension() == ".safetensors") checkpoint = true;
+  if (checkpoint) fail(dir, "already holds a checkpoint (use --force to replace it)");
+  if (!fs::is_empty(dir, ec)) fail(dir, "is not empty (use --force to replace it)");
+}
+
+namespace {
+
+// The checkpoint is built in `<DIR>.lq-partial-<pid>` and renamed onto DIR at the end; destroyed
+// unfinished (exception), the partial directory is removed. A kill -9 leaves only the clearly named
+// partial directory, never a checkpoint at DIR.
+class TempOutputDir {
+ public:
+  explicit TempOutputDir(const std::string& final_dir) : final_(fs::path(final_dir).lexically_normal()) {
+    if (final_.filename().empty()) final_ = final_.parent_path();
+    temp_ = final_.string() + ".lq-partial-" + std::to_string(::getpid());
+    fs::remove_all(temp_);
+    fs::create_directories(temp_);
+  }
+  ~TempOutputDir() {
+    std::error_code ec;
+    if (!committed_) fs::remove_all(temp_, ec);
+  }
+  const fs::path& path() const { return temp_; }
+  void commit() {
+    std::error_code ec;
+    fs::path old;
+    if (fs::exists(final_, ec)) {
+      old = final_.string() + ".lq-old-" + std::to_string(::getpid());
+      fs::rename(final_, old);
+    }
+    fs::rename(temp_, final_);
+    committed_ = true;
+    if (!old.empty()) fs::remove_all(old, ec);
+  }
+
+ private:
+  fs::path final_, temp_;
+  bool committed_ = false;
+};
+
+// ---- plan -----------------------------------------------------------------------------------
+
+// Decoder layer of a tensor name (".layers.N."), -1 for globals.
+int layer_of(const std::string& name) {
+  const auto pos = name.find(".layers.");
+  if (pos == std::string::npos) return -1;
+  return std::atoi(name.c_str() + pos + 8);
+}
+
+struct Planned {
+  std::vector<formats::PlanEntry> entries;
+  std::map<std::string, bool> quantized;                 // target base -> quantized (false = kept)
+  std::vector<std::vector<std::string>> layer_tensors;   // per layer: every tensor name of the layer
+  std::vector<std::string> global_tensors;
+};
+
+Planned make_plan(const model::ModelSpec& spec, const QuantizeOptions& o) {
+  Planned p;
+  p.layer_tensors.resize(spec.layers.size());
+  const quant::QuantParams& qp = o.scheme.params;
+  std::set<std::string> biases_of_quantized;
+  for (const auto& l : spec.linears) {
+    bool keep = false;
+    for (const auto& pat : o.keep) keep = keep || matches_pattern(l.name, pat);
+    p.quantized[l.name] = !keep;
+    if (keep) continue;
+    const int64_t g = qp.effective_group(l.in);
+    if (g <= 0 || l.in % g != 0)
+      fail(l.name, "group size " + std::to_string(g) + " does not divide the input width " + std::to_string(l.in) +
+                       " (choose another --group-size or --keep this linear)");
+    if (l.has_bias) biases_of_quantized.insert(l.bias_name());
+  }
+  for (const auto& t : spec.tensors) {
+    const int layer = layer_of(t.name);
+    if (layer >= 0) p.layer_tensors.at(size_t(layer)).push_back(t.name);
+    else p.global_tensors.push_back(t.name);
+    if (biases_of_quantized.count(t.name)) continue;  // written with its linear
+    if (t.role == model::TensorRole::LinearWeight) {
+      const std::string base = t.name.substr(0, t.name.size() - 7);
+      const model::LinearSpec* ls = spec.find_linear(base);
+      if (ls && p.quantized.at(base)) {
+        formats::LinearDecl d;
+        d.base = base;
+        d.scheme = qp.scheme;
+        d.out = ls->out;
+        d.in = ls->in;
+        d.group = qp.effective_group(ls->in);
+        d.scale_dtype = qp.scale_dtype;
+        d.has_bias = ls->has_bias;
+        p.entries.push_back(d);
+        continue;
+      }
+    }
+    p.entries.push_back(formats::PlainDecl{t.name, t.shape, o.kept_dtype});
+  }
+  for (const auto& t : spec.kept)  // ViT and anything else outside the canonical list
+    if (std::find(p.global_tensors.begin(), p.global_tensors.end(), t.name) == p.global_tensors.end() &&
+        layer_of(t.name) < 0) {
+      bool listed = false;
+      for (const auto& e : p.entries)
+        if (auto* d = std::get_if<formats::PlainDecl>(&e); d && d->name == t.name) listed = true;
+      if (!listed) {
+        p.entries.push_back(formats::PlainDecl{t.name, t.shape, o.kept_dtype});
+        p.global_tensors.push_back(t.name);
+      }
+    }
+  return p;
+}
+
+double rel_error(const std::vector<float>& ref, const std::vector<float>& got) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = double(got[i]) - ref[i];
+    num += d * d;
+    den += double(ref[i]) * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+json read_model_config(const std::string& dir) {
+  for (const char* f : {"config.json", "llm_config.json"}) {
+    const fs::path p = fs::path(dir) / f;
+    if (!fs::exists(p)) continue;
+    std::ifstream in(p);
+    try {
+      return json::parse(in);
+    } catch (const json::exception& e) {
+      fail(p.string(), std::string("invalid JSON: ") + e.what());
+    }
+  }
+  return json::object();
+}
+
+// Tokenizer / config files the quantized directory needs to be runnable; never overwrites what the
+// writer produced.
+void copy_side_files(const std::string& src, const fs::path& dst) {
+  for (const auto& e : fs::directory_iterator(src)) {
+    if (!e.is_regular_file()) continue;
+    const std::string name = e.path().filename().string();
+    if (e.path().extension() == ".safetensors" || name.find("safetensors.index") != std::string::npos) continue;
+    if (e.path().extension() != ".json" && name != "merges.txt" && e.path().extension() != ".model") continue;
+    if (fs::exists(dst / name)) continue;
+    fs::copy_file(e.path(), dst / name);
+  }
+}
+
+std::unique_ptr<LayerSearch> make_search(const QuantizeOptions& o, const model::ModelSpec& spec, QuantizeReport& report) {
+  switch (o.scheme.method) {
+    case Method::Rtn: return nullptr;
+    case Method::Awq: return make_forward_awq(o, spec, report);
+    case Method::Proxy:
+    case Method::Legacy: return make_stats_search(o, spec);
+  }
+  return nullptr;
+}
+
+// The layer as a dense model computing what the checkpoint computes, folds undone: quantized
+// targets W' / (row x col fold scales), everything else the original tensor.
+template <class Write>
+void write_dense_layer(const model::ModelSpec& spec, int l, const LayerTensors& original, const LayerTensors& final_weights,
+                       const LayerPlans& plans, const std::vector<std::string>& names, Write&& write) {
+  std::map<std::string, const model::LinearSpec*> weight_of;
+  for (const auto& path : spec.layers[size_t(l)].paths)
+    for (const auto& ls : path.linears) weight_of[ls.weight_name()] = &ls;
+  for (const auto& name : names) {
+    const auto it = weight_of.find(name);
+    if (it == weight_of.end()) {
+      write(name, original.at(name));
+      continue;
+    }
+    const model::LinearSpec& ls = *it->second;
+    std::vector<float> w = final_weights.at(name);
+    const auto p = plans.find(ls.name);
+    if (p != plans.end())
+      for (int64_t r = 0; r < ls.out; ++r)
+        for (int64_t c = 0; c < ls.in; ++c) {
+          const float rs = p->second.row_scale.empty() ? 1.0f : p->second.row_scale[size_t(r)];
+          const float cs = p->second.col_scale.empty() ? 1.0f : p->second.col_scale[size_t(c)];
+          w[size_t(r * ls.in + c)] /= rs * cs;
+        }
+    write(name, w);
+  }
+}
+
+}  // namespace
+
+// ---- the driver -----------------------------------------------------------------------------
+
+QuantizeReport quantize_model(const QuantizeOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  check_output_dir(o.out_dir, o.force);
+  const model::ModelConfig cfg = model::load_config(o.model_dir);
+  io::TensorStore store(o.model_dir);
+  const model::ModelSpec spec = model::build_spec(cfg, store);
+  if (!formats::format_supports(o.format, o.scheme.params.scheme))
+    fail("--format", std::string(formats::format_name(o.format)) + " cannot store " + quant::scheme_name(o.scheme.params.scheme));
+  Planned plan = make_plan(spec, o);
+
+  QuantizeReport report;
+  report.scheme = o.scheme.name;
+  report.format = formats::format_name(o.format);
+  report.out_dir = o.out_dir;
+  std::unique_ptr<LayerSearch> search = make_search(o, spec, report);  // validates stats / runs calibration inputs
+
+  TempOutputDir temp(o.out_dir);
+  formats::WriterOptions wo;
+  wo.model_config = read_model_config(o.model_dir);
+  wo.method = o.scheme.method == Method::Rtn ? "rtn" : o.scheme.method == Method::Legacy ? "legacy-awq" : "awq";
+  wo.extra_meta = {{"scheme", o.scheme.name}, {"producer", "lance-quant quantize"}};
+  formats::CheckpointWriter writer(temp.path().string(), o.format, plan.entries, wo);
+
+  std::map<std::string, const formats::PlanEntry*> entry_of;
+  for (const auto& e : plan.entries) {
+    if (auto* d = std::get_if<formats::LinearDecl>(&e)) entry_of[d->base + ".weight"] = &e;
+    else entry_of[std::get<formats::PlainDecl>(e).name] = &e;
+  }
+  std::unique_ptr<io::SafetensorsWriter> dense;
+  if (!o.dense_out.empty()) {
+    fs::create_directories(o.dense_out);
+    dense = std::make_unique<io::SafetensorsWriter>((fs::path(o.dense_out) / "model.safetensors").string(),
+                                                    std::map<std::string, std::string>{{"format", "pt"}});
+    for (const auto& ts : spec.tensors) dense->declare(ts.name, io::DType::F32, ts.shape);
+  }
+  auto write_dense = [&](const std::string& name, const std::vector<float>& v) {
+    if (dense) dense->write(v.data(), v.size() * sizeof(float));
+  };
+  auto write_plain = [&](const std::string& name, const std::vector<float>& data) { writer.write_plain(name, data.data()); };
+
+  // Globals before the layers (embeddings), then layers, then the rest, in plan order.
+  size_t next_entry = 0;
+  auto write_globals_until_layer = [&]() {
+    while (next_entry < plan.entries.size()) {
+      const auto& e = plan.entries[next_entry];
+      const std::string name = std::holds_alternative<formats::PlainDecl>(e) ? std::get<formats::PlainDecl>(e).name
+                                                                              : std::get<formats::LinearDecl>(e).base;
+      if (layer_of(name) >= 0) return;
+      const std::vector<float> v = store.read_f32(name);
+      write_plain(name, v);
+      write_dense(name, v);
+      store.drop(name);
+      ++next_entry;
+    }
+  };
+  write_globals_until_layer();
+
+  const int layers = int(spec.layers.size());
+  for (int l = 0; l < layers; ++l) {
+    LayerTensors t;
+    for (const auto& name : plan.layer_tensors[size_t(l)]) t[name] = store.read_f32(name);
+    LayerPlans plans;
+    const LayerTensors original = dense ? t : LayerTensors{};
+    if (search) search->search(l, t, plan.quantized, plans);
+
+    // Quantize this layer's targets (after the folds), keep the dequantized weights for the search.
+    std::map<std::string, quant::QTensor> qts;
+    LayerTensors final_weights = t;
+    for (const auto& path : spec.layers[size_t(l)].paths)
+      for (const auto& ls : path.linears) {
+        if (!plan.quantized.at(ls.name)) continue;
+        const LinearPlan* lp = plans.count(ls.name) ? &plans.at(ls.name) : nullptr;
+        const std::vector<float>& w = t.at(ls.weight_name());
+        const float* clip = lp && !lp->clip.empty() ? lp->clip.data() : nullptr;
+        quant::QTensor qt = o.scheme.method == Method::Legacy ? legacy_quantize(w.data(), ls.out, ls.in, o.scheme.params)
+                                                              : quant::quantize(w.data(), ls.out, ls.in, o.scheme.params, clip);
+        std::vector<float> deq = qt.dequantize();
+        LinearReport r;
+        r.name = ls.name;
+        r.weight_rel_error = rel_error(w, deq);
+        if (lp) {
+          r.alpha = lp->alpha;
+          r.identity = lp->identity;
+          r.output_rel_error = lp->output_rel_error;
+          if (!lp->clip.empty()) {
+            double s = 0;
+            for (float c : lp->clip) s += c;
+            r.mean_clip = s / double(lp->clip.size());
+          }
+        }
+        report.linears.push_back(r);
+        final_weights[ls.weight_name()] = std::move(deq);
+        qts.emplace(ls.name, std::move(qt));
+        ++report.quantized_linears;
+      }
+    // Write in plan order.
+    while (next_entry < plan.entries.size()) {
+      const auto& e = plan.entries[next_entry];
+      if (auto* d = std::get_if<formats::LinearDecl>(&e)) {
+        if (layer_of(d->base) != l) break;
+        const std::string bias = d->has_bias ? d->base + ".bias" : "";
+        writer.write_quantized(d->base, qts.at(d->base), d->has_bias ? t.at(bias).data() : nullptr);
+      } else {
+        const auto& pd = std::get<formats::PlainDecl>(e);
+        if (layer_of(pd.name) != l) break;
+        write_plain(pd.name, t.at(pd.name));
+      }
+      ++next_entry;
+    }
+    if (dense) write_dense_layer(spec, l, original, final_weights, plans, plan.layer_tensors[size_t(l)], write_dense);
+    if (search) search->layer_done(l, final_weights, plans);
+    for (const auto& name : plan.layer_tensors[size_t(l)]) store.drop(name);
+    if (o.on_layer) o.on_layer(l + 1, layers);
+  }
+  for (const auto& [base, q] : plan.quantized) report.kept_linears += !q;
+  write_globals_until_layer();
+  if (next_entry != plan.entries.size()) fail(o.out_dir, "internal: plan not fully written");
+  writer.finish();
+  copy_side_files(o.model_dir, temp.path());
+  if (dense) {
+    dense->finish();
+    copy_side_files(o.model_dir, o.dense_out);
+  }
+  for (const auto& e : fs::recursive_directory_iterator(temp.path()))
+    if (e.is_regular_file()) report.output_bytes += e.file_size();
+  temp.commit();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return report;
+}
+
+json QuantizeReport::to_json() const {
+  json j = {{"scheme", scheme}, {"format", format}, {"out", out_dir}, {"quantized_linears", quantized_linears},
+            {"kept_linears", kept_linears}, {"output_bytes", output_bytes}, {"seconds", seconds},
+            {"calib_rows_per_layer", {{"und", calib_rows_und}, {"gen", calib_rows_gen}}},
+            {"calib_tokens", {{"und", calib_tokens_und}, {"gen", calib_tokens_gen}}}};
+  json lin = json::array();
+  for (const auto& l : linears) {
+    json e = {{"name", l.name}, {"weight_rel_error", l.weight_rel_error}};
+    if (l.alpha >= 0) e["alpha"] = l.alpha, e["identity"] = l.identity;
+    if (l.mean_clip < 1.0) e["mean_clip"] = l.mean_clip;
+    if (l.output_rel_error >= 0) e["output_rel_error"] = l.output_rel_error;
+    lin.push_back(e);
+  }
+  j["linears"] = lin;
+  return j;
+}
+
+// ---- folds ----------------------------------------------------------------------------------
+
+void scale_columns(float* w, int64_t out, int64_t in, const std::vector<float>& s, const model::FusionPair& f) {
+  for (int64_t r = 0; r < out; ++r)
+    for (int64_t c = 0; c < in; ++c) w[r * in + c] *= s[size_t(f.scale_index(c))];
+}
+
+void divide_rows(float* w, int64_t in, const std::vector<float>& s, float* bias) {
+  for (size_t r = 0; r < s.size(); ++r) {
+    for (int64_t c = 0; c < in; ++c) w[int64_t(r) * in + c] /= s[r];
+    if (bias) bias[r] /= s[r];
+  }
+}
+
+void divide_vector(float* v, const std::vector<float>& s) {
+  for (size_t i = 0; i < s.size(); ++i) v[i] /= s[i];
+}
+
+void apply_fold(const model::ModelSpec& spec, const model::FusionPair& f, const std::vector<float>& s, LayerTensors& t,
+                LayerPlans& plans) {
+  const model::PathLayerSpec& names = spec.layers[size_t(f.layer)].path(f.path);
+  for (auto k : f.target_kinds) {
+    const model::LinearSpec& ls = names.linear(k);
+    scale_columns(t.at(ls.weight_name()).data(), ls.out, ls.in, s, f);
+    std::vector<float>& cs = plans[ls.name].col_scale;
+    if (cs.empty()) cs.assign(size_t(ls.in), 1.0f);
+    for (int64_t c = 0; c < ls.in; ++c) cs[size_t(c)] *= s[size_t(f.scale_index(c))];
+  }
+  if (f.kind == model::FusionKind::NormToLinears) {
+    divide_vector(t.at(f.prev_tensors.front()).data(), s);
+    return;
+  }
+  const model::LinearSpec& prev = names.linear(f.kind == model::FusionKind::VToO ? model::LinearKind::V : model::LinearKind::Up);
+  divide_rows(t.at(prev.weight_name()).data(), prev.in, s, prev.has_bias ? t.at(prev.bias_name()).data() : nullptr);
+  std::vector<float>& rs = plans[prev.name].row_scale;
+  if (rs.empty()) rs.assign(size_t(prev.out), 1.0f);
+  for (int64_t r = 0; r < prev.out; ++r) rs[size_t(r)] /= s[size_t(r)];
+}
+
+}  // namespace lq::pipeline

@@ -1,0 +1,101 @@
+// `lance-quant quantize`: stream a Lance checkpoint layer by layer into a quantized checkpoint.
+//
+// Methods (the part of a scheme name before the number format):
+//   rtn      round-to-nearest min-max (the quality floor)
+//   awq      activation-aware scaling searched on REAL activations: every decoder layer is run through
+//            the native forward on cached calibration rows (text windows and t2i sequences); the
+//            layer's quantized output feeds the next layer
+//   proxy    the same four folds per path, scales chosen from calibration statistics only (no forward)
+//   legacy   the original Python lance-quant's AWQ, kept as a baseline
+// Memory: one decoder layer's weights are resident at a time (read from the memory map, pages dropped
+// once written), plus AWQ's cached residual rows; the output goes to a temporary directory beside
+// DIR that is renamed into place at the very end (a killed run leaves no checkpoint at DIR).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "calib/calibrate.h"
+#include "formats/checkpoint.h"
+#include "quant/quantizer.h"
+
+namespace lq::pipeline {
+
+enum class Method { Rtn, Awq, Proxy, Legacy };
+
+// A scheme name: rtn-int4, awq-int4, awq-proxy, legacy-awq, nvfp4, awq-nvfp4, rtn-int8.
+struct SchemeChoice {
+  std::string name;
+  Method method = Method::Rtn;
+  quant::QuantParams params;
+};
+// Throws lq::Error listing the known schemes. `sym` selects symmetric INT4.
+SchemeChoice parse_scheme_choice(const std::string& name, int64_t group, bool sym);
+std::vector<std::string> known_schemes();
+
+struct AwqOptions {
+  int64_t rows_per_layer = 2048;   // calibration rows per path kept for the search (bounded sample)
+  int64_t clip_rows = 256;         // rows used by the clip search
+  int grid = 20;                   // scale grid points (plus the identity)
+  bool duo_scaling = true;
+  bool clip = true;
+  int64_t seq_len = 256;           // text window length
+  int64_t max_tokens = 0;          // per text/chat source; 0 = all
+  int64_t max_prompts = 0;         // per t2i source; 0 = all
+  int t2i_taus = 4;                // taus of the sampler schedule sampled per t2i prompt
+  int t2i_steps = 0;               // 0: the model's prompt settings
+};
+
+struct QuantizeOptions {
+  std::string model_dir, out_dir;
+  SchemeChoice scheme;
+  formats::FormatId format = formats::FormatId::LanceQuantV1;
+  std::vector<std::string> keep;                 // glob or substring of a linear's base name: stays bf16
+  std::vector<calib::Source> calib;              // AWQ inputs
+  std::string stats_path;                        // proxy / legacy inputs
+  bool allow_partial = false, force = false;
+  io::DType kept_dtype = io::DType::BF16;
+  AwqOptions awq;
+  // Evaluation aid: also write DIR/model.safetensors, a dense f32 model computing what the quantized
+  // checkpoint computes with every fold undone (W' / (row x column fold scales), original norms), so
+  // the forward and per-linear comparisons can load it like the original. Empty = off.
+  std::string dense_out;
+  // Called after each layer (layer index, layers) for progress display.
+  std::function<void(int, int)> on_layer;
+};
+
+// Per quantized linear: relative weight error ||W' - W||/||W|| (W' = dequantized, folds undone) and,
+// for the searched methods, the chosen scale exponent and clip statistics and the output error on the
+// search rows.
+struct LinearReport {
+  std::string name;
+  double weight_rel_error = 0;
+  double alpha = -1;          // -1: no scaling searched; 0 with identity means scales of 1
+  bool identity = false;      // AWQ chose the identity candidate
+  double mean_clip = 1.0;     // mean clip ratio over groups
+  double output_rel_error = -1;  // on the search rows (AWQ), -1 when not measured
+};
+
+struct QuantizeReport {
+  std::string scheme, format, out_dir;
+  int64_t quantized_linears = 0, kept_linears = 0;
+  uint64_t output_bytes = 0;
+  double seconds = 0;
+  int64_t calib_rows_und = 0, calib_rows_gen = 0;  // AWQ: rows cached per layer (both paths)
+  int64_t calib_tokens_und = 0, calib_tokens_gen = 0;  // tokens read from the calibration inputs
+  std::vector<LinearReport> linears;
+  nlohmann::json to_json() const;
+};
+
+QuantizeReport quantize_model(const QuantizeOptions& options);
+
+// True when `base` matches a --keep pattern: glob (fnmatch, when it holds * ? or [) or substring.
+bool matches_pattern(const std::string& base, const std::string& pattern);
+
+// Refuses an output directory that already holds a checkpoint (or anything) unless `force`.
+void check_output_dir(const std::string& dir, bool force);
+
+}  // namespace lq::pipeline
