@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "forward/attention.h"
+#include "forward/quant_linear.h"
 #include "kernels/parallel.h"
 #include "io/error.h"
 #include "io/safetensors.h"
@@ -132,7 +133,7 @@ void check_linear_shape(const LinearWeights& w, int64_t out, int64_t in, const s
                    "], expected [" + std::to_string(out) + ", " + std::to_string(in) + "]");
 }
 
-void load_layer(Engine::Impl& m, int l) {
+void load_layer(Engine::Impl& m, int l, const LinearFactory& factory) {
   const io::TensorStore& st = *m.store;
   const auto& c = m.cfg;
   LayerWeights& lw = m.layers[l];
@@ -145,7 +146,8 @@ void load_layer(Engine::Impl& m, int l) {
     lw.k_norm[pi] = load_vector(st, names.k_norm, c.head_dim);
     for (model::LinearKind k : model::kAllLinearKinds) {
       const model::LinearSpec& ls = names.linear(k);
-      auto w = load_dense(st, ls.weight_name(), ls.bias_name(), m.storage);
+      std::unique_ptr<LinearWeights> w = factory ? factory(ls) : nullptr;
+      if (!w) w = load_dense(st, ls.weight_name(), ls.bias_name(), m.storage);
       check_linear_shape(*w, ls.out, ls.in, ls.weight_name());
       lw.linears[pi][static_cast<int>(k)] = std::move(w);
     }
@@ -174,11 +176,14 @@ Engine& Engine::operator=(Engine&&) noexcept = default;
 Engine::~Engine() = default;
 
 Engine Engine::load(const std::string& model_dir, const LoadOptions& opts) {
+  if (!opts.linear_factory && is_quantized_checkpoint(model_dir)) return load_quantized(model_dir, opts);
   auto m = std::make_unique<Impl>();
   m->cfg = model::load_config(model_dir);
-  m->store = std::make_unique<io::TensorStore>(model_dir);
-  // Strict validation: every expected tensor with its shape, nothing missing or unexpected.
-  m->spec = model::build_spec(m->cfg, *m->store);
+  m->store = std::make_unique<io::TensorStore>(opts.weights_file.empty() ? model_dir : opts.weights_file);
+  // Strict validation: every expected tensor with its shape, nothing missing or unexpected
+  // (quantized checkpoints: load_quantized validates them against the same expected map).
+  m->spec = opts.linear_factory ? model::expected_spec(m->cfg, model::Arch::LanceMoT)
+                                : model::build_spec(m->cfg, *m->store);
   if (m->spec.arch != model::Arch::LanceMoT)
     fail(model_dir, std::string("the forward runs Lance MoT checkpoints; this one is ") + model::arch_name(m->spec.arch));
   m->storage = opts.storage;
@@ -187,7 +192,7 @@ Engine Engine::load(const std::string& model_dir, const LoadOptions& opts) {
     fail(c.source, "num_attention_heads must be a multiple of num_key_value_heads");
   m->layers_loaded = opts.num_layers < 0 ? c.num_layers : std::min(opts.num_layers, c.num_layers);
   m->layers.resize(m->layers_loaded);
-  for (int l = 0; l < m->layers_loaded; ++l) load_layer(*m, l);
+  for (int l = 0; l < m->layers_loaded; ++l) load_layer(*m, l, opts.linear_factory);
 
   const io::TensorStore& st = *m->store;
   m->embed = load_dense(st, "language_model.model.embed_tokens.weight", "", opts.storage);

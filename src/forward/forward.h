@@ -21,6 +21,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -139,9 +140,16 @@ enum class CacheWrite { No, Append };
 
 enum class WeightStorage { F32, BF16 };
 
+// Supplies a target linear itself (quantized checkpoints), or returns nullptr to load "<name>.weight".
+using LinearFactory = std::function<std::unique_ptr<LinearWeights>(const model::LinearSpec&)>;
+
 struct LoadOptions {
   WeightStorage storage = WeightStorage::F32;
   int num_layers = -1;  // load only the first N layers (benchmarks); -1 = all
+  // Set by fwd::load_quantized (forward/quant_linear.h), which validates the checkpoint itself: with
+  // a factory the model map is the one the config implies and the store is `weights_file`.
+  LinearFactory linear_factory;
+  std::string weights_file;
 };
 
 class Engine {

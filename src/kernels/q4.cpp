@@ -62,9 +62,10 @@ void validate_call(const float* x, int64_t n, const Q4Matrix& w, const float* y)
   if (n < 0) fail("q4_linear", "negative token count " + std::to_string(n));
   if (n > 0 && w.cols > 0 && !x) fail("q4_linear", "input x is null");
   if (n > 0 && w.rows > 0 && !y) fail("q4_linear", "output y is null");
-  if (int64_t(w.packed.size()) != w.rows * w.cols / 2 ||
-      int64_t(w.scales.size()) != w.rows * w.groups_per_row() ||
-      (w.scheme == Q4Scheme::Int4 && w.zeros.size() != w.scales.size()))
+  const int64_t ng = w.rows * w.groups_per_row();
+  const bool int4_ok = int64_t(w.scales.size()) == ng && int64_t(w.zeros.size()) == ng;
+  const bool nvfp4_ok = int64_t(w.block_scales.size()) == ng && w.scale_lut.size() == 256;
+  if (int64_t(w.packed.size()) != w.rows * w.cols / 2 || !(w.scheme == Q4Scheme::Int4 ? int4_ok : nvfp4_ok))
     fail("q4_linear", "inconsistent Q4Matrix (built outside pack_int4 / pack_nvfp4?)");
 }
 
@@ -111,12 +112,16 @@ inline float scaled_code(const Q4Matrix& w, int code, float scale) {
   return w.scheme == Q4Scheme::Int4 ? float(code) * scale : float(kTwiceE2m1[code]) * scale;
 }
 
+// The f32 scale of group g (flat index): s (Int4) or 0.5 * bs (NvFp4, through the table).
+inline float group_scale(const Q4Matrix& w, int64_t g) {
+  return w.scheme == Q4Scheme::Int4 ? w.scales[size_t(g)] : w.scale_lut[w.block_scales[size_t(g)]];
+}
+
 void scalar_rows(const float* x, int64_t n, const Q4Matrix& w, const float* xsum, const float* bias, float* y,
                  int64_t r0, int64_t r1) {
   const int64_t G = w.groups_per_row();
   for (int64_t o = r0; o < r1; ++o) {
     const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
-    const float* s = w.scales.data() + o * G;
     for (int64_t t = 0; t < n; ++t) {
       const float* xt = x + t * w.cols;
       float acc = 0.0f;
@@ -125,7 +130,7 @@ void scalar_rows(const float* x, int64_t n, const Q4Matrix& w, const float* xsum
         for (int64_t j = 0; j < kChunk; ++j) {
           const uint8_t byte = p[base / 2 + (j % half)];
           const int code = j < half ? byte & 15 : byte >> 4;
-          acc += scaled_code(w, code, s[(base + j) / w.group]) * xt[base + j];
+          acc += scaled_code(w, code, group_scale(w, o * G + (base + j) / w.group)) * xt[base + j];
         }
       }
       acc -= zero_correction(w, o, xsum + t * G);
@@ -171,22 +176,31 @@ LQ_AVX2 inline void decode16(const uint8_t* p, __m256 scale, __m256& v0, __m256&
   }
 }
 
+// The scale of the group holding input i of the row whose first group is g0, broadcast.
+template <Q4Scheme S>
+LQ_AVX2 inline __m256 scale_at(const Q4Matrix& w, int64_t g0, int64_t i) {
+  if constexpr (S == Q4Scheme::Int4)
+    return _mm256_broadcast_ss(w.scales.data() + g0 + i / w.group);
+  else
+    return _mm256_broadcast_ss(w.scale_lut.data() + w.block_scales[size_t(g0 + i / 16)]);
+}
+
 // One output row o for tokens [t0, t0 + NT): the dot products without bias / zero correction
 // (the caller adds them). NA accumulators per token (4 or 2) keep FMA dependency chains short.
 template <Q4Scheme S, int NT>
 LQ_AVX2 void avx2_row(const float* x, const Q4Matrix& w, int64_t o, int64_t t0, float* out /*[NT]*/) {
   constexpr int NA = NT <= 2 ? 4 : 2;
-  const int64_t cols = w.cols, group = w.group;
+  const int64_t cols = w.cols;
   const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
-  const float* s = w.scales.data() + o * w.groups_per_row();
+  const int64_t g0 = o * w.groups_per_row();
   __m256 acc[NT][NA];
   for (int t = 0; t < NT; ++t)
     for (int a = 0; a < NA; ++a) acc[t][a] = _mm256_setzero_ps();
   int64_t base = 0;
   for (; base + 32 <= cols; base += 32) {  // two 16-code chunks (a group holds both: group % 16 == 0)
     __m256 w0, w1, w2, w3;
-    decode16<S>(p + base / 2, _mm256_broadcast_ss(s + base / group), w0, w1);
-    decode16<S>(p + base / 2 + 8, _mm256_broadcast_ss(s + (base + 16) / group), w2, w3);
+    decode16<S>(p + base / 2, scale_at<S>(w, g0, base), w0, w1);
+    decode16<S>(p + base / 2 + 8, scale_at<S>(w, g0, base + 16), w2, w3);
     for (int t = 0; t < NT; ++t) {
       const float* xt = x + (t0 + t) * cols + base;
       acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), acc[t][0]);
@@ -197,7 +211,7 @@ LQ_AVX2 void avx2_row(const float* x, const Q4Matrix& w, int64_t o, int64_t t0, 
   }
   if (base < cols) {  // a final single chunk of 16 codes
     __m256 w0, w1;
-    decode16<S>(p + base / 2, _mm256_broadcast_ss(s + base / group), w0, w1);
+    decode16<S>(p + base / 2, scale_at<S>(w, g0, base), w0, w1);
     for (int t = 0; t < NT; ++t) {
       const float* xt = x + (t0 + t) * cols + base;
       acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), acc[t][0]);
@@ -245,7 +259,8 @@ bool have_avx2() { return false; }
 // ---- layout -------------------------------------------------------------------------------
 
 uint64_t Q4Matrix::weight_bytes() const {
-  return uint64_t(packed.size()) + uint64_t(scales.size()) * sizeof(float) + uint64_t(zeros.size());
+  return uint64_t(packed.size()) + uint64_t(scales.size()) * sizeof(float) + uint64_t(zeros.size()) +
+         uint64_t(block_scales.size()) + uint64_t(scale_lut.size()) * sizeof(float);
 }
 
 int Q4Matrix::code(int64_t o, int64_t i) const {
@@ -258,7 +273,7 @@ float Q4Matrix::weight(int64_t o, int64_t i) const {
   const size_t g = size_t(o * groups_per_row() + i / group);
   const int q = code(o, i);
   if (scheme == Q4Scheme::Int4) return float(q - int(zeros[g])) * scales[g];
-  return num::e2m1_to_f32(uint8_t(q)) * (2.0f * scales[g]);  // scales hold bs / 2 exactly
+  return num::e2m1_to_f32(uint8_t(q)) * (2.0f * scale_lut[block_scales[g]]);  // the table holds bs / 2 exactly
 }
 
 Q4Matrix pack_int4(int64_t rows, int64_t cols, int64_t group, const uint8_t* codes, const float* scales,
@@ -289,10 +304,10 @@ Q4Matrix pack_nvfp4(int64_t rows, int64_t cols, const uint8_t* codes, const uint
   m.cols = cols;
   m.group = 16;
   m.packed = pack_codes(rows, cols, codes);
-  const size_t ng = size_t(rows * (cols / 16));
-  m.scales.resize(ng);
+  m.block_scales.assign(block_scales, block_scales + size_t(rows * (cols / 16)));
+  m.scale_lut.resize(256);
   // bs = e4m3 * tensor_scale in f32 (the definition's order); halving is exact for normal floats.
-  for (size_t g = 0; g < ng; ++g) m.scales[g] = 0.5f * (num::e4m3_to_f32(block_scales[g]) * tensor_scale);
+  for (int b = 0; b < 256; ++b) m.scale_lut[size_t(b)] = 0.5f * (num::e4m3_to_f32(uint8_t(b)) * tensor_scale);
   return m;
 }
 

@@ -13,7 +13,8 @@
 // scale and, for Int4, the zero point byte: the kernel decodes q * s (integer -> f32, one multiply
 // shared by every token of the call) and corrects the zero point once per group and token,
 //   y = sum_i (q_i s_g) x_i - sum_g (s_g z_g) * (sum_{i in g} x_i)
-// with the group sums of x computed once per token and call. NvFp4 stores 0.5 * bs and decodes
+// with the group sums of x computed once per token and call. NvFp4 keeps the E4M3 block-scale bytes
+// and a 256-entry table of 0.5 * bs (so it streams 4.5 bits per weight, like the file) and decodes
 // codes to 2 * e2m1 in {0, +-1, +-2, +-3, +-4, +-6, +-8, +-12} with a permute table lookup.
 //
 // Paths: AVX2+FMA (run-time dispatch), a portable scalar path, and `q4_linear_ref` (double
@@ -39,12 +40,14 @@ struct Q4Matrix {
   int64_t rows = 0, cols = 0;  // out, in features
   int64_t group = 0;           // inputs per scale (16 for NvFp4)
   std::vector<uint8_t> packed;        // [rows][cols / 2], 16-code chunks as above
-  std::vector<float> scales;          // [rows][cols / group]: s (Int4) or 0.5 * bs (NvFp4)
-  std::vector<uint8_t> zeros;        // [rows][cols / group]: z (Int4 only)
+  std::vector<float> scales;          // Int4: [rows][cols / group] s
+  std::vector<uint8_t> zeros;         // Int4: [rows][cols / group] z
+  std::vector<uint8_t> block_scales;  // NvFp4: [rows][cols / 16] E4M3 bytes (0.5 bit per weight)
+  std::vector<float> scale_lut;       // NvFp4: [256] 0.5 * (e4m3(byte) * tensor_scale)
 
   int64_t groups_per_row() const { return group > 0 ? cols / group : 0; }
   int64_t bytes_per_row() const { return cols / 2; }
-  // Bytes one full application reads (codes + per-group scales and zeros).
+  // Bytes one full application reads (codes + per-group scales and zeros / block-scale bytes).
   uint64_t weight_bytes() const;
   // Dequantized weight (o, i): (q - z) * s, or e2m1(q) * bs (the value the reference uses).
   float weight(int64_t o, int64_t i) const;
