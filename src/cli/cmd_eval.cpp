@@ -160,8 +160,10 @@ int cmd_eval(const Args& args) {
 
   const auto t0 = std::chrono::steady_clock::now();
   const tok::Tokenizer tok = tok::Tokenizer::load(c.base);
-  fwd::Engine base = fwd::Engine::load(c.base, {c.storage, -1});
-  fwd::Engine quant = fwd::Engine::load(c.quant, {c.storage, -1});
+  fwd::LoadOptions load;
+  load.storage = c.storage;
+  fwd::Engine base = fwd::Engine::load(c.base, load);
+  fwd::Engine quant = fwd::Engine::load(c.quant, load);  // a quantized directory loads its own linears
   if (!c.fake_quant.empty()) eval::fake_quantize_engine(quant, eval::parse_fake_quant(c.fake_quant, "eval --fake-quant"));
 
   io::Progress progress("eval", 1, "units");

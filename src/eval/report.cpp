@@ -169,6 +169,8 @@ std::string hidden_plot(const LayerResult& l) {
   add("gen rows (latents)", l.gen_hidden_error);
   ChartSpec spec{"Residual-stream error after each layer", "layer output (0 = input embeddings)",
                  "||h_q - h|| / ||h||", true, {}, 820, 420};
+  for (size_t i = 0; i < std::max(l.und_hidden_error.size(), l.gen_hidden_error.size()); ++i)
+    spec.x_tick_labels.push_back(std::to_string(i));
   return line_chart_svg(spec, series);
 }
 
