@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "eval/evaluate.h"
 #include "eval/fake_quant.h"
+#include "eval/locate.h"
 #include "eval/report.h"
 #include "forward/prompts.h"
 #include "io/error.h"
@@ -103,29 +104,17 @@ EvalCli parse(const Args& args) {
   return c;
 }
 
-// The repository's held-out evaluation data: explicit dir, $LQ_DATA_DIR, or data/eval above the
-// executable (a build tree inside the checkout) or the working directory.
-std::string find_data_dir(const std::string& given) {
+std::string eval_data_dir(const std::string& given) {
   if (!given.empty()) return given;
   if (const char* env = std::getenv("LQ_DATA_DIR")) return env;
-  std::vector<fs::path> starts;
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) starts.push_back(self.parent_path());
-  starts.push_back(fs::current_path(ec));
-  for (fs::path p : starts)
-    for (; !p.empty(); p = p.parent_path()) {
-      if (fs::exists(p / "data" / "eval" / "text.txt", ec)) return (p / "data" / "eval").string();
-      if (p == p.parent_path()) break;
-    }
-  return "";
+  return eval::find_data_dir("eval");
 }
 
 void fill_default_data(EvalCli& c, const fwd::T2iSettings& t2i) {
   const bool need = (!c.no_text && c.data.text_files.empty()) || (!c.no_chat && c.data.chat_file.empty()) ||
                     (!c.no_t2i && c.data.t2i_file.empty());
   if (!need) return;
-  const std::string dir = find_data_dir(c.data_dir);
+  const std::string dir = eval_data_dir(c.data_dir);
   if (dir.empty())
     fail("eval", "no evaluation data given and data/eval not found (pass --text/--chat/--t2i-prompts, --data-dir, "
                  "or set LQ_DATA_DIR)");

@@ -17,6 +17,7 @@ int cmd_calibrate(const Args& args);
 int cmd_export(const Args& args);
 int cmd_merge_stats(const Args& args);
 int cmd_eval(const Args& args);
+int cmd_demo(const Args& args);
 int cmd_quantize(const Args& args);
 
 }  // namespace lq::cli

@@ -22,6 +22,7 @@ const Command kCommands[] = {
     {"calibrate", lq::cli::cmd_calibrate, "activation statistics of both paths (text, chat, t2i inputs)"},
     {"merge-stats", lq::cli::cmd_merge_stats, "merge calibration statistics (shards) of one model"},
     {"quantize", lq::cli::cmd_quantize, "quantize a checkpoint layer by layer: awq-int4, rtn-int4, nvfp4, ..."},
+    {"demo", lq::cli::cmd_demo, "quantize the default model (rtn-int4, awq-int4, nvfp4) and compare the reports"},
     {"eval", lq::cli::cmd_eval, "compare QUANT with BASE on held-out data: report.md/json + plots"},
     {"export", lq::cli::cmd_export, "export the understanding path: gguf (llama.cpp), mlx (mlx-lm), hf"},
     {"run", lq::cli::cmd_run, "run a model: --task text | t2i"},
