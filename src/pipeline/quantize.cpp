@@ -290,9 +290,9 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   report.scheme = o.scheme.name;
   report.format = formats::format_name(o.format);
   report.out_dir = o.out_dir;
+  TempOutputDir temp(o.out_dir);  // removed again if anything below throws
   std::unique_ptr<LayerSearch> search = make_search(o, spec, report);  // validates stats / runs calibration inputs
 
-  TempOutputDir temp(o.out_dir);
   formats::WriterOptions wo;
   wo.model_config = read_model_config(o.model_dir);
   wo.method = o.scheme.method == Method::Rtn ? "rtn" : o.scheme.method == Method::Legacy ? "legacy-awq" : "awq";
