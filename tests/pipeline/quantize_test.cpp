@@ -165,7 +165,7 @@ TEST(QuantizeCli, RtnOutputLoadsBackBitExact) {
   LQ_REQUIRE_SHARED();
   const std::string m = test::lance_mini_dir(), d = test::scratch_dir("quantize_rtn");
   std::string out;
-  ASSERT_EQ(test::run_command(quantize_cmd(m + " --scheme rtn-int4 --group-size 64 --keep down_proj_moe_gen --keep '*layers.3.mlp.up_proj' --out " + d + "/q"), &out), 0) << out;
+  ASSERT_EQ(test::run_command(quantize_cmd(m + " --scheme rtn-int4 --group-size 64 --keep mlp_moe_gen.down_proj --keep '*layers.3.mlp.up_proj' --out " + d + "/q"), &out), 0) << out;
   formats::CheckpointReader r(d + "/q");
   io::TensorStore src(m);
   const model::ModelSpec spec = model::build_spec(model::load_config(m), src);
