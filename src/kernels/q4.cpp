@@ -17,6 +17,7 @@
 #endif
 
 #include "io/error.h"
+#include "kernels/linear.h"
 #include "num/formats.h"
 
 namespace lq::kernels {
@@ -246,6 +247,50 @@ LQ_AVX2 void avx2_rows(const float* x, int64_t n, const Q4Matrix& w, const float
   }
 }
 
+// Rows [r0, r1) dequantized to f32 into dst ([r1 - r0][cols]): (q - z) * s or e2m1 * bs, each
+// value computed as q * s - s * z (exact for bf16 / f16 scales, one rounding for f32 scales).
+template <Q4Scheme S>
+LQ_AVX2 void dequantize_block(const Q4Matrix& w, int64_t r0, int64_t r1, float* dst) {
+  const int64_t cols = w.cols, G = w.groups_per_row();
+  for (int64_t o = r0; o < r1; ++o) {
+    const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
+    float* d = dst + (o - r0) * cols;
+    for (int64_t base = 0; base < cols; base += 16) {
+      __m256 v0, v1;
+      decode16<S>(p + base / 2, scale_at<S>(w, o * G, base), v0, v1);
+      if constexpr (S == Q4Scheme::Int4) {
+        const size_t g = size_t(o * G + base / w.group);
+        const __m256 sz = _mm256_set1_ps(w.scales[g] * float(w.zeros[g]));
+        v0 = _mm256_sub_ps(v0, sz);
+        v1 = _mm256_sub_ps(v1, sz);
+      }
+      _mm256_storeu_ps(d + base, v0);
+      _mm256_storeu_ps(d + base + 8, v1);
+    }
+  }
+}
+
+// Batches: a block of rows is dequantized once per call into a per-thread f32 buffer and the dense
+// f32 kernel runs every token over it (its register-tiled GEMM reuses each weight across tokens far
+// better than decoding per token block). Nested inside a parallel_for chunk it runs serially.
+constexpr int64_t kDecodedBatch = 8;   // tokens from which the decoded-block path is used
+constexpr int64_t kDecodedRows = 16;   // rows per dequantized block (16 x 11008 f32 = 704 KiB)
+
+template <Q4Scheme S>
+LQ_AVX2 void avx2_decoded_rows(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y,
+                               int64_t r0, int64_t r1) {
+  thread_local std::vector<float> block, out;
+  block.resize(size_t(kDecodedRows * w.cols));
+  out.resize(size_t(n * kDecodedRows));
+  for (int64_t rb = r0; rb < r1; rb += kDecodedRows) {
+    const int64_t R = std::min(kDecodedRows, r1 - rb);
+    dequantize_block<S>(w, rb, rb + R, block.data());
+    linear(x, n, DenseMatrix{WeightType::F32, R, w.cols, block.data()}, nullptr, out.data());
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = 0; r < R; ++r) y[t * w.rows + rb + r] = out[size_t(t * R + r)] + (bias ? bias[rb + r] : 0.0f);
+  }
+}
+
 bool have_avx2() {
   static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return ok;
@@ -333,6 +378,15 @@ void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, 
 #if LQ_X86
   if (have_avx2()) {
     validate_call(x, n, w, y);
+    if (n >= kDecodedBatch) {
+      parallel_for(w.rows, kDecodedRows, [&](int64_t r0, int64_t r1) {
+        if (w.scheme == Q4Scheme::Int4)
+          avx2_decoded_rows<Q4Scheme::Int4>(x, n, w, bias, y, r0, r1);
+        else
+          avx2_decoded_rows<Q4Scheme::NvFp4>(x, n, w, bias, y, r0, r1);
+      });
+      return;
+    }
     const std::vector<float> xsum = group_sums(x, n, w);
     for_row_ranges(n, w, [&](int64_t r0, int64_t r1) {
       if (w.scheme == Q4Scheme::Int4)

@@ -20,8 +20,10 @@
 // Paths: AVX2+FMA (run-time dispatch), a portable scalar path, and `q4_linear_ref` (double
 // accumulation, the specification). Threads split output rows statically (kernels::parallel_for),
 // each output is computed by one thread in a fixed order: results do not depend on num_threads().
-// Tokens are register-blocked (up to 4 share each decoded weight chunk); the accumulator split
-// depends on the block size, so a row of a batch may differ from the n = 1 result in the last bits.
+// Up to 7 tokens: fused decode + FMA, tokens register-blocked (up to 4 share each decoded chunk).
+// From 8 tokens: each thread dequantizes blocks of 16 rows to f32 once per call and runs the dense
+// f32 kernel (kernels::linear) over them. The accumulation order depends on the token block / path,
+// so a row of a batch may differ from the n = 1 result in the last bits.
 //
 // A second backend (CUDA) would take the same Q4Matrix (plain arrays, no host pointers inside
 // other than the vectors) and upload it; the layout has no CPU-specific padding.
