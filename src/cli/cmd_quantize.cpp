@@ -70,6 +70,10 @@ int cmd_quantize(const Args& args) {
   }
   if (o.model_dir.empty()) fail("quantize", "a MODEL directory is required (see --help)");
   o.scheme = pipeline::parse_scheme_choice(scheme, group, sym);
+  // lance-quant-v1 stores NVFP4 block scales as bf16 without a tensor scale: e4m3 * tensor scale must be
+  // exact in bf16, which a power-of-two tensor scale guarantees.
+  if (o.scheme.params.scheme == quant::Scheme::NvFp4 && o.format == formats::FormatId::LanceQuantV1)
+    o.scheme.params.nvfp4_pow2_tensor_scale = true;
   pipeline::check_output_dir(o.out_dir, o.force);  // before any slow work
 
   io::Progress progress("quantize", 0, "layers");
