@@ -78,4 +78,22 @@ TEST(EvalCli, ArgumentErrorsAreNamed) {
   EXPECT_NE(log.find("int3"), std::string::npos) << log;
 }
 
+// The demo on lance-mini with one scheme: quantize (the real subcommand), eval, comparison table.
+TEST(EvalCli, DemoOneSchemeQuick) {
+  LQ_REQUIRE_SHARED();
+  const std::string out = lq::test::scratch_dir("demo_quick");
+  std::string log;
+  const int rc = lq::test::run_command("cd " + std::string(LQ_SOURCE_DIR) + " && LANCE_QUANT_SHARED=" +
+                                           lq::test::shared_dir() + " " + lq::test::exe() +
+                                           " demo --quick --schemes rtn-int4 --out " + out,
+                                       &log);
+  ASSERT_EQ(rc, 0) << log;
+  EXPECT_NE(log.find("fixtures/lance-mini"), std::string::npos) << log;  // the default model
+  EXPECT_NE(log.find("rtn-int4 "), std::string::npos) << log;             // a table row
+  const auto j = nlohmann::json::parse(read_text(fs::path(out) / "report-rtn-int4" / "report.json"));
+  EXPECT_GT(j["und"]["kl_mean"].get<double>(), 0.0);  // a real 4-bit checkpoint, loaded by Engine::load
+  EXPECT_LT(j["und"]["kl_mean"].get<double>(), 0.1);
+  EXPECT_TRUE(fs::exists(fs::path(out) / "rtn-int4"));
+}
+
 }  // namespace
