@@ -300,7 +300,12 @@ void md_layers(std::ostringstream& md, const EvalResult& r) {
   md << "## Where the error comes from\n\n";
   md << "Each target linear gets BASE's own input rows for a probe (" << l.und_rows << " text tokens";
   if (l.gen_rows) md << "; " << l.gen_rows << " latent rows of the first caption half-way through BASE's trajectory";
-  md << "); the error is ||W_q x - W x|| / ||W x|| over those rows, so it isolates each linear's weights.\n\n";
+  md << "); the error is ||W_q x - W x|| / ||W x|| over those rows, so it isolates each linear's weights.\n\n"
+        "Caveat: a method that folds scales into neighbouring weights (AWQ: input norm -> q/k/v, post-attention norm "
+        "-> gate/up, v -> o, up -> down) changes what a single linear computes by design (the neighbour compensates), "
+        "so for such a checkpoint these per-linear numbers mix the fold with the rounding error; evaluate the "
+        "`quantize --dense-out` model (folds undone) for per-linear numbers. The residual-stream error below is not "
+        "affected.\n\n";
   md << "![per-linear und](linear_error_und.svg)\n\n";
   if (l.gen_rows) md << "![per-linear gen](linear_error_gen.svg)\n\n";
   std::vector<LinearError> worst = l.linears;
