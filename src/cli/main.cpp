@@ -31,7 +31,7 @@ const Command kCommands[] = {
 
 void usage(FILE* out) {
   std::fprintf(out, "usage: lance-quant COMMAND [ARGS...]\n\ncommands:\n");
-  for (const auto& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+  for (const auto& c : kCommands) std::fprintf(out, "  %-12s %s\n", c.name, c.summary);
   std::fprintf(out, "\n`lance-quant COMMAND --help` describes a command's options.\n");
 }
 
