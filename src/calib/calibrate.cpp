@@ -191,7 +191,7 @@ StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok
     fwd::Engine& e;
     ~ObserverScope() { e.set_observer(nullptr); }
   } scope{engine};
-  engine.set_observer(&obs);
+  engine.set_observer(o.capture ? &obs : nullptr);
   int64_t mine = 0;
   for (size_t k = 0; k < samples.size(); ++k) mine += int64_t(k % size_t(o.shard_count)) == o.shard_index;
   int64_t done = 0;

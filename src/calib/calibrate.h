@@ -37,6 +37,7 @@ struct CalibOptions {
   int64_t max_prompts = 0;        // per t2i source; 0 = all
   int shard_index = 0, shard_count = 1;  // samples k with k % count == index
   bool hessian = false;           // also accumulate X^T X per linear
+  bool capture = true;            // false: run the same forwards without observing (measures capture overhead)
   fwd::SamplerOptions sampler;    // t2i schedule (steps, shift, CFG)
   uint64_t seed = 0;              // t2i noise seed base (prompt k uses seed + k)
   std::function<void(int64_t done, int64_t total)> progress;  // per sample

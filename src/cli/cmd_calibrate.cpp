@@ -26,6 +26,7 @@ const char* kCalibrateUsage =
     "t2i (one prompt per line, run through the full CFG sampler; every step is observed).\n"
     "--max-tokens caps the tokens taken from each text/chat file, --max-prompts the prompts of each t2i file.\n"
     "--shard I/N keeps samples k with k %% N == I; merge the shards with merge-stats.\n"
+    "--no-capture runs the same forwards without observing and writes nothing (capture overhead benchmark).\n"
     "A target linear without calibration rows is an error unless --allow-partial.\n";
 
 struct PathCoverage {
@@ -90,6 +91,7 @@ int cmd_calibrate(const Args& args) {
       if (d != "f32" && d != "bf16") fail("--dtype " + d, "expected f32 or bf16");
       load.storage = d == "f32" ? fwd::WeightStorage::F32 : fwd::WeightStorage::BF16;
     } else if (r.is("--allow-partial")) allow_partial = true;
+    else if (r.is("--no-capture")) o.capture = false;
     else if (r.is("--force")) force = true;
     else if (r.is("--json")) json_out = true;
     else if (r.positional() && model_dir.empty()) model_dir = r.current();
@@ -97,7 +99,7 @@ int cmd_calibrate(const Args& args) {
   }
   if (model_dir.empty()) fail("calibrate", "a MODEL directory is required (see --help)");
   if (sources.empty()) fail("calibrate", "at least one --calib KIND:FILE is required");
-  check_output(out, force);
+  if (o.capture) check_output(out, force);
 
   const auto t0 = std::chrono::steady_clock::now();
   fwd::Engine engine = fwd::Engine::load(model_dir, load);
@@ -109,8 +111,14 @@ int cmd_calibrate(const Args& args) {
     progress.set_total(double(total));
     progress.update(double(done));
   };
+  const auto t_run = std::chrono::steady_clock::now();
   calib::StatsFile stats = calib::calibrate(model_dir, engine, tokenizer, sources, o);
   progress.finish();
+  const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_run).count();
+  if (!o.capture) {
+    std::printf("forwards without capture: %.2f s (model load excluded; nothing written)\n", run_seconds);
+    return 0;
+  }
   const auto uncovered = calib::uncovered_linears(stats, model_dir);
   const auto cov = coverage(stats, uncovered);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -126,13 +134,13 @@ int cmd_calibrate(const Args& args) {
   stats.save(out);
 
   if (json_out) {
-    nlohmann::json j = {{"out", out}, {"seconds", seconds}, {"sources", stats.data_sources},
+    nlohmann::json j = {{"out", out}, {"seconds", seconds}, {"forward_seconds", run_seconds}, {"sources", stats.data_sources},
                         {"model_fingerprint", stats.model_fingerprint}, {"uncovered", uncovered}};
     for (const auto& [path, c] : cov)
       j["coverage"][path] = {{"linears", c.linears}, {"covered", c.covered}, {"min_rows", c.min_rows}, {"max_rows", c.max_rows}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("calibration statistics: %s (%.1f s)\n", out.c_str(), seconds);
+    std::printf("calibration statistics: %s (%.1f s, of which forwards %.2f s)\n", out.c_str(), seconds, run_seconds);
     for (const auto& [path, c] : cov)
       std::printf("  %s: %d/%d target linears covered, rows per linear %lld..%lld\n", path.c_str(), c.covered, c.linears,
                   (long long)c.min_rows, (long long)c.max_rows);
