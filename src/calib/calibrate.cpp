@@ -10,6 +10,7 @@
 #include "forward/t2i.h"
 #include "io/error.h"
 #include "io/safetensors.h"
+#include "io/text_file.h"
 #include "model/config.h"
 #include "model/spec.h"
 #include "num/formats.h"
@@ -70,25 +71,6 @@ std::string model_fingerprint(const std::string& model_dir) {
 
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::vector<std::string> nonempty_lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") != std::string::npos) out.push_back(line);
-  }
-  return out;
-}
-
 // One unit of calibration work (a text window, a chat pair or a t2i prompt).
 struct Sample {
   SourceKind kind;
@@ -112,7 +94,7 @@ std::vector<Sample> chat_samples(const std::string& path, const std::string& tex
                                  const CalibOptions& o) {
   std::vector<Sample> out;
   int64_t tokens = 0, line_no = 0;
-  for (const auto& line : nonempty_lines(text)) {
+  for (const auto& line : io::nonempty_lines(text)) {
     ++line_no;
     nlohmann::json j;
     try {
@@ -132,13 +114,13 @@ std::vector<Sample> chat_samples(const std::string& path, const std::string& tex
 }
 
 std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tok, const CalibOptions& o) {
-  const std::string text = read_file(src.path);
+  const std::string text = io::read_file(src.path, "calibration file");
   std::vector<Sample> out;
   switch (src.kind) {
     case SourceKind::Text: out = text_samples(text, tok, o); break;
     case SourceKind::Chat: out = chat_samples(src.path, text, tok, o); break;
     case SourceKind::T2i:
-      for (const auto& line : nonempty_lines(text)) {
+      for (const auto& line : io::nonempty_lines(text)) {
         if (o.max_prompts > 0 && int64_t(out.size()) >= o.max_prompts) break;
         out.push_back({SourceKind::T2i, {}, line});
       }
@@ -179,7 +161,7 @@ StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok
   std::vector<Sample> samples;
   for (const auto& src : sources) {
     auto s = load_samples(src, tokenizer, o);
-    stats.data_sources.push_back(std::string(source_kind_name(src.kind)) + ":" + digest_hex(read_file(src.path)) + ":" +
+    stats.data_sources.push_back(std::string(source_kind_name(src.kind)) + ":" + digest_hex(io::read_file(src.path)) + ":" +
                                  fs::path(src.path).filename().string() + ":shard" + std::to_string(o.shard_index) + "/" +
                                  std::to_string(o.shard_count));
     samples.insert(samples.end(), std::make_move_iterator(s.begin()), std::make_move_iterator(s.end()));

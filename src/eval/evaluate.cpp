@@ -11,19 +11,12 @@
 #include "forward/t2i.h"
 #include "forward/text.h"
 #include "io/error.h"
+#include "io/text_file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lq::eval {
 
 namespace {
-
-std::string read_whole_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open evaluation file");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Final-normed rows and logits of a plain causal token sequence.
 std::vector<float> window_logits(const fwd::Engine& e, const std::vector<int32_t>& ids) {
@@ -327,7 +320,7 @@ double engine_perplexity(const fwd::Engine& e, const std::vector<std::vector<int
 }
 
 std::vector<std::string> read_nonempty_lines(const std::string& path) {
-  std::istringstream in(read_whole_file(path));
+  std::istringstream in(io::read_file(path, "evaluation file"));
   std::vector<std::string> out;
   std::string line;
   while (std::getline(in, line)) {
@@ -364,7 +357,7 @@ EvalResult evaluate(fwd::Engine& base, const fwd::Engine& quant, const tok::Toke
   // Load everything first so the progress total (and ETA) is known from the start.
   std::vector<std::vector<std::vector<int32_t>>> windows;
   for (const auto& f : data.text_files) {
-    windows.push_back(text_windows(tok.encode(read_whole_file(f)), o.window, o.max_text_tokens));
+    windows.push_back(text_windows(tok.encode(io::read_file(f, "evaluation file")), o.window, o.max_text_tokens));
     if (windows.back().empty()) fail(f, "text file has fewer than 2 tokens");
   }
   std::vector<std::string> questions, captions;

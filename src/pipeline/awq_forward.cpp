@@ -20,6 +20,7 @@
 #include "forward/prompts.h"
 #include "forward/t2i.h"
 #include "io/error.h"
+#include "io/text_file.h"
 #include "pipeline/searches.h"
 #include "quant/awq.h"
 #include "tokenizer/tokenizer.h"
@@ -94,25 +95,6 @@ struct ObserverScope {
   ObserverScope(fwd::Engine& eng, fwd::ActivationObserver* o) : e(eng) { e.set_observer(o); }
   ~ObserverScope() { e.set_observer(nullptr); }
 };
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open calibration file");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") != std::string::npos) out.push_back(line);
-  }
-  return out;
-}
 
 double sum_sq(const float* a, int64_t n) {
   double s = 0;
@@ -253,7 +235,7 @@ class ForwardAwq final : public LayerSearch {
     std::vector<std::vector<int32_t>> windows;
     std::vector<std::string> captions;
     for (const auto& src : o_.calib) {
-      const std::string text = read_text(src.path);
+      const std::string text = io::read_file(src.path, "calibration file");
       if (src.kind == calib::SourceKind::Text) {
         std::vector<int32_t> ids = tok.encode(text);
         if (o_.awq.max_tokens > 0 && int64_t(ids.size()) > o_.awq.max_tokens) ids.resize(size_t(o_.awq.max_tokens));
@@ -262,7 +244,7 @@ class ForwardAwq final : public LayerSearch {
           windows.emplace_back(ids.begin() + long(b), ids.begin() + long(std::min(ids.size(), b + size_t(o_.awq.seq_len))));
       } else if (src.kind == calib::SourceKind::Chat) {
         int64_t tokens = 0;
-        for (const auto& line : lines_of(text)) {
+        for (const auto& line : io::nonempty_lines(text)) {
           nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
           if (!j.is_object() || !j.contains("question") || !j.contains("answer"))
             fail(src.path, "expected JSONL {\"question\", \"answer\"}");
@@ -275,7 +257,7 @@ class ForwardAwq final : public LayerSearch {
         }
         report.calib_tokens_und += tokens;
       } else {
-        for (const auto& line : lines_of(text)) {
+        for (const auto& line : io::nonempty_lines(text)) {
           if (o_.awq.max_prompts > 0 && int64_t(captions.size()) >= o_.awq.max_prompts) break;
           captions.push_back(line);
         }
