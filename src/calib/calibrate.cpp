@@ -71,13 +71,6 @@ std::string model_fingerprint(const std::string& model_dir) {
 
 namespace {
 
-// One unit of calibration work (a text window, a chat pair or a t2i prompt).
-struct Sample {
-  SourceKind kind;
-  std::vector<int32_t> ids;  // text / chat
-  std::string caption;       // t2i
-};
-
 std::vector<Sample> text_samples(const std::string& text, const tok::Tokenizer& tok, const CalibOptions& o) {
   std::vector<int32_t> ids = tok.encode(text);
   if (o.max_tokens > 0 && int64_t(ids.size()) > o.max_tokens) ids.resize(size_t(o.max_tokens));
@@ -90,19 +83,11 @@ std::vector<Sample> text_samples(const std::string& text, const tok::Tokenizer& 
   return out;
 }
 
-std::vector<Sample> chat_samples(const std::string& path, const std::string& text, const tok::Tokenizer& tok,
-                                 const CalibOptions& o) {
+std::vector<Sample> chat_samples(const std::string& path, const tok::Tokenizer& tok, const CalibOptions& o) {
   std::vector<Sample> out;
-  int64_t tokens = 0, line_no = 0;
-  for (const auto& line : io::nonempty_lines(text)) {
-    ++line_no;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      fail(path + ":" + std::to_string(line_no), std::string("not valid JSON: ") + e.what());
-    }
-    if (!j.is_object() || !j.contains("question") || !j.contains("answer") || !j["question"].is_string() || !j["answer"].is_string())
+  int64_t tokens = 0;
+  for (const auto& [line_no, j] : io::read_jsonl_objects(path, "calibration file")) {
+    if (!j.contains("question") || !j.contains("answer") || !j["question"].is_string() || !j["answer"].is_string())
       fail(path + ":" + std::to_string(line_no), "expected {\"question\": string, \"answer\": string}");
     std::vector<int32_t> ids = tok.encode(fwd::chat_prompt(j["question"].get<std::string>()) + j["answer"].get<std::string>() + "<|im_end|>\n");
     if (int64_t(ids.size()) > o.seq_len) ids.resize(size_t(o.seq_len));
@@ -113,14 +98,15 @@ std::vector<Sample> chat_samples(const std::string& path, const std::string& tex
   return out;
 }
 
+}  // namespace
+
 std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tok, const CalibOptions& o) {
-  const std::string text = io::read_file(src.path, "calibration file");
   std::vector<Sample> out;
   switch (src.kind) {
-    case SourceKind::Text: out = text_samples(text, tok, o); break;
-    case SourceKind::Chat: out = chat_samples(src.path, text, tok, o); break;
+    case SourceKind::Text: out = text_samples(io::read_file(src.path, "calibration file"), tok, o); break;
+    case SourceKind::Chat: out = chat_samples(src.path, tok, o); break;
     case SourceKind::T2i:
-      for (const auto& line : io::nonempty_lines(text)) {
+      for (const auto& line : io::nonempty_lines(io::read_file(src.path, "calibration file"))) {
         if (o.max_prompts > 0 && int64_t(out.size()) >= o.max_prompts) break;
         out.push_back({SourceKind::T2i, {}, line});
       }
@@ -129,6 +115,8 @@ std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tok, c
   if (out.empty()) fail(src.path, std::string("no calibration samples in this ") + source_kind_name(src.kind) + " file");
   return out;
 }
+
+namespace {
 
 void run_token_sample(const fwd::Engine& e, const std::vector<int32_t>& ids) {
   const int64_t n = int64_t(ids.size());

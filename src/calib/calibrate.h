@@ -56,6 +56,17 @@ class StatsObserver final : public fwd::ActivationObserver {
   double tau_ = -1.0;
 };
 
+// One unit of calibration work: a text window or chat pair (token ids), or a t2i prompt (caption).
+struct Sample {
+  SourceKind kind;
+  std::vector<int32_t> ids;  // text / chat
+  std::string caption;       // t2i
+};
+// Reads one source into samples: text cut into seq_len windows (after max_tokens), chat pairs in the chat
+// template (each at most seq_len tokens, max_tokens in all), t2i prompts (at most max_prompts). Throws
+// naming the file (and line) for malformed input or a source without samples.
+std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tokenizer, const CalibOptions& options);
+
 // Identity of a model independent of its storage dtype: config values, tensor names and shapes, and
 // a digest of every 1-D tensor (norm weights) rounded to bf16.
 std::string model_fingerprint(const std::string& model_dir);

@@ -1,13 +1,11 @@
 // `lance-quant synth`: write a synthetic Lance-structured checkpoint (see model/synth.h).
-#include <unistd.h>
-
-#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "cli/commands.h"
 #include "io/error.h"
+#include "io/progress.h"
 #include "model/synth.h"
 
 namespace lq::cli {
@@ -23,21 +21,6 @@ void usage(FILE* out) {
   for (const auto& p : model::synth_presets()) std::fprintf(out, "  %-9s %s\n", p.name.c_str(), p.summary.c_str());
 }
 
-// Progress on a terminal only: "  41.2% 10.2/24.7 GB  612 MB/s  ETA 24s".
-struct Progress {
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now(), last{};
-  void operator()(uint64_t done, uint64_t total) {
-    const auto now = std::chrono::steady_clock::now();
-    if (done < total && now - last < std::chrono::milliseconds(250)) return;
-    last = now;
-    const double s = std::chrono::duration<double>(now - start).count();
-    const double rate = s > 0 ? double(done) / s : 0;
-    const double eta = rate > 0 ? double(total - done) / rate : 0;
-    std::fprintf(stderr, "\r  %5.1f%%  %.2f/%.2f GB  %.0f MB/s  ETA %.0fs   ", 100.0 * double(done) / double(total),
-                 double(done) / 1e9, double(total) / 1e9, rate / 1e6, eta);
-    if (done == total) std::fprintf(stderr, "\n");
-  }
-};
 
 }  // namespace
 
@@ -87,7 +70,11 @@ int cmd_synth(const Args& args) {
     usage(stderr);
     return 2;
   }
-  if (::isatty(2)) o.progress = Progress{};
+  io::Progress progress("synth", 0, "GB");  // draws only on a terminal
+  o.progress = [&progress](uint64_t done, uint64_t total) {
+    progress.set_total(double(total) / 1e9);
+    progress.update(double(done) / 1e9);
+  };
   const model::SynthResult r = model::synthesize(o);
   if (json_out) {
     nlohmann::ordered_json j = {{"out", o.out_dir},     {"preset", o.preset},

@@ -320,28 +320,13 @@ double engine_perplexity(const fwd::Engine& e, const std::vector<std::vector<int
 }
 
 std::vector<std::string> read_nonempty_lines(const std::string& path) {
-  std::istringstream in(io::read_file(path, "evaluation file"));
-  std::vector<std::string> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") != std::string::npos) out.push_back(line);
-  }
-  return out;
+  return io::nonempty_lines(io::read_file(path, "evaluation file"));
 }
 
 std::vector<std::string> read_chat_questions(const std::string& path) {
   std::vector<std::string> out;
-  int line_no = 0;
-  for (const auto& line : read_nonempty_lines(path)) {
-    ++line_no;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      fail(path + ":" + std::to_string(line_no), std::string("not valid JSON: ") + e.what());
-    }
-    if (!j.is_object() || !j.contains("question") || !j["question"].is_string())
+  for (const auto& [line_no, j] : io::read_jsonl_objects(path, "evaluation file")) {
+    if (!j.contains("question") || !j["question"].is_string())
       fail(path + ":" + std::to_string(line_no), "expected an object with a string \"question\"");
     out.push_back(j["question"].get<std::string>());
   }

@@ -14,13 +14,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
+#include "calib/calibrate.h"
 #include "forward/prompts.h"
 #include "forward/t2i.h"
 #include "io/error.h"
-#include "io/text_file.h"
 #include "pipeline/searches.h"
 #include "quant/awq.h"
 #include "tokenizer/tokenizer.h"
@@ -234,35 +232,19 @@ class ForwardAwq final : public LayerSearch {
     const int64_t budget = o_.awq.rows_per_layer;
     std::vector<std::vector<int32_t>> windows;
     std::vector<std::string> captions;
-    for (const auto& src : o_.calib) {
-      const std::string text = io::read_file(src.path, "calibration file");
-      if (src.kind == calib::SourceKind::Text) {
-        std::vector<int32_t> ids = tok.encode(text);
-        if (o_.awq.max_tokens > 0 && int64_t(ids.size()) > o_.awq.max_tokens) ids.resize(size_t(o_.awq.max_tokens));
-        report.calib_tokens_und += int64_t(ids.size());
-        for (size_t b = 0; b + 2 <= ids.size(); b += size_t(o_.awq.seq_len))
-          windows.emplace_back(ids.begin() + long(b), ids.begin() + long(std::min(ids.size(), b + size_t(o_.awq.seq_len))));
-      } else if (src.kind == calib::SourceKind::Chat) {
-        int64_t tokens = 0;
-        for (const auto& line : io::nonempty_lines(text)) {
-          nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
-          if (!j.is_object() || !j.contains("question") || !j.contains("answer"))
-            fail(src.path, "expected JSONL {\"question\", \"answer\"}");
-          std::vector<int32_t> ids = tok.encode(fwd::chat_prompt(j["question"].get<std::string>()) +
-                                                j["answer"].get<std::string>() + "<|im_end|>\n");
-          if (int64_t(ids.size()) > o_.awq.seq_len) ids.resize(size_t(o_.awq.seq_len));
-          if (o_.awq.max_tokens > 0 && tokens + int64_t(ids.size()) > o_.awq.max_tokens) break;
-          tokens += int64_t(ids.size());
-          windows.push_back(std::move(ids));
+    calib::CalibOptions co;
+    co.seq_len = o_.awq.seq_len;
+    co.max_tokens = o_.awq.max_tokens;
+    co.max_prompts = o_.awq.max_prompts;
+    for (const auto& src : o_.calib)
+      for (auto& sample : calib::load_samples(src, tok, co)) {
+        if (sample.kind == calib::SourceKind::T2i) {
+          captions.push_back(std::move(sample.caption));
+          continue;
         }
-        report.calib_tokens_und += tokens;
-      } else {
-        for (const auto& line : io::nonempty_lines(text)) {
-          if (o_.awq.max_prompts > 0 && int64_t(captions.size()) >= o_.awq.max_prompts) break;
-          captions.push_back(line);
-        }
+        report.calib_tokens_und += int64_t(sample.ids.size());
+        windows.push_back(std::move(sample.ids));
       }
-    }
     // Text: evenly spaced windows until the und budget is met.
     int64_t text_rows = 0;
     const size_t take = windows.empty() ? 0 : size_t(std::min<int64_t>(int64_t(windows.size()), std::max<int64_t>(1, budget / o_.awq.seq_len + 1)));
