@@ -1,11 +1,11 @@
-// Dense linear layer y = x W^T + b.
+// Dense linear layer y = x W^T + b: dispatch, the scalar reference and fallback, and the dot-product
+// AVX2 path (linear_dot). The packed GEMM used for many tokens lives in linear_gemm.cpp.
 //
-// The AVX2 path is built from one register-tiled micro-kernel, tile_accumulate<NT, NO>, for NT tokens
+// The dot-product path is built from one register-tiled micro-kernel, tile_accumulate<NT, NO>, for NT tokens
 // x NO output rows, and finalize(): each output element owns one 8-lane accumulator that walks k in
 // steps of 8 with FMAs, is reduced horizontally in a fixed order, then the k tail (cols % 8) is added
 // with scalar FMAs in order. Every instantiation does exactly this per element, so an output value does not
-// depend on the tile it landed in, on the thread split, or on the number of tokens in the call
-// (decode and prefill give bit-identical rows).
+// depend on the tile it landed in, on the thread split, or on the number of tokens in the call.
 //
 // Paths: up to 16 tokens (decode GEMV, short prompts) each tile runs over all of k with register
 // accumulators, streaming W once (stream_rows; 1 token x 4 rows for n == 1). Larger n (prefill) uses
@@ -26,6 +26,7 @@
 #endif
 
 #include "io/error.h"
+#include "kernels/linear_gemm.h"
 #include "kernels/parallel.h"
 #include "num/formats.h"
 
@@ -270,6 +271,18 @@ void linear_scalar(const float* x, int64_t n, const DenseMatrix& w, const float*
 }
 
 void linear(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y) {
+  if (n >= kGemmMinTokens) linear_gemm(x, n, w, bias, y);
+  else linear_dot(x, n, w, bias, y);
+}
+
+void linear_gemm(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y) {
+  validate(x, n, w, y);
+  if (n == 0 || w.rows == 0) return;
+  if (detail::gemm_avx2_available()) return detail::gemm_avx2(x, n, w, bias, y);
+  linear_scalar(x, n, w, bias, y);
+}
+
+void linear_dot(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y) {
   validate(x, n, w, y);
   if (n == 0 || w.rows == 0) return;
 #ifdef LQ_X86

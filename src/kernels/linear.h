@@ -1,6 +1,7 @@
 // Dense linear kernels: y[t, o] = sum_i x[t, i] * W[o, i] + bias[o], W stored [out, in] (row-major,
-// as in checkpoints). The public entry dispatches at run time to the best SIMD path and threads
-// over output rows; `*_ref` functions are the plain scalar specification every path is tested against.
+// as in checkpoints; only read, so it may be a read-only mmap). The public entry dispatches at run
+// time to the best SIMD path and threads over output rows; `*_ref` functions are the plain scalar
+// specification every path is tested against.
 #pragma once
 #include <cstdint>
 
@@ -17,11 +18,27 @@ struct DenseMatrix {
   const void* data = nullptr;
 };
 
+// Tokens from which linear() switches from the dot-product path (memory-bound GEMV: W streamed once
+// per call) to the packed GEMM (compute-bound prefill); measured with bench/bench_linear.cpp.
+inline constexpr int64_t kGemmMinTokens = 8;
+
 // x: [n, w.cols] f32, y: [n, w.rows] f32, bias may be null; x and y must not overlap.
-// Each y element is computed by one thread in a fixed order: the result is bit-identical for any
-// num_threads() and any n (row t of a batch equals the n = 1 result for that token).
+// n < kGemmMinTokens runs linear_dot, larger n linear_gemm. Each y element is computed by one thread
+// in an order fixed by the path alone, so the result is deterministic and bit-identical for any
+// num_threads(). Rows of a batch are NOT bit-identical to the n = 1 result once n >= kGemmMinTokens
+// (the two paths sum in different orders; both are within a few f32 ulps of linear_ref).
 // Throws lq::Error on negative sizes or null pointers.
 void linear(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y);
+
+// The two AVX2+FMA algorithms behind linear(), for any n (tests and benchmarks call them directly;
+// without AVX2+FMA both run linear_scalar).
+// linear_dot: every output owns an 8-lane accumulator walking k, reduced horizontally; a row of the
+// result does not depend on the other tokens of the call (its n = 1 value).
+void linear_dot(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y);
+// linear_gemm: packed outer-product GEMM (6 tokens x 16 outputs register tile); sums each output in
+// 256-wide k blocks, each block one FMA chain. Rows are independent of n and of the other tokens too.
+void linear_gemm(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y);
+
 // Specification: double accumulation, single-threaded.
 void linear_ref(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y);
 // Portable f32 path used when the CPU lacks AVX2+FMA (threaded; not bit-identical to the SIMD path).

@@ -1,13 +1,21 @@
-// linear() against the double-accumulation reference linear_ref() with an explicit error budget, on
-// odd shapes (every k tail, odd row counts, token counts that leave tile remainders), with and
-// without bias, f32 and bf16 weights; plus bit-identical results across thread counts and between
-// batched and one-token calls.
+// Every linear path (linear_dot, linear_gemm, the linear() dispatcher, linear_scalar) against the
+// double-accumulation reference linear_ref() with an explicit error budget per path, on odd shapes
+// (k tails, column counts off the 16-wide panels, token counts that leave tile remainders, every
+// cache-block boundary), with and without bias, f32 and bf16 weights; plus determinism across thread
+// counts, rows independent of the batch within each path, the dispatch rule, no writes outside y and
+// weights read from read-only memory.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 #include "io/error.h"
 #include "kernels/linear.h"
@@ -57,8 +65,15 @@ struct Problem {
   std::vector<float> run(void (*fn)(const float*, int64_t, const DenseMatrix&, const float*, float*),
                          int64_t tokens = -1, int64_t first_token = 0) const {
     if (tokens < 0) tokens = n;
-    std::vector<float> y(tokens * out, NAN);
+    // Guard elements after y catch writes past the output (e.g. from short panels or tiles).
+    constexpr int64_t kGuard = 64;
+    constexpr float kSentinel = 12345.0f;
+    std::vector<float> y(tokens * out + kGuard, kSentinel);
+    std::fill_n(y.begin(), tokens * out, NAN);
     fn(x.data() + first_token * in, tokens, matrix(), bias_ptr(), y.data());
+    for (int64_t i = tokens * out; i < tokens * out + kGuard; ++i)
+      EXPECT_EQ(y[i], kSentinel) << "write past y[" << tokens * out << "] at " << i;
+    y.resize(tokens * out);
     return y;
   }
   float weight(int64_t o, int64_t i) const {
@@ -66,12 +81,32 @@ struct Problem {
   }
 };
 
-// f32 summation error bound: each output goes through ceil(in/8) FMAs per lane, a 3-level
-// horizontal sum, in % 8 tail FMAs and the bias add, each adding at most one unit roundoff
-// (2^-24) of the running magnitude, which is bounded by sum |x w| + |bias|.
-void expect_within_budget(const Problem& p, const std::vector<float>& got,
+using LinearFn = void (*)(const float*, int64_t, const DenseMatrix&, const float*, float*);
+
+// Worst-case f32 rounding depth of one output (how many roundings its running sum goes through),
+// each adding at most one unit roundoff (2^-24) of a magnitude bounded by sum |x w| + |bias|.
+// dot:    ceil(in/8) FMAs per lane, a 3-level horizontal sum, in % 8 tail FMAs, the bias add.
+// gemm:   one FMA chain per 256-wide k block (at most 256 roundings), one add per block, the bias add.
+// scalar: in/8 adds per partial sum, a 3-level pairwise sum, the bias add.
+double dot_depth(int64_t in) { return double((in + 7) / 8 + 3 + in % 8 + 1); }
+double gemm_depth(int64_t in) { return double(std::min<int64_t>(in, 256) + (in + 255) / 256 + 1); }
+double scalar_depth(int64_t in) { return double((in + 7) / 8 + 3 + 1); }
+
+struct Path {
+  const char* name;
+  LinearFn fn;
+  double (*depth)(int64_t in);
+};
+const Path kDot{"linear_dot", kernels::linear_dot, dot_depth};
+const Path kGemm{"linear_gemm", kernels::linear_gemm, gemm_depth};
+const Path kScalar{"linear_scalar", kernels::linear_scalar, scalar_depth};
+// linear() runs one of the two AVX2 paths; the budget allows either.
+double dispatch_depth(int64_t in) { return std::max(dot_depth(in), gemm_depth(in)); }
+const Path kDispatch{"linear", kernels::linear, dispatch_depth};
+
+void expect_within_budget(const Problem& p, const Path& path, const std::vector<float>& got,
                           const std::vector<float>& want) {
-  const double depth = double((p.in + 7) / 8 + 3 + p.in % 8 + 1);
+  const double depth = path.depth(p.in);
   for (int64_t t = 0; t < p.n; ++t)
     for (int64_t o = 0; o < p.out; ++o) {
       double magnitude = p.with_bias ? std::fabs(p.bias[o]) : 0.0;
@@ -79,10 +114,14 @@ void expect_within_budget(const Problem& p, const std::vector<float>& got,
       const double budget = 1.01 * depth * 0x1p-24 * magnitude + 1e-30;
       const int64_t k = t * p.out + o;
       ASSERT_LE(std::fabs(double(got[k]) - double(want[k])), budget)
-          << "token " << t << " row " << o << " shape n=" << p.n << " in=" << p.in
+          << path.name << ": token " << t << " row " << o << " shape n=" << p.n << " in=" << p.in
           << " out=" << p.out << (p.type == WeightType::BF16 ? " bf16" : " f32")
           << (p.with_bias ? " bias" : "") << ": got " << got[k] << " want " << want[k];
     }
+}
+
+void expect_matches_reference(const Problem& p, const Path& path) {
+  expect_within_budget(p, path, p.run(path.fn), p.run(kernels::linear_ref));
 }
 
 TEST(Linear, ReportsSimdPath) {
@@ -90,30 +129,33 @@ TEST(Linear, ReportsSimdPath) {
   EXPECT_TRUE(path == "avx2" || path == "scalar") << path;
 }
 
-TEST(Linear, MatchesReferenceOnOddShapes) {
-  uint32_t seed = 1;
+// Token counts around the 6-token GEMM tile and the dispatch threshold; k tails of every length
+// mod 8 and k blocks of 256; output counts below, at and past the 16-wide panel.
+void check_odd_shapes(const Path& path, uint32_t seed) {
   for (WeightType type : {WeightType::F32, WeightType::BF16})
     for (bool with_bias : {false, true})
-      for (int64_t n : {1, 2, 3, 5, 17, 64})
-        for (int64_t in : {1, 7, 8, 13, 67, 130, 515})
-          for (int64_t out : {1, 3, 5, 13, 37}) {
+      for (int64_t n : {1, 2, 3, 5, 6, 7, 8, 13, 17, 64})
+        for (int64_t in : {1, 7, 8, 13, 67, 130, 257, 515})
+          for (int64_t out : {1, 3, 13, 16, 17, 37}) {
             const Problem p(n, in, out, type, with_bias, seed++);
-            expect_within_budget(p, p.run(kernels::linear), p.run(kernels::linear_ref));
-            if (HasFatalFailure()) return;
+            expect_matches_reference(p, path);
+            if (::testing::Test::HasFatalFailure()) return;
           }
 }
 
-// Shapes that cross every blocking boundary of the prefill path: several 64-token blocks, 48-row
-// groups and 1024-wide k blocks, with a k tail.
+TEST(Linear, DotPathMatchesReferenceOnOddShapes) { check_odd_shapes(kDot, 1); }
+TEST(Linear, GemmPathMatchesReferenceOnOddShapes) { check_odd_shapes(kGemm, 20000); }
+TEST(Linear, DispatchMatchesReferenceOnOddShapes) { check_odd_shapes(kDispatch, 40000); }
+
+// Shapes that cross every blocking boundary. Dot path: several 64-token blocks, 24-row groups and
+// 512-wide k blocks, with a k tail. GEMM: several 96-token blocks ending in a 4-token tile, three
+// 256-wide k blocks (the last 91 wide, 3 past a multiple of 8), two 512-column blocks ending in a
+// 2-column panel.
 TEST(Linear, MatchesReferenceAcrossCacheBlocks) {
   for (WeightType type : {WeightType::F32, WeightType::BF16}) {
-    const Problem p(70, 2051, 101, type, true, 99);
-    const auto batch = p.run(kernels::linear);
-    expect_within_budget(p, batch, p.run(kernels::linear_ref));
-    for (int64_t t : {0, 63, 64, 69}) {
-      const auto one = p.run(kernels::linear, 1, t);
-      ASSERT_EQ(std::memcmp(one.data(), batch.data() + t * p.out, p.out * 4), 0) << "token " << t;
-    }
+    expect_matches_reference(Problem(70, 2051, 101, type, true, 99), kDot);
+    expect_matches_reference(Problem(196, 603, 530, type, true, 98), kGemm);
+    if (HasFatalFailure()) return;
   }
 }
 
@@ -124,14 +166,15 @@ TEST(Linear, ScalarPathMatchesReference) {
       for (int64_t in : {1, 13, 130})
         for (int64_t out : {1, 5, 37}) {
           const Problem p(n, in, out, type, true, seed++);
-          expect_within_budget(p, p.run(kernels::linear_scalar), p.run(kernels::linear_ref));
+          expect_matches_reference(p, kScalar);
           if (HasFatalFailure()) return;
         }
 }
 
+// Results are deterministic and do not depend on how the output columns are split over threads.
 TEST(Linear, BitIdenticalAcrossThreadCounts) {
   for (WeightType type : {WeightType::F32, WeightType::BF16})
-    for (int64_t n : {1, 6, 17}) {
+    for (int64_t n : {1, 6, 8, 17, 100}) {
       // Large enough (in * out > 2^16 multiply-adds) that the rows are really split.
       const Problem p(n, 515, 259, type, true, 77);
       std::vector<float> first;
@@ -145,36 +188,76 @@ TEST(Linear, BitIdenticalAcrossThreadCounts) {
     }
 }
 
-// Each token's row does not depend on which other tokens share the call (decode == prefill).
-TEST(Linear, BatchRowsEqualSingleTokenCalls) {
-  for (WeightType type : {WeightType::F32, WeightType::BF16}) {
-    const Problem p(19, 131, 45, type, true, 5);
-    const auto batch = p.run(kernels::linear);
-    for (int64_t t = 0; t < p.n; ++t) {
-      const auto one = p.run(kernels::linear, 1, t);
-      ASSERT_EQ(std::memcmp(one.data(), batch.data() + t * p.out, p.out * 4), 0) << "token " << t;
+// Within one path a token's row does not depend on which other tokens share the call. (Across
+// paths it may differ in the last bits: linear() switches from dot to GEMM at kGemmMinTokens.)
+TEST(Linear, EachPathGivesBatchRowsEqualToSingleTokenCalls) {
+  for (const Path* path : {&kDot, &kGemm})
+    for (WeightType type : {WeightType::F32, WeightType::BF16}) {
+      const Problem p(103, 300, 45, type, true, 5);
+      const auto batch = p.run(path->fn);
+      for (int64_t t = 0; t < p.n; ++t) {
+        const auto one = p.run(path->fn, 1, t);
+        ASSERT_EQ(std::memcmp(one.data(), batch.data() + t * p.out, p.out * 4), 0)
+            << path->name << " token " << t;
+      }
     }
+}
+
+TEST(Linear, DispatchesByTokenCount) {
+  for (int64_t n : {int64_t(1), kernels::kGemmMinTokens - 1, kernels::kGemmMinTokens, int64_t(40)}) {
+    const Problem p(n, 77, 21, WeightType::BF16, true, 11);
+    const auto got = p.run(kernels::linear);
+    const auto want = p.run(n >= kernels::kGemmMinTokens ? kernels::linear_gemm : kernels::linear_dot);
+    ASSERT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0) << "n=" << n;
   }
 }
+
+#ifdef __linux__
+// Checkpoint weights are often a read-only mmap: no path may write to W (packing copies it).
+TEST(Linear, ReadsWeightsFromReadOnlyMemory) {
+  for (WeightType type : {WeightType::F32, WeightType::BF16}) {
+    const Problem p(40, 300, 37, type, true, 21);
+    const size_t bytes = size_t(p.in * p.out) * (type == WeightType::F32 ? 4 : 2);
+    void* mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(mem, MAP_FAILED);
+    std::memcpy(mem, p.matrix().data, bytes);
+    ASSERT_EQ(mprotect(mem, bytes, PROT_READ), 0);
+    DenseMatrix ro = p.matrix();
+    ro.data = mem;
+    for (const Path* path : {&kDot, &kGemm}) {
+      std::vector<float> got(size_t(p.n * p.out)), want(got.size());
+      path->fn(p.x.data(), p.n, ro, p.bias_ptr(), got.data());
+      path->fn(p.x.data(), p.n, p.matrix(), p.bias_ptr(), want.data());
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size() * 4), 0) << path->name;
+    }
+    munmap(mem, bytes);
+  }
+}
+#endif
 
 TEST(Linear, ZeroInputFeaturesGiveBias) {
   const float bias[3] = {1.5f, -2.0f, 0.25f};
   const DenseMatrix w{WeightType::F32, 3, 0, nullptr};
-  float y[6];
-  kernels::linear(nullptr, 2, w, bias, y);
-  for (int t = 0; t < 2; ++t)
-    for (int o = 0; o < 3; ++o) EXPECT_EQ(y[t * 3 + o], bias[o]);
+  for (const Path* path : {&kDot, &kGemm, &kDispatch})
+    for (int64_t n : {int64_t(2), int64_t(9)}) {
+      std::vector<float> y(size_t(n * 3), NAN);
+      path->fn(nullptr, n, w, bias, y.data());
+      for (int64_t t = 0; t < n; ++t)
+        for (int o = 0; o < 3; ++o) EXPECT_EQ(y[size_t(t * 3 + o)], bias[o]) << path->name;
+    }
 }
 
 TEST(Linear, RejectsInvalidArguments) {
   float x[4] = {}, y[4] = {};
   const DenseMatrix null_w{WeightType::F32, 2, 2, nullptr};
-  EXPECT_THROW(kernels::linear(x, 1, null_w, nullptr, y), lq::Error);
   const float w[4] = {};
   const DenseMatrix ok{WeightType::F32, 2, 2, w};
-  EXPECT_THROW(kernels::linear(x, -1, ok, nullptr, y), lq::Error);
-  EXPECT_THROW(kernels::linear(nullptr, 1, ok, nullptr, y), lq::Error);
-  EXPECT_THROW(kernels::linear(x, 1, ok, nullptr, nullptr), lq::Error);
+  for (const Path* path : {&kDot, &kGemm, &kDispatch}) {
+    EXPECT_THROW(path->fn(x, 1, null_w, nullptr, y), lq::Error) << path->name;
+    EXPECT_THROW(path->fn(x, -1, ok, nullptr, y), lq::Error) << path->name;
+    EXPECT_THROW(path->fn(nullptr, 1, ok, nullptr, y), lq::Error) << path->name;
+    EXPECT_THROW(path->fn(x, 1, ok, nullptr, nullptr), lq::Error) << path->name;
+  }
 }
 
 }  // namespace
