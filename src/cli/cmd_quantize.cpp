@@ -1,5 +1,6 @@
 // `lance-quant quantize`: a Lance checkpoint -> a quantized checkpoint, streaming layer by layer.
 #include <cstdio>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "cli/args.h"
@@ -15,7 +16,8 @@ namespace {
 const char* kQuantizeUsage =
     "usage: lance-quant quantize MODEL --out DIR [--scheme S] [--group-size 32|64|128] [--sym]\n"
     "         [--calib KIND:FILE ...] [--stats STATS.safetensors] [--allow-partial] [--format F]\n"
-    "         [--keep PATTERN ...] [--keep-dtype bf16|f32] [--threads N] [--force] [--json]\n"
+    "         [--keep PATTERN ...] [--gen-scheme SPEC] [--override PATTERN=SPEC ...] [--keep-dtype bf16|f32]\n"
+    "         [--threads N] [--force] [--json]\n"
     "         [--awq-rows N] [--clip-rows N] [--no-clip] [--seq-len N] [--max-tokens N] [--max-prompts N]\n"
     "         [--t2i-taus N] [--steps N] [--dense-out DIR]\n\n"
     "Schemes: awq-int4 (default; AWQ on real activations of the --calib inputs, layer by layer through the\n"
@@ -23,6 +25,14 @@ const char* kQuantizeUsage =
     "(the original Python lance-quant's method, from --stats), nvfp4, awq-nvfp4, rtn-int8.\n"
     "--calib takes the inputs of `calibrate` (text:FILE, chat:FILE, t2i:FILE; repeatable).\n"
     "--keep PATTERN leaves matching linears (glob or substring of the base name) in bf16.\n"
+    "Per-linear number formats (the method stays the one of --scheme; AWQ searches each linear with its own format):\n"
+    "  --gen-scheme SPEC          every linear of the gen path (*_moe_gen), e.g. --gen-scheme int8\n"
+    "  --override PATTERN=SPEC    linears matching PATTERN (as --keep), e.g. --override 'down_proj=int4:g128'\n"
+    "  SPEC: int4 | int4-asym | int4-sym | int8 | nvfp4, with an optional group suffix :g32 :g64 :g128 :g0\n"
+    "  (per channel; default --group-size; not for nvfp4), bf16 or keep (= --keep), or a scheme name such as\n"
+    "  rtn-int8 (its number format). int4 follows --sym.\n"
+    "  Precedence: --keep > --override (the last matching one wins) > --gen-scheme > --scheme.\n"
+    "  Mixed formats need lance-quant-v1 or compressed-tensors (autoawq and modelopt hold one format).\n"
     "--awq-rows caps the calibration rows per path cached for the search of each layer.\n"
     "--dense-out DIR also writes the dequantized model, folds undone, as a dense f32 checkpoint (evaluation).\n"
     "Formats: lance-quant-v1 (default), autoawq, compressed-tensors, modelopt.\n"
@@ -36,6 +46,8 @@ int cmd_quantize(const Args& args) {
   std::string scheme = "awq-int4";
   int64_t group = 128;
   bool sym = false, json_out = false;
+  std::string gen_spec;
+  std::vector<std::string> overrides;  // PATTERN=SPEC, parsed once --group-size / --sym are known
   while (r.next()) {
     if (r.is("--help") || r.is("-h")) {
       std::printf("%s", kQuantizeUsage);
@@ -49,6 +61,8 @@ int cmd_quantize(const Args& args) {
     else if (r.is("--allow-partial")) o.allow_partial = true;
     else if (r.is("--format")) o.format = formats::parse_format(r.value(), "--format");
     else if (r.is("--keep")) o.keep.push_back(r.value());
+    else if (r.is("--gen-scheme")) gen_spec = r.value();
+    else if (r.is("--override")) overrides.push_back(r.value());
     else if (r.is("--keep-dtype")) {
       const std::string d = r.value();
       if (d != "bf16" && d != "f32") fail("--keep-dtype " + d, "expected bf16 or f32");
@@ -70,6 +84,8 @@ int cmd_quantize(const Args& args) {
   }
   if (o.model_dir.empty()) fail("quantize", "a MODEL directory is required (see --help)");
   o.scheme = pipeline::parse_scheme_choice(scheme, group, sym);
+  if (!gen_spec.empty()) o.gen_format = pipeline::parse_format_spec(gen_spec, group, sym, "--gen-scheme");
+  for (const auto& ov : overrides) o.overrides.push_back(pipeline::parse_override(ov, group, sym));
   // lance-quant-v1 stores NVFP4 block scales as bf16 without a tensor scale: e4m3 * tensor scale must be
   // exact in bf16, which a power-of-two tensor scale guarantees.
   if (o.scheme.params.scheme == quant::Scheme::NvFp4 && o.format == formats::FormatId::LanceQuantV1)
@@ -93,6 +109,13 @@ int cmd_quantize(const Args& args) {
                 (long long)rep.kept_linears, rep.scheme.c_str(), rep.out_dir.c_str(), rep.format.c_str(),
                 double(rep.output_bytes) / 1e6, rep.seconds);
     std::printf("  weight relative error: mean %.4f, worst %.4f\n", mean, worst);
+    std::map<std::string, int> per_format;
+    for (const auto& l : rep.linears) ++per_format[l.format];
+    if (per_format.size() > 1) {
+      std::printf("  number formats:");
+      for (const auto& [f, n] : per_format) std::printf(" %s x%d", f.c_str(), n);
+      std::printf("\n");
+    }
   }
   return 0;
 }

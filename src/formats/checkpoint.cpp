@@ -37,6 +37,42 @@ bool format_supports(FormatId f, quant::Scheme s) { return layout_of(f).supports
 
 // ------------------------------------------------------------------------------------- writer
 
+namespace {
+
+std::string format_of(const LinearDecl& l) {
+  if (l.scheme == quant::Scheme::NvFp4) return "nvfp4";
+  return std::string(quant::scheme_name(l.scheme)) + " g" + std::to_string(l.group);
+}
+
+}  // namespace
+
+void check_plan(FormatId format, const std::vector<PlanEntry>& plan) {
+  const Layout& layout = layout_of(format);
+  const std::string where = std::string(layout.name) + " writer";
+  const LinearDecl* first = nullptr;
+  for (const auto& e : plan)  // a mixed plan first: that is the problem to name, not the first unsupported linear
+    if (auto* l = std::get_if<LinearDecl>(&e)) {
+      if (layout.one_format && first && format_of(*first) != format_of(*l))
+        fail(where, std::string(layout.name) + " records one number format per checkpoint, but '" + first->base + "' is " +
+                        format_of(*first) + " and '" + l->base + "' is " + format_of(*l) +
+                        " (write lance-quant-v1 or compressed-tensors for per-linear formats)");
+      if (!first) first = l;
+    }
+  for (const auto& e : plan) {
+    if (auto* l = std::get_if<LinearDecl>(&e)) {
+      if (!layout.supports(l->scheme))
+        fail(where, std::string(layout.name) + " cannot store " + quant::scheme_name(l->scheme) + " (linear '" + l->base + "')");
+      if (l->group <= 0 || l->in % l->group != 0 || (l->scheme == quant::Scheme::NvFp4 && l->group != 16))
+        fail(l->base, "group " + std::to_string(l->group) + " does not divide input width " + std::to_string(l->in));
+      layout.check(*l);
+    } else {
+      const auto& p = std::get<PlainDecl>(e);
+      if (p.dtype != io::DType::BF16 && p.dtype != io::DType::F32)
+        fail(where, "plain tensor '" + p.name + "' must be written as BF16 or F32");
+    }
+  }
+}
+
 struct CheckpointWriter::Impl {
   std::string dir;
   const Layout* layout;
@@ -68,25 +104,9 @@ CheckpointWriter::CheckpointWriter(std::string dir, FormatId format, std::vector
   m.options = std::move(options);
   const std::string where = std::string(m.layout->name) + " writer " + m.dir;
 
-  std::optional<quant::Scheme> scheme;
-  std::set<std::string> names;
-  for (const auto& e : m.plan) {
-    if (auto* l = std::get_if<LinearDecl>(&e)) {
-      if (!m.layout->supports(l->scheme))
-        fail(where, "format cannot store " + std::string(quant::scheme_name(l->scheme)) + " (linear '" + l->base + "')");
-      if (scheme && *scheme != l->scheme) fail(where, "one quantized scheme per checkpoint; '" + l->base + "' differs");
-      scheme = l->scheme;
-      if (l->group <= 0 || l->in % l->group != 0 || (l->scheme == quant::Scheme::NvFp4 && l->group != 16))
-        fail(l->base, "group " + std::to_string(l->group) + " does not divide input width " + std::to_string(l->in));
-      m.layout->check(*l);
-    } else {
-      const auto& p = std::get<PlainDecl>(e);
-      if (p.dtype != io::DType::BF16 && p.dtype != io::DType::F32)
-        fail(where, "plain tensor '" + p.name + "' must be written as BF16 or F32");
-    }
-  }
+  check_plan(format, m.plan);
   fs::create_directories(m.dir);
-  const std::string file = m.layout->weights_file(scheme.value_or(quant::Scheme::Int4Asym));
+  const std::string file = m.layout->weights_file(m.plan);
   m.st = std::make_unique<io::SafetensorsWriter>(
       (fs::path(m.dir) / file).string(),
       std::map<std::string, std::string>{{"format", "pt"}, {"producer", "lance-quant"}, {"layout", m.layout->name}});
@@ -199,9 +219,11 @@ CheckpointReader::CheckpointReader(const std::string& dir) : impl_(std::make_uni
   m.layout = &layout_of(detect_format(dir));
   m.config = m.layout->load_config(dir);
   std::string path;
-  for (auto s : {quant::Scheme::Int4Asym, quant::Scheme::NvFp4})
-    if (path.empty() && fs::exists(fs::path(dir) / m.layout->weights_file(s)))
-      path = (fs::path(dir) / m.layout->weights_file(s)).string();
+  // The file a plan of INT4 linears / of NVFP4 linears is written to (they differ for lance-quant-v1).
+  const std::vector<PlanEntry> int4_plan = {LinearDecl{}}, nvfp4_plan = {LinearDecl{"", quant::Scheme::NvFp4}};
+  for (const auto* plan : {&int4_plan, &nvfp4_plan})
+    if (path.empty() && fs::exists(fs::path(dir) / m.layout->weights_file(*plan)))
+      path = (fs::path(dir) / m.layout->weights_file(*plan)).string();
   if (path.empty()) fail(dir, std::string("no weights file for format ") + m.layout->name);
   m.file = std::make_unique<io::SafetensorsFile>(path);
   const std::string marker = m.layout->marker;

@@ -11,7 +11,10 @@
 // declared up front (the plan), then written in plan order, one linear at a time; finish() writes
 // the configs and renames the temporary files into place. Tensors keep the names they are given
 // (name mapping to other ecosystems is the caller's policy); lm_head stays a separate tensor.
-// A checkpoint holds one quantized scheme; everything else passes through as bf16 (or f32).
+// Linears may have different number formats (INT4 with different groups, INT8, NVFP4) where the
+// layout can say so per tensor: lance-quant-v1 (per_weight entries of the meta) and compressed-tensors
+// (one config group per format). autoawq (one w_bit / group_size) and modelopt (NVFP4 only) hold one
+// format. Everything else passes through as bf16 (or f32).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -54,6 +57,11 @@ struct WriterOptions {
   nlohmann::json extra_meta = nlohmann::json::object();
   std::string method = "rtn";  // recorded in metas / configs: "rtn", "awq", ...
 };
+
+// Throws lq::Error naming the format and the linears when `format` cannot hold `plan` (a scheme it
+// cannot store, a shape it cannot pack, or different number formats in a one-format layout). The
+// writer runs it too; callers run it first to refuse before any slow work.
+void check_plan(FormatId format, const std::vector<PlanEntry>& plan);
 
 class CheckpointWriter {
  public:

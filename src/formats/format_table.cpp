@@ -141,6 +141,18 @@ const LinearDecl* first_linear(const std::vector<PlanEntry>& plan) {
     if (auto* l = std::get_if<LinearDecl>(&e)) return l;
   return nullptr;
 }
+const LinearDecl* first_integer_linear(const std::vector<PlanEntry>& plan) {
+  for (const auto& e : plan)
+    if (auto* l = std::get_if<LinearDecl>(&e); l && l->scheme != Scheme::NvFp4) return l;
+  return nullptr;
+}
+// True when the plan's quantized linears do not all share one number format (scheme and group).
+bool mixed_formats(const std::vector<PlanEntry>& plan) {
+  const LinearDecl* l0 = first_linear(plan);
+  for (const auto& e : plan)
+    if (auto* l = std::get_if<LinearDecl>(&e); l && (l->scheme != l0->scheme || l->group != l0->group)) return true;
+  return false;
+}
 json hf_config_with(const WriterOptions& o, json qc) {
   json c = o.model_config.is_object() ? o.model_config : json::object();
   c["quantization_config"] = std::move(qc);
@@ -153,26 +165,36 @@ bool is_int4(Scheme s) { return s == Scheme::Int4Asym || s == Scheme::Int4Sym; }
 
 // ---------------------------------------------------------------- lance-quant-v1
 
-bool v1_supports(Scheme s) { return is_int4(s) || s == Scheme::NvFp4; }
-const char* v1_file(Scheme s) {
-  return s == Scheme::NvFp4 ? "nvfp4_state_dict.safetensors" : "awq_state_dict.safetensors";
+// INT8 is our extension of the layout (the original runtime reads INT4 and NVFP4 only): `.qweight`
+// holds one code per byte [out, in], with the same bf16 scales and byte zeros (128) as INT4, and its
+// per_weight entry says n_bit 8. A checkpoint with mixed formats is written to awq_state_dict with
+// each linear's format in per_weight (NVFP4 linears recognisable by their scales_fp8 tensor).
+bool v1_supports(Scheme) { return true; }
+bool v1_all_nvfp4(const std::vector<PlanEntry>& plan) {
+  const LinearDecl* l0 = first_linear(plan);
+  return l0 && !first_integer_linear(plan);
+}
+const char* v1_file(const std::vector<PlanEntry>& plan) {
+  return v1_all_nvfp4(plan) ? "nvfp4_state_dict.safetensors" : "awq_state_dict.safetensors";
 }
 void v1_check(const LinearDecl& d) {
-  require(d.in % 2 == 0, d, "lance-quant-v1 packs two codes per byte: input width must be even");
+  if (d.scheme != Scheme::Int8Sym) require(d.in % 2 == 0, d, "lance-quant-v1 packs two codes per byte: input width must be even");
   if (d.scheme != Scheme::NvFp4)
-    require(d.scale_dtype == ScaleDType::BF16, d, "lance-quant-v1 stores INT4 scales as bf16 (quantize with bf16 scales)");
+    require(d.scale_dtype == ScaleDType::BF16, d, "lance-quant-v1 stores integer scales as bf16 (quantize with bf16 scales)");
 }
+int64_t v1_code_bytes(const LinearDecl& d) { return d.scheme == Scheme::Int8Sym ? d.in : d.in / 2; }
 std::vector<PartDecl> v1_parts(const LinearDecl& d) {
   const int64_t ng = d.in / d.group;
   if (d.scheme == Scheme::NvFp4)
     return {{".qweight", io::DType::U8, {d.out, d.in / 2}},
             {".scales_fp8", io::DType::U8, {d.out, ng}},
             {".scales_bf16", io::DType::BF16, {d.out, ng}}};
-  return {{".qweight", io::DType::U8, {d.out, d.in / 2}},
+  return {{".qweight", io::DType::U8, {d.out, v1_code_bytes(d)}},
           {".scales", io::DType::BF16, {d.out, ng}},
           {".zeros", io::DType::U8, {d.out, ng}}};
 }
 std::vector<Bytes> v1_pack(const LinearDecl& d, const QTensor& q) {
+  if (d.scheme == Scheme::Int8Sym) return {q.codes, store_scales(q.scales, ScaleDType::BF16, d.base), q.zeros};
   if (d.scheme != Scheme::NvFp4)
     return {pack_nibble_pairs(q.codes), store_scales(q.scales, ScaleDType::BF16, d.base), q.zeros};
   // Their runtime multiplies by scales_bf16 only, so e4m3 * tensor_scale must be exact in bf16
@@ -189,17 +211,16 @@ std::vector<Bytes> v1_pack(const LinearDecl& d, const QTensor& q) {
   return {pack_nibble_pairs(q.codes), q.block_scales, as_bytes(sb)};
 }
 std::vector<std::pair<std::string, json>> v1_configs(const std::vector<PlanEntry>& plan, const WriterOptions& o) {
-  const LinearDecl* l0 = first_linear(plan);
-  const bool fp4 = l0 && l0->scheme == Scheme::NvFp4;
+  const bool fp4 = v1_all_nvfp4(plan);
   json per_weight = json::object();
   for (const auto& e : plan)
     if (auto* l = std::get_if<LinearDecl>(&e)) {
       json w = {{"shape", {l->out, l->in}}, {"qscheme", quant::scheme_name(l->scheme)}};
-      if (fp4) {
+      if (l->scheme == Scheme::NvFp4) {
         w["block_size"] = 16;
         w["scheme"] = "nvfp4";
       } else {
-        w["n_bit"] = 4;
+        w["n_bit"] = quant::scheme_bits(l->scheme);
         w["group_size"] = l->group;
         w["scheme"] = o.method;
       }
@@ -210,8 +231,11 @@ std::vector<std::pair<std::string, json>> v1_configs(const std::vector<PlanEntry
     meta["block_size"] = 16;
     meta["scheme"] = "nvfp4";
   } else {
-    meta["n_bit"] = 4;
+    // Top-level n_bit / group_size: the first integer linear's (the whole checkpoint's when not mixed).
+    const LinearDecl* l0 = first_integer_linear(plan);
+    meta["n_bit"] = l0 ? quant::scheme_bits(l0->scheme) : 4;
     meta["group_size"] = l0 ? l0->group : 0;
+    if (mixed_formats(plan)) meta["mixed_formats"] = true;  // readers must use per_weight
     meta["scheme"] = o.method;
     meta["awq_linears"] = quantized_bases(plan);
     meta["plain_linears"] = plain_modules(plan);
@@ -241,6 +265,8 @@ LinearDecl v1_describe(const io::SafetensorsFile& f, const json& meta, const std
     d.group = 16;
   } else {
     d.scheme = quant::parse_scheme(pw.value("qscheme", std::string("int4_asym")), f.path() + ": " + base);
+    if (d.scheme == Scheme::NvFp4) fail(f.path(), "'" + base + "' is nvfp4 in the meta but has no scales_fp8 tensor");
+    if (d.scheme == Scheme::Int8Sym) d.in = qw[1];  // one code per byte
     d.group = pw.value("group_size", meta.value("group_size", int64_t(0)));
     if (d.group <= 0) d.group = d.in / shape_of(f, base + ".scales").at(1);
   }
@@ -250,7 +276,8 @@ LinearDecl v1_describe(const io::SafetensorsFile& f, const json& meta, const std
 QTensor v1_unpack(const io::SafetensorsFile& f, const LinearDecl& d) {
   for (const auto& p : v1_parts(d)) expect_shape(f, d.base + p.suffix, p.shape);
   QTensor q = blank_qtensor(d);
-  q.codes = unpack_nibble_pairs(tensor_as<uint8_t>(f, d.base + ".qweight", io::DType::U8));
+  q.codes = tensor_as<uint8_t>(f, d.base + ".qweight", io::DType::U8);
+  if (d.scheme != Scheme::Int8Sym) q.codes = unpack_nibble_pairs(q.codes);
   if (d.scheme != Scheme::NvFp4) {
     ScaleDType dt;
     q.scales = load_scales(f, d.base + ".scales", &dt);
@@ -282,7 +309,7 @@ QTensor v1_unpack(const io::SafetensorsFile& f, const LinearDecl& d) {
 constexpr int kAwqOrder[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 
 bool awq_supports(Scheme s) { return is_int4(s); }
-const char* hf_file(Scheme) { return "model.safetensors"; }
+const char* hf_file(const std::vector<PlanEntry>&) { return "model.safetensors"; }
 void awq_check(const LinearDecl& d) {
   require(d.out % 8 == 0, d, "autoawq packs 8 output columns per int32: output width must be a multiple of 8");
 }
@@ -438,8 +465,13 @@ json ct_weights_args(const LinearDecl& d) {
 const char* ct_format(Scheme s) { return s == Scheme::NvFp4 ? "nvfp4-pack-quantized" : "pack-quantized"; }
 std::vector<std::pair<std::string, json>> ct_configs(const std::vector<PlanEntry>& plan, const WriterOptions& o) {
   const LinearDecl* l0 = first_linear(plan);
+  // One compressor for the whole model when every group shares it; otherwise compressed-tensors'
+  // "mixed-precision" format, where each config group names its own.
+  bool one_compressor = true;
+  for (const auto& e : plan)
+    if (auto* l = std::get_if<LinearDecl>(&e)) one_compressor = one_compressor && std::string(ct_format(l->scheme)) == ct_format(l0->scheme);
   json qc = {{"quant_method", "compressed-tensors"},
-             {"format", l0 ? ct_format(l0->scheme) : "pack-quantized"},
+             {"format", !l0 ? "pack-quantized" : one_compressor ? ct_format(l0->scheme) : "mixed-precision"},
              {"quantization_status", "compressed"},
              {"ignore", plain_modules(plan)},
              {"config_groups", json::object()}};
@@ -448,11 +480,13 @@ std::vector<std::pair<std::string, json>> ct_configs(const std::vector<PlanEntry
     // Different group sizes / scale dtypes make separate groups.
     std::map<std::string, std::vector<std::string>> groups;
     std::map<std::string, json> args;
+    std::map<std::string, const char*> compressor;
     for (const auto& e : plan)
       if (auto* l = std::get_if<LinearDecl>(&e)) {
         const json a = ct_weights_args(*l);
         groups[a.dump()].push_back(l->base);
         args[a.dump()] = a;
+        compressor[a.dump()] = ct_format(l->scheme);
       }
     int i = 0;
     for (const auto& [key, targets] : groups)
@@ -460,7 +494,7 @@ std::vector<std::pair<std::string, json>> ct_configs(const std::vector<PlanEntry
                                                              {"weights", args[key]},
                                                              {"input_activations", nullptr},
                                                              {"output_activations", nullptr},
-                                                             {"format", ct_format(l0->scheme)}};
+                                                             {"format", compressor[key]}};
   }
   return {{"config.json", hf_config_with(o, qc)}};
 }
@@ -581,13 +615,13 @@ QTensor mo_unpack(const io::SafetensorsFile& f, const LinearDecl& d) {
 }
 
 const Layout kLayouts[] = {
-    {FormatId::LanceQuantV1, "lance-quant-v1", v1_supports, v1_file, io::DType::BF16, v1_check, v1_parts, v1_pack,
+    {FormatId::LanceQuantV1, "lance-quant-v1", v1_supports, false, v1_file, io::DType::BF16, v1_check, v1_parts, v1_pack,
      v1_configs, v1_detect, v1_load, ".qweight", v1_describe, v1_unpack},
-    {FormatId::AutoAwq, "autoawq", awq_supports, hf_file, io::DType::F16, awq_check, awq_parts, awq_pack, awq_configs,
+    {FormatId::AutoAwq, "autoawq", awq_supports, true, hf_file, io::DType::F16, awq_check, awq_parts, awq_pack, awq_configs,
      awq_detect, hf_load, ".qzeros", awq_describe, awq_unpack},
-    {FormatId::CompressedTensors, "compressed-tensors", ct_supports, hf_file, io::DType::BF16, ct_check, ct_parts,
+    {FormatId::CompressedTensors, "compressed-tensors", ct_supports, false, hf_file, io::DType::BF16, ct_check, ct_parts,
      ct_pack_all, ct_configs, ct_detect, hf_load, ".weight_packed", ct_describe, ct_unpack_all},
-    {FormatId::ModelOpt, "modelopt", mo_supports, hf_file, io::DType::BF16, mo_check, mo_parts, mo_pack, mo_configs,
+    {FormatId::ModelOpt, "modelopt", mo_supports, true, hf_file, io::DType::BF16, mo_check, mo_parts, mo_pack, mo_configs,
      mo_detect, mo_load, ".weight_scale_2", mo_describe, mo_unpack},
 };
 

@@ -23,7 +23,11 @@ struct Layout {
   FormatId id;
   const char* name;
   bool (*supports)(quant::Scheme);
-  const char* (*weights_file)(quant::Scheme);  // safetensors file name inside the directory
+  // The config records one number format for the whole checkpoint (no per-linear formats).
+  bool one_format;
+  // Safetensors file name inside the directory, from the plan's schemes (lance-quant-v1 names its file
+  // after them).
+  const char* (*weights_file)(const std::vector<PlanEntry>&);
   io::DType bias_dtype;                        // `<base>.bias`
   // Throws lq::Error naming the linear when the layout cannot store it.
   void (*check)(const LinearDecl&);

@@ -160,8 +160,8 @@ std::vector<float> matmul(const std::vector<float>& x, int64_t in, const float* 
 
 class ForwardAwq final : public LayerSearch {
  public:
-  ForwardAwq(const QuantizeOptions& o, const model::ModelSpec& spec, QuantizeReport& report)
-      : o_(o), spec_(spec), engine_(load_engine(o.model_dir)) {
+  ForwardAwq(const QuantizeOptions& o, const model::ModelSpec& spec, const LinearFormats& formats, QuantizeReport& report)
+      : o_(o), spec_(spec), formats_(formats), engine_(load_engine(o.model_dir)) {
     collect_samples(report);
   }
 
@@ -318,7 +318,7 @@ class ForwardAwq final : public LayerSearch {
 
   void search_pair(const model::FusionPair& f, LayerTensors& t, LayerCapture& cap,
                    const std::vector<std::vector<float>>& attn_ref, LayerPlans& plans) {
-    const quant::QuantParams& qp = o_.scheme.params;
+    const quant::QuantParams& qp = formats_.params_for(f.targets.front());  // w_mean's groups; the loss uses each target's own
     const LinearKind first = f.target_kinds.front();
     const std::vector<float>& x = cap.rows(f.path, first);
     if (x.empty()) return;  // no rows of this path in the calibration sample
@@ -339,7 +339,7 @@ class ForwardAwq final : public LayerSearch {
       ref_energy = sum_sq(matmul(xs, ls.in, w.data(), ls.out).data(), int64_t(xs.size() / ls.in) * ls.out);
       r = quant::search_scales(x_mean, w_mean, o_.awq.grid, o_.awq.duo_scaling, [&](const std::vector<float>& s) {
         std::vector<float> d(w.size());
-        quant::fake_quantize_scaled(w.data(), ls.out, ls.in, qp, s, d.data(), scale_of);
+        quant::fake_quantize_scaled(w.data(), ls.out, ls.in, formats_.params_for(ls.name), s, d.data(), scale_of);
         for (size_t i = 0; i < d.size(); ++i) d[i] = w[i] - d[i];
         const std::vector<float> y = matmul(xs, ls.in, d.data(), ls.out);
         return sum_sq(y.data(), int64_t(y.size()));
@@ -358,7 +358,6 @@ class ForwardAwq final : public LayerSearch {
   // gate,up: loss on the MLP output down(silu(x Wg'^T) * (x Wu'^T)) with the full-precision down.
   quant::ScaleSearch search_mlp(const model::FusionPair& f, LayerTensors& t, const std::vector<float>& x_all,
                                 const std::vector<float>& x_mean, const std::vector<float>& w_mean, double& ref_energy) {
-    const quant::QuantParams& qp = o_.scheme.params;
     const model::LinearSpec &g = lin(f, LinearKind::Gate), &u = lin(f, LinearKind::Up), &d = lin(f, LinearKind::Down);
     const std::vector<float> x = subsample_rows(x_all, g.in, o_.awq.rows_per_layer);
     const std::vector<float>& wg = t.at(g.weight_name());
@@ -373,8 +372,8 @@ class ForwardAwq final : public LayerSearch {
     ref_energy = sum_sq(ref.data(), int64_t(ref.size()));
     return quant::search_scales(x_mean, w_mean, o_.awq.grid, o_.awq.duo_scaling, [&](const std::vector<float>& s) {
       std::vector<float> gq(wg.size()), uq(wu.size());
-      quant::fake_quantize_scaled(wg.data(), g.out, g.in, qp, s, gq.data());
-      quant::fake_quantize_scaled(wu.data(), u.out, u.in, qp, s, uq.data());
+      quant::fake_quantize_scaled(wg.data(), g.out, g.in, formats_.params_for(g.name), s, gq.data());
+      quant::fake_quantize_scaled(wu.data(), u.out, u.in, formats_.params_for(u.name), s, uq.data());
       const std::vector<float> y = mlp(gq.data(), uq.data());
       return sum_sq_diff(y.data(), ref.data(), int64_t(y.size()));
     });
@@ -384,7 +383,6 @@ class ForwardAwq final : public LayerSearch {
   // q/k/v weights of this path (everything else full precision).
   quant::ScaleSearch search_qkv(const model::FusionPair& f, LayerTensors& t, const std::vector<std::vector<float>>& attn_ref,
                                 const std::vector<float>& x_mean, const std::vector<float>& w_mean, double& ref_energy) {
-    const quant::QuantParams& qp = o_.scheme.params;
     const int64_t H = engine_.config().hidden_size;
     const std::vector<float> ref = path_rows(attn_ref, f.path, H);
     ref_energy = sum_sq(ref.data(), int64_t(ref.size()));
@@ -394,7 +392,7 @@ class ForwardAwq final : public LayerSearch {
         const model::LinearSpec& ls = lin(f, k);
         const std::vector<float>& w = t.at(ls.weight_name());
         std::vector<float> wq(w.size());
-        quant::fake_quantize_scaled(w.data(), ls.out, ls.in, qp, s, wq.data());
+        quant::fake_quantize_scaled(w.data(), ls.out, ls.in, formats_.params_for(ls.name), s, wq.data());
         std::vector<float> bias = ls.has_bias ? t.at(ls.bias_name()) : std::vector<float>{};
         swap_linear(f, k, std::make_unique<ScaledDense>(ls.out, ls.in, std::move(wq), std::move(bias), std::vector<float>{}));
       }
@@ -428,10 +426,11 @@ class ForwardAwq final : public LayerSearch {
   // Clip ratios for every quantized target except q/k, on its (folded) inputs.
   void clip_search(int layer, const LayerTensors& t, LayerCapture& cap, const std::map<std::string, bool>& quantized,
                    LayerPlans& plans) {
-    if (!o_.awq.clip || !quant::scheme_is_integer(o_.scheme.params.scheme)) return;
+    if (!o_.awq.clip) return;
     for (const auto& path : spec_.layers[size_t(layer)].paths)
       for (const auto& ls : path.linears) {
         if (ls.kind == LinearKind::Q || ls.kind == LinearKind::K || !quantized.at(ls.name)) continue;
+        if (!quant::scheme_is_integer(formats_.params_for(ls.name).scheme)) continue;  // clipping: integer formats only
         const LinearKind src = ls.kind == LinearKind::V ? LinearKind::Q : ls.kind == LinearKind::Up ? LinearKind::Gate : ls.kind;
         std::vector<float> x = subsample_rows(cap.rows(ls.path, src), ls.in, o_.awq.clip_rows);
         if (x.empty()) continue;
@@ -441,13 +440,14 @@ class ForwardAwq final : public LayerSearch {
             if (f.layer == layer && f.path == ls.path &&
                 std::find(f.targets.begin(), f.targets.end(), ls.name) != f.targets.end())
               divide_cols(x, ls.in, fold_scale_.at(ls.name), f);
-        plans[ls.name].clip = quant::search_clip(t.at(ls.weight_name()).data(), ls.out, ls.in, o_.scheme.params, x.data(),
+        plans[ls.name].clip = quant::search_clip(t.at(ls.weight_name()).data(), ls.out, ls.in, formats_.params_for(ls.name), x.data(),
                                                  int64_t(x.size()) / ls.in);
       }
   }
 
   const QuantizeOptions& o_;
   const model::ModelSpec& spec_;
+  const LinearFormats& formats_;
   fwd::Engine engine_;
   std::vector<fwd::Chunk> samples_;       // routing, positions, splits (embeddings dropped)
   std::vector<std::vector<float>> states_;  // residual stream entering the current layer, per sample
@@ -457,8 +457,9 @@ class ForwardAwq final : public LayerSearch {
 
 }  // namespace
 
-std::unique_ptr<LayerSearch> make_forward_awq(const QuantizeOptions& o, const model::ModelSpec& spec, QuantizeReport& report) {
-  return std::make_unique<ForwardAwq>(o, spec, report);
+std::unique_ptr<LayerSearch> make_forward_awq(const QuantizeOptions& o, const model::ModelSpec& spec,
+                                              const LinearFormats& formats, QuantizeReport& report) {
+  return std::make_unique<ForwardAwq>(o, spec, formats, report);
 }
 
 }  // namespace lq::pipeline

@@ -39,6 +39,11 @@ const SchemeRow kSchemes[] = {
     {"rtn-int8", Method::Rtn, quant::Scheme::Int8Sym},
 };
 
+void check_group_size(int64_t group, const std::string& where) {
+  if (group != 32 && group != 64 && group != 128 && group != 0)
+    fail(where, "expected a group size of 32, 64, 128 or 0 (per channel), got " + std::to_string(group));
+}
+
 }  // namespace
 
 std::vector<std::string> known_schemes() {
@@ -59,13 +64,113 @@ SchemeChoice parse_scheme_choice(const std::string& name, int64_t group, bool sy
       c.params.scheme = quant::Scheme::Int4Sym;
     }
     c.params.group = r.number == quant::Scheme::NvFp4 ? 16 : group;
-    if (r.number != quant::Scheme::NvFp4 && group != 32 && group != 64 && group != 128 && group != 0)
-      fail("--group-size", "expected 32, 64, 128 or 0 (per channel), got " + std::to_string(group));
+    if (r.number != quant::Scheme::NvFp4) check_group_size(group, "--group-size");
     return c;
   }
   std::string list;
   for (const auto& s : known_schemes()) list += (list.empty() ? "" : ", ") + s;
   fail("--scheme", "unknown scheme '" + name + "' (known: " + list + ")");
+}
+
+FormatSpec parse_format_spec(const std::string& spec, int64_t group, bool sym, const std::string& where) {
+  const std::string what = where + " '" + spec + "'";
+  FormatSpec f;
+  f.text = spec;
+  if (spec == "bf16" || spec == "keep") {
+    f.keep = true;
+    return f;
+  }
+  for (const auto& r : kSchemes)  // a scheme name stands for its number format
+    if (spec == r.name) {
+      f.params = parse_scheme_choice(spec, group, sym).params;
+      return f;
+    }
+  const size_t colon = spec.find(':');
+  const std::string number = spec.substr(0, colon);
+  if (number == "int4") f.params.scheme = sym ? quant::Scheme::Int4Sym : quant::Scheme::Int4Asym;
+  else if (number == "int4-asym") f.params.scheme = quant::Scheme::Int4Asym;
+  else if (number == "int4-sym") f.params.scheme = quant::Scheme::Int4Sym;
+  else if (number == "int8") f.params.scheme = quant::Scheme::Int8Sym;
+  else if (number == "nvfp4") f.params.scheme = quant::Scheme::NvFp4;
+  else {
+    std::string schemes;
+    for (const auto& s : known_schemes()) schemes += ", " + s;
+    fail(what, "unknown number format '" + number + "' (expected int4, int4-asym, int4-sym, int8 or nvfp4, optionally "
+               "with :gN, or bf16 / keep, or a scheme name: " + schemes.substr(2) + ")");
+  }
+  f.params.group = group;
+  if (colon != std::string::npos) {
+    const std::string suffix = spec.substr(colon + 1);
+    if (f.params.scheme == quant::Scheme::NvFp4) fail(what, "nvfp4 has fixed blocks of 16 elements: no :gN suffix");
+    size_t used = 0;
+    int64_t g = -1;
+    try {
+      if (suffix.size() > 1 && suffix[0] == 'g') g = std::stoll(suffix.substr(1), &used);
+    } catch (const std::exception&) {
+    }
+    if (g < 0 || used + 1 != suffix.size()) fail(what, "expected a group suffix :gN (e.g. int4:g128), got ':" + suffix + "'");
+    f.params.group = g;
+  }
+  if (f.params.scheme == quant::Scheme::NvFp4) f.params.group = 16;
+  else check_group_size(f.params.group, what);
+  return f;
+}
+
+FormatOverride parse_override(const std::string& arg, int64_t group, bool sym) {
+  const size_t eq = arg.rfind('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == arg.size())
+    fail("--override '" + arg + "'", "expected PATTERN=SPEC (e.g. down_proj=int4:g128 or '*_moe_gen*=int8')");
+  return {arg.substr(0, eq), parse_format_spec(arg.substr(eq + 1), group, sym, "--override " + arg.substr(0, eq))};
+}
+
+std::string format_label(const quant::QuantParams& p, int64_t in) {
+  if (p.scheme == quant::Scheme::NvFp4) return "nvfp4";
+  return std::string(quant::scheme_name(p.scheme)) + ":g" + std::to_string(p.effective_group(in));
+}
+
+LinearFormats::LinearFormats(const model::ModelSpec& spec, const QuantizeOptions& o) {
+  if (o.scheme.method == Method::Legacy)
+    for (const auto& ov : o.overrides)
+      if (!ov.format.keep)
+        fail("--override " + ov.pattern, "legacy-awq reproduces the original toolkit's single INT4 format; only bf16 / keep "
+                                          "overrides apply to it");
+  if (o.scheme.method == Method::Legacy && o.gen_format && !o.gen_format->keep)
+    fail("--gen-scheme", "legacy-awq reproduces the original toolkit's single INT4 format; use another --scheme");
+  std::optional<std::string> first_label;
+  for (const auto& l : spec.linears) {
+    std::optional<quant::QuantParams> p = o.scheme.params;
+    if (o.gen_format && l.path == model::Path::Gen) {
+      if (o.gen_format->keep) p.reset();
+      else p = o.gen_format->params;
+    }
+    for (const auto& ov : o.overrides)
+      if (matches_pattern(l.name, ov.pattern)) {
+        if (ov.format.keep) p.reset();
+        else p = ov.format.params;
+      }
+    for (const auto& pat : o.keep)
+      if (matches_pattern(l.name, pat)) p.reset();
+    if (p) {
+      // lance-quant-v1 stores NVFP4 block scales as bf16 without a tensor scale: e4m3 * tensor scale
+      // must be exact in bf16, which a power-of-two tensor scale guarantees.
+      if (p->scheme == quant::Scheme::NvFp4 && o.format == formats::FormatId::LanceQuantV1) p->nvfp4_pow2_tensor_scale = true;
+      const std::string label = format_label(*p, l.in);
+      if (!first_label) first_label = label;
+      mixed_ = mixed_ || label != *first_label;
+    }
+    by_base_[l.name] = p;
+  }
+}
+
+bool LinearFormats::quantized(const std::string& base) const {
+  const auto it = by_base_.find(base);
+  if (it == by_base_.end()) fail(base, "not a target linear of this model");
+  return it->second.has_value();
+}
+
+const quant::QuantParams& LinearFormats::params_for(const std::string& base) const {
+  if (!quantized(base)) fail(base, "internal: the linear is kept in bf16, it has no number format");
+  return *by_base_.at(base);
 }
 
 bool matches_pattern(const std::string& base, const std::string& pattern) {
@@ -144,20 +249,17 @@ struct Planned {
   std::vector<std::string> global_tensors;
 };
 
-Planned make_plan(const model::ModelSpec& spec, const QuantizeOptions& o) {
+Planned make_plan(const model::ModelSpec& spec, const QuantizeOptions& o, const LinearFormats& lf) {
   Planned p;
   p.layer_tensors.resize(spec.layers.size());
-  const quant::QuantParams& qp = o.scheme.params;
   std::set<std::string> biases_of_quantized;
   for (const auto& l : spec.linears) {
-    bool keep = false;
-    for (const auto& pat : o.keep) keep = keep || matches_pattern(l.name, pat);
-    p.quantized[l.name] = !keep;
-    if (keep) continue;
-    const int64_t g = qp.effective_group(l.in);
+    p.quantized[l.name] = lf.quantized(l.name);
+    if (!p.quantized[l.name]) continue;
+    const int64_t g = lf.params_for(l.name).effective_group(l.in);
     if (g <= 0 || l.in % g != 0)
       fail(l.name, "group size " + std::to_string(g) + " does not divide the input width " + std::to_string(l.in) +
-                       " (choose another --group-size or --keep this linear)");
+                       " (choose another --group-size, --override this linear with another group, or --keep it)");
     if (l.has_bias) biases_of_quantized.insert(l.bias_name());
   }
   for (const auto& t : spec.tensors) {
@@ -169,6 +271,7 @@ Planned make_plan(const model::ModelSpec& spec, const QuantizeOptions& o) {
       const std::string base = t.name.substr(0, t.name.size() - 7);
       const model::LinearSpec* ls = spec.find_linear(base);
       if (ls && p.quantized.at(base)) {
+        const quant::QuantParams& qp = lf.params_for(base);
         formats::LinearDecl d;
         d.base = base;
         d.scheme = qp.scheme;
@@ -234,12 +337,13 @@ void copy_side_files(const std::string& src, const fs::path& dst) {
   }
 }
 
-std::unique_ptr<LayerSearch> make_search(const QuantizeOptions& o, const model::ModelSpec& spec, QuantizeReport& report) {
+std::unique_ptr<LayerSearch> make_search(const QuantizeOptions& o, const model::ModelSpec& spec, const LinearFormats& lf,
+                                         QuantizeReport& report) {
   switch (o.scheme.method) {
     case Method::Rtn: return nullptr;
-    case Method::Awq: return make_forward_awq(o, spec, report);
+    case Method::Awq: return make_forward_awq(o, spec, lf, report);
     case Method::Proxy:
-    case Method::Legacy: return make_stats_search(o, spec);
+    case Method::Legacy: return make_stats_search(o, spec, lf);
   }
   return nullptr;
 }
@@ -282,21 +386,28 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   const model::ModelConfig cfg = model::load_config(o.model_dir);
   io::TensorStore store(o.model_dir);
   const model::ModelSpec spec = model::build_spec(cfg, store);
-  if (!formats::format_supports(o.format, o.scheme.params.scheme))
-    fail("--format", std::string(formats::format_name(o.format)) + " cannot store " + quant::scheme_name(o.scheme.params.scheme));
-  Planned plan = make_plan(spec, o);
+  const LinearFormats linear_formats(spec, o);
+  Planned plan = make_plan(spec, o, linear_formats);
+  // What the output format cannot hold (a scheme, mixed formats in autoawq): refused before any slow work.
+  formats::check_plan(o.format, plan.entries);
 
   QuantizeReport report;
   report.scheme = o.scheme.name;
   report.format = formats::format_name(o.format);
   report.out_dir = o.out_dir;
   TempOutputDir temp(o.out_dir);  // removed again if anything below throws
-  std::unique_ptr<LayerSearch> search = make_search(o, spec, report);  // validates stats / runs calibration inputs
+  std::unique_ptr<LayerSearch> search = make_search(o, spec, linear_formats, report);  // validates stats / runs calibration inputs
 
   formats::WriterOptions wo;
   wo.model_config = read_model_config(o.model_dir);
   wo.method = o.scheme.method == Method::Rtn ? "rtn" : o.scheme.method == Method::Legacy ? "legacy-awq" : "awq";
   wo.extra_meta = {{"scheme", o.scheme.name}, {"producer", "lance-quant quantize"}};
+  if (o.gen_format || !o.overrides.empty()) {  // provenance of a mixed checkpoint (per_weight has each linear's format)
+    json ov = json::array();
+    if (o.gen_format) ov.push_back({{"gen_path", o.gen_format->text}});
+    for (const auto& x : o.overrides) ov.push_back({{x.pattern, x.format.text}});
+    wo.extra_meta["format_overrides"] = ov;
+  }
   formats::CheckpointWriter writer(temp.path().string(), o.format, plan.entries, wo);
 
   std::map<std::string, const formats::PlanEntry*> entry_of;
@@ -350,11 +461,13 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
         const LinearPlan* lp = plans.count(ls.name) ? &plans.at(ls.name) : nullptr;
         const std::vector<float>& w = t.at(ls.weight_name());
         const float* clip = lp && !lp->clip.empty() ? lp->clip.data() : nullptr;
-        quant::QTensor qt = o.scheme.method == Method::Legacy ? legacy_quantize(w.data(), ls.out, ls.in, o.scheme.params)
-                                                              : quant::quantize(w.data(), ls.out, ls.in, o.scheme.params, clip);
+        const quant::QuantParams& qp = linear_formats.params_for(ls.name);
+        quant::QTensor qt = o.scheme.method == Method::Legacy ? legacy_quantize(w.data(), ls.out, ls.in, qp)
+                                                              : quant::quantize(w.data(), ls.out, ls.in, qp, clip);
         std::vector<float> deq = qt.dequantize();
         LinearReport r;
         r.name = ls.name;
+        r.format = format_label(qp, ls.in);
         r.weight_rel_error = rel_error(w, deq);
         if (lp) {
           r.alpha = lp->alpha;
@@ -413,7 +526,7 @@ json QuantizeReport::to_json() const {
             {"calib_tokens", {{"und", calib_tokens_und}, {"gen", calib_tokens_gen}}}};
   json lin = json::array();
   for (const auto& l : linears) {
-    json e = {{"name", l.name}, {"weight_rel_error", l.weight_rel_error}};
+    json e = {{"name", l.name}, {"format", l.format}, {"weight_rel_error", l.weight_rel_error}};
     if (l.alpha >= 0) e["alpha"] = l.alpha, e["identity"] = l.identity;
     if (l.mean_clip < 1.0) e["mean_clip"] = l.mean_clip;
     if (l.output_rel_error >= 0) e["output_rel_error"] = l.output_rel_error;

@@ -15,11 +15,13 @@
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "calib/calibrate.h"
 #include "formats/checkpoint.h"
+#include "model/spec.h"
 #include "quant/quantizer.h"
 
 namespace lq::pipeline {
@@ -35,6 +37,26 @@ struct SchemeChoice {
 // Throws lq::Error listing the known schemes. `sym` selects symmetric INT4.
 SchemeChoice parse_scheme_choice(const std::string& name, int64_t group, bool sym);
 std::vector<std::string> known_schemes();
+
+// A number format for some target linears (--gen-scheme, --override PATTERN=SPEC). Only the number
+// format varies per linear; the method (rtn / awq / proxy) is always the one of --scheme.
+//   SPEC = FORMAT[:gN] | bf16 | keep | a scheme name (its number format)
+//   FORMAT = int4 (asymmetric, or symmetric with --sym) | int4-asym | int4-sym | int8 | nvfp4
+//   :gN    = group size 32, 64, 128 or 0 (per channel); default --group-size; not for nvfp4 (blocks of 16)
+struct FormatSpec {
+  std::string text;          // as given, for messages
+  bool keep = false;         // bf16 / keep: left unquantized like --keep
+  quant::QuantParams params;  // when !keep
+};
+// `group` and `sym` are the --group-size / --sym defaults. Throws naming `where` and the SPEC.
+FormatSpec parse_format_spec(const std::string& spec, int64_t group, bool sym, const std::string& where);
+
+struct FormatOverride {
+  std::string pattern;  // glob or substring of a linear's base name, as --keep
+  FormatSpec format;
+};
+// "PATTERN=SPEC" (the last '=' separates them).
+FormatOverride parse_override(const std::string& arg, int64_t group, bool sym);
 
 struct AwqOptions {
   int64_t rows_per_layer = 2048;   // calibration rows per path kept for the search (bounded sample)
@@ -54,6 +76,10 @@ struct QuantizeOptions {
   SchemeChoice scheme;
   formats::FormatId format = formats::FormatId::LanceQuantV1;
   std::vector<std::string> keep;                 // glob or substring of a linear's base name: stays bf16
+  // Per-linear number formats. Precedence: --keep > --override (the last matching one wins) >
+  // --gen-scheme (every linear of the gen path) > --scheme.
+  std::optional<FormatSpec> gen_format;
+  std::vector<FormatOverride> overrides;
   std::vector<calib::Source> calib;              // AWQ inputs
   std::string stats_path;                        // proxy / legacy inputs
   bool allow_partial = false, force = false;
@@ -72,6 +98,7 @@ struct QuantizeOptions {
 // search rows.
 struct LinearReport {
   std::string name;
+  std::string format;         // number format written, e.g. "int4_asym:g64", "int8_sym:g128", "nvfp4"
   double weight_rel_error = 0;
   double alpha = -1;          // -1: no scaling searched; 0 with identity means scales of 1
   bool identity = false;      // AWQ chose the identity candidate
@@ -91,6 +118,25 @@ struct QuantizeReport {
 };
 
 QuantizeReport quantize_model(const QuantizeOptions& options);
+
+// The number format of every target linear, resolved once from the options (see QuantizeOptions for
+// the precedence). Searches fake-quantize each linear with params_for(its base name), the same
+// parameters that write it.
+class LinearFormats {
+ public:
+  LinearFormats(const model::ModelSpec& spec, const QuantizeOptions& o);
+  bool quantized(const std::string& base) const;
+  // Throws for a kept linear or a name that is not a target.
+  const quant::QuantParams& params_for(const std::string& base) const;
+  bool mixed() const { return mixed_; }
+
+ private:
+  std::map<std::string, std::optional<quant::QuantParams>> by_base_;  // nullopt: kept in bf16
+  bool mixed_ = false;
+};
+
+// "int4_asym:g64", "int8_sym:g128", "nvfp4" (the per-linear format in reports).
+std::string format_label(const quant::QuantParams& p, int64_t in);
 
 // True when `base` matches a --keep pattern: glob (fnmatch, when it holds * ? or [) or substring.
 bool matches_pattern(const std::string& base, const std::string& pattern);

@@ -54,7 +54,8 @@ calib::StatsFile load_checked_stats(const QuantizeOptions& o, const model::Model
 
 class StatsSearch final : public LayerSearch {
  public:
-  StatsSearch(const QuantizeOptions& o, const model::ModelSpec& spec) : o_(o), spec_(spec), stats_(load_checked_stats(o, spec)) {}
+  StatsSearch(const QuantizeOptions& o, const model::ModelSpec& spec, const LinearFormats& formats)
+      : o_(o), spec_(spec), formats_(formats), stats_(load_checked_stats(o, spec)) {}
 
   void search(int layer, LayerTensors& t, const std::map<std::string, bool>& quantized, LayerPlans& plans) override {
     for (const auto& f : spec_.fusions) {
@@ -88,7 +89,7 @@ class StatsSearch final : public LayerSearch {
 
   // Diagonal proxy: sum_c E[x_c^2] sum_o (W_oc - W'_oc)^2 over the targets.
   void search_proxy(const model::FusionPair& f, LayerTensors& t, LayerPlans& plans) {
-    const quant::QuantParams& qp = o_.scheme.params;
+    const quant::QuantParams& qp = formats_.params_for(f.targets.front());  // w_mean's groups: the first target's
     const calib::LinearStats& ls0 = stats_.linears.at(f.targets.front());
     const std::vector<float> msq = ls0.all.mean_sq();
     const std::vector<float> x_mean = onto_scales(ls0.all.mean_abs(), f);
@@ -103,7 +104,7 @@ class StatsSearch final : public LayerSearch {
         const model::LinearSpec& ls = lin(f, k);
         const std::vector<float>& w = t.at(ls.weight_name());
         std::vector<float> wq(w.size());
-        quant::fake_quantize_scaled(w.data(), ls.out, ls.in, qp, s, wq.data(), scale_of);
+        quant::fake_quantize_scaled(w.data(), ls.out, ls.in, formats_.params_for(ls.name), s, wq.data(), scale_of);
         for (int64_t o = 0; o < ls.out; ++o)
           for (int64_t c = 0; c < ls.in; ++c) {
             const double d = double(w[size_t(o * ls.in + c)]) - wq[size_t(o * ls.in + c)];
@@ -118,7 +119,7 @@ class StatsSearch final : public LayerSearch {
   // The original toolkit: s = mean|x|^a / w_mean^(1-a), a in {0, 0.05, ..., 1} (21 points, no identity),
   // loss = output MSE on 512 synthetic Gaussian rows with std = mean|x| per channel; its quantizer.
   void search_legacy(const model::FusionPair& f, LayerTensors& t, LayerPlans& plans) {
-    const quant::QuantParams& qp = o_.scheme.params;
+    const quant::QuantParams& qp = o_.scheme.params;  // legacy-awq has one format (LinearFormats refuses others)
     const std::vector<float> x_mean = stats_.linears.at(f.targets.front()).all.mean_abs();
     const int64_t in = f.target_in, n = 512;
     const std::vector<float> z = fwd::normal_noise(uint64_t(f.layer) * 2 + uint64_t(f.path), n * in);
@@ -170,13 +171,15 @@ class StatsSearch final : public LayerSearch {
 
   const QuantizeOptions& o_;
   const model::ModelSpec& spec_;
+  const LinearFormats& formats_;
   calib::StatsFile stats_;
 };
 
 }  // namespace
 
-std::unique_ptr<LayerSearch> make_stats_search(const QuantizeOptions& o, const model::ModelSpec& spec) {
-  return std::make_unique<StatsSearch>(o, spec);
+std::unique_ptr<LayerSearch> make_stats_search(const QuantizeOptions& o, const model::ModelSpec& spec,
+                                               const LinearFormats& formats) {
+  return std::make_unique<StatsSearch>(o, spec, formats);
 }
 
 }  // namespace lq::pipeline
