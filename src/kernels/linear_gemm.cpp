@@ -110,6 +110,9 @@ LQ_AVX2_FMA inline void transpose8x8(__m256 r[8]) {
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
+// Elements ahead of the current one that pack_panel prefetches in each weight row.
+constexpr int64_t kPrefetchAhead = 64;
+
 // dst[k * 16 + j] = W[o0 + j, k0 + k] as f32 for k < kc, j < rows (<= 16); columns j >= rows are 0.
 // Full panels go through 8x8 register transposes; the k tail and short panels element by element.
 template <class Weights>
@@ -118,10 +121,18 @@ LQ_AVX2_FMA void pack_panel(const typename Weights::Elem* w, int64_t cols, int64
   const typename Weights::Elem* base = w + o0 * cols + k0;
   int64_t k = 0;
   if (rows == kPanel) {
-    for (; k + 8 <= kc; k += 8)
-      for (int half = 0; half < 2; ++half) {
+    // Eight rows at a time: rows a power-of-two apart share L1 sets, and sixteen would evict each
+    // other's lines between the two 8-wide steps that read one line.
+    const int64_t k8 = kc & ~int64_t(7);
+    for (int half = 0; half < 2; ++half)
+      for (k = 0; k < k8; k += 8) {
         __m256 r[8];
-        for (int i = 0; i < 8; ++i) r[i] = Weights::load8(base + (half * 8 + i) * cols + k);
+        for (int i = 0; i < 8; ++i) {
+          // Short row segments in many streams: the hardware prefetchers do not pick them up.
+          const typename Weights::Elem* row = base + (half * 8 + i) * cols + k;
+          _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchAhead), _MM_HINT_T0);
+          r[i] = Weights::load8(row);
+        }
         transpose8x8(r);
         for (int i = 0; i < 8; ++i) _mm256_store_ps(dst + (k + i) * kPanel + half * 8, r[i]);
       }
@@ -131,20 +142,50 @@ LQ_AVX2_FMA void pack_panel(const typename Weights::Elem* w, int64_t cols, int64
       dst[k * kPanel + j] = j < rows ? Weights::load1(base + j * cols + k) : 0.0f;
 }
 
-// c[t, 0..16) (=|+=) sum_{k < kc} a[t * lda + k] * b[k * 16 + 0..16) for t < MR, then + bias when
-// given. `b` is a packed, 32-byte aligned panel; the sum is one FMA chain per element, from 0.
+// dst[k * tokens + r] = x[(t0 + r) * cols + k0 + k] for k < kc, r < tokens: a token tile's
+// activations interleaved so the micro-kernel reads one sequential stream. Full tiles go through
+// 8x8 transposes (rows 6 and 7 zero) whose 8-float columns are stored 6 apart in increasing order,
+// each overwriting the previous one's 2 padding floats; the last one writes 2 floats past the tile
+// (into the next tile, packed afterwards, or the buffer's slack).
+LQ_AVX2_FMA void pack_tokens(const float* x, int64_t cols, int64_t t0, int tokens, int64_t k0,
+                             int64_t kc, float* dst) {
+  const float* src = x + t0 * cols + k0;
+  int64_t k = 0;
+  if (tokens == kTileTokens) {
+    for (; k + 8 <= kc; k += 8) {
+      __m256 r[8];
+      for (int i = 0; i < kTileTokens; ++i) r[i] = _mm256_loadu_ps(src + i * cols + k);
+      r[6] = r[7] = _mm256_setzero_ps();
+      transpose8x8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (k + i) * kTileTokens, r[i]);
+    }
+  }
+  for (; k < kc; ++k)
+    for (int r = 0; r < tokens; ++r) dst[k * tokens + r] = src[r * cols + k];
+}
+
+// c[t, 0..16) (=|+=) sum_{k < kc} a[k * MR + t] * b[k * 16 + 0..16) for t < MR, then + bias when
+// given. `a` and `b` are packed (b 32-byte aligned); the sum is one FMA chain per element, from 0.
 template <int MR>
-LQ_AVX2_FMA void micro_kernel(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
-                              int64_t ldc, bool accumulate, const float* bias) {
+LQ_AVX2_FMA void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                              bool accumulate, const float* bias) {
+  // y rows are far apart (one page each for wide layers) and y is usually beyond L2: start fetching
+  // the tile's rows now, they are read (and written) after the k loop.
+#pragma GCC unroll 8
+  for (int t = 0; t < MR; ++t) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + t * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + t * ldc + kPanel - 1), _MM_HINT_T0);
+  }
   // The token loops are unrolled so the 2 * MR accumulators live in registers.
   __m256 lo[MR], hi[MR];
 #pragma GCC unroll 8
   for (int t = 0; t < MR; ++t) lo[t] = hi[t] = _mm256_setzero_ps();
+#pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_load_ps(b + k * kPanel), b1 = _mm256_load_ps(b + k * kPanel + 8);
 #pragma GCC unroll 8
     for (int t = 0; t < MR; ++t) {
-      const __m256 at = _mm256_broadcast_ss(a + t * lda + k);
+      const __m256 at = _mm256_broadcast_ss(a + k * MR + t);
       lo[t] = _mm256_fmadd_ps(at, b0, lo[t]);
       hi[t] = _mm256_fmadd_ps(at, b1, hi[t]);
     }
@@ -166,23 +207,22 @@ LQ_AVX2_FMA void micro_kernel(int64_t kc, const float* a, int64_t lda, const flo
   }
 }
 
-using MicroKernel = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, bool, const float*);
+using MicroKernel = void (*)(int64_t, const float*, const float*, float*, int64_t, bool, const float*);
 constexpr MicroKernel kMicroKernels[kTileTokens + 1] = {nullptr,         micro_kernel<1>, micro_kernel<2>,
                                                         micro_kernel<3>, micro_kernel<4>, micro_kernel<5>,
                                                         micro_kernel<6>};
 
 // One micro-tile of `tokens` x `outputs` (outputs < 16 for the last panel): full tiles write y in
 // place; short ones go through a 16-wide copy so the kernel never touches columns beyond the range.
-LQ_AVX2_FMA void run_tile(int tokens, int outputs, int64_t kc, const float* a, int64_t lda,
-                          const float* panel, float* c, int64_t ldc, bool accumulate,
-                          const float* bias) {
+LQ_AVX2_FMA void run_tile(int tokens, int outputs, int64_t kc, const float* a, const float* panel,
+                          float* c, int64_t ldc, bool accumulate, const float* bias) {
   const MicroKernel kernel = kMicroKernels[tokens];
-  if (outputs == kPanel) return kernel(kc, a, lda, panel, c, ldc, accumulate, bias);
+  if (outputs == kPanel) return kernel(kc, a, panel, c, ldc, accumulate, bias);
   alignas(32) float tile[kTileTokens * kPanel] = {};
   alignas(32) float bias_pad[kPanel] = {};
   for (int t = 0; t < tokens && accumulate; ++t) std::copy_n(c + t * ldc, outputs, tile + t * kPanel);
   if (bias) std::copy_n(bias, outputs, bias_pad);
-  kernel(kc, a, lda, panel, tile, kPanel, accumulate, bias ? bias_pad : nullptr);
+  kernel(kc, a, panel, tile, kPanel, accumulate, bias ? bias_pad : nullptr);
   for (int t = 0; t < tokens; ++t) std::copy_n(tile + t * kPanel, outputs, c + t * ldc);
 }
 
@@ -192,8 +232,9 @@ LQ_AVX2_FMA void gemm_columns(const float* x, int64_t n, const DenseMatrix& w, c
                               float* y, int64_t col_begin, int64_t col_end) {
   const auto* wdata = static_cast<const typename Weights::Elem*>(w.data);
   const int64_t cols = w.cols, ldy = w.rows;
-  thread_local ScratchBuffer packed_buffer;
-  float* packed = packed_buffer.get(size_t(kKBlock * kColBlock));
+  thread_local ScratchBuffer weight_buffer, token_buffer;
+  float* packed = weight_buffer.get(size_t(kKBlock * kColBlock));
+  float* tokens = token_buffer.get(size_t(kTokenBlock * kKBlock + 8));  // + pack_tokens' spill
   for (int64_t jc = col_begin; jc < col_end; jc += kColBlock) {
     const int64_t nc = std::min(kColBlock, col_end - jc);
     for (int64_t pc = 0; pc < cols; pc += kKBlock) {
@@ -204,13 +245,16 @@ LQ_AVX2_FMA void gemm_columns(const float* x, int64_t n, const DenseMatrix& w, c
                             packed + p * kc);
       for (int64_t ic = 0; ic < n; ic += kTokenBlock) {
         const int64_t mc = std::min(kTokenBlock, n - ic);
+        // Tile t of the block starts at (t - ic) * kc: all tiles but the last hold 6 tokens.
+        for (int64_t t = ic; t < ic + mc; t += kTileTokens)
+          pack_tokens(x, cols, t, int(std::min<int64_t>(kTileTokens, ic + mc - t)), pc, kc,
+                      tokens + (t - ic) * kc);
         for (int64_t p = 0; p < nc; p += kPanel) {
           const int outputs = int(std::min<int64_t>(kPanel, nc - p));
           const int64_t o = jc + p;
           for (int64_t t = ic; t < ic + mc; t += kTileTokens)
-            run_tile(int(std::min<int64_t>(kTileTokens, ic + mc - t)), outputs, kc, x + t * cols + pc,
-                     cols, packed + p * kc, y + t * ldy + o, ldy, !first,
-                     last && bias ? bias + o : nullptr);
+            run_tile(int(std::min<int64_t>(kTileTokens, ic + mc - t)), outputs, kc, tokens + (t - ic) * kc,
+                     packed + p * kc, y + t * ldy + o, ldy, !first, last && bias ? bias + o : nullptr);
         }
       }
     }
