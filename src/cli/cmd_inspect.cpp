@@ -97,6 +97,7 @@ json fusion_json(const model::FusionPair& f) {
   json j = {{"kind", model::fusion_kind_name(f.kind)}, {"layer", f.layer}, {"path", model::path_name(f.path)},
             {"prev", f.prev_tensors}, {"targets", f.targets}, {"num_scales", f.num_scales}};
   if (f.kind == model::FusionKind::VToO) j["heads_per_group"] = f.heads_per_group;
+  if (f.tied_across_paths) j["tied_across_paths"] = true;
   return j;
 }
 

@@ -439,7 +439,7 @@ struct LayerScratch {
 // Engine::forward and Engine::forward_layer. `attn_out`, when given, receives o_proj's output.
 void run_layer(const Engine::Impl& m, int l, const Chunk& chunk, const Routing& rt, const AttentionLayout& layout,
                std::vector<float>* cache_k, std::vector<float>* cache_v, CacheWrite write, int64_t prefix, float* x,
-               LayerScratch& s, float* attn_out) {
+               LayerScratch& s, float* attn_out, bool attention_only = false) {
   const auto& c = m.cfg;
   const int64_t L = chunk.rows(), H = m.hidden(), QD = m.q_dim(), KD = m.kv_dim(), I = c.intermediate_size;
   const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim};
@@ -472,6 +472,7 @@ void run_layer(const Engine::Impl& m, int l, const Chunk& chunk, const Routing& 
 
   routed_linear(m, l, LinearKind::O, rt, s.o.data(), QD, s.tmp.data(), H);
   if (attn_out) std::copy(s.tmp.begin(), s.tmp.end(), attn_out);
+  if (attention_only) return;
   for (int64_t i = 0; i < L * H; ++i) x[i] += s.tmp[i];
   routed_rms_norm(chunk, lw.post_norm, x, 1, H, c.rms_norm_eps, s.h.data());
   routed_linear(m, l, LinearKind::Gate, rt, s.h.data(), H, s.gate.data(), I);
@@ -523,6 +524,15 @@ std::vector<float> Engine::forward(const Chunk& chunk, KvCache* cache, CacheWrit
 }
 
 void Engine::forward_layer(int layer, const Chunk& chunk, float* x, std::vector<float>* attn_out) const {
+  run_layer_part(layer, chunk, x, attn_out, false);
+}
+
+void Engine::attention_output(int layer, const Chunk& chunk, const float* x, std::vector<float>& attn_out) const {
+  // run_layer returns before it touches x when attention_only is set.
+  run_layer_part(layer, chunk, const_cast<float*>(x), &attn_out, true);
+}
+
+void Engine::run_layer_part(int layer, const Chunk& chunk, float* x, std::vector<float>* attn_out, bool attention_only) const {
   const Impl& m = *impl_;
   if (layer < 0 || layer >= m.layers_loaded) fail("forward_layer", "layer " + std::to_string(layer) + " not loaded");
   Chunk shape_only;  // check_chunk's row/split/position checks without the embeddings
@@ -536,7 +546,8 @@ void Engine::forward_layer(int layer, const Chunk& chunk, float* x, std::vector<
   const Routing rt = route(chunk);
   LayerScratch scratch(L, m.hidden(), m.q_dim(), m.kv_dim(), m.cfg.intermediate_size);
   if (attn_out) attn_out->assign(size_t(L * m.hidden()), 0.0f);
-  run_layer(m, layer, chunk, rt, layout, nullptr, nullptr, CacheWrite::No, 0, x, scratch, attn_out ? attn_out->data() : nullptr);
+  run_layer(m, layer, chunk, rt, layout, nullptr, nullptr, CacheWrite::No, 0, x, scratch, attn_out ? attn_out->data() : nullptr,
+            attention_only);
 }
 
 std::vector<float> Engine::logits(const float* normed, int64_t n) const {

@@ -191,6 +191,9 @@ class Engine {
   // code path as forward() (layer-by-layer quantization feeds each layer's output to the next).
   // `attn_out`, when given, receives the attention block's output (o_proj's, before the residual add).
   void forward_layer(int layer, const Chunk& chunk, float* x, std::vector<float>* attn_out = nullptr) const;
+  // Only the attention block of `layer` on the residual rows x (not modified): o_proj's output into
+  // `attn_out` [L, hidden], skipping the MLP (AWQ's q,k,v search evaluates this ~20 times per layer).
+  void attention_output(int layer, const Chunk& chunk, const float* x, std::vector<float>& attn_out) const;
 
   // Releases the memory-map pages of layer `layer`'s tensors (streaming quantization never reads a
   // finished layer again; a later read faults the pages back in).
@@ -207,6 +210,7 @@ class Engine {
 
  private:
   explicit Engine(std::unique_ptr<Impl> impl);
+  void run_layer_part(int layer, const Chunk& chunk, float* x, std::vector<float>* attn_out, bool attention_only) const;
   std::unique_ptr<Impl> impl_;
 };
 

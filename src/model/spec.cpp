@@ -143,7 +143,7 @@ FusionPair make_fusion(FusionKind kind, const PathLayerSpec& p, std::vector<std:
 }
 
 // The four exact folds of one path of one layer.
-void add_fusions(const ModelConfig& c, const PathLayerSpec& p, std::vector<FusionPair>& out) {
+void add_fusions(const ModelConfig& c, const PathLayerSpec& p, bool two_paths, std::vector<FusionPair>& out) {
   const LinearSpec& v = p.linear(LinearKind::V);
   const LinearSpec& up = p.linear(LinearKind::Up);
   out.push_back(make_fusion(FusionKind::NormToLinears, p, {p.input_layernorm},
@@ -151,6 +151,7 @@ void add_fusions(const ModelConfig& c, const PathLayerSpec& p, std::vector<Fusio
   FusionPair vo = make_fusion(FusionKind::VToO, p, {v.weight_name(), v.bias_name()}, {LinearKind::O}, v.out);
   vo.heads_per_group = c.num_heads / c.num_kv_heads;
   vo.head_dim = c.head_dim;
+  vo.tied_across_paths = two_paths;
   out.push_back(std::move(vo));
   out.push_back(make_fusion(FusionKind::NormToLinears, p, {p.post_attention_layernorm},
                             {LinearKind::Gate, LinearKind::Up}, c.hidden_size));
@@ -200,7 +201,7 @@ ModelSpec make_spec(const ModelConfig& c, Arch arch, const Naming& n) {
     for (int p = 0; p < paths; ++p) l.paths.push_back(make_path_layer(c, n, layer, Path(p), s.tensors));
     for (const auto& p : l.paths) {
       for (const auto& lin : p.linears) s.linears.push_back(lin);
-      add_fusions(c, p, s.fusions);
+      add_fusions(c, p, paths == 2, s.fusions);
     }
     s.layers.push_back(std::move(l));
   }
@@ -327,6 +328,13 @@ int64_t FusionPair::scale_index(int64_t c) const {
   if (kind != FusionKind::VToO) return c;
   const int64_t head = c / head_dim, d = c % head_dim;
   return (head / heads_per_group) * head_dim + d;
+}
+
+const FusionPair* ModelSpec::tied_partner(const FusionPair& f) const {
+  if (!f.tied_across_paths) return nullptr;
+  for (const auto& g : fusions)
+    if (g.layer == f.layer && g.kind == f.kind && g.path != f.path) return &g;
+  return nullptr;
 }
 
 int64_t ModelSpec::target_weights() const {

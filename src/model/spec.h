@@ -97,6 +97,12 @@ struct FusionPair {
   // heads_per_group = num_heads/num_kv_heads query heads. 1 / 0 for the other kinds (identity map).
   int heads_per_group = 1;
   int head_dim = 0;
+  // VToO of a two-path (MoT) layer: the shared attention mixes the V rows of BOTH paths into every
+  // query's output (gen queries read the und prefix; the noise block's und marker rows read gen
+  // latents), so o_proj of either path sees values from both v_projs. The fold is exact only with
+  // one s for both paths: v and v_moe_gen rows divided by s, o and o_moe_gen columns multiplied by s.
+  // Searches treat the pair and its ModelSpec::tied_partner as one.
+  bool tied_across_paths = false;
   int64_t scale_index(int64_t target_channel) const;
 };
 
@@ -111,6 +117,8 @@ struct ModelSpec {
   bool has_vit = false;
 
   int num_paths() const { return arch == Arch::LanceMoT ? 2 : 1; }
+  // The other path's pair of a tied fold (same layer and kind), or nullptr.
+  const FusionPair* tied_partner(const FusionPair& f) const;
   int64_t target_weights() const;   // sum of out*in over the targets
   int num_targets(Path p) const;
   const LinearSpec* find_linear(const std::string& base_name) const;  // nullptr when absent

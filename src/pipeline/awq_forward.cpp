@@ -178,10 +178,17 @@ class ForwardAwq final : public LayerSearch {
     }
     for (const auto& f : spec_.fusions) {
       if (f.layer != layer) continue;
+      // A tied v -> o fold is searched once for both paths (from the und pair).
+      const model::FusionPair* partner = spec_.tied_partner(f);
+      if (partner && f.path != Path::Und) continue;
+      std::vector<const model::FusionPair*> group = {&f};
+      if (partner) group.push_back(partner);
       bool all_quantized = true;
-      for (const auto& name : f.targets) all_quantized = all_quantized && quantized.at(name);
-      if (!all_quantized) continue;  // a kept target: leave the pair unscaled
-      search_pair(f, t, cap, attn_ref, plans);
+      for (const auto* g : group)
+        for (const auto& name : g->targets) all_quantized = all_quantized && quantized.at(name);
+      if (!all_quantized) continue;  // a kept target: leave the pair (and its tied partner) unscaled
+      if (partner) search_tied_v_to_o(group, t, cap, plans);
+      else search_pair(f, t, cap, attn_ref, plans);
     }
     clip_search(layer, t, cap, quantized, plans);
   }
@@ -307,12 +314,74 @@ class ForwardAwq final : public LayerSearch {
   }
 
   void record(const model::FusionPair& f, const quant::ScaleSearch& r, double ref_energy, LayerPlans& plans) {
+    record_rel(f, r, ref_energy > 0 ? std::sqrt(r.loss / ref_energy) : 0.0, plans);
+  }
+  void record_rel(const model::FusionPair& f, const quant::ScaleSearch& r, double output_rel_error, LayerPlans& plans) {
     for (const auto& name : f.targets) {
       LinearPlan& p = plans[name];
       p.alpha = r.alpha;
       p.identity = r.identity;
-      p.output_rel_error = ref_energy > 0 ? std::sqrt(r.loss / ref_energy) : 0.0;
+      p.output_rel_error = output_rel_error;
       if (f.kind == model::FusionKind::NormToLinears && !r.identity) p.input_scale = r.s;
+    }
+  }
+
+  // v -> o of both paths with ONE scale vector (see FusionPair::tied_across_paths): loss = the sum over
+  // the paths of each o_proj's relative output error on its own rows, ||X_p (W_p - Wq_p(s))^T||^2 / ||X_p W_p^T||^2,
+  // so neither path's rows dominate; the activation statistic is the mean of the paths' mean |x|.
+  void search_tied_v_to_o(const std::vector<const model::FusionPair*>& group, LayerTensors& t, LayerCapture& cap,
+                          LayerPlans& plans) {
+    struct Member {
+      const model::FusionPair* f;
+      const model::LinearSpec* ls;
+      const std::vector<float>* w;
+      std::vector<float> xs;
+      double ref_energy = 0;
+    };
+    std::vector<Member> members;
+    std::vector<float> x_mean;
+    int with_rows = 0;
+    for (const auto* f : group) {
+      Member m{f, &lin(*f, LinearKind::O), nullptr, {}, 0};
+      m.w = &t.at(m.ls->weight_name());
+      const std::vector<float>& x = cap.rows(f->path, LinearKind::O);
+      if (!x.empty()) {
+        m.xs = subsample_rows(x, m.ls->in, o_.awq.rows_per_layer);
+        m.ref_energy = sum_sq(matmul(m.xs, m.ls->in, m.w->data(), m.ls->out).data(), int64_t(m.xs.size() / m.ls->in) * m.ls->out);
+        const std::vector<float> xm = onto_scales(mean_abs_cols(x, f->target_in), *f);
+        if (x_mean.empty()) x_mean.assign(xm.size(), 0.0f);
+        for (size_t i = 0; i < xm.size(); ++i) x_mean[i] += xm[i];
+        ++with_rows;
+      }
+      members.push_back(std::move(m));
+    }
+    if (with_rows == 0) return;  // no rows of either path in the calibration sample
+    for (float& v : x_mean) v /= float(with_rows);
+    const model::FusionPair& f0 = *group.front();
+    const quant::QuantParams& qp = formats_.params_for(f0.targets.front());  // w_mean's groups; the loss uses each o_proj's own
+    std::vector<const float*> ws;
+    std::vector<int64_t> outs;
+    for (const auto& m : members) ws.push_back(m.w->data()), outs.push_back(m.ls->out);
+    const std::vector<float> w_mean = onto_scales(quant::weight_channel_mean(ws, outs, f0.target_in, qp.effective_group(f0.target_in)), f0);
+    auto scale_of = [&f0](int64_t c) { return f0.scale_index(c); };
+    auto member_loss = [&](const Member& m, const std::vector<float>& s) {
+      if (m.xs.empty() || m.ref_energy <= 0) return 0.0;
+      std::vector<float> d(m.w->size());
+      quant::fake_quantize_scaled(m.w->data(), m.ls->out, m.ls->in, formats_.params_for(m.ls->name), s, d.data(), scale_of);
+      for (size_t i = 0; i < d.size(); ++i) d[i] = (*m.w)[i] - d[i];
+      const std::vector<float> y = matmul(m.xs, m.ls->in, d.data(), m.ls->out);
+      return sum_sq(y.data(), int64_t(y.size())) / m.ref_energy;
+    };
+    const quant::ScaleSearch r = quant::search_scales(x_mean, w_mean, o_.awq.grid, o_.awq.duo_scaling, [&](const std::vector<float>& s) {
+      double loss = 0;
+      for (const auto& m : members) loss += member_loss(m, s);
+      return loss;
+    });
+    for (const auto& m : members) record_rel(*m.f, r, std::sqrt(member_loss(m, r.s)), plans);  // r.s: ones for the identity
+    if (r.identity) return;
+    for (const auto& m : members) {
+      apply_fold(spec_, *m.f, r.s, t, plans);
+      for (const auto& name : m.f->targets) fold_scale_[name] = r.s;
     }
   }
 
@@ -397,11 +466,8 @@ class ForwardAwq final : public LayerSearch {
         swap_linear(f, k, std::make_unique<ScaledDense>(ls.out, ls.in, std::move(wq), std::move(bias), std::vector<float>{}));
       }
       std::vector<std::vector<float>> outs(samples_.size());
-      for (size_t i = 0; i < samples_.size(); ++i) {
-        if (rows_of(samples_[i], f.path) == 0) continue;
-        std::vector<float> x = states_[i];
-        engine_.forward_layer(f.layer, samples_[i], x.data(), &outs[i]);
-      }
+      for (size_t i = 0; i < samples_.size(); ++i)
+        if (rows_of(samples_[i], f.path) > 0) engine_.attention_output(f.layer, samples_[i], states_[i].data(), outs[i]);
       for (size_t i = 0; i < samples_.size(); ++i)
         if (outs[i].empty()) outs[i].assign(size_t(samples_[i].rows() * H), 0.0f);
       const std::vector<float> y = path_rows(outs, f.path, H);

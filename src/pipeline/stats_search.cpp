@@ -62,10 +62,16 @@ class StatsSearch final : public LayerSearch {
       if (f.layer != layer) continue;
       const bool legacy = o_.scheme.method == Method::Legacy;
       if (legacy && f.kind != model::FusionKind::NormToLinears) continue;  // it scaled only the two norm groups
+      // A tied v -> o fold (both paths, one s) is searched once, from the und pair.
+      const model::FusionPair* partner = spec_.tied_partner(f);
+      if (partner && f.path != model::Path::Und) continue;
+      std::vector<const model::FusionPair*> group = {&f};
+      if (partner) group.push_back(partner);
       bool ok = true;
-      for (const auto& name : f.targets) ok = ok && quantized.at(name) && covered(name);
+      for (const auto* g : group)
+        for (const auto& name : g->targets) ok = ok && quantized.at(name) && covered(name);
       if (!ok) continue;
-      legacy ? search_legacy(f, t, plans) : search_proxy(f, t, plans);
+      legacy ? search_legacy(f, t, plans) : search_proxy(group, t, plans);
     }
   }
 
@@ -87,33 +93,60 @@ class StatsSearch final : public LayerSearch {
     return out;
   }
 
-  // Diagonal proxy: sum_c E[x_c^2] sum_o (W_oc - W'_oc)^2 over the targets.
-  void search_proxy(const model::FusionPair& f, LayerTensors& t, LayerPlans& plans) {
-    const quant::QuantParams& qp = formats_.params_for(f.targets.front());  // w_mean's groups: the first target's
-    const calib::LinearStats& ls0 = stats_.linears.at(f.targets.front());
-    const std::vector<float> msq = ls0.all.mean_sq();
-    const std::vector<float> x_mean = onto_scales(ls0.all.mean_abs(), f);
+  // Diagonal proxy: sum_c E[x_c^2] sum_o (W_oc - W'_oc)^2 over the targets. A tied group (v -> o of both
+  // paths) sums each path's loss relative to its own sum_c E[x_c^2] sum_o W_oc^2, with the mean of the
+  // paths' mean |x| as the activation statistic.
+  void search_proxy(const std::vector<const model::FusionPair*>& group, LayerTensors& t, LayerPlans& plans) {
+    const model::FusionPair& f0 = *group.front();
+    const quant::QuantParams& qp = formats_.params_for(f0.targets.front());  // w_mean's groups; the loss uses each target's own
+    struct Target {
+      const model::LinearSpec* ls;
+      const std::vector<float>* w;
+      std::vector<float> msq;
+      double norm = 1;  // 1, or the reference energy of a tied group member
+    };
+    std::vector<Target> targets;
+    std::vector<float> x_mean;
     std::vector<const float*> ws;
     std::vector<int64_t> outs;
-    for (auto k : f.target_kinds) ws.push_back(t.at(lin(f, k).weight_name()).data()), outs.push_back(lin(f, k).out);
-    const std::vector<float> w_mean = onto_scales(quant::weight_channel_mean(ws, outs, f.target_in, qp.effective_group(f.target_in)), f);
-    auto scale_of = [&f](int64_t c) { return f.scale_index(c); };
+    for (const auto* f : group) {
+      const calib::LinearStats& st = stats_.linears.at(f->targets.front());
+      const std::vector<float> xm = onto_scales(st.all.mean_abs(), *f);
+      if (x_mean.empty()) x_mean.assign(xm.size(), 0.0f);
+      for (size_t i = 0; i < xm.size(); ++i) x_mean[i] += xm[i] / float(group.size());
+      for (auto k : f->target_kinds) {
+        Target tg{&lin(*f, k), nullptr, st.all.mean_sq(), 1.0};
+        tg.w = &t.at(tg.ls->weight_name());
+        if (group.size() > 1) {
+          double e = 0;
+          for (int64_t o = 0; o < tg.ls->out; ++o)
+            for (int64_t c = 0; c < tg.ls->in; ++c) e += tg.msq[size_t(c)] * double((*tg.w)[size_t(o * tg.ls->in + c)]) * (*tg.w)[size_t(o * tg.ls->in + c)];
+          tg.norm = e > 0 ? e : 1.0;
+        }
+        ws.push_back(tg.w->data()), outs.push_back(tg.ls->out);
+        targets.push_back(std::move(tg));
+      }
+    }
+    const std::vector<float> w_mean = onto_scales(quant::weight_channel_mean(ws, outs, f0.target_in, qp.effective_group(f0.target_in)), f0);
+    auto scale_of = [&f0](int64_t c) { return f0.scale_index(c); };
     const quant::ScaleSearch r = quant::search_scales(x_mean, w_mean, o_.awq.grid, o_.awq.duo_scaling, [&](const std::vector<float>& s) {
       double loss = 0;
-      for (auto k : f.target_kinds) {
-        const model::LinearSpec& ls = lin(f, k);
-        const std::vector<float>& w = t.at(ls.weight_name());
+      for (const auto& tg : targets) {
+        const model::LinearSpec& ls = *tg.ls;
+        const std::vector<float>& w = *tg.w;
         std::vector<float> wq(w.size());
         quant::fake_quantize_scaled(w.data(), ls.out, ls.in, formats_.params_for(ls.name), s, wq.data(), scale_of);
+        double l = 0;
         for (int64_t o = 0; o < ls.out; ++o)
           for (int64_t c = 0; c < ls.in; ++c) {
             const double d = double(w[size_t(o * ls.in + c)]) - wq[size_t(o * ls.in + c)];
-            loss += msq[size_t(c)] * d * d;
+            l += tg.msq[size_t(c)] * d * d;
           }
+        loss += l / tg.norm;
       }
       return loss;
     });
-    finish(f, r, t, plans);
+    for (const auto* f : group) finish(*f, r, t, plans);
   }
 
   // The original toolkit: s = mean|x|^a / w_mean^(1-a), a in {0, 0.05, ..., 1} (21 points, no identity),

@@ -158,6 +158,15 @@ TEST(Spec, FusionPairsPerLayerAndPath) {
   EXPECT_EQ(vo.scale_index(1 * 64 + 5), 5);        // head 1 -> kv 0
   EXPECT_EQ(vo.scale_index(2 * 64 + 5), 64 + 5);   // head 2 -> kv 1
   EXPECT_EQ(vo.scale_index(3 * 64 + 63), 64 + 63); // head 3 -> kv 1
+  // The shared attention mixes both paths' V rows: v -> o is tied across paths, the other folds are not.
+  EXPECT_TRUE(vo.tied_across_paths);
+  const FusionPair* partner = s.tied_partner(vo);
+  ASSERT_NE(partner, nullptr);
+  EXPECT_EQ(partner->path, Path::Gen);
+  EXPECT_EQ(partner->targets, std::vector<std::string>{L1 + "self_attn.o_proj_moe_gen"});
+  EXPECT_EQ(s.tied_partner(*partner), &vo);
+  EXPECT_FALSE(qkv.tied_across_paths);
+  EXPECT_EQ(s.tied_partner(down), nullptr);
   EXPECT_EQ(qkv.scale_index(200), 200);            // identity for norm folds
 }
 
