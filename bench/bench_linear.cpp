@@ -5,7 +5,7 @@
 // table lists their GFLOP/s (2 n in out / s) and the ratio gemm / dot. linear() uses linear_dot below
 // kernels::kGemmMinTokens tokens and linear_gemm from there (the crossover read off this table).
 //
-//   build-x/bench_linear                               all shapes, n in {1,4,8,16,32,64,256,1024,2048}
+//   build-x/bench_linear                               all shapes, n in {1,4,8,16,24,32,64,256,1024,2048}
 //   build-x/bench_linear --benchmark_filter='/64/'     one token count (filter on the 3rd argument)
 //   LQ_BENCH_THREADS=1 build-x/bench_linear            one thread, rates from CPU time
 //
@@ -92,7 +92,7 @@ void BM_linear(benchmark::State& state) {
 }
 
 constexpr int64_t kShapes[][2] = {{2048, 2048}, {2048, 256}, {2048, 11008}, {11008, 2048}};
-constexpr int64_t kTokenCounts[] = {1, 4, 8, 16, 32, 64, 256, 1024, 2048};
+constexpr int64_t kTokenCounts[] = {1, 4, 8, 16, 24, 32, 64, 256, 1024, 2048};
 
 void lance_cases(benchmark::internal::Benchmark* b) {
   for (auto [in, out] : kShapes)

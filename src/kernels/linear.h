@@ -20,7 +20,7 @@ struct DenseMatrix {
 
 // Tokens from which linear() switches from the dot-product path (memory-bound GEMV: W streamed once
 // per call) to the packed GEMM (compute-bound prefill); measured with bench/bench_linear.cpp.
-inline constexpr int64_t kGemmMinTokens = 8;
+inline constexpr int64_t kGemmMinTokens = 32;
 
 // x: [n, w.cols] f32, y: [n, w.rows] f32, bias may be null; x and y must not overlap.
 // n < kGemmMinTokens runs linear_dot, larger n linear_gemm. Each y element is computed by one thread

@@ -10,11 +10,11 @@
 // Loops, outermost first (per thread, over its static range of output columns):
 //   jc: kColBlock outputs        - their packed weights (kKBlock x kColBlock f32 = 512 KiB) stay in L2
 //    pc: kKBlock k               - pack W[jc block, pc block] once, reused by every token
-//     ic: kTokenBlock tokens     - their activation slice (96 x 256 f32 = 96 KiB) stays in L2
+//     ic: kTokenBlock tokens     - pack their activations (96 x 256 f32 = 96 KiB, stays in L2),
+//                                  6-token tiles interleaved k-major
 //      jr: 16-output panels      - the panel (256 x 16 f32 = 16 KiB) stays in L1 ...
 //       ir: 6-token tiles        - ... while every token tile of the block sweeps over it
-// Activations are not packed: the micro-kernel broadcasts straight from the rows of x (6 rows,
-// sequential in k), which spares a copy of x per column block.
+// Each weight is packed once per call; activations once per column block (per kColBlock outputs).
 //
 // Summation order, identical for every output element: for each k block in order (k0 = 0, 256, ...),
 // one FMA chain over the block's k in order starting from 0, added to the running sum; the bias is
@@ -50,6 +50,7 @@ constexpr int kPanel = 16;        // NR: y columns per micro-tile = outputs per 
 constexpr int64_t kKBlock = 256;  // KC
 constexpr int64_t kTokenBlock = 96;   // MC, a multiple of kTileTokens
 constexpr int64_t kColBlock = 512;    // NC, a multiple of kPanel
+constexpr int64_t kPackTokensMinColumns = 4 * kPanel;
 // Work below this many multiply-adds runs on the calling thread (thread hand-off costs more).
 constexpr int64_t kMinParallelMacs = 1 << 16;
 
@@ -164,11 +165,12 @@ LQ_AVX2_FMA void pack_tokens(const float* x, int64_t cols, int64_t t0, int token
     for (int r = 0; r < tokens; ++r) dst[k * tokens + r] = src[r * cols + k];
 }
 
-// c[t, 0..16) (=|+=) sum_{k < kc} a[k * MR + t] * b[k * 16 + 0..16) for t < MR, then + bias when
-// given. `a` and `b` are packed (b 32-byte aligned); the sum is one FMA chain per element, from 0.
-template <int MR>
-LQ_AVX2_FMA void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
-                              bool accumulate, const float* bias) {
+// c[t, 0..16) (=|+=) sum_{k < kc} A(t, k) * b[k * 16 + 0..16) for t < MR, then + bias when given.
+// A(t, k) is a[k * MR + t] when `PackedA` (pack_tokens), else a[t * lda + k] (rows of x in place);
+// `b` is a packed, 32-byte aligned panel. The sum is one FMA chain per element, from 0, either way.
+template <int MR, bool PackedA>
+LQ_AVX2_FMA void micro_kernel(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
+                              int64_t ldc, bool accumulate, const float* bias) {
   // y rows are far apart (one page each for wide layers) and y is usually beyond L2: start fetching
   // the tile's rows now, they are read (and written) after the k loop.
 #pragma GCC unroll 8
@@ -185,7 +187,7 @@ LQ_AVX2_FMA void micro_kernel(int64_t kc, const float* a, const float* b, float*
     const __m256 b0 = _mm256_load_ps(b + k * kPanel), b1 = _mm256_load_ps(b + k * kPanel + 8);
 #pragma GCC unroll 8
     for (int t = 0; t < MR; ++t) {
-      const __m256 at = _mm256_broadcast_ss(a + k * MR + t);
+      const __m256 at = _mm256_broadcast_ss(PackedA ? a + k * MR + t : a + t * lda + k);
       lo[t] = _mm256_fmadd_ps(at, b0, lo[t]);
       hi[t] = _mm256_fmadd_ps(at, b1, hi[t]);
     }
@@ -207,22 +209,26 @@ LQ_AVX2_FMA void micro_kernel(int64_t kc, const float* a, const float* b, float*
   }
 }
 
-using MicroKernel = void (*)(int64_t, const float*, const float*, float*, int64_t, bool, const float*);
-constexpr MicroKernel kMicroKernels[kTileTokens + 1] = {nullptr,         micro_kernel<1>, micro_kernel<2>,
-                                                        micro_kernel<3>, micro_kernel<4>, micro_kernel<5>,
-                                                        micro_kernel<6>};
+using MicroKernel = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, bool, const float*);
+// Indexed [PackedA][tokens].
+constexpr MicroKernel kMicroKernels[2][kTileTokens + 1] = {
+    {nullptr, micro_kernel<1, false>, micro_kernel<2, false>, micro_kernel<3, false>,
+     micro_kernel<4, false>, micro_kernel<5, false>, micro_kernel<6, false>},
+    {nullptr, micro_kernel<1, true>, micro_kernel<2, true>, micro_kernel<3, true>,
+     micro_kernel<4, true>, micro_kernel<5, true>, micro_kernel<6, true>}};
 
 // One micro-tile of `tokens` x `outputs` (outputs < 16 for the last panel): full tiles write y in
 // place; short ones go through a 16-wide copy so the kernel never touches columns beyond the range.
-LQ_AVX2_FMA void run_tile(int tokens, int outputs, int64_t kc, const float* a, const float* panel,
-                          float* c, int64_t ldc, bool accumulate, const float* bias) {
-  const MicroKernel kernel = kMicroKernels[tokens];
-  if (outputs == kPanel) return kernel(kc, a, panel, c, ldc, accumulate, bias);
+LQ_AVX2_FMA void run_tile(int tokens, int outputs, int64_t kc, bool packed_a, const float* a,
+                          int64_t lda, const float* panel, float* c, int64_t ldc, bool accumulate,
+                          const float* bias) {
+  const MicroKernel kernel = kMicroKernels[packed_a][tokens];
+  if (outputs == kPanel) return kernel(kc, a, lda, panel, c, ldc, accumulate, bias);
   alignas(32) float tile[kTileTokens * kPanel] = {};
   alignas(32) float bias_pad[kPanel] = {};
   for (int t = 0; t < tokens && accumulate; ++t) std::copy_n(c + t * ldc, outputs, tile + t * kPanel);
   if (bias) std::copy_n(bias, outputs, bias_pad);
-  kernel(kc, a, panel, tile, kPanel, accumulate, bias ? bias_pad : nullptr);
+  kernel(kc, a, lda, panel, tile, kPanel, accumulate, bias ? bias_pad : nullptr);
   for (int t = 0; t < tokens; ++t) std::copy_n(tile + t * kPanel, outputs, c + t * ldc);
 }
 
@@ -237,6 +243,9 @@ LQ_AVX2_FMA void gemm_columns(const float* x, int64_t n, const DenseMatrix& w, c
   float* tokens = token_buffer.get(size_t(kTokenBlock * kKBlock + 8));  // + pack_tokens' spill
   for (int64_t jc = col_begin; jc < col_end; jc += kColBlock) {
     const int64_t nc = std::min(kColBlock, col_end - jc);
+    // Packing the activations pays off only when several panels reuse them (not for the narrow
+    // 16-row blocks q4_linear passes, say); otherwise the kernel reads the rows of x in place.
+    const bool pack_x = nc >= kPackTokensMinColumns;
     for (int64_t pc = 0; pc < cols; pc += kKBlock) {
       const int64_t kc = std::min(kKBlock, cols - pc);
       const bool first = pc == 0, last = pc + kc == cols;
@@ -246,15 +255,17 @@ LQ_AVX2_FMA void gemm_columns(const float* x, int64_t n, const DenseMatrix& w, c
       for (int64_t ic = 0; ic < n; ic += kTokenBlock) {
         const int64_t mc = std::min(kTokenBlock, n - ic);
         // Tile t of the block starts at (t - ic) * kc: all tiles but the last hold 6 tokens.
-        for (int64_t t = ic; t < ic + mc; t += kTileTokens)
+        for (int64_t t = ic; t < ic + mc && pack_x; t += kTileTokens)
           pack_tokens(x, cols, t, int(std::min<int64_t>(kTileTokens, ic + mc - t)), pc, kc,
                       tokens + (t - ic) * kc);
         for (int64_t p = 0; p < nc; p += kPanel) {
           const int outputs = int(std::min<int64_t>(kPanel, nc - p));
           const int64_t o = jc + p;
-          for (int64_t t = ic; t < ic + mc; t += kTileTokens)
-            run_tile(int(std::min<int64_t>(kTileTokens, ic + mc - t)), outputs, kc, tokens + (t - ic) * kc,
+          for (int64_t t = ic; t < ic + mc; t += kTileTokens) {
+            const float* a = pack_x ? tokens + (t - ic) * kc : x + t * cols + pc;
+            run_tile(int(std::min<int64_t>(kTileTokens, ic + mc - t)), outputs, kc, pack_x, a, cols,
                      packed + p * kc, y + t * ldy + o, ldy, !first, last && bias ? bias + o : nullptr);
+          }
         }
       }
     }

@@ -147,6 +147,19 @@ TEST(Linear, DotPathMatchesReferenceOnOddShapes) { check_odd_shapes(kDot, 1); }
 TEST(Linear, GemmPathMatchesReferenceOnOddShapes) { check_odd_shapes(kGemm, 20000); }
 TEST(Linear, DispatchMatchesReferenceOnOddShapes) { check_odd_shapes(kDispatch, 40000); }
 
+// From 64 output columns per thread the GEMM packs the activations (narrower ranges read x in
+// place; BitIdenticalAcrossThreadCounts checks the two agree bit for bit): odd tiles and k tails.
+TEST(Linear, GemmWithPackedActivationsMatchesReference) {
+  ThreadCountGuard one_thread(1);
+  uint32_t seed = 60000;
+  for (WeightType type : {WeightType::F32, WeightType::BF16})
+    for (int64_t n : {1, 5, 6, 7, 13, 64})
+      for (int64_t in : {7, 8, 67, 257, 515}) {
+        expect_matches_reference(Problem(n, in, 67, type, true, seed++), kGemm);
+        if (HasFatalFailure()) return;
+      }
+}
+
 // Shapes that cross every blocking boundary. Dot path: several 64-token blocks, 24-row groups and
 // 512-wide k blocks, with a k tail. GEMM: several 96-token blocks ending in a 4-token tile, three
 // 256-wide k blocks (the last 91 wide, 3 past a multiple of 8), two 512-column blocks ending in a
@@ -171,7 +184,8 @@ TEST(Linear, ScalarPathMatchesReference) {
         }
 }
 
-// Results are deterministic and do not depend on how the output columns are split over threads.
+// Results are deterministic and do not depend on how the output columns are split over threads
+// (with 1 thread the GEMM packs the activations, with 7 threads its 37-column ranges read x in place).
 TEST(Linear, BitIdenticalAcrossThreadCounts) {
   for (WeightType type : {WeightType::F32, WeightType::BF16})
     for (int64_t n : {1, 6, 8, 17, 100}) {
