@@ -3,18 +3,20 @@
 // The dot-product formulation (one 8-lane accumulator per output, horizontal reduce) needs a
 // reduction per output and loads both operands for every FMA; here the inner loop is an outer
 // product instead: a micro-kernel keeps a 6-token x 16-output tile of y in 12 ymm registers and, per
-// k, loads 16 weights (2 vectors) and broadcasts 6 activations, feeding 12 FMAs (2 loads per
-// 3 FMAs on 15 registers). The weights are repacked for it, k-major in 16-output panels and
+// k, loads 16 weights (2 vectors) and broadcasts 6 activations, feeding 12 FMAs (15 of the 16 ymm
+// registers; 8 loads per 12 FMAs, within Zen 3's 3 loads per 2 FMAs per cycle). The weights are repacked for it, k-major in 16-output panels and
 // converted from bf16 to f32 on the way, so W itself (often a read-only mmap) is only read.
 //
 // Loops, outermost first (per thread, over its static range of output columns):
-//   jc: kColBlock outputs        - their packed weights (kKBlock x kColBlock f32 = 512 KiB) stay in L2
+//   jc: kColBlock outputs        - their packed weights (kKBlock x kColBlock f32 = 512 KiB) stay in
+//                                  L2/L3 (512 KiB blocks beat 256 and 384 KiB on a 512 KiB-L2 Zen)
 //    pc: kKBlock k               - pack W[jc block, pc block] once, reused by every token
 //     ic: kTokenBlock tokens     - pack their activations (96 x 256 f32 = 96 KiB, stays in L2),
 //                                  6-token tiles interleaved k-major
 //      jr: 16-output panels      - the panel (256 x 16 f32 = 16 KiB) stays in L1 ...
 //       ir: 6-token tiles        - ... while every token tile of the block sweeps over it
-// Each weight is packed once per call; activations once per column block (per kColBlock outputs).
+// Each weight is packed once per call; activations once per column block (per kColBlock outputs),
+// or not at all for ranges under 64 columns (read in place). Scratch per thread: 608 KiB.
 //
 // Summation order, identical for every output element: for each k block in order (k0 = 0, 256, ...),
 // one FMA chain over the block's k in order starting from 0, added to the running sum; the bias is
