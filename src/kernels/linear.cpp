@@ -7,6 +7,8 @@
 // with scalar FMAs in order. Every instantiation does exactly this per element, so an output value does not
 // depend on the tile it landed in, on the thread split, or on the number of tokens in the call.
 //
+// linear() takes this path below kGemmMinTokens tokens (it streams W once: best for decode GEMV);
+// linear_dot() runs it for any n (benchmarks compare it with the GEMM).
 // Paths: up to 16 tokens (decode GEMV, short prompts) each tile runs over all of k with register
 // accumulators, streaming W once (stream_rows; 1 token x 4 rows for n == 1). Larger n (prefill) uses
 // 4 tokens x 3 rows tiles (12 accumulators + 3 weight vectors + 1 x vector = 16 ymm registers; each
