@@ -26,11 +26,54 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+struct Shape {
+  int64_t in, out;
+};
+
 struct Options {
   bool json = false;
   int64_t working_set_mb = 256;
   double min_seconds = 0.15;  // per measurement
+  std::vector<Shape> shapes = {{2048, 2048}, {2048, 256}, {2048, 11008}, {11008, 2048}};
+  std::vector<int64_t> batches = {1, 2, 4, 8, 16, 32, 64};
+  std::string kernels;  // comma-separated kind names; empty: all
 };
+
+// "a,b,c" -> integers (each positive), naming the flag in errors.
+std::vector<int64_t> parse_list(const std::string& text, const std::string& flag) {
+  std::vector<int64_t> v;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t end = std::min(text.find(',', pos), text.size());
+    const std::string item = text.substr(pos, end - pos);
+    size_t used = 0;
+    int64_t x = 0;
+    try {
+      x = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (item.empty() || used != item.size() || x < 1)
+      fail("bench kernels " + flag, "expected positive integers separated by commas, got '" + text + "'");
+    v.push_back(x);
+    pos = end + 1;
+  }
+  return v;
+}
+
+// "2048x11008,11008x2048" (in x out) -> shapes.
+std::vector<Shape> parse_shapes(std::string text) {
+  for (char& c : text)
+    if (c == 'x') c = ',';
+  const std::vector<int64_t> v = parse_list(text, "--shapes");
+  if (v.size() % 2 != 0) fail("bench kernels --shapes", "expected IN x OUT pairs such as 2048x11008");
+  std::vector<Shape> shapes;
+  for (size_t k = 0; k < v.size(); k += 2) {
+    if (v[k] % 16 != 0) fail("bench kernels --shapes", "in_features must be a multiple of 16");
+    shapes.push_back({v[k], v[k + 1]});
+  }
+  return shapes;
+}
 
 // 32-byte vector loads summed into four accumulators: a load-bound loop over [p, p + n).
 __attribute__((target("avx2"))) uint64_t read_words(const uint64_t* p, size_t n) {
@@ -67,10 +110,6 @@ double read_bandwidth(size_t bytes) {
   }
   return best;
 }
-
-struct Shape {
-  int64_t in, out;
-};
 
 enum class Kind { F32, BF16, Int4G64, Int4G128, NvFp4 };
 const char* kind_name(Kind k) {
@@ -159,6 +198,8 @@ double time_per_call(const Weights& w, const float* x, int64_t n, float* y, doub
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: lance-quant bench kernels [--json] [--working-set-mb N] [--min-seconds S]\n"
+               "                                 [--shapes INxOUT,...] [--batches N,...] [--threads N]\n"
+               "                                 [--kernels f32,bf16,int4-g64,int4-g128,nvfp4]\n"
                "  times f32, bf16, int4 g64, int4 g128 and nvfp4 linears on Lance's shapes (2048->2048,\n"
                "  2048->256, 2048->11008, 11008->2048) at batch 1..64; weights cycle through a working set of\n"
                "  N MiB (default 256) so they come from memory; reports bytes/s against a streaming-read probe\n"
@@ -174,26 +215,37 @@ int bench_kernels(const Args& args) {
     if (r.is("--json")) o.json = true;
     else if (r.is("--working-set-mb")) o.working_set_mb = r.int_value();
     else if (r.is("--min-seconds")) o.min_seconds = r.double_value();
+    else if (r.is("--shapes")) o.shapes = parse_shapes(r.value());
+    else if (r.is("--batches")) o.batches = parse_list(r.value(), "--batches");
+    else if (r.is("--kernels")) o.kernels = r.value();
+    else if (r.is("--threads")) kernels::set_num_threads(int(parse_list(r.value(), "--threads").at(0)));
     else if (r.is("-h") || r.is("--help")) { usage(stdout); return 0; }
     else r.unknown();
   }
   if (o.working_set_mb < 1) fail("bench kernels --working-set-mb", "must be at least 1");
   const double bw = read_bandwidth(size_t(std::max<int64_t>(o.working_set_mb, 256)) << 20);
-  const std::vector<Shape> shapes = {{2048, 2048}, {2048, 256}, {2048, 11008}, {11008, 2048}};
-  const std::vector<int64_t> batches = {1, 2, 4, 8, 16, 32, 64};
-  const Kind kinds[] = {Kind::F32, Kind::BF16, Kind::Int4G64, Kind::Int4G128, Kind::NvFp4};
+  const std::vector<Shape>& shapes = o.shapes;
+  const std::vector<int64_t>& batches = o.batches;
+  const int64_t max_batch = *std::max_element(batches.begin(), batches.end());
+  std::vector<Kind> kinds;
+  for (Kind k : {Kind::F32, Kind::BF16, Kind::Int4G64, Kind::Int4G128, Kind::NvFp4})
+    if (o.kernels.empty() || ("," + o.kernels + ",").find("," + std::string(kind_name(k)) + ",") != std::string::npos)
+      kinds.push_back(k);
+  if (kinds.empty()) fail("bench kernels --kernels", "no known kernel in '" + o.kernels + "'");
   std::mt19937 rng(1234);
   nlohmann::json rows = nlohmann::json::array();
   if (!o.json) {
-    std::printf("threads %d, dense %s, 4-bit %s, streaming read bandwidth %.2f GB/s\n", kernels::num_threads(),
-                kernels::simd_path(), kernels::q4_simd_path(), bw / 1e9);
+    std::printf("threads %d, dense %s, 4-bit %s (int8 activations up to %lld tokens), streaming read bandwidth %.2f GB/s\n"
+                "each kernel cycles through copies of its weight totalling >= %lld MiB (L3 is 32 MiB), so weights come from DRAM\n",
+                kernels::num_threads(), kernels::simd_path(), kernels::q4_simd_path(),
+                (long long)kernels::q4_int8_max_tokens(), bw / 1e9, (long long)o.working_set_mb);
     std::printf("%-13s %5s %-10s %11s %9s %8s %8s %8s\n", "shape", "batch", "kernel", "us/call", "GB/s", "of-bw",
                 "GFLOP/s", "vs-bf16");
   }
   for (const Shape& s : shapes) {
     std::vector<Weights> ws;
     for (Kind k : kinds) ws.push_back(make_weights(k, s, o.working_set_mb << 20, rng));
-    std::vector<float> x(size_t(64 * s.in)), y(size_t(64 * s.out));
+    std::vector<float> x(size_t(max_batch * s.in)), y(size_t(max_batch * s.out));
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (auto& v : x) v = nd(rng);
     for (int64_t n : batches) {

@@ -1,14 +1,25 @@
 // Fused 4-bit linear kernels (layout and math: q4.h).
 //
-// AVX2 micro-kernel, per output row and block of NT tokens: each 16-code chunk (8 bytes) is widened
-// to 32-bit lanes in one load, split into two 8-lane runs of codes by mask / shift, converted to f32
-// (NVFP4: a permute table lookup), multiplied by the group scale, and fed to NT x 4 (NT <= 2) or NT x 2 (NT > 2) independent
-// accumulators with FMAs, so the decode cost is shared by the token block and the FMA latency
-// chains stay short. The zero point correction is a per-group scalar term using the group sums of
-// x, prepared once per call.
+// int8 path (up to q4_int8_max_tokens() tokens). The activations are quantized once per call
+// (Q8Acts). AVX2 micro-kernel, per output row and block of NT <= 4 tokens: a 32-byte load of a
+// 64-code chunk gives, after a mask and a shift, the codes of two 32-input blocks as bytes. Int4
+// codes (0..15) go straight into `maddubs` (unsigned codes x signed int8 activations, pairs summed
+// in int16: at most 2 * 15 * 127, no saturation) and `madd` with ones (int32, 8 lanes: lanes 0-3
+// hold the first 16 inputs of the block, 4-7 the second 16). NvFp4 codes become 2 e2m1 in int8
+// through a 16-entry byte shuffle; `maddubs` takes their magnitudes and the activations carry the
+// sign (`sign_epi8`, at most 2 * 12 * 127). The int32 lanes are converted once per block and token
+// and scaled by (weight scale of the half) x (activation scale of the block) into one of two f32
+// accumulators per token (even / odd blocks: two FMA chains). The Int4 zero point is a per-group
+// term s z sum(x^) computed with 8 groups per vector after the row.
+//
+// Batches above q4_int8_max_tokens(): each thread dequantizes 16-row blocks to f32 once per call
+// and reuses the dense f32 GEMM (kernels::linear) over them.
 #include "kernels/q4.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
 #include <string>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -24,7 +35,17 @@ namespace lq::kernels {
 
 namespace {
 
-constexpr int64_t kChunk = 16;  // codes per packed chunk (8 bytes): byte j = element j | element j + 8 << 4
+constexpr int64_t kChunk = 64;  // codes per packed chunk (32 bytes): byte j = element j | element j + 32 << 4
+constexpr int64_t kBlock = 32;  // inputs per activation block (one int8 scale)
+constexpr int64_t kHalf = 16;   // inputs per half block (the finest weight group)
+
+// Token counts up to this use int8 activations; above, the dequantized blocks + dense f32 GEMM.
+// Measured on a 2-core AVX2 EPYC (lance-quant bench kernels): the int8 path is faster up to here.
+constexpr int64_t kInt8MaxTokens = 8;
+
+// Activation blocks whose largest magnitude is below this count as zero (their scale 127 / amax
+// would overflow f32); the error this adds is below 1e-30 per input.
+constexpr float kTinyBlock = 1e-30f;
 
 // 2 * e2m1(code): the sign is bit 3, magnitudes {0, .5, 1, 1.5, 2, 3, 4, 6} doubled to integers.
 constexpr int8_t kTwiceE2m1[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
@@ -44,16 +65,16 @@ void check_shape(int64_t rows, int64_t cols, int64_t group, const char* where) {
                     std::to_string(cols));
 }
 
-// Packs unpacked codes row by row into the chunk layout of q4.h.
+// Packs unpacked codes row by row into the 64-code chunk layout of q4.h (tail padded with code 0).
 std::vector<uint8_t> pack_codes(int64_t rows, int64_t cols, const uint8_t* codes) {
-  std::vector<uint8_t> packed(size_t(rows * cols / 2));
+  const int64_t row_bytes = (cols + kChunk - 1) / kChunk * (kChunk / 2);
+  std::vector<uint8_t> packed(size_t(rows * row_bytes), 0);
   for (int64_t o = 0; o < rows; ++o) {
     const uint8_t* src = codes + o * cols;
-    uint8_t* dst = packed.data() + o * cols / 2;
-    for (int64_t base = 0; base < cols; base += kChunk) {
-      const int64_t half = kChunk / 2;
-      for (int64_t j = 0; j < half; ++j)
-        dst[base / 2 + j] = uint8_t(src[base + j] | (src[base + half + j] << 4));
+    uint8_t* dst = packed.data() + o * row_bytes;
+    for (int64_t i = 0; i < cols; ++i) {
+      const int64_t base = i / kChunk * kChunk, k = i - base;
+      dst[base / 2 + k % (kChunk / 2)] |= uint8_t(k < kChunk / 2 ? src[i] : src[i] << 4);
     }
   }
   return packed;
@@ -65,35 +86,10 @@ void validate_call(const float* x, int64_t n, const Q4Matrix& w, const float* y)
   if (n > 0 && w.rows > 0 && !y) fail("q4_linear", "output y is null");
   const int64_t ng = w.rows * w.groups_per_row();
   const bool int4_ok = int64_t(w.scales.size()) == ng && int64_t(w.zeros.size()) == ng;
-  const bool nvfp4_ok = int64_t(w.block_scales.size()) == ng && w.scale_lut.size() == 256;
-  if (int64_t(w.packed.size()) != w.rows * w.cols / 2 || !(w.scheme == Q4Scheme::Int4 ? int4_ok : nvfp4_ok))
+  const bool nvfp4_ok = w.group == 16 && int64_t(w.block_scales.size()) == ng && w.scale_lut.size() == 256;
+  if (int64_t(w.packed.size()) != w.rows * w.bytes_per_row() ||
+      !(w.scheme == Q4Scheme::Int4 ? int4_ok : nvfp4_ok))
     fail("q4_linear", "inconsistent Q4Matrix (built outside pack_int4 / pack_nvfp4?)");
-}
-
-// Group sums of x: xsum[t * G + g] = sum_{i in g} x[t, i] (float, ascending i). Only Int4 needs them.
-std::vector<float> group_sums(const float* x, int64_t n, const Q4Matrix& w) {
-  const int64_t G = w.groups_per_row();
-  std::vector<float> xsum(size_t(n * G), 0.0f);
-  if (w.scheme != Q4Scheme::Int4) return xsum;
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t g = 0; g < G; ++g) {
-      float s = 0.0f;
-      const float* xg = x + t * w.cols + g * w.group;
-      for (int64_t i = 0; i < w.group; ++i) s += xg[i];
-      xsum[size_t(t * G + g)] = s;
-    }
-  return xsum;
-}
-
-// sum_g (s_g z_g) * xsum_g of row o for one token (zero when the scheme has no zero points).
-float zero_correction(const Q4Matrix& w, int64_t o, const float* xsum_t) {
-  if (w.scheme != Q4Scheme::Int4) return 0.0f;
-  const int64_t G = w.groups_per_row();
-  const float* s = w.scales.data() + o * G;
-  const uint8_t* z = w.zeros.data() + o * G;
-  float c = 0.0f;
-  for (int64_t g = 0; g < G; ++g) c += (s[g] * float(z[g])) * xsum_t[g];
-  return c;
 }
 
 // Work below this many multiply-adds stays on the calling thread.
@@ -106,44 +102,119 @@ void for_row_ranges(int64_t n, const Q4Matrix& w, F&& fn) {
   parallel_for(w.rows, grain, fn);
 }
 
+// ---- int8 activations ---------------------------------------------------------------------
+
+struct Q8Acts {
+  int64_t n = 0, cols = 0;
+  int64_t stride = 0;       // int8 values per token: cols padded to whole chunks (zeros)
+  int64_t blocks = 0;       // stride / kBlock
+  std::vector<int8_t> q;    // [n][stride]
+  std::vector<float> d;     // [n][blocks]
+  std::vector<float> xs;    // Int4 only: [n][groups] sum_{i in g} x^_i
+  const int8_t* q_at(int64_t t, int64_t blk) const { return q.data() + t * stride + blk * kBlock; }
+};
+
+Q8Acts q8_layout(int64_t n, int64_t cols) {
+  Q8Acts a;
+  a.n = n;
+  a.cols = cols;
+  a.stride = (cols + kChunk - 1) / kChunk * kChunk;
+  a.blocks = a.stride / kBlock;
+  a.q.assign(size_t(n * a.stride), 0);
+  a.d.assign(size_t(n * a.blocks), 0.0f);
+  return a;
+}
+
+// One block of `len` <= 32 inputs (the rest of q stays 0). The definition in q4.h; the AVX2
+// version below computes bit-identical values (max is exact, one f32 multiply, round half even).
+void quantize_block_scalar(const float* x, int64_t len, int8_t* q, float* d) {
+  float amax = 0.0f;
+  bool finite = true;
+  for (int64_t i = 0; i < len; ++i) {
+    finite = finite && std::isfinite(x[i]);
+    amax = std::max(amax, std::fabs(x[i]));
+  }
+  if (!finite) {
+    *d = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  if (amax < kTinyBlock) {
+    *d = 0.0f;
+    return;
+  }
+  const float inv = 127.0f / amax;
+  for (int64_t i = 0; i < len; ++i) q[i] = int8_t(std::nearbyint(x[i] * inv));
+  *d = amax / 127.0f;
+}
+
+// Group sums of x^ for the Int4 zero point: per 16-input half, d * (exact int sum of q), summed
+// over the halves of the group in input order.
+void group_sums(Q8Acts& a, int64_t group) {
+  const int64_t G = a.cols / group;
+  a.xs.assign(size_t(a.n * G), 0.0f);
+  for (int64_t t = 0; t < a.n; ++t)
+    for (int64_t g = 0; g < G; ++g) {
+      float s = 0.0f;
+      for (int64_t h = g * group; h < (g + 1) * group; h += kHalf) {
+        const int8_t* q = a.q.data() + t * a.stride + h;
+        int qs = 0;
+        for (int64_t i = 0; i < kHalf; ++i) qs += q[i];
+        s += a.d[size_t(t * a.blocks + h / kBlock)] * float(qs);
+      }
+      a.xs[size_t(t * G + g)] = s;
+    }
+}
+
+Q8Acts quantize_scalar(const float* x, int64_t n, int64_t cols) {
+  Q8Acts a = q8_layout(n, cols);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t b = 0; b * kBlock < cols; ++b)
+      quantize_block_scalar(x + t * cols + b * kBlock, std::min(kBlock, cols - b * kBlock),
+                            a.q.data() + t * a.stride + b * kBlock, a.d.data() + t * a.blocks + b);
+  return a;
+}
+
 // ---- scalar path --------------------------------------------------------------------------
 
-// Decoded q * s (Int4) or 2 e2m1 * (bs / 2) (NvFp4) of one code.
-inline float scaled_code(const Q4Matrix& w, int code, float scale) {
-  return w.scheme == Q4Scheme::Int4 ? float(code) * scale : float(kTwiceE2m1[code]) * scale;
+// The f32 scale of the half-block group holding input i of row o: s (Int4) or bs / 2 (NvFp4).
+inline float half_scale(const Q4Matrix& w, int64_t o, int64_t i) {
+  const size_t g = size_t(o * w.groups_per_row() + i / w.group);
+  return w.scheme == Q4Scheme::Int4 ? w.scales[g] : w.scale_lut[w.block_scales[g]];
 }
 
-// The f32 scale of group g (flat index): s (Int4) or 0.5 * bs (NvFp4, through the table).
-inline float group_scale(const Q4Matrix& w, int64_t g) {
-  return w.scheme == Q4Scheme::Int4 ? w.scales[size_t(g)] : w.scale_lut[w.block_scales[size_t(g)]];
-}
+// The integer multiplier of code q: q itself (Int4) or 2 e2m1(q) (NvFp4).
+inline int code_value(const Q4Matrix& w, int q) { return w.scheme == Q4Scheme::Int4 ? q : kTwiceE2m1[q]; }
 
-void scalar_rows(const float* x, int64_t n, const Q4Matrix& w, const float* xsum, const float* bias, float* y,
-                 int64_t r0, int64_t r1) {
+// sum_g (s_g z_g) * xs_g of row o for one token (zero when the scheme has no zero points).
+float zero_correction_scalar(const Q4Matrix& w, int64_t o, const float* xs_t) {
+  if (w.scheme != Q4Scheme::Int4) return 0.0f;
   const int64_t G = w.groups_per_row();
-  for (int64_t o = r0; o < r1; ++o) {
-    const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
-    for (int64_t t = 0; t < n; ++t) {
-      const float* xt = x + t * w.cols;
+  const float* s = w.scales.data() + o * G;
+  const uint8_t* z = w.zeros.data() + o * G;
+  float c = 0.0f;
+  for (int64_t g = 0; g < G; ++g) c += (s[g] * float(z[g])) * xs_t[g];
+  return c;
+}
+
+void scalar_rows(const Q8Acts& a, const Q4Matrix& w, const float* bias, float* y, int64_t r0, int64_t r1) {
+  for (int64_t o = r0; o < r1; ++o)
+    for (int64_t t = 0; t < a.n; ++t) {
       float acc = 0.0f;
-      for (int64_t base = 0; base < w.cols; base += kChunk) {
-        const int64_t half = kChunk / 2;
-        for (int64_t j = 0; j < kChunk; ++j) {
-          const uint8_t byte = p[base / 2 + (j % half)];
-          const int code = j < half ? byte & 15 : byte >> 4;
-          acc += scaled_code(w, code, group_scale(w, o * G + (base + j) / w.group)) * xt[base + j];
-        }
+      for (int64_t h = 0; h < w.cols; h += kHalf) {
+        const int8_t* q = a.q.data() + t * a.stride + h;
+        int dot = 0;
+        for (int64_t i = 0; i < kHalf; ++i) dot += code_value(w, w.code(o, h + i)) * q[i];
+        acc += float(dot) * (half_scale(w, o, h) * a.d[size_t(t * a.blocks + h / kBlock)]);
       }
-      acc -= zero_correction(w, o, xsum + t * G);
-      y[t * w.rows + o] = acc + (bias ? bias[o] : 0.0f);
+      const float corr = w.scheme == Q4Scheme::Int4 ? zero_correction_scalar(w, o, a.xs.data() + t * w.groups_per_row()) : 0.0f;
+      y[t * w.rows + o] = acc - corr + (bias ? bias[o] : 0.0f);
     }
-  }
 }
 
 // ---- AVX2 path ----------------------------------------------------------------------------
 
 #if LQ_X86
-#define LQ_AVX2 __attribute__((target("avx2,fma")))
+#define LQ_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 LQ_AVX2 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -152,120 +223,358 @@ LQ_AVX2 inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-// Decodes the 16 codes at p (8 bytes, byte j = element j | element j + 8 << 4) to f32 values
-// q * scale: elements 0..7 into v0, 8..15 into v1. The bytes are widened to 32-bit lanes straight
-// from memory, then split into nibbles with one mask and one shift per vector.
-template <Q4Scheme S>
-LQ_AVX2 inline void decode16(const uint8_t* p, __m256 scale, __m256& v0, __m256& v1) {
-  const __m256i bytes = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-  const __m256i q0 = _mm256_and_si256(bytes, _mm256_set1_epi32(15));
-  const __m256i q1 = _mm256_srli_epi32(bytes, 4);
-  if constexpr (S == Q4Scheme::Int4) {
-    v0 = _mm256_mul_ps(_mm256_cvtepi32_ps(q0), scale);
-    v1 = _mm256_mul_ps(_mm256_cvtepi32_ps(q1), scale);
-  } else {
-    // 2 e2m1: lanes pick from the positive or negative half of the table by the sign bit (bit 3),
-    // moved to bit 31 as the blend mask.
-    const __m256 pos = _mm256_setr_ps(0, 1, 2, 3, 4, 6, 8, 12);
-    const __m256 neg = _mm256_setr_ps(-0.0f, -1, -2, -3, -4, -6, -8, -12);
-    const __m256 e0 = _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos, q0), _mm256_permutevar8x32_ps(neg, q0),
-                                       _mm256_castsi256_ps(_mm256_slli_epi32(q0, 28)));
-    const __m256 e1 = _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos, q1), _mm256_permutevar8x32_ps(neg, q1),
-                                       _mm256_castsi256_ps(_mm256_slli_epi32(q1, 28)));
-    v0 = _mm256_mul_ps(e0, scale);
-    v1 = _mm256_mul_ps(e1, scale);
-  }
+LQ_AVX2 inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
 }
 
-// The scale of the group holding input i of the row whose first group is g0, broadcast.
-template <Q4Scheme S>
-LQ_AVX2 inline __m256 scale_at(const Q4Matrix& w, int64_t g0, int64_t i) {
+// quantize_block_scalar for a full block of 32 inputs.
+LQ_AVX2 void quantize_block_avx2(const float* x, int8_t* q, float* d) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
+  __m256 v[4], amax = zero, nonfinite = zero;
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm256_loadu_ps(x + 8 * k);
+    amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[k]));
+    nonfinite = _mm256_add_ps(nonfinite, _mm256_mul_ps(v[k], zero));  // NaN iff an inf or NaN was seen
+  }
+  if (_mm256_movemask_ps(_mm256_cmp_ps(nonfinite, nonfinite, _CMP_UNORD_Q))) {
+    *d = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  const float m = hmax(amax);
+  if (m < kTinyBlock) {
+    *d = 0.0f;
+    return;
+  }
+  const __m256 inv = _mm256_set1_ps(127.0f / m);
+  __m256i i[4];
+  for (int k = 0; k < 4; ++k) i[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inv));  // round half even
+  // Pack 32-bit -> 16 -> 8 (no saturation occurs: |q| <= 127); the packs interleave 128-bit lanes,
+  // the final permute restores input order.
+  const __m256i w16a = _mm256_packs_epi32(i[0], i[1]), w16b = _mm256_packs_epi32(i[2], i[3]);
+  const __m256i b8 = _mm256_packs_epi16(w16a, w16b);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
+                      _mm256_permutevar8x32_epi32(b8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  *d = m / 127.0f;
+}
+
+Q8Acts quantize_avx2(const float* x, int64_t n, int64_t cols) {
+  Q8Acts a = q8_layout(n, cols);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t b = 0; b * kBlock < cols; ++b) {
+      const float* xb = x + t * cols + b * kBlock;
+      int8_t* q = a.q.data() + t * a.stride + b * kBlock;
+      float* d = a.d.data() + t * a.blocks + b;
+      if (cols - b * kBlock >= kBlock)
+        quantize_block_avx2(xb, q, d);
+      else
+        quantize_block_scalar(xb, cols - b * kBlock, q, d);  // a final half block (cols % 32 == 16)
+    }
+  return a;
+}
+
+// Walks the weight groups of a row in steps of `step` inputs: next() returns the group of the
+// current step and advances (no integer division in the inner loop). Steps past the last group
+// (the padded tail) keep returning the last group; their products are zero.
+struct GroupCursor {
+  int64_t g = 0, left, per, last;
+  GroupCursor(int64_t group, int64_t step, int64_t groups) : left(group / step), per(group / step), last(groups - 1) {}
+  int64_t next() {
+    const int64_t r = std::min(g, last);
+    if (--left == 0) {
+      ++g;
+      left = per;
+    }
+    return r;
+  }
+};
+
+// Weight scales of one block as 8 lanes (lanes 0-3: first half, 4-7: second half). Uniform: one
+// Int4 group covers the block (group % 32 == 0). Otherwise each half has its own group.
+template <Q4Scheme S, bool Uniform>
+struct BlockScales {
+  const float* s;           // Int4 row scales
+  const uint8_t* bs;        // NvFp4 row block-scale bytes
+  const float* lut;         // NvFp4 bs / 2 table
+  GroupCursor cur;
+  LQ_AVX2 float scale(int64_t g) const {
+    if constexpr (S == Q4Scheme::Int4) return s[g];
+    else return lut[bs[g]];
+  }
+  LQ_AVX2 __m256 next() {
+    if constexpr (Uniform) {
+      return _mm256_set1_ps(scale(cur.next()));
+    } else {
+      const float a = scale(cur.next()), b = scale(cur.next());
+      return _mm256_set_m128(_mm_set1_ps(b), _mm_set1_ps(a));
+    }
+  }
+};
+
+template <Q4Scheme S, bool Uniform>
+LQ_AVX2 BlockScales<S, Uniform> block_scales(const Q4Matrix& w, int64_t o) {
+  const int64_t G = w.groups_per_row();
+  const int64_t step = Uniform ? kBlock : kHalf;
   if constexpr (S == Q4Scheme::Int4)
-    return _mm256_broadcast_ss(w.scales.data() + g0 + i / w.group);
+    return {w.scales.data() + o * G, nullptr, nullptr, GroupCursor(w.group, step, G)};
   else
-    return _mm256_broadcast_ss(w.scale_lut.data() + w.block_scales[size_t(g0 + i / 16)]);
+    return {nullptr, w.block_scales.data() + o * G, w.scale_lut.data(), GroupCursor(w.group, step, G)};
 }
 
-// One output row o for tokens [t0, t0 + NT): the dot products without bias / zero correction
-// (the caller adds them). NA accumulators per token (4 or 2) keep FMA dependency chains short.
+// One 32-input block `blk` of codes (bytes 0..15) for NT tokens into acc[t].
 template <Q4Scheme S, int NT>
-LQ_AVX2 void avx2_row(const float* x, const Q4Matrix& w, int64_t o, int64_t t0, float* out /*[NT]*/) {
-  constexpr int NA = NT <= 2 ? 4 : 2;
-  const int64_t cols = w.cols;
-  const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
-  const int64_t g0 = o * w.groups_per_row();
-  __m256 acc[NT][NA];
-  for (int t = 0; t < NT; ++t)
-    for (int a = 0; a < NA; ++a) acc[t][a] = _mm256_setzero_ps();
-  int64_t base = 0;
-  for (; base + 32 <= cols; base += 32) {  // two 16-code chunks (a group holds both: group % 16 == 0)
-    __m256 w0, w1, w2, w3;
-    decode16<S>(p + base / 2, scale_at<S>(w, g0, base), w0, w1);
-    decode16<S>(p + base / 2 + 8, scale_at<S>(w, g0, base + 16), w2, w3);
-    for (int t = 0; t < NT; ++t) {
-      const float* xt = x + (t0 + t) * cols + base;
-      acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), acc[t][0]);
-      acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), acc[t][1]);
-      acc[t][2 % NA] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xt + 16), acc[t][2 % NA]);
-      acc[t][3 % NA] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xt + 24), acc[t][3 % NA]);
-    }
-  }
-  if (base < cols) {  // a final single chunk of 16 codes
-    __m256 w0, w1;
-    decode16<S>(p + base / 2, scale_at<S>(w, g0, base), w0, w1);
-    for (int t = 0; t < NT; ++t) {
-      const float* xt = x + (t0 + t) * cols + base;
-      acc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), acc[t][0]);
-      acc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), acc[t][1]);
-    }
+LQ_AVX2 inline void block_step(__m256i codes, __m256 ws, const Q8Acts& a, int64_t t0, int64_t blk, __m256* acc) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i mag = codes, val = codes;
+  if constexpr (S == Q4Scheme::NvFp4) {
+    const __m256i table = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,  //
+                                           0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    val = _mm256_shuffle_epi8(table, codes);
+    mag = _mm256_abs_epi8(val);
   }
   for (int t = 0; t < NT; ++t) {
-    __m256 sum = acc[t][0];
-    for (int a = 1; a < NA; ++a) sum = _mm256_add_ps(sum, acc[t][a]);
-    out[t] = hsum(sum);
+    __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q_at(t0 + t, blk)));
+    if constexpr (S == Q4Scheme::NvFp4) xq = _mm256_sign_epi8(xq, val);
+    const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(mag, xq), ones);
+    const __m256 scale = _mm256_mul_ps(ws, _mm256_broadcast_ss(a.d.data() + (t0 + t) * a.blocks + blk));
+    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[t]);
   }
 }
 
-template <Q4Scheme S>
-LQ_AVX2 void avx2_rows(const float* x, int64_t n, const Q4Matrix& w, const float* xsum, const float* bias, float* y,
-                       int64_t r0, int64_t r1) {
+// Dot products of row o with tokens [t0, t0 + NT) (no zero point, no bias): out[NT].
+template <Q4Scheme S, bool Uniform, int NT>
+LQ_AVX2 void row_dots(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64_t t0, float* out) {
+  const __m256i low4 = _mm256_set1_epi8(15);
+  const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
+  const int64_t nblocks = (w.cols + kBlock - 1) / kBlock;
+  BlockScales<S, Uniform> sc = block_scales<S, Uniform>(w, o);
+  __m256 even[NT], odd[NT];
+  for (int t = 0; t < NT; ++t) even[t] = odd[t] = _mm256_setzero_ps();
+  for (int64_t blk = 0; blk < nblocks; blk += 2) {
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + blk * (kBlock / 2)));
+    block_step<S, NT>(_mm256_and_si256(bytes, low4), sc.next(), a, t0, blk, even);
+    if (blk + 1 < nblocks)
+      block_step<S, NT>(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4), sc.next(), a, t0, blk + 1, odd);
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(even[t], odd[t]));
+}
+
+// Int4 with group % 64 == 0 (g64, g128, ...): whole chunks per group. Within a group each block's
+// int32 lanes are scaled by its activation scale only; the group's weight scale multiplies the
+// group sum once (one multiply per group instead of one per block). CPG: chunks per group when
+// known at compile time (g64: 1, g128: 2), 0 = read from the matrix.
+template <int NT, int CPG>
+LQ_AVX2 void int4_row_dots_chunked(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64_t t0, float* out) {
+  constexpr int NA = NT <= 2 ? 2 : 1;  // accumulators per token and group (FMA chains)
+  const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
+  const int64_t G = w.groups_per_row(), cpg = CPG > 0 ? CPG : w.group / kChunk;
+  const float* s = w.scales.data() + o * G;
+  const int8_t* xq[NT];
+  const float* d[NT];
+  __m256 total[NT];
+  for (int t = 0; t < NT; ++t) {
+    xq[t] = a.q_at(t0 + t, 0);
+    d[t] = a.d.data() + (t0 + t) * a.blocks;
+    total[t] = _mm256_setzero_ps();
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    __m256 acc[NT][NA];
+    for (int t = 0; t < NT; ++t)
+      for (int j = 0; j < NA; ++j) acc[t][j] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < cpg; ++c) {
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+      const __m256i lo = _mm256_and_si256(bytes, low4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+      for (int t = 0; t < NT; ++t) {
+        const __m256i dlo = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t]))), ones);
+        const __m256i dhi = _mm256_madd_epi16(
+            _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t] + kBlock))), ones);
+        acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dlo), _mm256_broadcast_ss(d[t]), acc[t][0]);
+        acc[t][NA - 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dhi), _mm256_broadcast_ss(d[t] + 1), acc[t][NA - 1]);
+        xq[t] += kChunk;
+        d[t] += 2;
+      }
+      p += kChunk / 2;
+    }
+    const __m256 sg = _mm256_broadcast_ss(s + g);
+    for (int t = 0; t < NT; ++t) {
+      const __m256 sum = NA == 2 ? _mm256_add_ps(acc[t][0], acc[t][NA - 1]) : acc[t][0];
+      total[t] = _mm256_fmadd_ps(sum, sg, total[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum(total[t]);
+}
+
+// NvFp4: spans of 128 inputs (two chunks, four blocks, eight 16-input groups). The span's eight
+// E4M3 scale bytes become f32 in one step: (byte & 0x7f) << 7 read as an f16 is exactly
+// e4m3(byte) * 2^-8 (both formats' subnormals included), so cvtph and one multiply by
+// tensor_scale * 2^7 give bs / 2, the value of scale_lut. A permute spreads them over the lanes.
+template <int NT>
+LQ_AVX2 void nvfp4_row_dots(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64_t t0, float* out) {
+  const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  const __m256i table = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,  //
+                                         0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+  const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
+  const int64_t G = w.groups_per_row(), nblocks = (w.cols + kBlock - 1) / kBlock;
+  const uint8_t* bs = w.block_scales.data() + o * G;
+  const __m256 tscale = _mm256_set1_ps(w.tensor_scale * 128.0f);
+  const int8_t* xq[NT];
+  const float* d[NT];
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) {
+    xq[t] = a.q_at(t0 + t, 0);
+    d[t] = a.d.data() + (t0 + t) * a.blocks;
+    acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  }
+  // One block: codes -> 2 e2m1 (int8), magnitudes x sign-carrying activations.
+  auto block = [&](__m256i codes, __m256 ws, int64_t blk, int k) LQ_AVX2 {
+    const __m256i val = _mm256_shuffle_epi8(table, codes), mag = _mm256_abs_epi8(val);
+    for (int t = 0; t < NT; ++t) {
+      const __m256i x = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t] + blk * kBlock)), val);
+      const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(mag, x), ones);
+      acc[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(ws, _mm256_broadcast_ss(d[t] + blk)), acc[t][k]);
+    }
+  };
+  // The span's scales: bs / 2 for groups [g0, g0 + 8) from their 8 E4M3 bytes.
+  auto span_scales = [&](uint64_t raw) LQ_AVX2 {
+    const __m128i b16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(raw)));
+    const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b16, _mm_set1_epi16(0x7f)), 7),
+                                   _mm_slli_epi16(_mm_and_si128(b16, _mm_set1_epi16(0x80)), 8));
+    return _mm256_mul_ps(_mm256_cvtph_ps(h), tscale);
+  };
+  const __m256i idx0 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), two = _mm256_set1_epi32(2);
+  const __m256i idx1 = _mm256_add_epi32(idx0, two), idx2 = _mm256_add_epi32(idx1, two),
+                idx3 = _mm256_add_epi32(idx2, two);
+  int64_t g0 = 0;
+  for (; g0 + 8 <= G; g0 += 8) {  // full spans: groups [g0, g0 + 8) = blocks g0 / 2 .. g0 / 2 + 3
+    uint64_t raw;
+    std::memcpy(&raw, bs + g0, 8);
+    const __m256 scales = span_scales(raw);
+    const int64_t blk0 = g0 / 2;
+    const __m256i b01 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + blk0 * (kBlock / 2)));
+    const __m256i b23 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + (blk0 + 2) * (kBlock / 2)));
+    block(_mm256_and_si256(b01, low4), _mm256_permutevar8x32_ps(scales, idx0), blk0, 0);
+    block(_mm256_and_si256(_mm256_srli_epi16(b01, 4), low4), _mm256_permutevar8x32_ps(scales, idx1), blk0 + 1, 1);
+    block(_mm256_and_si256(b23, low4), _mm256_permutevar8x32_ps(scales, idx2), blk0 + 2, 0);
+    block(_mm256_and_si256(_mm256_srli_epi16(b23, 4), low4), _mm256_permutevar8x32_ps(scales, idx3), blk0 + 3, 1);
+  }
+  if (g0 < G) {  // a short last span (cols % 128 != 0): missing scale bytes read as zero
+    uint64_t raw = 0;
+    std::memcpy(&raw, bs + g0, size_t(G - g0));
+    const __m256 scales = span_scales(raw);
+    const __m256i idx[4] = {idx0, idx1, idx2, idx3};
+    for (int64_t blk = g0 / 2; blk < nblocks; ++blk) {
+      const int j = int(blk - g0 / 2);
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + (blk & ~int64_t(1)) * (kBlock / 2)));
+      const __m256i codes = j % 2 == 0 ? bytes : _mm256_srli_epi16(bytes, 4);
+      block(_mm256_and_si256(codes, low4), _mm256_permutevar8x32_ps(scales, idx[j]), blk, j % 2);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
+}
+
+// Which row kernel a matrix uses.
+enum class RowKernel { Int4G64, Int4G128, Int4Chunked, Int4Blocks, Int4Halves, NvFp4 };
+
+RowKernel row_kernel(const Q4Matrix& w) {
+  if (w.scheme == Q4Scheme::NvFp4) return RowKernel::NvFp4;
+  if (w.group == 64) return RowKernel::Int4G64;
+  if (w.group == 128) return RowKernel::Int4G128;
+  if (w.group % kChunk == 0) return RowKernel::Int4Chunked;
+  return w.group % kBlock == 0 ? RowKernel::Int4Blocks : RowKernel::Int4Halves;
+}
+
+template <RowKernel K, int NT>
+LQ_AVX2 void row_dots_of(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64_t t0, float* out) {
+  if constexpr (K == RowKernel::Int4G64) int4_row_dots_chunked<NT, 1>(w, a, o, t0, out);
+  if constexpr (K == RowKernel::Int4G128) int4_row_dots_chunked<NT, 2>(w, a, o, t0, out);
+  if constexpr (K == RowKernel::Int4Chunked) int4_row_dots_chunked<NT, 0>(w, a, o, t0, out);
+  if constexpr (K == RowKernel::Int4Blocks) row_dots<Q4Scheme::Int4, true, NT>(w, a, o, t0, out);
+  if constexpr (K == RowKernel::Int4Halves) row_dots<Q4Scheme::Int4, false, NT>(w, a, o, t0, out);
+  if constexpr (K == RowKernel::NvFp4) nvfp4_row_dots<NT>(w, a, o, t0, out);
+}
+
+// zero_correction_scalar with 8 groups per vector (the tail scalar).
+LQ_AVX2 float zero_correction_avx2(const Q4Matrix& w, int64_t o, const float* xs_t) {
+  const int64_t G = w.groups_per_row();
+  const float* s = w.scales.data() + o * G;
+  const uint8_t* z = w.zeros.data() + o * G;
+  __m256 acc = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= G; g += 8) {
+    const __m256 zf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z + g))));
+    acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(s + g), zf), _mm256_loadu_ps(xs_t + g), acc);
+  }
+  float c = hsum(acc);
+  for (; g < G; ++g) c += (s[g] * float(z[g])) * xs_t[g];
+  return c;
+}
+
+template <RowKernel K>
+LQ_AVX2 void int8_rows(const Q8Acts& a, const Q4Matrix& w, const float* bias, float* y, int64_t r0, int64_t r1) {
+  constexpr bool kInt4 = K != RowKernel::NvFp4;
   const int64_t G = w.groups_per_row();
   float dots[4];
   for (int64_t o = r0; o < r1; ++o) {
-    int64_t t = 0;
-    for (; t + 4 <= n; t += 4) {
-      avx2_row<S, 4>(x, w, o, t, dots);
-      for (int k = 0; k < 4; ++k)
-        y[(t + k) * w.rows + o] = dots[k] - zero_correction(w, o, xsum + (t + k) * G) + (bias ? bias[o] : 0.0f);
+    for (int64_t t = 0; t < a.n; t += 4) {
+      const int64_t nt = std::min<int64_t>(4, a.n - t);
+      if (nt == 4) row_dots_of<K, 4>(w, a, o, t, dots);
+      if (nt == 3) row_dots_of<K, 3>(w, a, o, t, dots);
+      if (nt == 2) row_dots_of<K, 2>(w, a, o, t, dots);
+      if (nt == 1) row_dots_of<K, 1>(w, a, o, t, dots);
+      for (int64_t k = 0; k < nt; ++k) {
+        const float corr = kInt4 ? zero_correction_avx2(w, o, a.xs.data() + (t + k) * G) : 0.0f;
+        y[(t + k) * w.rows + o] = dots[k] - corr + (bias ? bias[o] : 0.0f);
+      }
     }
-    const int64_t rest = n - t;
-    if (rest == 3) avx2_row<S, 3>(x, w, o, t, dots);
-    if (rest == 2) avx2_row<S, 2>(x, w, o, t, dots);
-    if (rest == 1) avx2_row<S, 1>(x, w, o, t, dots);
-    for (int64_t k = 0; k < rest; ++k)
-      y[(t + k) * w.rows + o] = dots[k] - zero_correction(w, o, xsum + (t + k) * G) + (bias ? bias[o] : 0.0f);
   }
 }
 
-// Rows [r0, r1) dequantized to f32 into dst ([r1 - r0][cols]): (q - z) * s or e2m1 * bs, each
-// value computed as q * s - s * z (exact for bf16 / f16 scales, one rounding for f32 scales).
+void int8_rows_dispatch(const Q8Acts& a, const Q4Matrix& w, const float* bias, float* y, int64_t r0, int64_t r1) {
+  switch (row_kernel(w)) {
+    case RowKernel::Int4G64: return int8_rows<RowKernel::Int4G64>(a, w, bias, y, r0, r1);
+    case RowKernel::Int4G128: return int8_rows<RowKernel::Int4G128>(a, w, bias, y, r0, r1);
+    case RowKernel::Int4Chunked: return int8_rows<RowKernel::Int4Chunked>(a, w, bias, y, r0, r1);
+    case RowKernel::Int4Blocks: return int8_rows<RowKernel::Int4Blocks>(a, w, bias, y, r0, r1);
+    case RowKernel::Int4Halves: return int8_rows<RowKernel::Int4Halves>(a, w, bias, y, r0, r1);
+    case RowKernel::NvFp4: return int8_rows<RowKernel::NvFp4>(a, w, bias, y, r0, r1);
+  }
+}
+
+// Rows [r0, r1) dequantized to f32 into dst ([r1 - r0][cols]): (q - z) * s computed as q * s - s * z
+// (exact for bf16 / f16 scales, one rounding for f32 scales), or 2 e2m1 * (bs / 2).
 template <Q4Scheme S>
 LQ_AVX2 void dequantize_block(const Q4Matrix& w, int64_t r0, int64_t r1, float* dst) {
   const int64_t cols = w.cols, G = w.groups_per_row();
+  const __m256i low4 = _mm256_set1_epi8(15);
+  alignas(32) uint8_t codes[kChunk];
   for (int64_t o = r0; o < r1; ++o) {
     const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
     float* d = dst + (o - r0) * cols;
-    for (int64_t base = 0; base < cols; base += 16) {
-      __m256 v0, v1;
-      decode16<S>(p + base / 2, scale_at<S>(w, o * G, base), v0, v1);
-      if constexpr (S == Q4Scheme::Int4) {
-        const size_t g = size_t(o * G + base / w.group);
-        const __m256 sz = _mm256_set1_ps(w.scales[g] * float(w.zeros[g]));
-        v0 = _mm256_sub_ps(v0, sz);
-        v1 = _mm256_sub_ps(v1, sz);
+    GroupCursor cur(w.group, 8, G);
+    for (int64_t base = 0; base < cols; base += kChunk) {
+      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + base / 2));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(codes), _mm256_and_si256(bytes, low4));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(codes + 32), _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4));
+      for (int64_t k = 0; k < kChunk && base + k < cols; k += 8) {
+        const size_t g = size_t(o * G + cur.next());
+        const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes + k)));
+        __m256 v;
+        if constexpr (S == Q4Scheme::Int4) {
+          const float s = w.scales[g];
+          v = _mm256_sub_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(s)), _mm256_set1_ps(s * float(w.zeros[g])));
+        } else {
+          const __m256 pos = _mm256_setr_ps(0, 1, 2, 3, 4, 6, 8, 12);
+          const __m256 neg = _mm256_setr_ps(-0.0f, -1, -2, -3, -4, -6, -8, -12);
+          const __m256 e = _mm256_blendv_ps(_mm256_permutevar8x32_ps(pos, q), _mm256_permutevar8x32_ps(neg, q),
+                                            _mm256_castsi256_ps(_mm256_slli_epi32(q, 28)));
+          v = _mm256_mul_ps(e, _mm256_set1_ps(w.scale_lut[w.block_scales[g]]));
+        }
+        _mm256_storeu_ps(d + base + k, v);
       }
-      _mm256_storeu_ps(d + base, v0);
-      _mm256_storeu_ps(d + base + 8, v1);
     }
   }
 }
@@ -273,8 +582,7 @@ LQ_AVX2 void dequantize_block(const Q4Matrix& w, int64_t r0, int64_t r1, float* 
 // Batches: a block of rows is dequantized once per call into a per-thread f32 buffer and the dense
 // f32 kernel runs every token over it (its register-tiled GEMM reuses each weight across tokens far
 // better than decoding per token block). Nested inside a parallel_for chunk it runs serially.
-constexpr int64_t kDecodedBatch = 8;   // tokens from which the decoded-block path is used
-constexpr int64_t kDecodedRows = 16;   // rows per dequantized block (16 x 11008 f32 = 704 KiB)
+constexpr int64_t kDecodedRows = 16;  // rows per dequantized block (16 x 11008 f32 = 704 KiB)
 
 template <Q4Scheme S>
 LQ_AVX2 void avx2_decoded_rows(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y,
@@ -292,12 +600,20 @@ LQ_AVX2 void avx2_decoded_rows(const float* x, int64_t n, const Q4Matrix& w, con
 }
 
 bool have_avx2() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool ok =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return ok;
 }
 #else
 bool have_avx2() { return false; }
 #endif
+
+Q8Acts quantize_activations(const float* x, int64_t n, int64_t cols) {
+#if LQ_X86
+  if (have_avx2()) return quantize_avx2(x, n, cols);
+#endif
+  return quantize_scalar(x, n, cols);
+}
 
 }  // namespace
 
@@ -350,6 +666,7 @@ Q4Matrix pack_nvfp4(int64_t rows, int64_t cols, const uint8_t* codes, const uint
   m.group = 16;
   m.packed = pack_codes(rows, cols, codes);
   m.block_scales.assign(block_scales, block_scales + size_t(rows * (cols / 16)));
+  m.tensor_scale = tensor_scale;
   m.scale_lut.resize(256);
   // bs = e4m3 * tensor_scale in f32 (the definition's order); halving is exact for normal floats.
   for (int b = 0; b < 256; ++b) m.scale_lut[size_t(b)] = 0.5f * (num::e4m3_to_f32(uint8_t(b)) * tensor_scale);
@@ -368,17 +685,30 @@ void q4_linear_ref(const float* x, int64_t n, const Q4Matrix& w, const float* bi
     }
 }
 
+void q8_activations(const float* x, int64_t n, int64_t cols, float* xhat) {
+  if (n < 0 || cols < 0) fail("q8_activations", "negative shape");
+  const Q8Acts a = quantize_activations(x, n, cols);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t i = 0; i < cols; ++i)
+      xhat[t * cols + i] = float(a.q[size_t(t * a.stride + i)]) * a.d[size_t(t * a.blocks + i / kBlock)];
+}
+
+int64_t q4_int8_max_tokens() { return kInt8MaxTokens; }
+
 void q4_linear_scalar(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y) {
   validate_call(x, n, w, y);
-  const std::vector<float> xsum = group_sums(x, n, w);
-  for_row_ranges(n, w, [&](int64_t r0, int64_t r1) { scalar_rows(x, n, w, xsum.data(), bias, y, r0, r1); });
+  if (n == 0) return;
+  Q8Acts a = quantize_scalar(x, n, w.cols);
+  if (w.scheme == Q4Scheme::Int4) group_sums(a, w.group);
+  for_row_ranges(n, w, [&](int64_t r0, int64_t r1) { scalar_rows(a, w, bias, y, r0, r1); });
 }
 
 void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y) {
 #if LQ_X86
   if (have_avx2()) {
     validate_call(x, n, w, y);
-    if (n >= kDecodedBatch) {
+    if (n == 0) return;
+    if (n > kInt8MaxTokens) {
       parallel_for(w.rows, kDecodedRows, [&](int64_t r0, int64_t r1) {
         if (w.scheme == Q4Scheme::Int4)
           avx2_decoded_rows<Q4Scheme::Int4>(x, n, w, bias, y, r0, r1);
@@ -387,13 +717,9 @@ void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, 
       });
       return;
     }
-    const std::vector<float> xsum = group_sums(x, n, w);
-    for_row_ranges(n, w, [&](int64_t r0, int64_t r1) {
-      if (w.scheme == Q4Scheme::Int4)
-        avx2_rows<Q4Scheme::Int4>(x, n, w, xsum.data(), bias, y, r0, r1);
-      else
-        avx2_rows<Q4Scheme::NvFp4>(x, n, w, xsum.data(), bias, y, r0, r1);
-    });
+    Q8Acts a = quantize_avx2(x, n, w.cols);
+    if (w.scheme == Q4Scheme::Int4) group_sums(a, w.group);
+    for_row_ranges(n, w, [&](int64_t r0, int64_t r1) { int8_rows_dispatch(a, w, bias, y, r0, r1); });
     return;
   }
 #endif

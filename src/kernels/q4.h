@@ -5,28 +5,38 @@
 //   Int4:  w = (q - z) * s      q, z in 0..15, s f32 per group (asymmetric INT4, or symmetric z = 8)
 //   NvFp4: w = e2m1(q) * bs     bs = e4m3(block_scale) * tensor_scale (f32, in that order), group 16
 //
+// Activations are quantized to int8, as llama.cpp does for its Q4 x Q8 dot products. For up to
+// `q4_int8_max_tokens()` tokens, each token's input row is cut into blocks of 32 inputs and
+//   d = max_i |x_i| / 127,  q_i = round_half_even(x_i * (127 / max_i |x_i|))  in [-127, 127]
+// (d = NaN, q = 0 when the block holds an inf or NaN, so non-finite inputs still give NaN outputs).
+// The kernels then compute exactly the linear of x^ = q * d (`q8_activations` returns it) with
+// integer products summed exactly per block:
+//   y = sum_b d_b * sum_{half h of b} ws_h * sum_{i in h} c_i q_i  -  sum_g s_g z_g * sum_{i in g} x^_i
+// where c = q (Int4, ws = s) or 2 e2m1(q) in {0, +-1, +-2, +-3, +-4, +-6, +-8, +-12} (NvFp4, ws = bs / 2),
+// h the 16-input halves of a block (one weight group or two). Only the f32 sums of those per-half
+// terms round. |x^ - x| <= d / 2 per input (plus f32 rounding): the relative output error is about
+// 0.5% RMS for Gaussian inputs (tests/kernels/q4_test.cpp states and checks the budget).
+// From q4_int8_max_tokens() + 1 tokens the f32 activations are used (see Paths below).
+//
 // Q4Matrix is the kernel layout, built once at load time from unpacked codes (quant::QTensor holds
 // exactly those; the on-disk formats stay standard). Per row, the input axis is cut into chunks of
-// 16 codes packed into 8 bytes: byte j holds element j in its low nibble and element j + 8 in its
-// high nibble, so one 8-byte load widened to 32-bit lanes gives, after a mask and a shift, two
-// 8-lane vectors of consecutive codes. Per group the layout keeps an f32
-// scale and, for Int4, the zero point byte: the kernel decodes q * s (integer -> f32, one multiply
-// shared by every token of the call) and corrects the zero point once per group and token,
-//   y = sum_i (q_i s_g) x_i - sum_g (s_g z_g) * (sum_{i in g} x_i)
-// with the group sums of x computed once per token and call. NvFp4 keeps the E4M3 block-scale bytes
-// and a 256-entry table of 0.5 * bs (so it streams 4.5 bits per weight, like the file) and decodes
-// codes to 2 * e2m1 in {0, +-1, +-2, +-3, +-4, +-6, +-8, +-12} with a permute table lookup.
+// 64 codes packed into 32 bytes: byte j holds element j in its low nibble and element j + 32 in its
+// high nibble, so one 32-byte load, a mask and a shift give the codes of two 32-input blocks in
+// input order (the last chunk is padded with code 0). Per group the layout keeps the f32 scale and,
+// for Int4, the zero point byte; the zero point is corrected once per group and token with the
+// group sums of x^, prepared once per call. NvFp4 keeps the E4M3 block-scale bytes and a 256-entry
+// table of bs / 2 (so it streams 4.5 bits per weight, like the file).
 //
-// Paths: AVX2+FMA (run-time dispatch), a portable scalar path, and `q4_linear_ref` (double
-// accumulation, the specification). Threads split output rows statically (kernels::parallel_for),
-// each output is computed by one thread in a fixed order: results do not depend on num_threads().
-// Up to 7 tokens: fused decode + FMA, tokens register-blocked (up to 4 share each decoded chunk).
-// From 8 tokens: each thread dequantizes blocks of 16 rows to f32 once per call and runs the dense
-// f32 kernel (kernels::linear) over them. The accumulation order depends on the token block / path,
-// so a row of a batch may differ from the n = 1 result in the last bits.
+// Paths: AVX2+FMA (run-time dispatch), a portable scalar path with the same int8 decomposition,
+// and `q4_linear_ref` (f32 activations, double accumulation: the specification of the weights).
+// Threads split output rows statically (kernels::parallel_for); each output is computed by one
+// thread in a fixed order, so results do not depend on num_threads().
+// Up to q4_int8_max_tokens() tokens: int8 dot products (AVX2 maddubs / madd), up to 4 tokens share
+// each decoded chunk. More tokens: each thread dequantizes blocks of 16 rows to f32 once per call
+// and runs the dense f32 kernel (kernels::linear) over them with the f32 activations.
 //
 // A second backend (CUDA) would take the same Q4Matrix (plain arrays, no host pointers inside
-// other than the vectors) and upload it; the layout has no CPU-specific padding.
+// other than the vectors) and upload it; the layout has no CPU-specific padding beyond the last chunk.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -41,14 +51,16 @@ struct Q4Matrix {
   Q4Scheme scheme = Q4Scheme::Int4;
   int64_t rows = 0, cols = 0;  // out, in features
   int64_t group = 0;           // inputs per scale (16 for NvFp4)
-  std::vector<uint8_t> packed;        // [rows][cols / 2], 16-code chunks as above
+  std::vector<uint8_t> packed;        // [rows][bytes_per_row()], 64-code chunks as above
   std::vector<float> scales;          // Int4: [rows][cols / group] s
   std::vector<uint8_t> zeros;         // Int4: [rows][cols / group] z
   std::vector<uint8_t> block_scales;  // NvFp4: [rows][cols / 16] E4M3 bytes (0.5 bit per weight)
   std::vector<float> scale_lut;       // NvFp4: [256] 0.5 * (e4m3(byte) * tensor_scale)
+  float tensor_scale = 1.0f;          // NvFp4 (the AVX2 path decodes 8 scale bytes at once from it)
 
   int64_t groups_per_row() const { return group > 0 ? cols / group : 0; }
-  int64_t bytes_per_row() const { return cols / 2; }
+  int64_t chunks_per_row() const { return (cols + 63) / 64; }
+  int64_t bytes_per_row() const { return chunks_per_row() * 32; }
   // Bytes one full application reads (codes + per-group scales and zeros / block-scale bytes).
   uint64_t weight_bytes() const;
   // Dequantized weight (o, i): (q - z) * s, or e2m1(q) * bs (the value the reference uses).
@@ -67,10 +79,16 @@ Q4Matrix pack_nvfp4(int64_t rows, int64_t cols, const uint8_t* codes, const uint
 
 // x: [n, cols] f32, y: [n, rows] f32, bias [rows] or null; x and y must not overlap.
 void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y);
-// Specification: w(o, i) from weight(), double accumulation, single-threaded.
+// Specification: w(o, i) from weight(), f32 activations, double accumulation, single-threaded.
 void q4_linear_ref(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y);
-// Portable path (threaded), same decomposition as the SIMD path.
+// Portable path (threaded), same int8 decomposition as the SIMD path (for every n).
 void q4_linear_scalar(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y);
+
+// The largest token count q4_linear runs with int8 activations (more tokens: f32 activations).
+int64_t q4_int8_max_tokens();
+// x^ = q * d, the int8 activations the fused kernels compute with (blocks of 32 inputs per token,
+// see above), as f32: x [n, cols] -> xhat [n, cols]. Bit-identical to what the kernels use.
+void q8_activations(const float* x, int64_t n, int64_t cols, float* xhat);
 
 // Name of the path q4_linear dispatches to: "avx2" or "scalar".
 const char* q4_simd_path();
