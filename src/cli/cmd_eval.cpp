@@ -9,6 +9,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "formats/fold_scales.h"
 #include "eval/evaluate.h"
 #include "eval/fake_quant.h"
 #include "eval/locate.h"
@@ -154,6 +155,7 @@ int cmd_eval(const Args& args) {
   fwd::Engine base = fwd::Engine::load(c.base, load);
   fwd::Engine quant = fwd::Engine::load(c.quant, load);  // a quantized directory loads its own linears
   if (!c.fake_quant.empty()) eval::fake_quantize_engine(quant, eval::parse_fake_quant(c.fake_quant, "eval --fake-quant"));
+  else c.options.quant_folds = formats::read_fold_scales(c.quant);  // AWQ checkpoints: per-linear errors in the original basis
 
   io::Progress progress("eval", 1, "units");
   if (!c.quiet)

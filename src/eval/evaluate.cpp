@@ -52,7 +52,8 @@ std::vector<float> guided_velocity(fwd::T2iSampler& s, const std::vector<float>&
 // Observer on BASE: applies the BASE and QUANT weights of each linear to the same input rows.
 class LinearErrorObserver final : public fwd::ActivationObserver {
  public:
-  LinearErrorObserver(const fwd::Engine& base, const fwd::Engine& quant) : base_(base), quant_(quant) {}
+  LinearErrorObserver(const fwd::Engine& base, const fwd::Engine& quant, const formats::FoldScaleMap& folds)
+      : base_(base), quant_(quant), folds_(folds) {}
   void observe(const fwd::LinearId& id, const float* x, int64_t n, int64_t in) override {
     const fwd::LinearWeights &wb = base_.linear(id), &wq = quant_.linear(id);
     const int64_t out = wb.out_features();
@@ -60,7 +61,7 @@ class LinearErrorObserver final : public fwd::ActivationObserver {
       fail(fwd::linear_module_name(id), "QUANT linear has a different shape than BASE");
     std::vector<float> yb(size_t(n * out)), yq(size_t(n * out));
     wb.apply(x, n, yb.data());
-    wq.apply(x, n, yq.data());
+    apply_in_original_basis(fwd::linear_module_name(id), wq, x, n, in, yq.data());
     Acc& a = acc_[key(id)];
     a.id = id;
     a.rows += n;
@@ -70,6 +71,25 @@ class LinearErrorObserver final : public fwd::ActivationObserver {
       a.ref += double(yb[i]) * yb[i];
     }
   }
+  // QUANT's linear as the original one: input divided by its column fold, output by its row fold.
+  void apply_in_original_basis(const std::string& name, const fwd::LinearWeights& wq, const float* x, int64_t n, int64_t in,
+                               float* y) const {
+    const auto it = folds_.find(name);
+    if (it == folds_.end()) return wq.apply(x, n, y);
+    const formats::FoldScales& f = it->second;
+    const int64_t out = wq.out_features();
+    if ((!f.col.empty() && int64_t(f.col.size()) != in) || (!f.row.empty() && int64_t(f.row.size()) != out))
+      fail(name, "fold scales do not match the linear's shape");
+    std::vector<float> xs(x, x + n * in);
+    if (!f.col.empty())
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t c = 0; c < in; ++c) xs[size_t(t * in + c)] /= f.col[size_t(c)];
+    wq.apply(xs.data(), n, y);
+    if (!f.row.empty())
+      for (int64_t t = 0; t < n; ++t)
+        for (int64_t o = 0; o < out; ++o) y[t * out + o] /= f.row[size_t(o)];
+  }
+
   std::vector<LinearError> results() const {
     std::vector<LinearError> out;
     for (const auto& [k, a] : acc_) {
@@ -90,6 +110,7 @@ class LinearErrorObserver final : public fwd::ActivationObserver {
     return (id.layer * fwd::kNumPaths + int(id.path)) * fwd::kNumLinearKinds + int(id.kind);
   }
   const fwd::Engine &base_, &quant_;
+  const formats::FoldScaleMap& folds_;
   std::map<int, Acc> acc_;  // ordered by (layer, path, kind)
 };
 
@@ -253,10 +274,11 @@ void summarize_gen(GenResult& gen, int prompts, int buckets) {
 
 // Per-linear and per-layer error on one und probe (token ids) and one gen probe (a t2i sequence at
 // a mid-trajectory latent).
-LayerResult evaluate_layers(fwd::Engine& base, const fwd::Engine& quant, const std::vector<int32_t>* und_ids,
+LayerResult evaluate_layers(fwd::Engine& base, const fwd::Engine& quant, const formats::FoldScaleMap& folds,
+                            const std::vector<int32_t>* und_ids,
                             const fwd::T2iPrompt* gen_prompt, const std::vector<float>* gen_x, double gen_tau) {
   LayerResult r;
-  LinearErrorObserver obs(base, quant);
+  LinearErrorObserver obs(base, quant, folds);
   const int64_t H = base.config().hidden_size;
   auto run_probe = [&](const fwd::Chunk& c, int64_t r0, int64_t r1) {
     std::vector<float> sb, sq;
@@ -425,7 +447,7 @@ EvalResult evaluate(fwd::Engine& base, const fwd::Engine& quant, const tok::Toke
   if (!captions.empty()) gen_prompt = fwd::t2i_prompt(tok, captions[0], t2i.instruction, t2i.grid);
   if (und_probe || !captions.empty()) {
     res.has_layers = true;
-    res.layers = evaluate_layers(base, quant, und_probe, captions.empty() ? nullptr : &gen_prompt,
+    res.layers = evaluate_layers(base, quant, o.quant_folds, und_probe, captions.empty() ? nullptr : &gen_prompt,
                                  captions.empty() ? nullptr : &probe_x, probe_tau);
   }
   prog.tick("layers");

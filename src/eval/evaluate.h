@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "formats/fold_scales.h"
 #include "forward/forward.h"
 #include "forward/prompts.h"
 
@@ -39,6 +40,9 @@ struct EvalOptions {
   uint64_t seed = 0;              // t2i prompt k uses noise seed + k
   fwd::SamplerOptions sampler;    // steps, shift, CFG (from the model's settings)
   int tau_buckets = 5;            // equal-width tau' buckets over [0, 1]
+  // QUANT's fold scales (formats/fold_scales.h): per-linear errors are measured in the original basis,
+  // y = (W' (x / col) + b') / row. Empty: QUANT's linears are compared as they are.
+  formats::FoldScaleMap quant_folds;
   // Progress: called after each unit of work (window, prompt, step evaluation).
   std::function<void(int64_t done, int64_t total, const std::string& stage)> progress;
 };

@@ -294,18 +294,21 @@ void md_gen(std::ostringstream& md, const EvalResult& r, bool images) {
           "![side by side](t2i_side_by_side.png)\n\n";
 }
 
-void md_layers(std::ostringstream& md, const EvalResult& r) {
+void md_layers(std::ostringstream& md, const EvalResult& r, const ReportMeta& m) {
   if (!r.has_layers) return;
   const auto& l = r.layers;
   md << "## Where the error comes from\n\n";
   md << "Each target linear gets BASE's own input rows for a probe (" << l.und_rows << " text tokens";
   if (l.gen_rows) md << "; " << l.gen_rows << " latent rows of the first caption half-way through BASE's trajectory";
-  md << "); the error is ||W_q x - W x|| / ||W x|| over those rows, so it isolates each linear's weights.\n\n"
-        "Caveat: a method that folds scales into neighbouring weights (AWQ: input norm -> q/k/v, post-attention norm "
-        "-> gate/up, v -> o, up -> down) changes what a single linear computes by design (the neighbour compensates), "
-        "so for such a checkpoint these per-linear numbers mix the fold with the rounding error; evaluate the "
-        "`quantize --dense-out` model (folds undone) for per-linear numbers. The residual-stream error below is not "
-        "affected.\n\n";
+  md << "); the error is ||W_q x - W x|| / ||W x|| over those rows, so it isolates each linear's weights.\n\n";
+  if (!m.options.quant_folds.empty())
+    md << "QUANT folds activation-aware scales into neighbouring weights (input norm -> q/k/v, post-attention norm -> "
+          "gate/up, v -> o, up -> down); its fold scales (`" << formats::kFoldScalesFile << "`, " << m.options.quant_folds.size()
+       << " linears) put every linear back in the original basis: x / col_scale in, / row_scale out.\n\n";
+  else
+    md << "Caveat: QUANT has no fold-scale file. A checkpoint from another tool that folded scales into neighbouring "
+          "weights (AWQ) computes a different function per linear by design, and its per-linear numbers would mix "
+          "the fold with the rounding error; the residual-stream error below is not affected.\n\n";
   md << "![per-linear und](linear_error_und.svg)\n\n";
   if (l.gen_rows) md << "![per-linear gen](linear_error_gen.svg)\n\n";
   std::vector<LinearError> worst = l.linears;
@@ -364,7 +367,7 @@ std::vector<std::string> write_report(const std::string& out_dir, const EvalResu
   md_data(md, r, m);
   md_und(md, r);
   md_gen(md, r, images);
-  md_layers(md, r);
+  md_layers(md, r, m);
   put("report.json", report_json(r, m));
   put("report.md", md.str());
   return written;

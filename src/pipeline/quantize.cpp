@@ -11,6 +11,7 @@
 #include <memory>
 #include <set>
 
+#include "formats/fold_scales.h"
 #include "io/error.h"
 #include "io/safetensors.h"
 #include "model/config.h"
@@ -137,16 +138,20 @@ LinearFormats::LinearFormats(const model::ModelSpec& spec, const QuantizeOptions
   if (o.scheme.method == Method::Legacy && o.gen_format && !o.gen_format->keep)
     fail("--gen-scheme", "legacy-awq reproduces the original toolkit's single INT4 format; use another --scheme");
   std::optional<std::string> first_label;
+  std::vector<int> override_hits(o.overrides.size(), 0);
+  int gen_linears = 0;
   for (const auto& l : spec.linears) {
     std::optional<quant::QuantParams> p = o.scheme.params;
+    if (l.path == model::Path::Gen) ++gen_linears;
     if (o.gen_format && l.path == model::Path::Gen) {
       if (o.gen_format->keep) p.reset();
       else p = o.gen_format->params;
     }
-    for (const auto& ov : o.overrides)
-      if (matches_pattern(l.name, ov.pattern)) {
-        if (ov.format.keep) p.reset();
-        else p = ov.format.params;
+    for (size_t i = 0; i < o.overrides.size(); ++i)
+      if (matches_pattern(l.name, o.overrides[i].pattern)) {
+        ++override_hits[i];
+        if (o.overrides[i].format.keep) p.reset();
+        else p = o.overrides[i].format.params;
       }
     for (const auto& pat : o.keep)
       if (matches_pattern(l.name, pat)) p.reset();
@@ -160,6 +165,12 @@ LinearFormats::LinearFormats(const model::ModelSpec& spec, const QuantizeOptions
     }
     by_base_[l.name] = p;
   }
+  // A pattern or option that selects nothing is almost certainly a typo: refuse rather than ignore it.
+  for (size_t i = 0; i < o.overrides.size(); ++i)
+    if (override_hits[i] == 0)
+      fail("--override " + o.overrides[i].pattern, "matches no target linear (patterns match the base name, e.g. "
+                                                   "language_model.model.layers.0.mlp.down_proj)");
+  if (o.gen_format && gen_linears == 0) fail("--gen-scheme", "this model has no gen path (*_moe_gen linears)");
 }
 
 bool LinearFormats::quantized(const std::string& base) const {
@@ -444,6 +455,7 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   };
   write_globals_until_layer();
 
+  formats::FoldScaleMap fold_scales;  // evaluation aid (formats/fold_scales.h): 2 x (in + out) floats per folded linear
   const int layers = int(spec.layers.size());
   for (int l = 0; l < layers; ++l) {
     LayerTensors t;
@@ -498,6 +510,8 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
       }
       ++next_entry;
     }
+    for (const auto& [name, lp] : plans)
+      if (!lp.col_scale.empty() || !lp.row_scale.empty()) fold_scales[name] = {lp.col_scale, lp.row_scale};
     if (dense) write_dense_layer(spec, l, original, final_weights, plans, plan.layer_tensors[size_t(l)], write_dense);
     if (search) search->layer_done(l, final_weights, plans);
     for (const auto& name : plan.layer_tensors[size_t(l)]) store.drop(name);
@@ -507,6 +521,7 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   write_globals_until_layer();
   if (next_entry != plan.entries.size()) fail(o.out_dir, "internal: plan not fully written");
   writer.finish();
+  formats::write_fold_scales(temp.path().string(), fold_scales);
   copy_side_files(o.model_dir, temp.path());
   if (dense) {
     dense->finish();

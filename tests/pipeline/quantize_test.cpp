@@ -8,12 +8,15 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
 #include "calib/calibrate.h"
 #include "calib/stats.h"
 #include "formats/checkpoint.h"
+#include "formats/fold_scales.h"
 #include "forward/forward.h"
 #include "forward/prompts.h"
 #include "forward/t2i.h"
@@ -230,6 +233,23 @@ TEST(QuantizeCli, AwqSmallRunLoadsBack) {
     // Only the summation order differs (fused 4-bit kernel vs dense f32): ~2e-5; untied v -> o folds gave 2e-3 (und) / 1e-2 (gen).
     EXPECT_LT(std::sqrt(diff / ref), 5e-4) << model::path_name(path) << " path: checkpoint and dense twin disagree";
   }
+
+  // eval's per-linear errors of the folded checkpoint are measured in the original basis (the fold scales
+  // written beside it): they must equal the dense twin's, whose linears ARE in the original basis.
+  EXPECT_TRUE(fs::exists(d + "/q/" + formats::kFoldScalesFile));
+  auto per_linear = [&](const std::string& quant_dir, const std::string& report) {
+    std::string log;
+    EXPECT_EQ(test::run_command(test::exe() + " eval " + m + " " + quant_dir + " --out " + report +
+                                    " --no-chat --max-text-tokens 256 --max-t2i 1 --steps 2 --quiet 2>&1", &log), 0) << log;
+    std::ifstream f(report + "/report.json");
+    std::map<std::string, double> errors;
+    const nlohmann::json j = nlohmann::json::parse(f);
+    for (const auto& l : j.at("layers").at("linears")) errors[l.at("name")] = l.at("rel_error");
+    return errors;
+  };
+  const auto eq = per_linear(d + "/q", d + "/report-q"), ed = per_linear(d + "/dense", d + "/report-dense");
+  ASSERT_EQ(eq.size(), 56u);
+  for (const auto& [name, e] : ed) EXPECT_NEAR(eq.at(name), e, 1e-3 * e + 1e-5) << name;
 }
 
 TEST(QuantizeCli, KillDashNineLeavesNoCheckpoint) {
