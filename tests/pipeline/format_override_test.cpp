@@ -99,8 +99,10 @@ void check_gen_int8_checkpoint(const std::string& dir, formats::FormatId format)
           for (int64_t c = 0; c < ls.in; ++c) s += double(x[size_t(t * ls.in + c)]) * wq[size_t(o * ls.in + c)];
           ref[size_t(t * ls.out + o)] = float(s);
         }
-      // bf16 weights for INT8 (rel. rounding 2^-9 per weight), f32 accumulation otherwise.
-      EXPECT_LT(max_rel(y, ref), path == model::Path::Gen ? 1e-2 : 1e-4) << ls.name;
+      // INT8 runs with bf16 weights (2^-9 relative rounding per weight), INT4 through the q4 kernel
+      // (int8 activations for few tokens, ~0.5% RMS: kernels/q4.h): both well under 2%, while the
+      // wrong stored weights (another format or group: ~10% weight error in INT4) would exceed it.
+      EXPECT_LT(max_rel(y, ref), 2e-2) << ls.name;
     }
 }
 
@@ -211,6 +213,8 @@ TEST(FormatOverrides, RefusalsNameTheProblemAndLeaveNothing) {
   EXPECT_NE(out.find("blocks of 16"), std::string::npos) << out;
   EXPECT_EQ(quantize(m + " --scheme rtn-int4 --override down_proj --out " + d + "/a", &out, true), 1);
   EXPECT_NE(out.find("PATTERN=SPEC"), std::string::npos) << out;
+  EXPECT_EQ(quantize(m + " --scheme rtn-int4 --override 'dwn_proj=int8' --out " + d + "/a", &out, true), 1);
+  EXPECT_NE(out.find("--override dwn_proj] matches no target linear"), std::string::npos) << out;
   EXPECT_EQ(quantize(m + " --scheme legacy-awq --gen-scheme int8 --out " + d + "/a", &out, true), 1);
   EXPECT_NE(out.find("legacy-awq"), std::string::npos) << out;
   EXPECT_TRUE(fs::is_empty(d)) << "a refused run left files behind";
