@@ -27,7 +27,9 @@ void usage(FILE* out) {
                "                  synthetic `small` checkpoint written under --out; random weights, so its\n"
                "                  numbers only exercise the pipeline)\n"
                "  --out DIR       work directory (default lance-quant-demo): quantized models and reports\n"
-               "  --schemes LIST  default rtn-int4,awq-int4,nvfp4\n"
+               "  --schemes LIST  default rtn-int4,awq-int4,nvfp4; SCHEME:gN sets the INT4 group size\n"
+               "                  (e.g. rtn-int4:g64,legacy-awq:g64,awq-int4:g64); legacy-awq and awq-proxy run\n"
+               "                  `calibrate` first (same inputs) for their statistics\n"
                "  --quick         smaller calibration / evaluation budget\n");
 }
 
@@ -85,6 +87,35 @@ uint64_t dir_bytes(const fs::path& dir) {
   return n;
 }
 
+// One entry of --schemes: "SCHEME" or "SCHEME:gN" (INT4 group size N).
+struct DemoScheme {
+  std::string text, scheme, group;
+  std::string dir_name() const { return group.empty() ? scheme : scheme + "-g" + group; }
+  bool needs_stats() const { return scheme == "legacy-awq" || scheme == "awq-proxy"; }
+};
+
+DemoScheme parse_demo_scheme(const std::string& text) {
+  DemoScheme d{text, text, ""};
+  if (const size_t colon = text.find(':'); colon != std::string::npos) {
+    d.scheme = text.substr(0, colon);
+    const std::string g = text.substr(colon + 1);
+    if (g.size() < 2 || g[0] != 'g' || g.find_first_not_of("0123456789", 1) != std::string::npos)
+      fail("demo --schemes " + text, "expected SCHEME or SCHEME:gN (e.g. awq-int4:g64)");
+    d.group = g.substr(1);
+  }
+  return d;
+}
+
+// Mean per-linear output error of one path (report.json layers.linears), or null.
+nlohmann::json mean_linear_error(const nlohmann::json& report, const std::string& path) {
+  if (!report.contains("layers")) return nullptr;
+  double sum = 0;
+  int n = 0;
+  for (const auto& l : report["layers"].value("linears", nlohmann::json::array()))
+    if (l.value("path", "") == path && l["rel_error"].is_number()) sum += l["rel_error"].get<double>(), ++n;
+  return n ? nlohmann::json(sum / n) : nlohmann::json();
+}
+
 }  // namespace
 
 int cmd_demo(const Args& args) {
@@ -102,6 +133,8 @@ int cmd_demo(const Args& args) {
     else if (r.is("--quick")) quick = true;
     else r.unknown();
   }
+  std::vector<DemoScheme> plan;
+  for (const auto& t : split_commas(schemes)) plan.push_back(parse_demo_scheme(t));
   const std::string calib = eval::find_data_dir("calib"), evald = eval::find_data_dir("eval");
   if (calib.empty() || evald.empty()) fail("demo", "data/calib and data/eval not found above the executable or here (set LQ_DATA_DIR)");
   fs::create_directories(out);
@@ -111,6 +144,20 @@ int cmd_demo(const Args& args) {
   const std::string t2i_calib = calib + (toy ? "/t2i_toy_prompts.txt" : "/t2i_prompts.txt");
   std::vector<std::string> common;
   if (!threads.empty()) common = {"--threads", threads};
+  // The same calibration inputs and budget for every method (AWQ reads them itself; the statistics
+  // schemes get them through `calibrate`).
+  const Args calib_inputs = {"--calib", "text:" + calib + "/text.txt", "--calib", "t2i:" + t2i_calib,
+                             "--max-tokens", quick ? "1024" : "4096", "--max-prompts", quick ? "2" : "8"};
+
+  std::string stats;
+  for (const auto& d : plan)
+    if (d.needs_stats() && stats.empty()) {
+      stats = (fs::path(out) / "calib-stats.safetensors").string();
+      Args c = {model, "--out", stats, "--force"};
+      c.insert(c.end(), calib_inputs.begin(), calib_inputs.end());
+      c.insert(c.end(), common.begin(), common.end());
+      run_step("calibrate", cmd_calibrate, c);
+    }
 
   struct Row {
     std::string scheme, report;
@@ -118,10 +165,12 @@ int cmd_demo(const Args& args) {
     uint64_t bytes = 0;
   };
   std::vector<Row> rows;
-  for (const auto& scheme : split_commas(schemes)) {
-    const fs::path qdir = fs::path(out) / scheme, rdir = fs::path(out) / ("report-" + scheme);
-    Args q = {model, "--scheme", scheme, "--out", qdir.string(), "--force", "--calib", "text:" + calib + "/text.txt",
-              "--calib", "t2i:" + t2i_calib, "--max-tokens", quick ? "1024" : "4096", "--max-prompts", quick ? "2" : "8"};
+  for (const auto& d : plan) {
+    const fs::path qdir = fs::path(out) / d.dir_name(), rdir = fs::path(out) / ("report-" + d.dir_name());
+    Args q = {model, "--scheme", d.scheme, "--out", qdir.string(), "--force"};
+    if (!d.group.empty()) q.insert(q.end(), {"--group-size", d.group});
+    if (d.needs_stats()) q.insert(q.end(), {"--stats", stats});
+    else q.insert(q.end(), calib_inputs.begin(), calib_inputs.end());
     q.insert(q.end(), common.begin(), common.end());
     run_step("quantize", cmd_quantize, q);
     Args e = {model, qdir.string(), "--out", rdir.string(), "--data-dir", evald, "--max-text-tokens",
@@ -129,25 +178,33 @@ int cmd_demo(const Args& args) {
     if (quick) e.insert(e.end(), {"--steps", "10"});
     e.insert(e.end(), common.begin(), common.end());
     run_step("eval", cmd_eval, e);
-    rows.push_back({scheme, (rdir / "report.md").string(), read_json(rdir / "report.json"), dir_bytes(qdir)});
+    rows.push_back({d.text, (rdir / "report.md").string(), read_json(rdir / "report.json"), dir_bytes(qdir)});
   }
 
+  // ppl: held-out perplexity of the quantized model (delta vs the original); KL / top-1 vs the original's
+  // next-token distribution; lin und / gen: mean per-linear output error of each path on held-out
+  // probes (original basis); latent error / PSNR: final latents of the full CFG sampler from the same noise.
   std::printf("\nmodel: %s (%.1f MB)\n\n", model.c_str(), double(dir_bytes(model)) / 1e6);
-  std::printf("%-10s %9s %9s %9s %8s %9s %10s %9s %8s  %s\n", "scheme", "MB", "ppl base", "ppl quant", "KL mean",
-              "top-1", "chat sim", "lat. err", "PSNR dB", "report");
+  std::printf("%-15s %6s %9s %7s %8s %7s %9s %8s %8s %8s %7s  %s\n", "scheme", "MB", "ppl", "dppl %", "KL mean", "top-1",
+              "chat sim", "lin und", "lin gen", "lat err", "PSNR", "report");
   for (const auto& row : rows) {
     const auto& u = row.j.value("und", nlohmann::json::object());
     const auto& g = row.j.value("gen", nlohmann::json::object());
     const auto chat = u.value("chat", nlohmann::json::object());
-    std::printf("%-10s %9.1f %9s %9s %8s %8s%% %10s %9s %8s  %s\n", row.scheme.c_str(), double(row.bytes) / 1e6,
-                num(u.value("base_perplexity", nlohmann::json()), "%.2f").c_str(),
-                num(u.value("quant_perplexity", nlohmann::json()), "%.2f").c_str(),
-                num(u.value("kl_mean", nlohmann::json()), "%.4f").c_str(),
+    nlohmann::json dppl;
+    if (u.value("base_perplexity", nlohmann::json()).is_number() && u.value("quant_perplexity", nlohmann::json()).is_number())
+      dppl = 100.0 * (u["quant_perplexity"].get<double>() / u["base_perplexity"].get<double>() - 1.0);
+    std::printf("%-15s %6.1f %9s %7s %8s %6s%% %9s %8s %8s %8s %7s  %s\n", row.scheme.c_str(), double(row.bytes) / 1e6,
+                num(u.value("quant_perplexity", nlohmann::json()), "%.2f").c_str(), num(dppl, "%+.3f").c_str(),
+                num(u.value("kl_mean", nlohmann::json()), "%.5f").c_str(),
                 num(u.contains("top1_agreement") ? nlohmann::json(100 * u["top1_agreement"].get<double>()) : nlohmann::json(), "%.1f").c_str(),
                 num(chat.value("levenshtein_similarity", nlohmann::json()), "%.3f").c_str(),
+                num(mean_linear_error(row.j, "und"), "%.4f").c_str(), num(mean_linear_error(row.j, "gen"), "%.4f").c_str(),
                 num(g.value("latent_rel_error", nlohmann::json()), "%.4f").c_str(),
-                num(g.value("latent_psnr_db", nlohmann::json()), "%.1f").c_str(), row.report.c_str());
+                num(g.value("latent_psnr_db", nlohmann::json()), "%.2f").c_str(), row.report.c_str());
   }
+  if (!rows.empty() && rows.front().j.contains("und"))
+    std::printf("\nbase perplexity %.3f\n", rows.front().j["und"].value("base_perplexity", 0.0));
   return 0;
 }
 
