@@ -30,7 +30,10 @@ void usage(FILE* out) {
                "  --schemes LIST  default rtn-int4,awq-int4,nvfp4; SCHEME:gN sets the INT4 group size\n"
                "                  (e.g. rtn-int4:g64,legacy-awq:g64,awq-int4:g64); legacy-awq and awq-proxy run\n"
                "                  `calibrate` first (same inputs) for their statistics\n"
-               "  --quick         smaller calibration / evaluation budget\n");
+               "  --quick         smaller calibration / evaluation budget\n"
+               "  --calib-t2i FILE  t2i calibration captions (default data/calib's)\n"
+               "  --eval-text FILE  evaluation text instead of data/eval/text.txt (repeatable; e.g. lance-mini's\n"
+               "                  held-out val_tinystories.txt / val_brown.txt)\n");
 }
 
 std::vector<std::string> split_commas(const std::string& s) {
@@ -120,6 +123,8 @@ nlohmann::json mean_linear_error(const nlohmann::json& report, const std::string
 
 int cmd_demo(const Args& args) {
   std::string model, out = "lance-quant-demo", schemes = "rtn-int4,awq-int4,nvfp4", threads;
+  std::string calib_t2i;
+  std::vector<std::string> eval_texts;
   bool quick = false;
   ArgReader r(args, "demo");
   while (r.next()) {
@@ -131,6 +136,8 @@ int cmd_demo(const Args& args) {
     else if (r.is("--schemes")) schemes = r.value();
     else if (r.is("--threads")) threads = r.value();
     else if (r.is("--quick")) quick = true;
+    else if (r.is("--calib-t2i")) calib_t2i = r.value();
+    else if (r.is("--eval-text")) eval_texts.push_back(r.value());
     else r.unknown();
   }
   std::vector<DemoScheme> plan;
@@ -141,7 +148,7 @@ int cmd_demo(const Args& args) {
   if (model.empty()) model = default_model(out);
   const bool toy = fs::exists(fs::path(model) / "lance_config.json") &&
                    read_json(fs::path(model) / "lance_config.json").contains("toy_vae");
-  const std::string t2i_calib = calib + (toy ? "/t2i_toy_prompts.txt" : "/t2i_prompts.txt");
+  const std::string t2i_calib = !calib_t2i.empty() ? calib_t2i : calib + (toy ? "/t2i_toy_prompts.txt" : "/t2i_prompts.txt");
   std::vector<std::string> common;
   if (!threads.empty()) common = {"--threads", threads};
   // The same calibration inputs and budget for every method (AWQ reads them itself; the statistics
@@ -176,6 +183,7 @@ int cmd_demo(const Args& args) {
     Args e = {model, qdir.string(), "--out", rdir.string(), "--data-dir", evald, "--max-text-tokens",
               quick ? "1024" : "4096", "--max-chat", quick ? "4" : "12", "--max-t2i", quick ? "2" : "4"};
     if (quick) e.insert(e.end(), {"--steps", "10"});
+    for (const auto& t : eval_texts) e.insert(e.end(), {"--text", t});
     e.insert(e.end(), common.begin(), common.end());
     run_step("eval", cmd_eval, e);
     rows.push_back({d.text, (rdir / "report.md").string(), read_json(rdir / "report.json"), dir_bytes(qdir)});
