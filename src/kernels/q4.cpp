@@ -1,22 +1,28 @@
 // Fused 4-bit linear kernels (layout and math: q4.h).
 //
 // int8 path (up to q4_int8_max_tokens() tokens). The activations are quantized once per call
-// (Q8Acts). AVX2 micro-kernel, per output row and block of NT <= 4 tokens: a 32-byte load of a
-// 64-code chunk gives, after a mask and a shift, the codes of two 32-input blocks as bytes. Int4
-// codes (0..15) go straight into `maddubs` (unsigned codes x signed int8 activations, pairs summed
-// in int16: at most 2 * 15 * 127, no saturation) and `madd` with ones (int32, 8 lanes: lanes 0-3
-// hold the first 16 inputs of the block, 4-7 the second 16). NvFp4 codes become 2 e2m1 in int8
-// through a 16-entry byte shuffle; `maddubs` takes their magnitudes and the activations carry the
-// sign (`sign_epi8`, at most 2 * 12 * 127). The int32 lanes are converted once per block and token
-// and scaled by (weight scale of the half) x (activation scale of the block) into one of two f32
-// accumulators per token (even / odd blocks: two FMA chains). The Int4 zero point is a per-group
-// term s z sum(x^) computed with 8 groups per vector after the row.
+// (Q8Acts: int8 values, one f32 scale per 64 inputs = one chunk). AVX2 micro-kernels, per output
+// row and block of NT <= 4 tokens: a 32-byte load of a 64-code chunk gives, after a mask and a
+// shift, the codes of its two 32-input blocks as bytes in input order.
+//  - Int4 codes (0..15) go straight into `maddubs` (unsigned codes x signed int8 activations, pairs
+//    summed in int16: at most 2 * 15 * 127). For groups of 64 / 128 / ... the two blocks' int16
+//    results are added, widened once by `madd` with ones (int32), converted, and scaled by the
+//    activation scale; the group's weight scale multiplies the group sum. The zero point is a
+//    per-group term s z sum(x^) computed with 8 groups per vector after the row.
+//  - NvFp4 codes become 2 e2m1 in int8 through a 16-entry byte shuffle; `maddubs` takes their
+//    magnitudes and the activations take their sign (`sign_epi8`). Each block's int32 lanes
+//    (lanes 0-3: its first 16 inputs, 4-7: the second 16, i.e. one E4M3 group each) are converted
+//    and scaled by the group scales, decoded 8 at a time with F16C; then by the activation scale.
+//  - Other Int4 groups (16, 32, 48, ...) use the NvFp4 structure with per-16-input scales.
+// With NT <= 2 tokens the Int4 g64+ and NvFp4 kernels keep two accumulators per token (even / odd
+// groups or chunks) so FMA latency does not serialise the chunks.
 //
 // Batches above q4_int8_max_tokens(): each thread dequantizes 16-row blocks to f32 once per call
 // and reuses the dense f32 GEMM (kernels::linear) over them.
 #include "kernels/q4.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -36,12 +42,14 @@ namespace lq::kernels {
 namespace {
 
 constexpr int64_t kChunk = 64;  // codes per packed chunk (32 bytes): byte j = element j | element j + 32 << 4
-constexpr int64_t kBlock = 32;  // inputs per activation block (one int8 scale)
-constexpr int64_t kHalf = 16;   // inputs per half block (the finest weight group)
+constexpr int64_t kActBlock = 64;  // inputs per activation block (one int8 scale): one chunk
+constexpr int64_t kBlock = 32;  // inputs per code block (one 32-byte vector of codes: half a chunk)
+constexpr int64_t kHalf = 16;   // inputs per 128-bit lane of a code block (the finest weight group)
 
 // Token counts up to this use int8 activations; above, the dequantized blocks + dense f32 GEMM.
 // Measured on a 2-core AVX2 EPYC (lance-quant bench kernels): the int8 path is faster up to here.
-constexpr int64_t kInt8MaxTokens = 8;
+constexpr int64_t kInt8MaxTokensDefault = 16;
+std::atomic<int64_t> g_int8_max_tokens{kInt8MaxTokensDefault};
 
 // Activation blocks whose largest magnitude is below this count as zero (their scale 127 / amax
 // would overflow f32); the error this adds is below 1e-30 per input.
@@ -107,11 +115,10 @@ void for_row_ranges(int64_t n, const Q4Matrix& w, F&& fn) {
 struct Q8Acts {
   int64_t n = 0, cols = 0;
   int64_t stride = 0;       // int8 values per token: cols padded to whole chunks (zeros)
-  int64_t blocks = 0;       // stride / kBlock
+  int64_t blocks = 0;       // stride / kActBlock
   std::vector<int8_t> q;    // [n][stride]
   std::vector<float> d;     // [n][blocks]
   std::vector<float> xs;    // Int4 only: [n][groups] sum_{i in g} x^_i
-  const int8_t* q_at(int64_t t, int64_t blk) const { return q.data() + t * stride + blk * kBlock; }
 };
 
 Q8Acts q8_layout(int64_t n, int64_t cols) {
@@ -119,13 +126,13 @@ Q8Acts q8_layout(int64_t n, int64_t cols) {
   a.n = n;
   a.cols = cols;
   a.stride = (cols + kChunk - 1) / kChunk * kChunk;
-  a.blocks = a.stride / kBlock;
+  a.blocks = a.stride / kActBlock;
   a.q.assign(size_t(n * a.stride), 0);
   a.d.assign(size_t(n * a.blocks), 0.0f);
   return a;
 }
 
-// One block of `len` <= 32 inputs (the rest of q stays 0). The definition in q4.h; the AVX2
+// One block of `len` <= 64 inputs (the rest of q stays 0). The definition in q4.h; the AVX2
 // version below computes bit-identical values (max is exact, one f32 multiply, round half even).
 void quantize_block_scalar(const float* x, int64_t len, int8_t* q, float* d) {
   float amax = 0.0f;
@@ -159,7 +166,7 @@ void group_sums(Q8Acts& a, int64_t group) {
         const int8_t* q = a.q.data() + t * a.stride + h;
         int qs = 0;
         for (int64_t i = 0; i < kHalf; ++i) qs += q[i];
-        s += a.d[size_t(t * a.blocks + h / kBlock)] * float(qs);
+        s += a.d[size_t(t * a.blocks + h / kActBlock)] * float(qs);
       }
       a.xs[size_t(t * G + g)] = s;
     }
@@ -168,9 +175,9 @@ void group_sums(Q8Acts& a, int64_t group) {
 Q8Acts quantize_scalar(const float* x, int64_t n, int64_t cols) {
   Q8Acts a = q8_layout(n, cols);
   for (int64_t t = 0; t < n; ++t)
-    for (int64_t b = 0; b * kBlock < cols; ++b)
-      quantize_block_scalar(x + t * cols + b * kBlock, std::min(kBlock, cols - b * kBlock),
-                            a.q.data() + t * a.stride + b * kBlock, a.d.data() + t * a.blocks + b);
+    for (int64_t b = 0; b * kActBlock < cols; ++b)
+      quantize_block_scalar(x + t * cols + b * kActBlock, std::min(kActBlock, cols - b * kActBlock),
+                            a.q.data() + t * a.stride + b * kActBlock, a.d.data() + t * a.blocks + b);
   return a;
 }
 
@@ -196,15 +203,21 @@ float zero_correction_scalar(const Q4Matrix& w, int64_t o, const float* xs_t) {
   return c;
 }
 
+// Per activation block: sum over its 16-input halves of float(exact int dot) * weight scale, then
+// times the activation scale (the order of the SIMD path, up to its lane-wise summation).
 void scalar_rows(const Q8Acts& a, const Q4Matrix& w, const float* bias, float* y, int64_t r0, int64_t r1) {
   for (int64_t o = r0; o < r1; ++o)
     for (int64_t t = 0; t < a.n; ++t) {
       float acc = 0.0f;
-      for (int64_t h = 0; h < w.cols; h += kHalf) {
-        const int8_t* q = a.q.data() + t * a.stride + h;
-        int dot = 0;
-        for (int64_t i = 0; i < kHalf; ++i) dot += code_value(w, w.code(o, h + i)) * q[i];
-        acc += float(dot) * (half_scale(w, o, h) * a.d[size_t(t * a.blocks + h / kBlock)]);
+      for (int64_t b = 0; b * kActBlock < w.cols; ++b) {
+        float block = 0.0f;
+        for (int64_t h = b * kActBlock; h < std::min(w.cols, (b + 1) * kActBlock); h += kHalf) {
+          const int8_t* q = a.q.data() + t * a.stride + h;
+          int dot = 0;
+          for (int64_t i = 0; i < kHalf; ++i) dot += code_value(w, w.code(o, h + i)) * q[i];
+          block += float(dot) * half_scale(w, o, h);
+        }
+        acc += block * a.d[size_t(t * a.blocks + b)];
       }
       const float corr = w.scheme == Q4Scheme::Int4 ? zero_correction_scalar(w, o, a.xs.data() + t * w.groups_per_row()) : 0.0f;
       y[t * w.rows + o] = acc - corr + (bias ? bias[o] : 0.0f);
@@ -230,11 +243,11 @@ LQ_AVX2 inline float hmax(__m256 v) {
   return _mm_cvtss_f32(m);
 }
 
-// quantize_block_scalar for a full block of 32 inputs.
+// quantize_block_scalar for a full block of 64 inputs.
 LQ_AVX2 void quantize_block_avx2(const float* x, int8_t* q, float* d) {
   const __m256 sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
-  __m256 v[4], amax = zero, nonfinite = zero;
-  for (int k = 0; k < 4; ++k) {
+  __m256 v[8], amax = zero, nonfinite = zero;
+  for (int k = 0; k < 8; ++k) {
     v[k] = _mm256_loadu_ps(x + 8 * k);
     amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[k]));
     nonfinite = _mm256_add_ps(nonfinite, _mm256_mul_ps(v[k], zero));  // NaN iff an inf or NaN was seen
@@ -249,28 +262,30 @@ LQ_AVX2 void quantize_block_avx2(const float* x, int8_t* q, float* d) {
     return;
   }
   const __m256 inv = _mm256_set1_ps(127.0f / m);
-  __m256i i[4];
-  for (int k = 0; k < 4; ++k) i[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inv));  // round half even
+  __m256i i[8];
+  for (int k = 0; k < 8; ++k) i[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], inv));  // round half even
   // Pack 32-bit -> 16 -> 8 (no saturation occurs: |q| <= 127); the packs interleave 128-bit lanes,
   // the final permute restores input order.
-  const __m256i w16a = _mm256_packs_epi32(i[0], i[1]), w16b = _mm256_packs_epi32(i[2], i[3]);
-  const __m256i b8 = _mm256_packs_epi16(w16a, w16b);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q),
-                      _mm256_permutevar8x32_epi32(b8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  for (int h = 0; h < 2; ++h) {
+    const __m256i w16a = _mm256_packs_epi32(i[4 * h], i[4 * h + 1]), w16b = _mm256_packs_epi32(i[4 * h + 2], i[4 * h + 3]);
+    const __m256i b8 = _mm256_packs_epi16(w16a, w16b);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * h),
+                        _mm256_permutevar8x32_epi32(b8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  }
   *d = m / 127.0f;
 }
 
 Q8Acts quantize_avx2(const float* x, int64_t n, int64_t cols) {
   Q8Acts a = q8_layout(n, cols);
   for (int64_t t = 0; t < n; ++t)
-    for (int64_t b = 0; b * kBlock < cols; ++b) {
-      const float* xb = x + t * cols + b * kBlock;
-      int8_t* q = a.q.data() + t * a.stride + b * kBlock;
+    for (int64_t b = 0; b * kActBlock < cols; ++b) {
+      const float* xb = x + t * cols + b * kActBlock;
+      int8_t* q = a.q.data() + t * a.stride + b * kActBlock;
       float* d = a.d.data() + t * a.blocks + b;
-      if (cols - b * kBlock >= kBlock)
+      if (cols - b * kActBlock >= kActBlock)
         quantize_block_avx2(xb, q, d);
       else
-        quantize_block_scalar(xb, cols - b * kBlock, q, d);  // a final half block (cols % 32 == 16)
+        quantize_block_scalar(xb, cols - b * kActBlock, q, d);  // a final partial block (cols % 64 != 0)
     }
   return a;
 }
@@ -291,154 +306,152 @@ struct GroupCursor {
   }
 };
 
-// Weight scales of one block as 8 lanes (lanes 0-3: first half, 4-7: second half). Uniform: one
-// Int4 group covers the block (group % 32 == 0). Otherwise each half has its own group.
-template <Q4Scheme S, bool Uniform>
-struct BlockScales {
-  const float* s;           // Int4 row scales
-  const uint8_t* bs;        // NvFp4 row block-scale bytes
-  const float* lut;         // NvFp4 bs / 2 table
-  GroupCursor cur;
-  LQ_AVX2 float scale(int64_t g) const {
-    if constexpr (S == Q4Scheme::Int4) return s[g];
-    else return lut[bs[g]];
-  }
-  LQ_AVX2 __m256 next() {
-    if constexpr (Uniform) {
-      return _mm256_set1_ps(scale(cur.next()));
-    } else {
-      const float a = scale(cur.next()), b = scale(cur.next());
-      return _mm256_set_m128(_mm_set1_ps(b), _mm_set1_ps(a));
-    }
-  }
-};
-
-template <Q4Scheme S, bool Uniform>
-LQ_AVX2 BlockScales<S, Uniform> block_scales(const Q4Matrix& w, int64_t o) {
-  const int64_t G = w.groups_per_row();
-  const int64_t step = Uniform ? kBlock : kHalf;
-  if constexpr (S == Q4Scheme::Int4)
-    return {w.scales.data() + o * G, nullptr, nullptr, GroupCursor(w.group, step, G)};
-  else
-    return {nullptr, w.block_scales.data() + o * G, w.scale_lut.data(), GroupCursor(w.group, step, G)};
+// The int8 dot products of one 32-input code block with NT tokens' activations, as 8 int32 lanes
+// (lanes 0-3: inputs 0-15, lanes 4-7: inputs 16-31) converted to f32. Int4: the codes are the
+// unsigned multipliers. NvFp4: `val` holds 2 e2m1 (signed), its magnitudes multiply and the
+// activations take its sign.
+template <Q4Scheme S>
+LQ_AVX2 inline __m256i block_dot(__m256i mag, __m256i val, const int8_t* xq) {
+  __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
+  if constexpr (S == Q4Scheme::NvFp4) x = _mm256_sign_epi8(x, val);
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(mag, x), _mm256_set1_epi16(1));
 }
 
-// One 32-input block `blk` of codes (bytes 0..15) for NT tokens into acc[t].
-template <Q4Scheme S, int NT>
-LQ_AVX2 inline void block_step(__m256i codes, __m256 ws, const Q8Acts& a, int64_t t0, int64_t blk, __m256* acc) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256i mag = codes, val = codes;
-  if constexpr (S == Q4Scheme::NvFp4) {
-    const __m256i table = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,  //
-                                           0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
-    val = _mm256_shuffle_epi8(table, codes);
-    mag = _mm256_abs_epi8(val);
-  }
-  for (int t = 0; t < NT; ++t) {
-    __m256i xq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q_at(t0 + t, blk)));
-    if constexpr (S == Q4Scheme::NvFp4) xq = _mm256_sign_epi8(xq, val);
-    const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(mag, xq), ones);
-    const __m256 scale = _mm256_mul_ps(ws, _mm256_broadcast_ss(a.d.data() + (t0 + t) * a.blocks + blk));
-    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[t]);
-  }
-}
-
-// Dot products of row o with tokens [t0, t0 + NT) (no zero point, no bias): out[NT].
-template <Q4Scheme S, bool Uniform, int NT>
-LQ_AVX2 void row_dots(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64_t t0, float* out) {
-  const __m256i low4 = _mm256_set1_epi8(15);
-  const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
-  const int64_t nblocks = (w.cols + kBlock - 1) / kBlock;
-  BlockScales<S, Uniform> sc = block_scales<S, Uniform>(w, o);
-  __m256 even[NT], odd[NT];
-  for (int t = 0; t < NT; ++t) even[t] = odd[t] = _mm256_setzero_ps();
-  for (int64_t blk = 0; blk < nblocks; blk += 2) {
-    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + blk * (kBlock / 2)));
-    block_step<S, NT>(_mm256_and_si256(bytes, low4), sc.next(), a, t0, blk, even);
-    if (blk + 1 < nblocks)
-      block_step<S, NT>(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4), sc.next(), a, t0, blk + 1, odd);
-  }
-  for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(even[t], odd[t]));
-}
-
-// Int4 with group % 64 == 0 (g64, g128, ...): whole chunks per group. Within a group each block's
-// int32 lanes are scaled by its activation scale only; the group's weight scale multiplies the
-// group sum once (one multiply per group instead of one per block). CPG: chunks per group when
-// known at compile time (g64: 1, g128: 2), 0 = read from the matrix.
+// Int4 with group % 64 == 0 (g64, g128, ...): whole chunks per group and one activation scale per
+// chunk. The two blocks' int16 pair sums are added before widening (at most 2 * 3810, no overflow),
+// so a chunk costs one madd, one convert and one FMA (by the activation scale) per token; the
+// group's weight scale multiplies the group sum once. CPG: chunks per group when known at compile
+// time (g64: 1, g128: 2), 0 = read from the matrix.
 template <int NT, int CPG>
 LQ_AVX2 void int4_row_dots_chunked(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64_t t0, float* out) {
-  constexpr int NA = NT <= 2 ? 2 : 1;  // accumulators per token and group (FMA chains)
+  constexpr int NA = NT <= 2 ? 2 : 1;  // accumulators per token (even / odd groups): FMA chains
   const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
   const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
   const int64_t G = w.groups_per_row(), cpg = CPG > 0 ? CPG : w.group / kChunk;
   const float* s = w.scales.data() + o * G;
   const int8_t* xq[NT];
   const float* d[NT];
-  __m256 total[NT];
+  __m256 total[NT][NA];
   for (int t = 0; t < NT; ++t) {
-    xq[t] = a.q_at(t0 + t, 0);
+    xq[t] = a.q.data() + (t0 + t) * a.stride;
     d[t] = a.d.data() + (t0 + t) * a.blocks;
-    total[t] = _mm256_setzero_ps();
+    for (int k = 0; k < NA; ++k) total[t][k] = _mm256_setzero_ps();
   }
-  for (int64_t g = 0; g < G; ++g) {
-    __m256 acc[NT][NA];
-    for (int t = 0; t < NT; ++t)
-      for (int j = 0; j < NA; ++j) acc[t][j] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < cpg; ++c) {
-      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-      const __m256i lo = _mm256_and_si256(bytes, low4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+  // The chunk at p for token t: the 8 int32 lanes of its dot product, as f32.
+  auto chunk_dot = [&](int t) LQ_AVX2 {
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    const __m256i lo = _mm256_and_si256(bytes, low4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+    const __m256i pairs = _mm256_add_epi16(
+        _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t]))),
+        _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t] + kBlock))));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+  };
+  // Group g into the accumulators tot[NT] (even and odd groups alternate between two sets when
+  // NA == 2, so consecutive groups do not wait on each other's FMA).
+  auto group = [&](int64_t g, int k) LQ_AVX2 {
+    const __m256 sg = _mm256_broadcast_ss(s + g);
+    if (cpg == 1) {  // g64: total += dot * (d * s), the scale product off the accumulation chain
       for (int t = 0; t < NT; ++t) {
-        const __m256i dlo = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t]))), ones);
-        const __m256i dhi = _mm256_madd_epi16(
-            _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t] + kBlock))), ones);
-        acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dlo), _mm256_broadcast_ss(d[t]), acc[t][0]);
-        acc[t][NA - 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dhi), _mm256_broadcast_ss(d[t] + 1), acc[t][NA - 1]);
+        total[t][k] = _mm256_fmadd_ps(chunk_dot(t), _mm256_mul_ps(_mm256_broadcast_ss(d[t]), sg), total[t][k]);
         xq[t] += kChunk;
-        d[t] += 2;
+        d[t] += 1;
+      }
+      p += kChunk / 2;
+      return;
+    }
+    __m256 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < cpg; ++c) {
+      for (int t = 0; t < NT; ++t) {
+        acc[t] = _mm256_fmadd_ps(chunk_dot(t), _mm256_broadcast_ss(d[t]), acc[t]);
+        xq[t] += kChunk;
+        d[t] += 1;
       }
       p += kChunk / 2;
     }
-    const __m256 sg = _mm256_broadcast_ss(s + g);
-    for (int t = 0; t < NT; ++t) {
-      const __m256 sum = NA == 2 ? _mm256_add_ps(acc[t][0], acc[t][NA - 1]) : acc[t][0];
-      total[t] = _mm256_fmadd_ps(sum, sg, total[t]);
-    }
+    for (int t = 0; t < NT; ++t) total[t][k] = _mm256_fmadd_ps(acc[t], sg, total[t][k]);
+  };
+  int64_t g = 0;
+  for (; g + 2 <= G; g += 2) {
+    group(g, 0);
+    group(g + 1, NA - 1);
+  }
+  if (g < G) group(g, 0);
+  for (int t = 0; t < NT; ++t) out[t] = hsum(NA == 2 ? _mm256_add_ps(total[t][0], total[t][NA - 1]) : total[t][0]);
+}
+
+// Per chunk and token: (f_lo * ws_lo + f_hi * ws_hi) * d, with ws the 8-lane weight scales of each
+// code block (per 16-input lane half) and d the chunk's activation scale.
+template <Q4Scheme S, int NT>
+LQ_AVX2 inline void chunk_step(__m256i lo, __m256i hi, __m256 ws_lo, __m256 ws_hi, const int8_t* const* xq,
+                               const float* const* d, int64_t chunk, __m256* total) {
+  __m256i mlo = lo, mhi = hi;
+  if constexpr (S == Q4Scheme::NvFp4) {
+    const __m256i table = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,  //
+                                           0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    lo = _mm256_shuffle_epi8(table, lo);
+    hi = _mm256_shuffle_epi8(table, hi);
+    mlo = _mm256_abs_epi8(lo);
+    mhi = _mm256_abs_epi8(hi);
+  }
+  for (int t = 0; t < NT; ++t) {
+    const int8_t* x = xq[t] + chunk * kChunk;
+    const __m256 f_lo = _mm256_cvtepi32_ps(block_dot<S>(mlo, lo, x));
+    const __m256 f_hi = _mm256_cvtepi32_ps(block_dot<S>(mhi, hi, x + kBlock));
+    const __m256 c = _mm256_fmadd_ps(f_hi, ws_hi, _mm256_mul_ps(f_lo, ws_lo));
+    total[t] = _mm256_fmadd_ps(c, _mm256_broadcast_ss(d[t] + chunk), total[t]);
+  }
+}
+
+// Int4 with other groups (16, 32, 48, ...): each 16-input half finds its group through a cursor.
+template <int NT>
+LQ_AVX2 void int4_row_dots_halves(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64_t t0, float* out) {
+  const __m256i low4 = _mm256_set1_epi8(15);
+  const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
+  const int64_t G = w.groups_per_row();
+  const float* s = w.scales.data() + o * G;
+  GroupCursor cur(w.group, kHalf, G);
+  const int8_t* xq[NT];
+  const float* d[NT];
+  __m256 total[NT];
+  for (int t = 0; t < NT; ++t) {
+    xq[t] = a.q.data() + (t0 + t) * a.stride;
+    d[t] = a.d.data() + (t0 + t) * a.blocks;
+    total[t] = _mm256_setzero_ps();
+  }
+  auto block_scales = [&]() LQ_AVX2 {
+    const float first = s[cur.next()], second = s[cur.next()];
+    return _mm256_set_m128(_mm_set1_ps(second), _mm_set1_ps(first));
+  };
+  for (int64_t c = 0; c < w.chunks_per_row(); ++c) {  // the padded tail multiplies zeros
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c * (kChunk / 2)));
+    const __m256 ws_lo = block_scales(), ws_hi = block_scales();
+    chunk_step<Q4Scheme::Int4, NT>(_mm256_and_si256(bytes, low4), _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4),
+                                   ws_lo, ws_hi, xq, d, c, total);
   }
   for (int t = 0; t < NT; ++t) out[t] = hsum(total[t]);
 }
 
-// NvFp4: spans of 128 inputs (two chunks, four blocks, eight 16-input groups). The span's eight
-// E4M3 scale bytes become f32 in one step: (byte & 0x7f) << 7 read as an f16 is exactly
-// e4m3(byte) * 2^-8 (both formats' subnormals included), so cvtph and one multiply by
-// tensor_scale * 2^7 give bs / 2, the value of scale_lut. A permute spreads them over the lanes.
+// NvFp4: spans of 128 inputs (two chunks, eight 16-input groups). The span's eight E4M3 scale
+// bytes become f32 in one step: (byte & 0x7f) << 7 read as an f16 is exactly e4m3(byte) * 2^-8
+// (both formats' subnormals included), so cvtph and one multiply by tensor_scale * 2^7 give bs / 2,
+// the value of scale_lut. Permutes spread them over the lane halves.
 template <int NT>
 LQ_AVX2 void nvfp4_row_dots(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64_t t0, float* out) {
-  const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-  const __m256i table = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,  //
-                                         0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+  const __m256i low4 = _mm256_set1_epi8(15);
   const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
-  const int64_t G = w.groups_per_row(), nblocks = (w.cols + kBlock - 1) / kBlock;
+  const int64_t G = w.groups_per_row(), chunks = w.chunks_per_row();
   const uint8_t* bs = w.block_scales.data() + o * G;
   const __m256 tscale = _mm256_set1_ps(w.tensor_scale * 128.0f);
   const int8_t* xq[NT];
   const float* d[NT];
-  __m256 acc[NT][2];
+  __m256 even[NT], odd[NT];  // accumulators of even / odd chunks (one set when NT > 2)
+  __m256* const second = NT <= 2 ? odd : even;
   for (int t = 0; t < NT; ++t) {
-    xq[t] = a.q_at(t0 + t, 0);
+    xq[t] = a.q.data() + (t0 + t) * a.stride;
     d[t] = a.d.data() + (t0 + t) * a.blocks;
-    acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    even[t] = odd[t] = _mm256_setzero_ps();
   }
-  // One block: codes -> 2 e2m1 (int8), magnitudes x sign-carrying activations.
-  auto block = [&](__m256i codes, __m256 ws, int64_t blk, int k) LQ_AVX2 {
-    const __m256i val = _mm256_shuffle_epi8(table, codes), mag = _mm256_abs_epi8(val);
-    for (int t = 0; t < NT; ++t) {
-      const __m256i x = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t] + blk * kBlock)), val);
-      const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(mag, x), ones);
-      acc[t][k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(ws, _mm256_broadcast_ss(d[t] + blk)), acc[t][k]);
-    }
-  };
-  // The span's scales: bs / 2 for groups [g0, g0 + 8) from their 8 E4M3 bytes.
   auto span_scales = [&](uint64_t raw) LQ_AVX2 {
     const __m128i b16 = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(int64_t(raw)));
     const __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b16, _mm_set1_epi16(0x7f)), 7),
@@ -448,43 +461,38 @@ LQ_AVX2 void nvfp4_row_dots(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64
   const __m256i idx0 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1), two = _mm256_set1_epi32(2);
   const __m256i idx1 = _mm256_add_epi32(idx0, two), idx2 = _mm256_add_epi32(idx1, two),
                 idx3 = _mm256_add_epi32(idx2, two);
+  auto chunk = [&](int64_t c, __m256 ws_lo, __m256 ws_hi, __m256* total) LQ_AVX2 {
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + c * (kChunk / 2)));
+    chunk_step<Q4Scheme::NvFp4, NT>(_mm256_and_si256(bytes, low4), _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4),
+                                    ws_lo, ws_hi, xq, d, c, total);
+  };
   int64_t g0 = 0;
-  for (; g0 + 8 <= G; g0 += 8) {  // full spans: groups [g0, g0 + 8) = blocks g0 / 2 .. g0 / 2 + 3
+  for (; g0 + 8 <= G; g0 += 8) {  // full spans: groups [g0, g0 + 8) = chunks g0 / 4, g0 / 4 + 1
     uint64_t raw;
     std::memcpy(&raw, bs + g0, 8);
     const __m256 scales = span_scales(raw);
-    const int64_t blk0 = g0 / 2;
-    const __m256i b01 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + blk0 * (kBlock / 2)));
-    const __m256i b23 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + (blk0 + 2) * (kBlock / 2)));
-    block(_mm256_and_si256(b01, low4), _mm256_permutevar8x32_ps(scales, idx0), blk0, 0);
-    block(_mm256_and_si256(_mm256_srli_epi16(b01, 4), low4), _mm256_permutevar8x32_ps(scales, idx1), blk0 + 1, 1);
-    block(_mm256_and_si256(b23, low4), _mm256_permutevar8x32_ps(scales, idx2), blk0 + 2, 0);
-    block(_mm256_and_si256(_mm256_srli_epi16(b23, 4), low4), _mm256_permutevar8x32_ps(scales, idx3), blk0 + 3, 1);
+    chunk(g0 / 4, _mm256_permutevar8x32_ps(scales, idx0), _mm256_permutevar8x32_ps(scales, idx1), even);
+    chunk(g0 / 4 + 1, _mm256_permutevar8x32_ps(scales, idx2), _mm256_permutevar8x32_ps(scales, idx3), second);
   }
   if (g0 < G) {  // a short last span (cols % 128 != 0): missing scale bytes read as zero
     uint64_t raw = 0;
     std::memcpy(&raw, bs + g0, size_t(G - g0));
     const __m256 scales = span_scales(raw);
-    const __m256i idx[4] = {idx0, idx1, idx2, idx3};
-    for (int64_t blk = g0 / 2; blk < nblocks; ++blk) {
-      const int j = int(blk - g0 / 2);
-      const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + (blk & ~int64_t(1)) * (kBlock / 2)));
-      const __m256i codes = j % 2 == 0 ? bytes : _mm256_srli_epi16(bytes, 4);
-      block(_mm256_and_si256(codes, low4), _mm256_permutevar8x32_ps(scales, idx[j]), blk, j % 2);
-    }
+    chunk(g0 / 4, _mm256_permutevar8x32_ps(scales, idx0), _mm256_permutevar8x32_ps(scales, idx1), even);
+    if (g0 / 4 + 1 < chunks)
+      chunk(g0 / 4 + 1, _mm256_permutevar8x32_ps(scales, idx2), _mm256_permutevar8x32_ps(scales, idx3), second);
   }
-  for (int t = 0; t < NT; ++t) out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1]));
+  for (int t = 0; t < NT; ++t) out[t] = hsum(NT <= 2 ? _mm256_add_ps(even[t], odd[t]) : even[t]);
 }
 
 // Which row kernel a matrix uses.
-enum class RowKernel { Int4G64, Int4G128, Int4Chunked, Int4Blocks, Int4Halves, NvFp4 };
+enum class RowKernel { Int4G64, Int4G128, Int4Chunked, Int4Halves, NvFp4 };
 
 RowKernel row_kernel(const Q4Matrix& w) {
   if (w.scheme == Q4Scheme::NvFp4) return RowKernel::NvFp4;
   if (w.group == 64) return RowKernel::Int4G64;
   if (w.group == 128) return RowKernel::Int4G128;
-  if (w.group % kChunk == 0) return RowKernel::Int4Chunked;
-  return w.group % kBlock == 0 ? RowKernel::Int4Blocks : RowKernel::Int4Halves;
+  return w.group % kChunk == 0 ? RowKernel::Int4Chunked : RowKernel::Int4Halves;
 }
 
 template <RowKernel K, int NT>
@@ -492,8 +500,7 @@ LQ_AVX2 void row_dots_of(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64_t 
   if constexpr (K == RowKernel::Int4G64) int4_row_dots_chunked<NT, 1>(w, a, o, t0, out);
   if constexpr (K == RowKernel::Int4G128) int4_row_dots_chunked<NT, 2>(w, a, o, t0, out);
   if constexpr (K == RowKernel::Int4Chunked) int4_row_dots_chunked<NT, 0>(w, a, o, t0, out);
-  if constexpr (K == RowKernel::Int4Blocks) row_dots<Q4Scheme::Int4, true, NT>(w, a, o, t0, out);
-  if constexpr (K == RowKernel::Int4Halves) row_dots<Q4Scheme::Int4, false, NT>(w, a, o, t0, out);
+  if constexpr (K == RowKernel::Int4Halves) int4_row_dots_halves<NT>(w, a, o, t0, out);
   if constexpr (K == RowKernel::NvFp4) nvfp4_row_dots<NT>(w, a, o, t0, out);
 }
 
@@ -538,7 +545,6 @@ void int8_rows_dispatch(const Q8Acts& a, const Q4Matrix& w, const float* bias, f
     case RowKernel::Int4G64: return int8_rows<RowKernel::Int4G64>(a, w, bias, y, r0, r1);
     case RowKernel::Int4G128: return int8_rows<RowKernel::Int4G128>(a, w, bias, y, r0, r1);
     case RowKernel::Int4Chunked: return int8_rows<RowKernel::Int4Chunked>(a, w, bias, y, r0, r1);
-    case RowKernel::Int4Blocks: return int8_rows<RowKernel::Int4Blocks>(a, w, bias, y, r0, r1);
     case RowKernel::Int4Halves: return int8_rows<RowKernel::Int4Halves>(a, w, bias, y, r0, r1);
     case RowKernel::NvFp4: return int8_rows<RowKernel::NvFp4>(a, w, bias, y, r0, r1);
   }
@@ -690,10 +696,14 @@ void q8_activations(const float* x, int64_t n, int64_t cols, float* xhat) {
   const Q8Acts a = quantize_activations(x, n, cols);
   for (int64_t t = 0; t < n; ++t)
     for (int64_t i = 0; i < cols; ++i)
-      xhat[t * cols + i] = float(a.q[size_t(t * a.stride + i)]) * a.d[size_t(t * a.blocks + i / kBlock)];
+      xhat[t * cols + i] = float(a.q[size_t(t * a.stride + i)]) * a.d[size_t(t * a.blocks + i / kActBlock)];
 }
 
-int64_t q4_int8_max_tokens() { return kInt8MaxTokens; }
+int64_t q4_int8_max_tokens() { return g_int8_max_tokens.load(std::memory_order_relaxed); }
+
+void set_q4_int8_max_tokens(int64_t n) {
+  g_int8_max_tokens.store(n < 0 ? kInt8MaxTokensDefault : n, std::memory_order_relaxed);
+}
 
 void q4_linear_scalar(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y) {
   validate_call(x, n, w, y);
@@ -708,7 +718,7 @@ void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, 
   if (have_avx2()) {
     validate_call(x, n, w, y);
     if (n == 0) return;
-    if (n > kInt8MaxTokens) {
+    if (n > q4_int8_max_tokens()) {
       parallel_for(w.rows, kDecodedRows, [&](int64_t r0, int64_t r1) {
         if (w.scheme == Q4Scheme::Int4)
           avx2_decoded_rows<Q4Scheme::Int4>(x, n, w, bias, y, r0, r1);

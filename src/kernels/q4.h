@@ -6,16 +6,18 @@
 //   NvFp4: w = e2m1(q) * bs     bs = e4m3(block_scale) * tensor_scale (f32, in that order), group 16
 //
 // Activations are quantized to int8, as llama.cpp does for its Q4 x Q8 dot products. For up to
-// `q4_int8_max_tokens()` tokens, each token's input row is cut into blocks of 32 inputs and
+// `q4_int8_max_tokens()` tokens, each token's input row is cut into blocks of 64 inputs and
 //   d = max_i |x_i| / 127,  q_i = round_half_even(x_i * (127 / max_i |x_i|))  in [-127, 127]
-// (d = NaN, q = 0 when the block holds an inf or NaN, so non-finite inputs still give NaN outputs).
-// The kernels then compute exactly the linear of x^ = q * d (`q8_activations` returns it) with
-// integer products summed exactly per block:
-//   y = sum_b d_b * sum_{half h of b} ws_h * sum_{i in h} c_i q_i  -  sum_g s_g z_g * sum_{i in g} x^_i
-// where c = q (Int4, ws = s) or 2 e2m1(q) in {0, +-1, +-2, +-3, +-4, +-6, +-8, +-12} (NvFp4, ws = bs / 2),
-// h the 16-input halves of a block (one weight group or two). Only the f32 sums of those per-half
-// terms round. |x^ - x| <= d / 2 per input (plus f32 rounding): the relative output error is about
-// 0.5% RMS for Gaussian inputs (tests/kernels/q4_test.cpp states and checks the budget).
+// (d = NaN, q = 0 when the block holds an inf or NaN, so non-finite inputs still give NaN outputs;
+// blocks with max |x| < 1e-30 count as zero). The kernels then compute the linear of x^ = q * d
+// (`q8_activations` returns it) with the integer products summed exactly per 16 inputs:
+//   y = sum_b d_b * sum_{h in b} ws_h * sum_{i in h} c_i q_i  -  sum_g s_g z_g * sum_{i in g} x^_i
+// where c = q (Int4, ws = s) or 2 e2m1(q) in {0, +-1, +-2, +-3, +-4, +-6, +-8, +-12} (NvFp4,
+// ws = bs / 2), h the 16-input pieces of activation block b. Only f32 sums of those terms round.
+// |x^ - x| <= d / 2 per input (plus f32 rounding): the output error is about 0.5% RMS of the
+// output for Gaussian inputs (tests/kernels/q4_test.cpp states and checks the budget). One scale
+// per 64 inputs (llama.cpp's Q8_0 uses 32, its Q8_K 256) lets an INT4 g64 chunk cost one int32
+// widening, one convert and one FMA per token.
 // From q4_int8_max_tokens() + 1 tokens the f32 activations are used (see Paths below).
 //
 // Q4Matrix is the kernel layout, built once at load time from unpacked codes (quant::QTensor holds
@@ -32,7 +34,7 @@
 // Threads split output rows statically (kernels::parallel_for); each output is computed by one
 // thread in a fixed order, so results do not depend on num_threads().
 // Up to q4_int8_max_tokens() tokens: int8 dot products (AVX2 maddubs / madd), up to 4 tokens share
-// each decoded chunk. More tokens: each thread dequantizes blocks of 16 rows to f32 once per call
+// each decoded chunk; the int8 activations and the Int4 group sums are prepared once per call. More tokens: each thread dequantizes blocks of 16 rows to f32 once per call
 // and runs the dense f32 kernel (kernels::linear) over them with the f32 activations.
 //
 // A second backend (CUDA) would take the same Q4Matrix (plain arrays, no host pointers inside
@@ -85,7 +87,10 @@ void q4_linear_ref(const float* x, int64_t n, const Q4Matrix& w, const float* bi
 void q4_linear_scalar(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y);
 
 // The largest token count q4_linear runs with int8 activations (more tokens: f32 activations).
+// Default 16; set_q4_int8_max_tokens(0) makes q4_linear use f32 activations for every batch
+// (exact comparisons against dense models, accuracy studies), a negative value restores the default.
 int64_t q4_int8_max_tokens();
+void set_q4_int8_max_tokens(int64_t n);
 // x^ = q * d, the int8 activations the fused kernels compute with (blocks of 32 inputs per token,
 // see above), as f32: x [n, cols] -> xhat [n, cols]. Bit-identical to what the kernels use.
 void q8_activations(const float* x, int64_t n, int64_t cols, float* xhat);

@@ -9,7 +9,7 @@
 //      (the int8 products are exact integers), far below any indexing or decoding mistake (one
 //      wrong code moves y by ~ |s v_i|, i.e. ~ M / in).
 //  (2) activation quantization, int8 path only: |y - ref(x)| <= (1) + sum_i |w_i| e_i with
-//      e_i = d_b / 2 + 2^-21 (|x_i| + d_b), d_b = max |x| / 127 over the 32-input block of i:
+//      e_i = d_b / 2 + 2^-21 (|x_i| + d_b), d_b = max |x| / 127 over the 64-input block of i:
 //      rounding to the nearest multiple of d_b plus three f32 roundings (scale, its inverse, x^).
 //  (3) typical size of (2): relative RMS error over a layer's outputs below 1% for Gaussian inputs
 //      (the uniform rounding error d / sqrt(12) ~ 0.5% of the input RMS).
@@ -98,14 +98,17 @@ double magnitude(const Case& c, const Unpacked& u, const float* x, int64_t t, in
   return m;
 }
 
+constexpr int64_t kQ8Block = 64;  // inputs per activation scale (q4.h)
+
 // Budget (2)'s activation term for output (t, o): sum_i |w_i| e_i, d_b computed here from x.
 double activation_budget(const Case& c, const Unpacked& u, const float* x, int64_t t, int64_t o) {
   double e = 0.0;
-  for (int64_t b = 0; b * 32 < c.cols; ++b) {
+  for (int64_t b = 0; b * kQ8Block < c.cols; ++b) {
+    const int64_t i0 = b * kQ8Block, i1 = std::min(c.cols, i0 + kQ8Block);
     double amax = 0.0;
-    for (int64_t i = b * 32; i < std::min(c.cols, b * 32 + 32); ++i) amax = std::max(amax, std::fabs(double(x[t * c.cols + i])));
+    for (int64_t i = i0; i < i1; ++i) amax = std::max(amax, std::fabs(double(x[t * c.cols + i])));
     const double d = amax / 127.0;
-    for (int64_t i = b * 32; i < std::min(c.cols, b * 32 + 32); ++i)
+    for (int64_t i = i0; i < i1; ++i)
       e += std::fabs(dequant(c, u, o, i)) * (0.5 * d + std::ldexp(1.0, -21) * (std::fabs(double(x[t * c.cols + i])) + d));
   }
   return e;
@@ -200,6 +203,16 @@ TEST(Q4Kernels, LargerBatchesMatchReference) {
       expect_matches_reference(c, n, q4_linear, q4_simd_path(), dispatched_int8(n));
 }
 
+// With the int8 path switched off every batch uses f32 activations (tight budget (1) against ref(x)).
+TEST(Q4Kernels, Int8PathCanBeSwitchedOff) {
+  set_q4_int8_max_tokens(0);
+  EXPECT_EQ(q4_int8_max_tokens(), 0);
+  for (const Case& c : {Case{Q4Scheme::Int4, 33, 256, 64}, Case{Q4Scheme::NvFp4, 17, 144, 16}})
+    for (int64_t n : {1, 3}) expect_matches_reference(c, n, q4_linear, "f32 activations", false);
+  set_q4_int8_max_tokens(-1);
+  EXPECT_EQ(q4_int8_max_tokens(), 16);
+}
+
 TEST(Q4Kernels, ScalarPathMatchesReference) {
   for (const Case& c : {Case{Q4Scheme::Int4, 33, 256, 64}, Case{Q4Scheme::Int4, 7, 48, 16},
                         Case{Q4Scheme::Int4, 5, 144, 48}, Case{Q4Scheme::NvFp4, 33, 1408, 16},
@@ -229,15 +242,15 @@ TEST(Q4Kernels, Int8ActivationErrorIsSmallOnAverage) {
 
 // q8_activations against the definition, computed independently here.
 TEST(Q4Kernels, Q8ActivationsFollowTheDefinition) {
-  const int64_t cols = 80;  // two full blocks and a half block
+  const int64_t cols = 160;  // two full blocks and a half block
   std::vector<float> x = random_x(2, cols, 3);
-  for (int64_t i = 32; i < 64; ++i) x[size_t(i)] = 0.0f;  // token 0, block 1: all zero
-  x[size_t(cols + 70)] = INFINITY;                         // token 1, block 2: non-finite
+  for (int64_t i = 64; i < 128; ++i) x[size_t(i)] = 0.0f;  // token 0, block 1: all zero
+  x[size_t(cols + 150)] = INFINITY;                         // token 1, block 2: non-finite
   std::vector<float> xh(x.size());
   q8_activations(x.data(), 2, cols, xh.data());
   for (int64_t t = 0; t < 2; ++t)
-    for (int64_t b = 0; b * 32 < cols; ++b) {
-      const int64_t i0 = t * cols + b * 32, i1 = t * cols + std::min(cols, b * 32 + 32);
+    for (int64_t b = 0; b * kQ8Block < cols; ++b) {
+      const int64_t i0 = t * cols + b * kQ8Block, i1 = t * cols + std::min(cols, b * kQ8Block + kQ8Block);
       float amax = 0.0f;
       for (int64_t i = i0; i < i1; ++i) amax = std::max(amax, std::fabs(x[size_t(i)]));
       for (int64_t i = i0; i < i1; ++i) {
