@@ -6,10 +6,10 @@
 set -e
 VENV=${1:-build/pyenv-interop}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check torch==2.9.1 compressed-tensors==0.15.0.1 psutil accelerate numpy
+"$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check torch==2.9.1 compressed-tensors==0.15.0.1 psutil accelerate numpy
 # autoawq 0.2.9 is deprecated; its dependency pins (torch 2.6, transformers 4.51) conflict, and the
 # test only imports awq/utils/packing_utils.py and awq/modules/linear/gemm.py.
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps autoawq==0.2.9
+"$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check --no-deps autoawq==0.2.9
 # nvidia-modelopt: only its NVFP4QTensor reference dequantization is used; these are the imports it needs.
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps nvidia-modelopt==0.47.0
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check requests scipy pulp ninja pydantic rich
+"$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check --no-deps nvidia-modelopt==0.47.0
+"$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check requests scipy pulp ninja pydantic rich

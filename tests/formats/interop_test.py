@@ -20,10 +20,10 @@ tests/formats/checkpoint_test.cpp). Then, per case:
   the documented layout (shared/docs/formats.md section 2): an independent reimplementation, not a
   public tool.
 
-The public packages need torch (~7 GB with its CUDA wheels from PyPI, ~16 min to install here), so
-they are NOT in tools/requirements-test.txt. Set LQ_INTEROP_PYTHON to a python that has torch,
-compressed-tensors and autoawq (tools/interop-venv.sh creates one) and this test re-executes itself
-with it; without it the test exits 77 (skipped) with that message.
+The public packages need torch (~7 GB with its CUDA wheels from PyPI, 8-16 min to install here), so
+they are NOT in tools/requirements-test.txt but in their own venv (tools/interop-venv.sh), which CI
+(.ci/run) creates and passes as LQ_INTEROP_PYTHON; this test re-executes itself with that python.
+Without LQ_INTEROP_PYTHON (a plain `make test`) it exits 77 (skipped) with that message.
 """
 import json
 import os
