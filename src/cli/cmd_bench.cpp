@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench_decode.h"
 #include "cli/bench_kernels.h"
 #include "cli/commands.h"
 #include "forward/forward.h"
@@ -254,6 +255,7 @@ struct BenchCommand {
 const BenchCommand kBenchCommands[] = {
     {"forward", bench_forward, "native forward: prefill / decode tokens/s, FLOP/s, bytes/s vs memory bandwidth"},
     {"kernels", bench_kernels, "linear kernels (f32, bf16, int4 g64/g128, nvfp4) on Lance shapes vs memory bandwidth"},
+    {"decode", bench_decode, "decode tokens/s and resident memory of a model and its quantized checkpoint"},
 };
 
 void usage(FILE* out) {
