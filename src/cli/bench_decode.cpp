@@ -189,7 +189,7 @@ int bench_decode(const Args& args) {
   }
   std::printf("threads %d; prompt %lld tokens, %lld decode steps; each model in its own process\n",
               kernels::num_threads(), (long long)o.prompt_tokens, (long long)o.decode_tokens);
-  std::printf("%-10s %7s %10s %10s %10s %9s %9s %9s %9s %9s\n", "model", "layers", "disk-GB", "layers-GB", "decode/s",
+  std::printf("%-10s %7s %10s %10s %10s %9s %9s %9s %9s %9s\n", "model", "layers", "disk-GB", "linears-GB", "decode/s",
               "prefill/s", "head-%", "peak-GB", "anon-GB", "file-GB");
   for (const auto* m : {&base, &quant}) {
     const auto& mem = (*m)["memory"];
@@ -199,6 +199,8 @@ int bench_decode(const Args& args) {
                 (*m)["prefill_tokens_per_s"].get<double>(), 100.0 * (*m)["lm_head_share_of_decode"].get<double>(),
                 mem.value("VmHWM", 0.0) / 1e9, mem.value("RssAnon", 0.0) / 1e9, mem.value("RssFile", 0.0) / 1e9);
   }
+  std::printf("linears-GB: every loaded layer's linears, und and gen paths (text decode reads the und half);\n"
+              "head-%%: lm_head's share of decode time; peak = VmHWM, anon / file = RssAnon / RssFile at the end\n");
   std::printf("decode speed-up of the quantized model: %.2fx\n", ratio);
   std::printf("same greedy tokens: %s\n", base["generated"] == quant["generated"] ? "yes" : "no");
   return 0;
