@@ -119,6 +119,7 @@ struct Engine::Impl {
   std::vector<double> inv_freq;        // [head_dim / 2]
   std::vector<int> rope_axis;          // [head_dim / 2]: 0 = t, 1 = h, 2 = w
   ActivationObserver* observer = nullptr;
+  bool release_layer_pages = false;  // LoadOptions::release_layer_pages
 
   int hidden() const { return cfg.hidden_size; }
   int q_dim() const { return cfg.num_heads * cfg.head_dim; }
@@ -187,6 +188,7 @@ Engine Engine::load(const std::string& model_dir, const LoadOptions& opts) {
   if (m->spec.arch != model::Arch::LanceMoT)
     fail(model_dir, std::string("the forward runs Lance MoT checkpoints; this one is ") + model::arch_name(m->spec.arch));
   m->storage = opts.storage;
+  m->release_layer_pages = opts.release_layer_pages;
   const auto& c = m->cfg;
   if (c.num_heads % c.num_kv_heads != 0)
     fail(c.source, "num_attention_heads must be a multiple of num_key_value_heads");
@@ -236,16 +238,37 @@ void Engine::replace_linear(const LinearId& id, std::unique_ptr<LinearWeights> w
 
 void Engine::set_observer(ActivationObserver* obs) { impl_->observer = obs; }
 
-void Engine::drop_layer_pages(int layer) const {
-  for (const auto& path : impl_->spec.layers.at(size_t(layer)).paths) {
+namespace {
+
+// Releases the mapped pages of every tensor of `layer`; evict_cache also advises the page cache away.
+void release_pages(const Engine::Impl& m, int layer, bool evict_cache) {
+  for (const auto& path : m.spec.layers.at(size_t(layer)).paths) {
     for (const std::string* n : {&path.input_layernorm, &path.post_attention_layernorm, &path.q_norm, &path.k_norm})
-      if (!n->empty()) impl_->store->drop(*n);
+      if (!n->empty()) m.store->drop(*n, evict_cache);
     for (const auto& ls : path.linears) {
-      impl_->store->drop(ls.weight_name());
-      if (ls.has_bias) impl_->store->drop(ls.bias_name());
+      m.store->drop(ls.weight_name(), evict_cache);
+      if (ls.has_bias) m.store->drop(ls.bias_name(), evict_cache);
     }
   }
 }
+
+}  // namespace
+
+void Engine::drop_layer_pages(int layer) const { release_pages(*impl_, layer, true); }
+
+namespace {
+
+// Starts reading the linears of `layer` that the chunk's rows will use in the background
+// (streaming: overlaps the disk with the current layer's compute).
+void prefetch_pages(const Engine::Impl& m, int layer, const Chunk& chunk) {
+  for (const auto& path : m.spec.layers.at(size_t(layer)).paths) {
+    const Path p = path.linear(LinearKind::Q).path;
+    if (std::find(chunk.paths.begin(), chunk.paths.end(), p) == chunk.paths.end()) continue;
+    for (const auto& ls : path.linears) m.store->prefetch(ls.weight_name());
+  }
+}
+
+}  // namespace
 
 uint64_t Engine::layer_weight_bytes() const {
   uint64_t total = 0;
@@ -510,8 +533,10 @@ std::vector<float> Engine::forward(const Chunk& chunk, KvCache* cache, CacheWrit
   }
   LayerScratch scratch(L, H, QD, KD, I);
   for (int l = 0; l < m.layers_loaded; ++l) {
+    if (m.release_layer_pages && l + 1 < m.layers_loaded) prefetch_pages(m, l + 1, chunk);
     run_layer(m, l, chunk, rt, layout, cache ? &cache->k_[l] : nullptr, cache ? &cache->v_[l] : nullptr, write, prefix,
               x.data(), scratch, nullptr);
+    if (m.release_layer_pages) release_pages(m, l, false);  // the next pass faults them back in
     if (layer_states) std::copy(x.begin(), x.end(), layer_states->begin() + (l + 1) * L * H);
   }
   if (cache && write == CacheWrite::Append) {

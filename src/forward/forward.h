@@ -150,6 +150,10 @@ struct LoadOptions {
   // a factory the model map is the one the config implies and the store is `weights_file`.
   LinearFactory linear_factory;
   std::string weights_file;
+  // Streaming: forward() releases each layer's mapped pages as soon as that layer has run (they leave
+  // this process's resident set; the page cache keeps them while memory allows), so a forward over a
+  // checkpoint larger than RAM holds about one layer of borrowed weights. A later read faults them back.
+  bool release_layer_pages = false;
 };
 
 class Engine {

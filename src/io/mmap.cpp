@@ -38,7 +38,7 @@ MappedFile::~MappedFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void MappedFile::drop(size_t offset, size_t len) const {
+void MappedFile::drop(size_t offset, size_t len, bool evict_cache) const {
   if (!data_ || offset >= size_ || len == 0) return;
   const size_t page = size_t(::sysconf(_SC_PAGESIZE));
   const size_t last = offset + std::min(len, size_ - offset);
@@ -47,7 +47,14 @@ void MappedFile::drop(size_t offset, size_t len) const {
   const size_t end = last == size_ ? (size_ + page - 1) / page * page : last / page * page;
   if (end <= begin) return;
   ::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_DONTNEED);
-  ::posix_fadvise(fd_, off_t(begin), off_t(std::min(end, size_) - begin), POSIX_FADV_DONTNEED);
+  if (evict_cache) ::posix_fadvise(fd_, off_t(begin), off_t(std::min(end, size_) - begin), POSIX_FADV_DONTNEED);
+}
+
+void MappedFile::prefetch(size_t offset, size_t len) const {
+  if (!data_ || offset >= size_ || len == 0) return;
+  const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  const size_t begin = offset / page * page, end = offset + std::min(len, size_ - offset);
+  ::madvise(const_cast<uint8_t*>(data_) + begin, end - begin, MADV_WILLNEED);  // advisory: errors ignored
 }
 
 }  // namespace lq::io

@@ -21,7 +21,11 @@ class MappedFile {
   // Tell the kernel that [offset, offset+len) will not be needed again: the whole pages inside the
   // range leave this process's resident set (MADV_DONTNEED) and, where nobody else maps them, the
   // page cache (POSIX_FADV_DONTNEED). Partial pages at either end are kept: a neighbour may use them.
-  void drop(size_t offset, size_t len) const;
+  // With evict_cache false the page cache is left to the kernel (the range may be read again soon).
+  void drop(size_t offset, size_t len, bool evict_cache = true) const;
+  // Starts reading [offset, offset+len) into the page cache in the background (MADV_WILLNEED), so a
+  // streaming reader's next pages arrive while it computes on the current ones.
+  void prefetch(size_t offset, size_t len) const;
 
  private:
   std::string path_;

@@ -338,7 +338,10 @@ std::vector<float> SafetensorsFile::read_f32(const std::string& name) const {
   return out;
 }
 
-void SafetensorsFile::drop(const TensorInfo& t) const { map_.drop(data_offset_ + t.begin, t.nbytes()); }
+void SafetensorsFile::drop(const TensorInfo& t, bool evict_cache) const {
+  map_.drop(data_offset_ + t.begin, t.nbytes(), evict_cache);
+}
+void SafetensorsFile::prefetch(const TensorInfo& t) const { map_.prefetch(data_offset_ + t.begin, t.nbytes()); }
 
 // ---------------------------------------------------------------------------------------------
 namespace {
@@ -432,9 +435,13 @@ void TensorStore::read_rows_bf16(const std::string& name, int64_t b, int64_t e, 
   const auto& f = file_of(name);
   f.read_rows_bf16(f.info(name), b, e, out);
 }
-void TensorStore::drop(const std::string& name) const {
+void TensorStore::drop(const std::string& name, bool evict_cache) const {
   const auto& f = file_of(name);
-  f.drop(f.info(name));
+  f.drop(f.info(name), evict_cache);
+}
+void TensorStore::prefetch(const std::string& name) const {
+  const auto& f = file_of(name);
+  f.prefetch(f.info(name));
 }
 uint64_t TensorStore::total_tensor_bytes() const {
   uint64_t s = 0;

@@ -66,8 +66,10 @@ class SafetensorsFile {
   void read_rows_bf16(const TensorInfo& t, int64_t row_begin, int64_t row_end, uint16_t* out) const;
   std::vector<float> read_f32(const std::string& name) const;
   // Releases the pages of a tensor once it has been consumed: they leave this process's resident
-  // set and, when no one else maps them, the page cache (bounded memory when streaming a checkpoint).
-  void drop(const TensorInfo& t) const;
+  // set and, when no one else maps them and evict_cache is set, the page cache (bounded memory when
+  // streaming a checkpoint).
+  void drop(const TensorInfo& t, bool evict_cache = true) const;
+  void prefetch(const TensorInfo& t) const;  // see MappedFile::prefetch
   size_t data_offset() const { return data_offset_; }
 
  private:
@@ -96,7 +98,8 @@ class TensorStore {
   std::vector<float> read_f32(const std::string& name) const;
   void read_rows_f32(const std::string& name, int64_t row_begin, int64_t row_end, float* out) const;
   void read_rows_bf16(const std::string& name, int64_t row_begin, int64_t row_end, uint16_t* out) const;
-  void drop(const std::string& name) const;  // see SafetensorsFile::drop
+  void drop(const std::string& name, bool evict_cache = true) const;  // see SafetensorsFile::drop
+  void prefetch(const std::string& name) const;                       // see MappedFile::prefetch
   size_t num_files() const { return files_.size(); }
   uint64_t total_tensor_bytes() const;
 

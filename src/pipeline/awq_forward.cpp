@@ -212,11 +212,14 @@ class ForwardAwq final : public LayerSearch {
  private:
   static fwd::Engine load_engine(const std::string& dir) {
     // Weights in the source dtype are borrowed from the memory map (no copy); pages are dropped per layer.
+    // The full-precision sampler runs every layer per velocity: streaming keeps its resident set at
+    // about one layer (a checkpoint larger than RAM would otherwise be resident whole).
     io::TensorStore probe(dir);
     const bool bf16 = probe.has("language_model.model.layers.0.mlp.up_proj.weight") &&
                       probe.info("language_model.model.layers.0.mlp.up_proj.weight").dtype == io::DType::BF16;
     fwd::LoadOptions lo;
     lo.storage = bf16 ? fwd::WeightStorage::BF16 : fwd::WeightStorage::F32;
+    lo.release_layer_pages = true;
     return fwd::Engine::load(dir, lo);
   }
 
@@ -364,9 +367,10 @@ class ForwardAwq final : public LayerSearch {
     for (const auto& m : members) ws.push_back(m.w->data()), outs.push_back(m.ls->out);
     const std::vector<float> w_mean = onto_scales(quant::weight_channel_mean(ws, outs, f0.target_in, qp.effective_group(f0.target_in)), f0);
     auto scale_of = [&f0](int64_t c) { return f0.scale_index(c); };
+    std::vector<float> d;  // reused by every candidate (a fresh buffer per call costs page faults)
     auto member_loss = [&](const Member& m, const std::vector<float>& s) {
       if (m.xs.empty() || m.ref_energy <= 0) return 0.0;
-      std::vector<float> d(m.w->size());
+      d.resize(m.w->size());
       quant::fake_quantize_scaled(m.w->data(), m.ls->out, m.ls->in, formats_.params_for(m.ls->name), s, d.data(), scale_of);
       for (size_t i = 0; i < d.size(); ++i) d[i] = (*m.w)[i] - d[i];
       const std::vector<float> y = matmul(m.xs, m.ls->in, d.data(), m.ls->out);
@@ -406,8 +410,8 @@ class ForwardAwq final : public LayerSearch {
       const std::vector<float>& w = t.at(ls.weight_name());
       const std::vector<float> xs = subsample_rows(x, ls.in, o_.awq.rows_per_layer);
       ref_energy = sum_sq(matmul(xs, ls.in, w.data(), ls.out).data(), int64_t(xs.size() / ls.in) * ls.out);
+      std::vector<float> d(w.size());  // reused by every candidate
       r = quant::search_scales(x_mean, w_mean, o_.awq.grid, o_.awq.duo_scaling, [&](const std::vector<float>& s) {
-        std::vector<float> d(w.size());
         quant::fake_quantize_scaled(w.data(), ls.out, ls.in, formats_.params_for(ls.name), s, d.data(), scale_of);
         for (size_t i = 0; i < d.size(); ++i) d[i] = w[i] - d[i];
         const std::vector<float> y = matmul(xs, ls.in, d.data(), ls.out);
@@ -439,8 +443,8 @@ class ForwardAwq final : public LayerSearch {
     };
     const std::vector<float> ref = mlp(wg.data(), wu.data());
     ref_energy = sum_sq(ref.data(), int64_t(ref.size()));
+    std::vector<float> gq(wg.size()), uq(wu.size());  // reused by every candidate
     return quant::search_scales(x_mean, w_mean, o_.awq.grid, o_.awq.duo_scaling, [&](const std::vector<float>& s) {
-      std::vector<float> gq(wg.size()), uq(wu.size());
       quant::fake_quantize_scaled(wg.data(), g.out, g.in, formats_.params_for(g.name), s, gq.data());
       quant::fake_quantize_scaled(wu.data(), u.out, u.in, formats_.params_for(u.name), s, uq.data());
       const std::vector<float> y = mlp(gq.data(), uq.data());
