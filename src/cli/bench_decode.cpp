@@ -150,7 +150,7 @@ nlohmann::json measure_in_child(const std::string& dir, const Options& o) {
   waitpid(pid, &status, 0);
   if (text.empty()) fail(dir, "the benchmark child died without a result (out of memory?)");
   nlohmann::json j = nlohmann::json::parse(text);
-  if (j.contains("error")) fail(dir, j["error"].get<std::string>());
+  if (j.contains("error")) fail("bench decode", j["error"].get<std::string>());
   return j;
 }
 
