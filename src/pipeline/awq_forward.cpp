@@ -31,19 +31,23 @@ using fwd::LinearId;
 using model::LinearKind;
 using model::Path;
 
-// A dense f32 linear owning its weights, applied to x / s when an input scale is given (the
-// equivalent of the folded norm in front of it).
+// A dense f32 linear, owning its weights or borrowing them (`borrowed` must outlive it), applied to
+// x / s when an input scale is given (the equivalent of the folded norm in front of it).
 class ScaledDense final : public fwd::LinearWeights {
  public:
   ScaledDense(int64_t out, int64_t in, std::vector<float> w, std::vector<float> bias, std::vector<float> input_scale)
-      : out_(out), in_(in), w_(std::move(w)), bias_(std::move(bias)), inv_(std::move(input_scale)) {
+      : out_(out), in_(in), owned_(std::move(w)), w_(owned_.data()), bias_(std::move(bias)), inv_(std::move(input_scale)) {
     for (float& v : inv_) v = 1.0f / v;
+  }
+  ScaledDense(int64_t out, int64_t in, const float* borrowed, std::vector<float> bias, std::vector<float> input_scale)
+      : ScaledDense(out, in, std::vector<float>{}, std::move(bias), std::move(input_scale)) {
+    w_ = borrowed;
   }
   int64_t in_features() const override { return in_; }
   int64_t out_features() const override { return out_; }
-  uint64_t weight_bytes() const override { return 4 * w_.size(); }
+  uint64_t weight_bytes() const override { return 4 * uint64_t(out_ * in_); }
   void apply(const float* x, int64_t n, float* y) const override {
-    kernels::DenseMatrix m{kernels::WeightType::F32, out_, in_, w_.data()};
+    kernels::DenseMatrix m{kernels::WeightType::F32, out_, in_, w_};
     const float* b = bias_.empty() ? nullptr : bias_.data();
     if (inv_.empty()) return kernels::linear(x, n, m, b, y);
     std::vector<float> xs(x, x + n * in_);
@@ -54,7 +58,9 @@ class ScaledDense final : public fwd::LinearWeights {
 
  private:
   int64_t out_, in_;
-  std::vector<float> w_, bias_, inv_;
+  std::vector<float> owned_;
+  const float* w_;
+  std::vector<float> bias_, inv_;
 };
 
 // A finished layer's linear: the layer is never run again.
@@ -199,8 +205,9 @@ class ForwardAwq final : public LayerSearch {
         const auto it = plans.find(ls.name);
         std::vector<float> scale = it != plans.end() ? it->second.input_scale : std::vector<float>{};
         std::vector<float> bias = ls.has_bias ? w.at(ls.bias_name()) : std::vector<float>{};
-        engine_.replace_linear({layer, ls.path, ls.kind},
-                               std::make_unique<ScaledDense>(ls.out, ls.in, w.at(ls.weight_name()), std::move(bias), std::move(scale)));
+        // Borrows the final weights (no layer-sized copy): this layer runs only below, while `w` lives.
+        engine_.replace_linear({layer, ls.path, ls.kind}, std::make_unique<ScaledDense>(ls.out, ls.in, w.at(ls.weight_name()).data(),
+                                                                                        std::move(bias), std::move(scale)));
       }
     for (size_t i = 0; i < samples_.size(); ++i) engine_.forward_layer(layer, samples_[i], states_[i].data());
     for (const auto& path : spec_.layers[size_t(layer)].paths)
