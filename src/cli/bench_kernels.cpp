@@ -199,7 +199,7 @@ void usage(FILE* out) {
   std::fprintf(out,
                "usage: lance-quant bench kernels [--json] [--working-set-mb N] [--min-seconds S]\n"
                "                                 [--shapes INxOUT,...] [--batches N,...] [--threads N]\n"
-               "                                 [--kernels f32,bf16,int4-g64,int4-g128,nvfp4]\n"
+               "                                 [--kernels f32,bf16,int4-g64,int4-g128,nvfp4] [--int8-max-tokens N]\n"
                "  times f32, bf16, int4 g64, int4 g128 and nvfp4 linears on Lance's shapes (2048->2048,\n"
                "  2048->256, 2048->11008, 11008->2048) at batch 1..64; weights cycle through a working set of\n"
                "  N MiB (default 256) so they come from memory; reports bytes/s against a streaming-read probe\n"
@@ -218,6 +218,7 @@ int bench_kernels(const Args& args) {
     else if (r.is("--shapes")) o.shapes = parse_shapes(r.value());
     else if (r.is("--batches")) o.batches = parse_list(r.value(), "--batches");
     else if (r.is("--kernels")) o.kernels = r.value();
+    else if (r.is("--int8-max-tokens")) kernels::set_q4_int8_max_tokens(r.int_value());
     else if (r.is("--threads")) kernels::set_num_threads(int(parse_list(r.value(), "--threads").at(0)));
     else if (r.is("-h") || r.is("--help")) { usage(stdout); return 0; }
     else r.unknown();

@@ -48,7 +48,7 @@ constexpr int64_t kHalf = 16;   // inputs per 128-bit lane of a code block (the 
 
 // Token counts up to this use int8 activations; above, the dequantized blocks + dense f32 GEMM.
 // Measured on a 2-core AVX2 EPYC (lance-quant bench kernels): the int8 path is faster up to here.
-constexpr int64_t kInt8MaxTokensDefault = 16;
+constexpr int64_t kInt8MaxTokensDefault = 32;
 std::atomic<int64_t> g_int8_max_tokens{kInt8MaxTokensDefault};
 
 // Activation blocks whose largest magnitude is below this count as zero (their scale 127 / amax

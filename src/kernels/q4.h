@@ -87,7 +87,7 @@ void q4_linear_ref(const float* x, int64_t n, const Q4Matrix& w, const float* bi
 void q4_linear_scalar(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y);
 
 // The largest token count q4_linear runs with int8 activations (more tokens: f32 activations).
-// Default 16; set_q4_int8_max_tokens(0) makes q4_linear use f32 activations for every batch
+// Default 32; set_q4_int8_max_tokens(0) makes q4_linear use f32 activations for every batch
 // (exact comparisons against dense models, accuracy studies), a negative value restores the default.
 int64_t q4_int8_max_tokens();
 void set_q4_int8_max_tokens(int64_t n);

@@ -210,7 +210,7 @@ TEST(Q4Kernels, Int8PathCanBeSwitchedOff) {
   for (const Case& c : {Case{Q4Scheme::Int4, 33, 256, 64}, Case{Q4Scheme::NvFp4, 17, 144, 16}})
     for (int64_t n : {1, 3}) expect_matches_reference(c, n, q4_linear, "f32 activations", false);
   set_q4_int8_max_tokens(-1);
-  EXPECT_EQ(q4_int8_max_tokens(), 16);
+  EXPECT_EQ(q4_int8_max_tokens(), 32);
 }
 
 TEST(Q4Kernels, ScalarPathMatchesReference) {
