@@ -21,12 +21,14 @@ namespace {
 const char* kCalibrateUsage =
     "usage: lance-quant calibrate MODEL --calib KIND:FILE [--calib KIND:FILE ...] --out STATS.safetensors\n"
     "         [--max-tokens N] [--max-prompts N] [--seq-len N] [--shard I/N] [--hessian] [--steps N]\n"
-    "         [--seed S] [--threads N] [--dtype f32|bf16] [--allow-partial] [--force] [--json]\n\n"
+    "         [--seed S] [--threads N] [--dtype f32|bf16] [--stream-weights] [--allow-partial] [--force] [--json]\n\n"
     "KIND: text (plain text, cut into --seq-len windows), chat (JSONL {\"question\", \"answer\"}),\n"
     "t2i (one prompt per line, run through the full CFG sampler; every step is observed).\n"
     "--max-tokens caps the tokens taken from each text/chat file, --max-prompts the prompts of each t2i file.\n"
     "--shard I/N keeps samples k with k %% N == I; merge the shards with merge-stats.\n"
     "--no-capture runs the same forwards without observing and writes nothing (capture overhead benchmark).\n"
+    "--stream-weights releases each layer's mapped weights after it runs (bounded memory for a checkpoint\n"
+    "larger than RAM; every forward reads the weights again).\n"
     "A target linear without calibration rows is an error unless --allow-partial.\n";
 
 struct PathCoverage {
@@ -92,6 +94,7 @@ int cmd_calibrate(const Args& args) {
       load.storage = d == "f32" ? fwd::WeightStorage::F32 : fwd::WeightStorage::BF16;
     } else if (r.is("--allow-partial")) allow_partial = true;
     else if (r.is("--no-capture")) o.capture = false;
+    else if (r.is("--stream-weights")) load.release_layer_pages = true;
     else if (r.is("--force")) force = true;
     else if (r.is("--json")) json_out = true;
     else if (r.positional() && model_dir.empty()) model_dir = r.current();
