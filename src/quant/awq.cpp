@@ -111,17 +111,21 @@ std::vector<float> search_clip(const float* w, int64_t out, int64_t in, const Qu
     std::fill(ratios.begin(), ratios.end(), r);
     fake_quantize(w, out, in, p, wq.data(), ratios.data());
     for (int64_t gi = 0; gi < groups; ++gi) {
-      for (int64_t o = 0; o < out; ++o)
-        for (int64_t c = 0; c < g; ++c) dg[size_t(o * g + c)] = w[o * in + gi * g + c] - wq[size_t(o * in + gi * g + c)];
+      parallel_rows(out, g, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o)
+          for (int64_t c = 0; c < g; ++c) dg[size_t(o * g + c)] = w[o * in + gi * g + c] - wq[size_t(o * in + gi * g + c)];
+      });
       kernels::linear(xg.data() + gi * n * g, n, kernels::DenseMatrix{kernels::WeightType::F32, out, g, dg.data()}, nullptr,
                       y.data());
-      std::fill(err.begin(), err.end(), 0.0);
-      for (int64_t t = 0; t < n; ++t)
-        for (int64_t o = 0; o < out; ++o) err[size_t(o)] += double(y[size_t(t * out + o)]) * y[size_t(t * out + o)];
-      for (int64_t o = 0; o < out; ++o) {
-        const size_t k = size_t(o * groups + gi);
-        if (err[size_t(o)] < best_err[k]) best_err[k] = err[size_t(o)], best_ratio[k] = r;
-      }
+      parallel_rows(out, n, [&](int64_t o0, int64_t o1) {  // per output: its own sum, in t order (thread-count independent)
+        for (int64_t o = o0; o < o1; ++o) err[size_t(o)] = 0.0;
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t o = o0; o < o1; ++o) err[size_t(o)] += double(y[size_t(t * out + o)]) * y[size_t(t * out + o)];
+        for (int64_t o = o0; o < o1; ++o) {
+          const size_t k = size_t(o * groups + gi);
+          if (err[size_t(o)] < best_err[k]) best_err[k] = err[size_t(o)], best_ratio[k] = r;
+        }
+      });
     }
   }
   return best_ratio;
