@@ -197,6 +197,9 @@ class ForwardAwq final : public LayerSearch {
       else search_pair(f, t, cap, attn_ref, plans);
     }
     clip_search(layer, t, cap, quantized, plans);
+    // The mapped full-precision weights are not run again (layer_done runs the final weights): their
+    // pages leave while the driver quantizes and writes the layer (peak RSS).
+    engine_.drop_layer_pages(layer);
   }
 
   void layer_done(int layer, const LayerTensors& w, const LayerPlans& plans) override {
@@ -309,13 +312,11 @@ class ForwardAwq final : public LayerSearch {
     }
   }
 
-  // Rows of path p in the per-sample outputs concatenated.
-  std::vector<float> path_rows(const std::vector<std::vector<float>>& per_sample, Path p, int64_t width) const {
+  // Every row of the samples that hold rows of path p, concatenated.
+  std::vector<float> rows_of_samples_with(const std::vector<std::vector<float>>& per_sample, Path p, int64_t width) const {
     std::vector<float> out;
     for (size_t i = 0; i < samples_.size(); ++i)
-      for (int64_t r = 0; r < samples_[i].rows(); ++r)
-        if (samples_[i].paths[size_t(r)] == p)
-          out.insert(out.end(), per_sample[i].begin() + r * width, per_sample[i].begin() + (r + 1) * width);
+      if (rows_of(samples_[i], p) > 0) out.insert(out.end(), per_sample[i].begin(), per_sample[i].begin() + samples_[i].rows() * width);
     return out;
   }
 
@@ -459,12 +460,14 @@ class ForwardAwq final : public LayerSearch {
     });
   }
 
-  // q,k,v: loss on the attention block output of this path's rows, the layer run with candidate
-  // q/k/v weights of this path (everything else full precision).
+  // q,k,v: loss on the attention block output of EVERY row of the samples this path takes part in, the
+  // layer run with candidate q/k/v weights of this path (everything else full precision). Every row, not
+  // just this path's: the attention is shared, so und K/V errors reach the gen queries that read the text
+  // prefix. Scored on und rows only, und AWQ protected text tokens and made t2i latents worse than RTN.
   quant::ScaleSearch search_qkv(const model::FusionPair& f, LayerTensors& t, const std::vector<std::vector<float>>& attn_ref,
                                 const std::vector<float>& x_mean, const std::vector<float>& w_mean, double& ref_energy) {
     const int64_t H = engine_.config().hidden_size;
-    const std::vector<float> ref = path_rows(attn_ref, f.path, H);
+    const std::vector<float> ref = rows_of_samples_with(attn_ref, f.path, H);
     ref_energy = sum_sq(ref.data(), int64_t(ref.size()));
     const std::array<LinearKind, 3> kinds = {LinearKind::Q, LinearKind::K, LinearKind::V};
     auto loss = [&](const std::vector<float>& s) {
@@ -481,7 +484,7 @@ class ForwardAwq final : public LayerSearch {
         if (rows_of(samples_[i], f.path) > 0) engine_.attention_output(f.layer, samples_[i], states_[i].data(), outs[i]);
       for (size_t i = 0; i < samples_.size(); ++i)
         if (outs[i].empty()) outs[i].assign(size_t(samples_[i].rows() * H), 0.0f);
-      const std::vector<float> y = path_rows(outs, f.path, H);
+      const std::vector<float> y = rows_of_samples_with(outs, f.path, H);
       return sum_sq_diff(y.data(), ref.data(), int64_t(y.size()));
     };
     quant::ScaleSearch r = quant::search_scales(x_mean, w_mean, o_.awq.grid, o_.awq.duo_scaling, loss);

@@ -460,6 +460,8 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   for (int l = 0; l < layers; ++l) {
     LayerTensors t;
     for (const auto& name : plan.layer_tensors[size_t(l)]) t[name] = store.read_f32(name);
+    // t holds the copy: the mapping's pages leave the resident set now (peak RSS), the cache keeps them.
+    for (const auto& name : plan.layer_tensors[size_t(l)]) store.drop(name, /*evict_cache=*/false);
     LayerPlans plans;
     const LayerTensors original = dense ? t : LayerTensors{};
     if (search) search->search(l, t, plan.quantized, plans);
