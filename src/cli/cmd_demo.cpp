@@ -33,7 +33,9 @@ void usage(FILE* out) {
                "  --quick         smaller calibration / evaluation budget\n"
                "  --calib-t2i FILE  t2i calibration captions (default data/calib's)\n"
                "  --eval-text FILE  evaluation text instead of data/eval/text.txt (repeatable; e.g. lance-mini's\n"
-               "                  held-out val_tinystories.txt / val_brown.txt)\n");
+               "                  held-out val_tinystories.txt / val_brown.txt)\n"
+               "  --max-t2i N     t2i evaluation prompts per scheme (default 4; the final-latent error of\n"
+               "                  one prompt varies a lot, so compare schemes on 16 or more)\n");
 }
 
 std::vector<std::string> split_commas(const std::string& s) {
@@ -125,6 +127,7 @@ int cmd_demo(const Args& args) {
   std::string model, out = "lance-quant-demo", schemes = "rtn-int4,awq-int4,nvfp4", threads;
   std::string calib_t2i;
   std::vector<std::string> eval_texts;
+  std::string max_t2i;
   bool quick = false;
   ArgReader r(args, "demo");
   while (r.next()) {
@@ -138,6 +141,7 @@ int cmd_demo(const Args& args) {
     else if (r.is("--quick")) quick = true;
     else if (r.is("--calib-t2i")) calib_t2i = r.value();
     else if (r.is("--eval-text")) eval_texts.push_back(r.value());
+    else if (r.is("--max-t2i")) max_t2i = r.value();
     else r.unknown();
   }
   std::vector<DemoScheme> plan;
@@ -181,7 +185,8 @@ int cmd_demo(const Args& args) {
     q.insert(q.end(), common.begin(), common.end());
     run_step("quantize", cmd_quantize, q);
     Args e = {model, qdir.string(), "--out", rdir.string(), "--data-dir", evald, "--max-text-tokens",
-              quick ? "1024" : "4096", "--max-chat", quick ? "4" : "12", "--max-t2i", quick ? "2" : "4"};
+              quick ? "1024" : "4096", "--max-chat", quick ? "4" : "12", "--max-t2i",
+              !max_t2i.empty() ? max_t2i : quick ? "2" : "4"};
     if (quick) e.insert(e.end(), {"--steps", "10"});
     for (const auto& t : eval_texts) e.insert(e.end(), {"--text", t});
     e.insert(e.end(), common.begin(), common.end());
