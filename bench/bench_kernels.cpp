@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_weights.h"
 #include "kernels/linear.h"
 #include "num/formats.h"
 
@@ -87,24 +88,8 @@ void BM_fma_peak(benchmark::State& state) {
   state.SetLabel(std::to_string(threads) + " threads");
 }
 
-struct Weights {
-  std::vector<float> f32;
-  std::vector<uint16_t> bf16;
-};
-
-const Weights& weights(int64_t in, int64_t out) {
-  static std::map<std::pair<int64_t, int64_t>, Weights> cache;
-  auto& w = cache[{in, out}];
-  if (w.f32.empty()) {
-    w.f32.resize(size_t(in * out));
-    std::mt19937 rng(3);
-    std::normal_distribution<float> normal(0.0f, 0.02f);
-    for (auto& v : w.f32) v = normal(rng);
-    w.bf16.resize(w.f32.size());
-    lq::num::f32_to_bf16(w.f32.data(), w.bf16.data(), w.f32.size());
-  }
-  return w;
-}
+using lq::bench::Weights;
+using lq::bench::weights;
 
 // Args: in, out, tokens, weight type (0 = f32, 1 = bf16).
 void BM_linear(benchmark::State& state) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cli/args.h"
+#include "cli/bench_common.h"
 #include "forward/forward.h"
 #include "forward/text.h"
 #include "io/error.h"
@@ -30,8 +31,8 @@ namespace lq::cli {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+using bench::Clock;
+using bench::seconds;
 
 struct Options {
   std::string base, quant;
@@ -77,9 +78,7 @@ nlohmann::json measure(const std::string& dir, const Options& o) {
   const fwd::Engine e = fwd::Engine::load(dir, lo);
   const double load_s = seconds(t_load, Clock::now());
   const auto& c = e.config();
-  std::vector<int32_t> ids(size_t(o.prompt_tokens));
-  const int64_t id_range = std::min<int64_t>(c.len_tokenizer > 0 ? c.len_tokenizer : c.vocab_size, c.vocab_size);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919 + 13) % size_t(id_range));
+  const std::vector<int32_t> ids = bench::synthetic_prompt_ids(c, o.prompt_tokens);
   fwd::KvCache cache;
   const int64_t N = o.prompt_tokens;
   const auto t0 = Clock::now();

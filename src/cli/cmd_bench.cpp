@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/bench_common.h"
 #include "cli/bench_decode.h"
 #include "cli/bench_kernels.h"
 #include "cli/commands.h"
@@ -24,8 +25,8 @@ namespace lq::cli {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+using bench::Clock;
+using bench::seconds;
 
 // ---- memory bandwidth probe -------------------------------------------------------------------
 
@@ -178,9 +179,7 @@ int bench_forward(const Args& args) {
   // Attention FLOPs per query and visible key per layer: QK^T and PV, 2 FLOPs per MAC.
   const double attn_flops_per_key = 4.0 * c.num_heads * c.head_dim * e.num_layers();
 
-  std::vector<int32_t> ids(size_t(o.prompt_tokens));
-  const int64_t id_range = std::min<int64_t>(c.len_tokenizer > 0 ? c.len_tokenizer : c.vocab_size, c.vocab_size);
-  for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7919 + 13) % size_t(id_range));
+  const std::vector<int32_t> ids = bench::synthetic_prompt_ids(c, o.prompt_tokens);
 
   // Prefill: one chunk into the cache, logits of the last row.
   fwd::KvCache cache;

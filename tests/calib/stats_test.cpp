@@ -7,19 +7,14 @@
 
 #include "io/error.h"
 #include "test_paths.h"
+#include "test_random.h"
 
 using lq::calib::LinearStats;
 using lq::calib::StatsFile;
 
 namespace {
 
-std::vector<float> random_rows(int64_t rows, int64_t w, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n(0.0f, 2.0f);
-  std::vector<float> x(size_t(rows * w));
-  for (auto& v : x) v = n(rng);
-  return x;
-}
+std::vector<float> random_rows(int64_t rows, int64_t w, unsigned seed) { return lq::test::gaussian(size_t(rows * w), 2.0f, seed); }
 
 StatsFile stats_from(const std::vector<std::vector<float>>& chunks, int64_t w, float tau) {
   StatsFile f;

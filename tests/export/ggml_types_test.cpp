@@ -2,6 +2,8 @@
 // per-type error budgets.
 #include <gtest/gtest.h>
 
+#include "test_random.h"
+
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -15,13 +17,7 @@ using namespace lq::exporter;
 
 namespace {
 
-std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma = 0.05f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, sigma);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+std::vector<float> gaussian(int64_t n, uint32_t seed, float sigma = 0.05f) { return lq::test::gaussian(size_t(n), sigma, seed); }
 
 std::vector<float> round_trip(GgmlType t, const std::vector<float>& x) {
   const auto& tr = ggml_traits(t);

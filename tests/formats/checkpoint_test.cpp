@@ -20,6 +20,7 @@
 #include "num/formats.h"
 #include "quant/quantizer.h"
 #include "test_paths.h"
+#include "test_random.h"
 
 namespace lq::formats {
 namespace {
@@ -30,13 +31,7 @@ using quant::QTensor;
 using quant::ScaleDType;
 using quant::Scheme;
 
-std::vector<float> normal(size_t n, float stddev, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, stddev);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using lq::test::gaussian;
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
@@ -103,14 +98,14 @@ Written write_case(const Case& c, const std::string& dir) {
   std::vector<PlanEntry> plan;
   plan.push_back(PlainDecl{"model.layers.0.input_layernorm.weight", {c.in}, io::DType::BF16});
   for (size_t i = 0; i < 2; ++i) {
-    auto wt = normal(size_t(c.out * c.in), 0.02f * float(i + 1), uint32_t(11 + i));
+    auto wt = gaussian(size_t(c.out * c.in), 0.02f * float(i + 1), uint32_t(11 + i));
     w.q.push_back(quant::quantize(wt.data(), c.out, c.in, c.params));
-    w.bias.push_back(i == 0 ? normal(size_t(c.out), 0.1f, 3) : std::vector<float>{});
+    w.bias.push_back(i == 0 ? gaussian(size_t(c.out), 0.1f, 3) : std::vector<float>{});
     plan.push_back(LinearDecl{w.bases[i], c.params.scheme, c.out, c.in, w.q[i].group, c.params.scale_dtype, i == 0});
   }
   plan.push_back(PlainDecl{"lm_head.weight", {5, c.in}, io::DType::F32});
-  w.norm = normal(size_t(c.in), 1.0f, 5);
-  w.head = normal(size_t(5 * c.in), 1.0f, 6);
+  w.norm = gaussian(size_t(c.in), 1.0f, 5);
+  w.head = gaussian(size_t(5 * c.in), 1.0f, 6);
 
   WriterOptions opt;
   opt.model_config = {{"model_type", "qwen2"}, {"hidden_size", c.in}};

@@ -13,6 +13,7 @@
 #include "io/error.h"
 #include "quant/quantizer.h"
 #include "test_paths.h"
+#include "test_random.h"
 
 namespace lq::formats {
 namespace {
@@ -22,13 +23,7 @@ using quant::QuantParams;
 using quant::QTensor;
 using quant::Scheme;
 
-std::vector<float> normal(size_t n, float stddev, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, stddev);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using lq::test::gaussian;
 
 QuantParams params(Scheme s, int64_t group) {
   QuantParams p;
@@ -63,10 +58,10 @@ std::vector<PlanEntry> plan_of(const std::vector<MixedLinear>& ls) {
 std::vector<QTensor> write_mixed(FormatId f, const std::string& dir, const std::vector<MixedLinear>& ls) {
   std::vector<QTensor> q;
   CheckpointWriter w(dir, f, plan_of(ls));
-  const std::vector<float> norm = {1, 2, 3, 4}, bias = normal(size_t(ls[0].out), 0.1f, 9);
+  const std::vector<float> norm = {1, 2, 3, 4}, bias = gaussian(size_t(ls[0].out), 0.1f, 9);
   w.write_plain("model.norm.weight", norm.data());
   for (size_t i = 0; i < ls.size(); ++i) {
-    const std::vector<float> wt = normal(size_t(ls[i].out * ls[i].in), 0.02f, uint32_t(20 + i));
+    const std::vector<float> wt = gaussian(size_t(ls[i].out * ls[i].in), 0.02f, uint32_t(20 + i));
     q.push_back(quant::quantize(wt.data(), ls[i].out, ls[i].in, ls[i].p));
     w.write_quantized(ls[i].base, q.back(), i == 0 ? bias.data() : nullptr);
   }

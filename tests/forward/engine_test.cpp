@@ -14,17 +14,12 @@
 #include "golden_util.h"
 #include "io/error.h"
 #include "test_paths.h"
+#include "test_random.h"
 
 namespace lq::fwd {
 namespace {
 
-std::vector<float> random_vec(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (float& f : v) f = d(rng);
-  return v;
-}
+std::vector<float> random_vec(size_t n, uint32_t seed) { return lq::test::gaussian(n, 1.0f, seed); }
 
 TEST(Attention, SplitMaskMatchesMaterialisedReference) {
   const AttentionShape s{4, 2, 16};

@@ -17,19 +17,14 @@
 #include "model/spec.h"
 #include "quant/quantizer.h"
 #include "test_paths.h"
+#include "test_random.h"
 
 namespace lq::fwd {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<float> random_vec(size_t n, float sd, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, sd);
-  std::vector<float> v(n);
-  for (auto& x : v) x = nd(rng);
-  return v;
-}
+using lq::test::gaussian;
 
 std::unique_ptr<DenseLinear> dense_of(const quant::QTensor& qt, std::vector<float> bias) {
   std::vector<float> w = qt.dequantize();
@@ -43,17 +38,17 @@ TEST(QuantLinear, EqualsDenseLinearOnDequantizedWeights) {
   for (quant::Scheme scheme : {quant::Scheme::Int4Asym, quant::Scheme::Int4Sym, quant::Scheme::NvFp4}) {
     SCOPED_TRACE(quant::scheme_name(scheme));
     const int64_t out = 75, in = 320;
-    const std::vector<float> w = random_vec(size_t(out * in), 0.05f, 1);
+    const std::vector<float> w = gaussian(size_t(out * in), 0.05f, 1);
     quant::QuantParams p;
     p.scheme = scheme;
     p.group = 64;
     const quant::QTensor qt = quant::quantize(w.data(), out, in, p);
-    const std::vector<float> bias = random_vec(size_t(out), 0.1f, 2);
+    const std::vector<float> bias = gaussian(size_t(out), 0.1f, 2);
     const auto q = make_quant_linear(qt, bias, "test");
     ASSERT_NE(dynamic_cast<const QuantLinear*>(q.get()), nullptr);
     const auto d = dense_of(qt, bias);
     for (int64_t n : {1, 3, 9}) {
-      const std::vector<float> x = random_vec(size_t(n * in), 1.0f, uint32_t(n));
+      const std::vector<float> x = gaussian(size_t(n * in), 1.0f, uint32_t(n));
       std::vector<float> yq(size_t(n * out)), yd(yq.size());
       // The fused kernel quantizes activations to int8 for small batches (kernels/q4.h): the dense
       // linear gets the same x^ there, so the comparison stays exact up to summation order.

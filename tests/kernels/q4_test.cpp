@@ -15,6 +15,8 @@
 //      (the uniform rounding error d / sqrt(12) ~ 0.5% of the input RMS).
 #include <gtest/gtest.h>
 
+#include "test_random.h"
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -75,13 +77,7 @@ double dequant(const Case& c, const Unpacked& u, int64_t o, int64_t i) {
   return double(num::e2m1_to_f32(q)) * double(bs);
 }
 
-std::vector<float> random_x(int64_t n, int64_t cols, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> x(size_t(n * cols));
-  for (auto& v : x) v = nd(rng);
-  return x;
-}
+std::vector<float> random_x(int64_t n, int64_t cols, uint32_t seed) { return lq::test::gaussian(size_t(n * cols), 1.0f, seed); }
 
 // The magnitude M of the error budget for output (t, o).
 double magnitude(const Case& c, const Unpacked& u, const float* x, int64_t t, int64_t o) {

@@ -25,6 +25,7 @@
 #include "pipeline/searches.h"
 #include "quant/rtn.h"
 #include "test_paths.h"
+#include "test_random.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lq::pipeline {
@@ -32,13 +33,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::vector<float> randn(int64_t n, uint32_t seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = d(g);
-  return v;
-}
+std::vector<float> randn(int64_t n, uint32_t seed) { return lq::test::gaussian(size_t(n), 1.0f, seed); }
 
 // y = x W^T (+ b)
 std::vector<float> lin(const std::vector<float>& x, int64_t n, const std::vector<float>& w, int64_t out, int64_t in,

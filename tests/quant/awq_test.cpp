@@ -2,6 +2,8 @@
 // candidate) and the clip search, checked against direct definitions.
 #include <gtest/gtest.h>
 
+#include "test_random.h"
+
 #include <cmath>
 #include <random>
 
@@ -11,13 +13,7 @@
 namespace lq::quant {
 namespace {
 
-std::vector<float> randn(int64_t n, uint32_t seed, float std = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, std);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = d(g);
-  return v;
-}
+std::vector<float> randn(int64_t n, uint32_t seed, float std = 1.0f) { return lq::test::gaussian(size_t(n), std, seed); }
 
 TEST(AwqScales, NormalisedToGeometricMidpointAndMatchDefinition) {
   const std::vector<float> xm = {0.5f, 2.0f, 8.0f}, wm = {1.0f, 0.25f, 0.5f};

@@ -3,6 +3,8 @@
 // (f32 GEMM sums vs double: a near tie may go either way, by at most 1e-4 of the error).
 #include <gtest/gtest.h>
 
+#include "test_random.h"
+
 #include <random>
 #include <vector>
 
@@ -12,13 +14,7 @@
 namespace lq::quant {
 namespace {
 
-std::vector<float> randn(int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& f : v) f = d(rng);
-  return v;
-}
+std::vector<float> randn(int64_t n, uint32_t seed) { return lq::test::gaussian(size_t(n), 1.0f, seed); }
 
 // sum_t (x_t,g . (w - wq)_o,g)^2 in double for row o, group gi.
 double group_error(const std::vector<float>& w, const std::vector<float>& wq, const std::vector<float>& x, int64_t n,

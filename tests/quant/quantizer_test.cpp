@@ -2,6 +2,8 @@
 // from the formulas, the scalar reference, and fake_quantize == dequantize(quantize) bit for bit.
 #include <gtest/gtest.h>
 
+#include "test_random.h"
+
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -17,13 +19,7 @@
 namespace lq::quant {
 namespace {
 
-std::vector<float> normal(size_t n, float stddev, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, stddev);
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using lq::test::gaussian;
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
@@ -70,7 +66,7 @@ TEST(Rtn, ErrorAtMostHalfAStoredScaleInsideTheRepresentableRange) {
   const int64_t out = 16, in = 256;
   for (int64_t g : {32, 64, 128})
     for (ScaleDType dt : {ScaleDType::BF16, ScaleDType::F16, ScaleDType::F32}) {
-      auto w = normal(size_t(out * in), 0.05f, uint32_t(g));
+      auto w = gaussian(size_t(out * in), 0.05f, uint32_t(g));
       QTensor q = quantize(w.data(), out, in, int_params(Scheme::Int4Asym, g, dt));
       auto d = q.dequantize();
       int64_t inside = 0;
@@ -94,7 +90,7 @@ TEST(Rtn, RowKernelsMatchTheScalarReference) {
   std::vector<float> clip(size_t(out * in / 64));
   for (size_t i = 0; i < clip.size(); ++i) clip[i] = 1.0f - 0.05f * float(i % 10);
   for (Scheme s : {Scheme::Int4Asym, Scheme::Int4Sym, Scheme::Int8Sym}) {
-    auto w = normal(size_t(out * in), 0.02f, 7);
+    auto w = gaussian(size_t(out * in), 0.02f, 7);
     w[5] = 0.3f;  // an outlier so the clip ratios matter
     RtnParams p{s, 64, ScaleDType::BF16};
     QTensor q = quantize_rtn(w.data(), out, in, p, clip.data());
@@ -138,7 +134,7 @@ TEST(Rtn, RejectsGroupsThatDoNotDivideTheRow) {
 
 TEST(FakeQuantize, BitIdenticalToDequantizedQuantizeForEveryScheme) {
   const int64_t out = 33, in = 256;  // odd row count: uneven thread split
-  auto w = normal(size_t(out * in), 0.03f, 11);
+  auto w = gaussian(size_t(out * in), 0.03f, 11);
   std::vector<float> clip(size_t(out * in / 32), 0.85f);
   std::vector<QuantParams> cases = {int_params(Scheme::Int4Asym, 32), int_params(Scheme::Int4Asym, 128, ScaleDType::F16),
                                     int_params(Scheme::Int4Sym, 64, ScaleDType::F32), int_params(Scheme::Int8Sym, 0)};
@@ -162,7 +158,7 @@ TEST(FakeQuantize, BitIdenticalToDequantizedQuantizeForEveryScheme) {
 }
 
 TEST(QTensor, AccountingAndValidation) {
-  auto w = normal(256 * 128, 0.02f, 3);
+  auto w = gaussian(256 * 128, 0.02f, 3);
   QTensor q = quantize(w.data(), 256, 128, int_params(Scheme::Int4Asym, 128));
   EXPECT_DOUBLE_EQ(q.bits_per_weight(), 4.0 + (16.0 + 4.0) / 128.0);
   q.validate("ok");
@@ -217,7 +213,7 @@ TEST(Nvfp4, TensorScaleAndHandComputedBlock) {
 // the rounded scale). The candidate search includes it, so it may only be better.
 TEST(Nvfp4, CandidateSearchBeatsMaxOverSix) {
   const int64_t out = 64, in = 512;
-  auto w = normal(size_t(out * in), 0.02f, 5);
+  auto w = gaussian(size_t(out * in), 0.02f, 5);
   QuantParams p;
   p.scheme = Scheme::NvFp4;
   QTensor q = quantize(w.data(), out, in, p);
@@ -263,7 +259,7 @@ TEST(Nvfp4, LegacyEncodingUnderflowsOnSmallWeights) {
   EXPECT_EQ(num::e4m3_to_f32(ql.block_scales[0]), 4.0f / 512.0f);
   EXPECT_EQ(ql.codes[0], num::f32_to_e2m1(-0.05f / (0.05f / 6.0f)));
   // On Gaussian weights of a typical scale (std 0.01) the legacy encoding loses badly.
-  auto g = normal(64 * 256, 0.01f, 9);
+  auto g = gaussian(64 * 256, 0.01f, 9);
   QuantParams standard;
   standard.scheme = Scheme::NvFp4;
   auto ds = quantize(g.data(), 64, 256, standard).dequantize();
