@@ -163,6 +163,29 @@ void CheckpointWriter::write_plain(const std::string& name, const float* data) {
   }
 }
 
+void CheckpointWriter::write_plain_rows(const std::string& name, const RowSource& fill) {
+  Impl& m = *impl_;
+  const PlainDecl& p = std::get<PlainDecl>(m.expect(name, false));
+  const int64_t rows = p.shape.empty() ? 1 : p.shape[0];
+  int64_t row_elems = 1;
+  for (size_t i = 1; i < p.shape.size(); ++i) row_elems *= p.shape[i];
+  constexpr int64_t kChunkElems = 1 << 22;  // 16 MB of f32 scratch
+  const int64_t chunk_rows = std::max<int64_t>(1, kChunkElems / std::max<int64_t>(row_elems, 1));
+  std::vector<float> f32(size_t(std::min(rows, chunk_rows) * row_elems));
+  std::vector<uint16_t> bf16(p.dtype == io::DType::F32 ? 0 : f32.size());
+  for (int64_t b = 0; b < rows; b += chunk_rows) {
+    const int64_t e = std::min(rows, b + chunk_rows);
+    const size_t n = size_t((e - b) * row_elems);
+    fill(b, e, f32.data());
+    if (p.dtype == io::DType::F32) {
+      m.st->write(f32.data(), n * 4);
+    } else {
+      num::f32_to_bf16(f32.data(), bf16.data(), n);
+      m.st->write(bf16.data(), n * 2);
+    }
+  }
+}
+
 void CheckpointWriter::write_plain_bf16(const std::string& name, const uint16_t* data) {
   Impl& m = *impl_;
   const PlainDecl& p = std::get<PlainDecl>(m.expect(name, false));

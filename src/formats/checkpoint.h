@@ -20,6 +20,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <functional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -76,6 +77,10 @@ class CheckpointWriter {
   void write_quantized(const std::string& base, const quant::QTensor& qt, const float* bias = nullptr);
   void write_plain(const std::string& name, const float* data);
   void write_plain_bf16(const std::string& name, const uint16_t* data);
+  // The same, reading rows [b, e) through `fill` a bounded chunk at a time, so a large tensor
+  // (embeddings, lm_head: 1.2 GB in f32 at Lance's size) never sits in memory whole.
+  using RowSource = std::function<void(int64_t row_begin, int64_t row_end, float* out)>;
+  void write_plain_rows(const std::string& name, const RowSource& fill);
   // Writes configs / metas, renames every file into place. Nothing appears before this.
   void finish();
 

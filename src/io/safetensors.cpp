@@ -341,6 +341,11 @@ std::vector<float> SafetensorsFile::read_f32(const std::string& name) const {
 void SafetensorsFile::drop(const TensorInfo& t, bool evict_cache) const {
   map_.drop(data_offset_ + t.begin, t.nbytes(), evict_cache);
 }
+void SafetensorsFile::drop_rows(const TensorInfo& t, int64_t b, int64_t e, bool evict_cache) const {
+  check_rows(where(t), t, b, e);
+  const size_t row_bytes = size_t(t.row_elems()) * dtype_size(t.dtype);
+  map_.drop(data_offset_ + t.begin + size_t(b) * row_bytes, size_t(e - b) * row_bytes, evict_cache);
+}
 void SafetensorsFile::prefetch(const TensorInfo& t) const { map_.prefetch(data_offset_ + t.begin, t.nbytes()); }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,6 +443,10 @@ void TensorStore::read_rows_bf16(const std::string& name, int64_t b, int64_t e, 
 void TensorStore::drop(const std::string& name, bool evict_cache) const {
   const auto& f = file_of(name);
   f.drop(f.info(name), evict_cache);
+}
+void TensorStore::drop_rows(const std::string& name, int64_t b, int64_t e, bool evict_cache) const {
+  const auto& f = file_of(name);
+  f.drop_rows(f.info(name), b, e, evict_cache);
 }
 void TensorStore::prefetch(const std::string& name) const {
   const auto& f = file_of(name);

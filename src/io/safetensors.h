@@ -69,6 +69,7 @@ class SafetensorsFile {
   // set and, when no one else maps them and evict_cache is set, the page cache (bounded memory when
   // streaming a checkpoint).
   void drop(const TensorInfo& t, bool evict_cache = true) const;
+  void drop_rows(const TensorInfo& t, int64_t row_begin, int64_t row_end, bool evict_cache = true) const;
   void prefetch(const TensorInfo& t) const;  // see MappedFile::prefetch
   size_t data_offset() const { return data_offset_; }
 
@@ -99,6 +100,7 @@ class TensorStore {
   void read_rows_f32(const std::string& name, int64_t row_begin, int64_t row_end, float* out) const;
   void read_rows_bf16(const std::string& name, int64_t row_begin, int64_t row_end, uint16_t* out) const;
   void drop(const std::string& name, bool evict_cache = true) const;  // see SafetensorsFile::drop
+  void drop_rows(const std::string& name, int64_t row_begin, int64_t row_end, bool evict_cache = true) const;
   void prefetch(const std::string& name) const;                       // see MappedFile::prefetch
   size_t num_files() const { return files_.size(); }
   uint64_t total_tensor_bytes() const;

@@ -446,9 +446,13 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
       const std::string name = std::holds_alternative<formats::PlainDecl>(e) ? std::get<formats::PlainDecl>(e).name
                                                                               : std::get<formats::LinearDecl>(e).base;
       if (layer_of(name) >= 0) return;
-      const std::vector<float> v = store.read_f32(name);
-      write_plain(name, v);
-      write_dense(name, v);
+      // In row chunks, each chunk's source pages released as soon as it is written: the embeddings
+      // and lm_head are 1.2 GB each in f32 at Lance's size, and the peak RSS must not see them whole.
+      writer.write_plain_rows(name, [&](int64_t b, int64_t e, float* out) {
+        store.read_rows_f32(name, b, e, out);
+        if (dense) dense->write(out, size_t((e - b) * store.info(name).row_elems()) * sizeof(float));
+        store.drop_rows(name, b, e);
+      });
       store.drop(name);
       ++next_entry;
     }

@@ -185,6 +185,45 @@ TEST(Writer, ConfigsCarryTheQuantizationSettings) {
   EXPECT_TRUE(fs::exists(v1 + "/awq_state_dict.safetensors"));
 }
 
+// Large pass-through tensors (embeddings, lm_head) are written in row chunks from a callback; the
+// file must hold exactly what a whole-tensor write gives, for bf16 and f32 storage, with chunks that
+// do not divide the row count (rows of 2^21 + 3 floats: one row per 16 MB chunk, three chunks).
+TEST(Writer, RowChunkedPlainTensorsEqualWholeWrites) {
+  const int64_t rows = 3, cols = (int64_t(1) << 21) + 3;
+  const std::vector<float> big = gaussian(size_t(rows * cols), 1.0f, 21);
+  for (io::DType dt : {io::DType::BF16, io::DType::F32}) {
+    std::vector<PlanEntry> plan = {PlainDecl{"model.embed_tokens.weight", {rows, cols}, dt},
+                                   PlainDecl{"model.norm.weight", {7}, dt}};
+    const std::vector<float> norm = gaussian(7, 1.0f, 22);
+    const std::string whole = test::scratch_dir("formats-rows-whole"), chunked = test::scratch_dir("formats-rows-chunked");
+    {
+      CheckpointWriter w(whole, FormatId::CompressedTensors, plan);
+      w.write_plain("model.embed_tokens.weight", big.data());
+      w.write_plain("model.norm.weight", norm.data());
+      w.finish();
+    }
+    std::vector<std::pair<int64_t, int64_t>> calls;
+    {
+      CheckpointWriter w(chunked, FormatId::CompressedTensors, plan);
+      w.write_plain_rows("model.embed_tokens.weight", [&](int64_t b, int64_t e, float* out) {
+        calls.emplace_back(b, e);
+        std::memcpy(out, big.data() + b * cols, size_t((e - b) * cols) * 4);
+      });
+      w.write_plain_rows("model.norm.weight", [&](int64_t b, int64_t e, float* out) {
+        std::memcpy(out, norm.data() + b, size_t(e - b) * 4);
+      });
+      w.finish();
+    }
+    EXPECT_EQ(calls, (std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {1, 2}, {2, 3}}));
+    CheckpointReader a(whole), b(chunked);
+    EXPECT_TRUE(same_bits(a.read_plain("model.embed_tokens.weight"), b.read_plain("model.embed_tokens.weight")));
+    EXPECT_TRUE(same_bits(a.read_plain("model.norm.weight"), b.read_plain("model.norm.weight")));
+    if (dt == io::DType::F32) {
+      EXPECT_TRUE(same_bits(b.read_plain("model.embed_tokens.weight"), big));
+    }
+  }
+}
+
 template <class F>
 std::string error_of(F&& f) {
   try {
