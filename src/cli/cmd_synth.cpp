@@ -15,7 +15,7 @@ namespace {
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: lance-quant synth --preset NAME --out DIR [--dtype f32|bf16] [--seed N]\n"
-               "                         [--tokenizer DIR] [--force] [--json]\n\n"
+               "                         [--layers N] [--tokenizer DIR] [--force] [--json]\n\n"
                "Writes a Lance-structured checkpoint (model.safetensors, llm_config.json, lance_config.json,\n"
                "tokenizer files) with exact names and shapes and deterministic random weights.\n\npresets:\n");
   for (const auto& p : model::synth_presets()) std::fprintf(out, "  %-9s %s\n", p.name.c_str(), p.summary.c_str());
@@ -54,6 +54,15 @@ int cmd_synth(const Args& args) {
         if (pos != v.size()) throw std::invalid_argument(v);
       } catch (const std::exception&) {
         fail("--seed", "expected a non-negative integer, got '" + v + "'");
+      }
+    } else if (a == "--layers") {
+      const std::string v = value();
+      try {
+        size_t pos = 0;
+        o.layers = std::stoi(v, &pos);
+        if (pos != v.size() || o.layers <= 0) throw std::invalid_argument(v);
+      } catch (const std::exception&) {
+        fail("--layers", "expected a positive integer, got '" + v + "'");
       }
     } else if (a == "--tokenizer") {
       o.tokenizer_dir = value();

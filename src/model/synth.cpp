@@ -364,6 +364,8 @@ SynthResult synthesize(const SynthOptions& o) {
   const TokenizerFiles tok = o.tokenizer_dir.empty() ? write_small_bpe(o.out_dir, kGeneratedMerges)
                                                      : copy_tokenizer(o.tokenizer_dir, o.out_dir);
   ModelConfig c = preset.config;
+  if (o.layers < 0) fail("--layers", "must be positive");
+  if (o.layers > 0) c.num_layers = o.layers;
   if (c.vocab_size == 0) c.vocab_size = round_up(tok.size, 64);
   if (tok.size > c.vocab_size)
     fail(o.tokenizer_dir, "tokenizer has " + std::to_string(tok.size) + " ids, more than preset '" + preset.name +

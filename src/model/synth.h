@@ -28,6 +28,7 @@ struct SynthOptions {
   uint64_t seed = 0;
   std::string tokenizer_dir;  // copy this tokenizer; empty = generate a small byte-level BPE
   bool force = false;         // allow a non-empty out_dir (our files in it are replaced)
+  int layers = 0;             // 0 = the preset's; fewer keep every shape (quick memory / speed proxies)
   std::function<void(uint64_t bytes_done, uint64_t bytes_total)> progress;  // optional
 };
 

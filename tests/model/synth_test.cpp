@@ -60,6 +60,29 @@ TEST(Synth, SameSeedSameBytesDifferentSeedDifferentBytes) {
   EXPECT_NE(fa, fc);
 }
 
+// --layers keeps every shape and name of the preset but stops after N decoder layers: the config says
+// so, the spec validates, and layer N's tensors do not exist.
+TEST(Synth, FewerLayersKeepShapes) {
+  const std::string dir = test::scratch_dir("synth_layers");
+  SynthOptions o;
+  o.preset = "small";
+  o.out_dir = dir;
+  o.layers = 2;
+  o.force = true;
+  const SynthResult r = synthesize(o);
+  EXPECT_EQ(r.config.num_layers, 2);
+  const ModelConfig cfg = load_config(dir);
+  EXPECT_EQ(cfg.num_layers, 2);
+  EXPECT_EQ(cfg.hidden_size, find_synth_preset("small").config.hidden_size);
+  io::TensorStore store(dir);
+  const ModelSpec spec = build_spec(cfg, store);
+  EXPECT_EQ(spec.layers.size(), 2u);
+  EXPECT_TRUE(store.has("language_model.model.layers.1.mlp.down_proj.weight"));
+  EXPECT_FALSE(store.has("language_model.model.layers.2.mlp.down_proj.weight"));
+  o.layers = -1;
+  EXPECT_THROW(synthesize(o), Error);
+}
+
 TEST(Synth, Bf16FileIsTheRoundedF32File) {
   const std::string f = test::scratch_dir("synth_f32"), h = test::scratch_dir("synth_bf16");
   synth(f, "tiny", 3, io::DType::F32);
