@@ -37,6 +37,7 @@ struct Options {
   std::vector<Shape> shapes = {{2048, 2048}, {2048, 256}, {2048, 11008}, {11008, 2048}};
   std::vector<int64_t> batches = {1, 2, 4, 8, 16, 32, 64};
   std::string kernels;  // comma-separated kind names; empty: all
+  int rounds = 3;       // every measurement repeated, interleaved with the others; the best is kept
 };
 
 // "a,b,c" -> integers (each positive), naming the flag in errors.
@@ -75,39 +76,55 @@ std::vector<Shape> parse_shapes(std::string text) {
   return shapes;
 }
 
-// 32-byte vector loads summed into four accumulators: a load-bound loop over [p, p + n).
-__attribute__((target("avx2"))) uint64_t read_words(const uint64_t* p, size_t n) {
+// 32-byte vector loads of [p, p + n) summed into four accumulators, read as `streams` equal
+// sub-ranges in lockstep (one 128-byte step of each per iteration), optionally with a software
+// prefetch `ahead` bytes in front of each stream. One sequential stream per core leaves the read
+// bandwidth to the hardware prefetcher's depth; several streams and prefetches (what the kernels
+// do: rows side by side) reach more of what the memory system delivers.
+__attribute__((target("avx2"))) uint64_t read_words(const uint64_t* p, size_t n, int streams, size_t ahead) {
   __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    a = _mm256_add_epi64(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i)));
-    b = _mm256_add_epi64(b, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 4)));
-    c = _mm256_add_epi64(c, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 8)));
-    d = _mm256_add_epi64(d, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i + 12)));
-  }
+  constexpr size_t kStep = 16;  // uint64 per 128-byte step
+  const size_t per = n / size_t(streams) / kStep * kStep;
+  for (size_t i = 0; i < per; i += kStep)
+    for (int s = 0; s < streams; ++s) {
+      const uint64_t* q = p + size_t(s) * per + i;
+      if (ahead) _mm_prefetch(reinterpret_cast<const char*>(q) + ahead, _MM_HINT_T0);
+      a = _mm256_add_epi64(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q)));
+      b = _mm256_add_epi64(b, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 4)));
+      c = _mm256_add_epi64(c, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 8)));
+      d = _mm256_add_epi64(d, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 12)));
+    }
   alignas(32) uint64_t lanes[4];
   _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d)));
-  uint64_t s = lanes[0] + lanes[1] + lanes[2] + lanes[3];
-  for (; i < n; ++i) s += p[i];
-  return s;
+  uint64_t sum = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+  for (size_t i = per * size_t(streams); i < n; ++i) sum += p[i];
+  return sum;
 }
 
-// Best of 5 passes of all kernel threads reading disjoint ranges of a `bytes` buffer (bytes/s).
-double read_bandwidth(size_t bytes) {
-  const size_t n = bytes / sizeof(uint64_t);
-  std::vector<uint64_t> buf(n, 1);
+// The machine's read bandwidth (bytes/s): all kernel threads reading disjoint ranges of `buf`, the
+// best pass over the reading patterns (1, 2 and 8 streams; 8 streams with a prefetch 1 KiB ahead),
+// i.e. the most this loop gets out of the memory system.
+double read_bandwidth(const std::vector<uint64_t>& buf) {
+  const size_t n = buf.size(), bytes = n * sizeof(uint64_t);
   volatile uint64_t sink = 0;
   double best = 0.0;
-  for (int pass = 0; pass < 5; ++pass) {
-    std::vector<uint64_t> partial(size_t(kernels::num_threads()) + 1, 0);
-    const auto t0 = Clock::now();
-    kernels::parallel_for(int64_t(n), 4096, [&](int64_t b, int64_t e) {
-      partial[size_t(b * int64_t(partial.size() - 1) / int64_t(n))] += read_words(buf.data() + b, size_t(e - b));
-    });
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    for (uint64_t v : partial) sink = sink + v;
-    best = std::max(best, double(bytes) / s);
-  }
+  struct Pattern {
+    int streams;
+    size_t ahead;
+  };
+  for (const Pattern pat : {Pattern{1, 0}, Pattern{2, 0}, Pattern{8, 0}, Pattern{8, 1024}})
+    for (int pass = 0; pass < 2; ++pass) {
+      std::vector<uint64_t> partial(size_t(kernels::num_threads()) + 1, 0);
+      const auto t0 = Clock::now();
+      kernels::parallel_for(int64_t(n), 4096, [&](int64_t b, int64_t e) {
+        partial[size_t(b * int64_t(partial.size() - 1) / int64_t(n))] +=
+            read_words(buf.data() + b, size_t(e - b), pat.streams, pat.ahead);
+      });
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      for (uint64_t v : partial) sink = sink + v;
+      best = std::max(best, double(bytes) / s);
+      if (std::getenv("LQ_PROBE_VERBOSE")) std::fprintf(stderr, "probe %d streams ahead %zu: %.2f GB/s\n", pat.streams, pat.ahead, double(bytes) / s / 1e9);
+    }
   return best;
 }
 
@@ -197,13 +214,14 @@ double time_per_call(const Weights& w, const float* x, int64_t n, float* y, doub
 
 void usage(FILE* out) {
   std::fprintf(out,
-               "usage: lance-quant bench kernels [--json] [--working-set-mb N] [--min-seconds S]\n"
+               "usage: lance-quant bench kernels [--json] [--working-set-mb N] [--min-seconds S] [--rounds N]\n"
                "                                 [--shapes INxOUT,...] [--batches N,...] [--threads N]\n"
                "                                 [--kernels f32,bf16,int4-g64,int4-g128,nvfp4] [--int8-max-tokens N]\n"
                "  times f32, bf16, int4 g64, int4 g128 and nvfp4 linears on Lance's shapes (2048->2048,\n"
                "  2048->256, 2048->11008, 11008->2048) at batch 1..64; weights cycle through a working set of\n"
                "  N MiB (default 256) so they come from memory; reports bytes/s against a streaming-read probe\n"
-               "  and each 4-bit kernel's speed-up over bf16.\n");
+               "  and each 4-bit kernel's speed-up over bf16. Every number is the best of --rounds (default 3)\n"
+               "  interleaved rounds (probe, then every kernel), so drift on a shared machine hits all alike.\n");
 }
 
 }  // namespace
@@ -215,6 +233,7 @@ int bench_kernels(const Args& args) {
     if (r.is("--json")) o.json = true;
     else if (r.is("--working-set-mb")) o.working_set_mb = r.int_value();
     else if (r.is("--min-seconds")) o.min_seconds = r.double_value();
+    else if (r.is("--rounds")) o.rounds = int(r.int_value());
     else if (r.is("--shapes")) o.shapes = parse_shapes(r.value());
     else if (r.is("--batches")) o.batches = parse_list(r.value(), "--batches");
     else if (r.is("--kernels")) o.kernels = r.value();
@@ -224,58 +243,86 @@ int bench_kernels(const Args& args) {
     else r.unknown();
   }
   if (o.working_set_mb < 1) fail("bench kernels --working-set-mb", "must be at least 1");
-  const double bw = read_bandwidth(size_t(std::max<int64_t>(o.working_set_mb, 256)) << 20);
+  if (o.rounds < 1) fail("bench kernels --rounds", "must be at least 1");
+  const std::vector<uint64_t> probe_buf(size_t(std::max<int64_t>(o.working_set_mb, 256) << 20) / sizeof(uint64_t), 1);
+  double bw = 0.0;
   const std::vector<Shape>& shapes = o.shapes;
   const std::vector<int64_t>& batches = o.batches;
   const int64_t max_batch = *std::max_element(batches.begin(), batches.end());
   std::vector<Kind> kinds;
-  for (Kind k : {Kind::F32, Kind::BF16, Kind::Int4G64, Kind::Int4G128, Kind::NvFp4})
-    if (o.kernels.empty() || ("," + o.kernels + ",").find("," + std::string(kind_name(k)) + ",") != std::string::npos)
-      kinds.push_back(k);
+  const std::string wanted = "," + o.kernels + ",";
+  for (Kind k : {Kind::F32, Kind::BF16, Kind::Int4G64, Kind::Int4G128, Kind::NvFp4}) {
+    const std::string name = std::string(",") + kind_name(k) + ",";
+    if (o.kernels.empty() || wanted.find(name) != std::string::npos) kinds.push_back(k);
+  }
   if (kinds.empty()) fail("bench kernels --kernels", "no known kernel in '" + o.kernels + "'");
   std::mt19937 rng(1234);
-  nlohmann::json rows = nlohmann::json::array();
-  if (!o.json) {
-    std::printf("threads %d, dense %s, 4-bit %s (int8 activations up to %lld tokens), streaming read bandwidth %.2f GB/s\n"
-                "each kernel cycles through copies of its weight totalling >= %lld MiB (L3 is 32 MiB), so weights come from DRAM\n",
-                kernels::num_threads(), kernels::simd_path(), kernels::q4_simd_path(),
-                (long long)kernels::q4_int8_max_tokens(), bw / 1e9, (long long)o.working_set_mb);
-    std::printf("%-13s %5s %-10s %11s %9s %8s %8s %8s\n", "shape", "batch", "kernel", "us/call", "GB/s", "of-bw",
-                "GFLOP/s", "vs-bf16");
-  }
+  // Per shape: `rounds` rounds of (read probe, then every batch x kernel), best time of each kept.
+  // On a shared machine the memory bandwidth a process gets drifts by tens of percent from one
+  // second to the next; interleaving puts the probe and the kernels it is compared with under the
+  // same conditions, and best-of-rounds compares each at its least disturbed.
+  struct Result {
+    Shape shape;
+    int64_t batch;
+    Kind kind;
+    uint64_t bytes;
+    double seconds;
+  };
+  std::vector<Result> results;
   for (const Shape& s : shapes) {
     std::vector<Weights> ws;
     for (Kind k : kinds) ws.push_back(make_weights(k, s, o.working_set_mb << 20, rng));
     std::vector<float> x(size_t(max_batch * s.in)), y(size_t(max_batch * s.out));
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (auto& v : x) v = nd(rng);
-    for (int64_t n : batches) {
-      double bf16_s = 0.0;
-      for (const Weights& w : ws) {
-        const double t = time_per_call(w, x.data(), n, y.data(), o.min_seconds);
-        if (w.kind == Kind::BF16) bf16_s = t;
-        const double gbs = double(w.bytes) / t / 1e9;
-        const double gflops = 2.0 * double(n * s.in * s.out) / t / 1e9;
-        const double vs_bf16 = bf16_s > 0.0 ? bf16_s / t : 0.0;
-        const std::string shape = std::to_string(s.in) + "->" + std::to_string(s.out);
-        if (o.json) {
-          rows.push_back({{"in", s.in}, {"out", s.out}, {"batch", n}, {"kernel", kind_name(w.kind)},
-                          {"seconds_per_call", t}, {"weight_bytes", w.bytes}, {"gb_per_s", gbs},
-                          {"fraction_of_read_bandwidth", gbs * 1e9 / bw}, {"gflops", gflops},
-                          {"speedup_vs_bf16", vs_bf16}});
-        } else {
-          std::printf("%-13s %5lld %-10s %11.1f %9.2f %7.0f%% %8.1f %8s\n", shape.c_str(), (long long)n,
-                      kind_name(w.kind), t * 1e6, gbs, 100.0 * gbs * 1e9 / bw, gflops,
-                      w.kind == Kind::F32 || w.kind == Kind::BF16 ? "" : (std::to_string(vs_bf16).substr(0, 4) + "x").c_str());
-          std::fflush(stdout);
+    const size_t first = results.size();
+    for (int64_t n : batches)
+      for (const Weights& w : ws) results.push_back({s, n, w.kind, w.bytes, 1e30});
+    for (int round = 0; round < o.rounds; ++round) {
+      bw = std::max(bw, read_bandwidth(probe_buf));
+      size_t k = first;
+      for (int64_t n : batches)
+        for (const Weights& w : ws) {
+          results[k].seconds = std::min(results[k].seconds, time_per_call(w, x.data(), n, y.data(), o.min_seconds));
+          ++k;
         }
-      }
+    }
+  }
+  nlohmann::json rows = nlohmann::json::array();
+  if (!o.json) {
+    std::printf("threads %d, dense %s, 4-bit %s (int8 activations up to %lld tokens), read bandwidth %.2f GB/s\n"
+                "each kernel cycles through copies of its weight totalling >= %lld MiB (L3 is 32 MiB), so weights come\n"
+                "from DRAM; best of %d interleaved rounds for every number, the bandwidth probe included\n",
+                kernels::num_threads(), kernels::simd_path(), kernels::q4_simd_path(),
+                (long long)kernels::q4_int8_max_tokens(), bw / 1e9, (long long)o.working_set_mb, o.rounds);
+    std::printf("%-13s %5s %-10s %11s %9s %8s %8s %8s\n", "shape", "batch", "kernel", "us/call", "GB/s", "of-bw",
+                "GFLOP/s", "vs-bf16");
+  }
+  double bf16_s = 0.0;
+  for (const Result& r : results) {
+    const double t = r.seconds;
+    if (r.kind == Kind::F32) bf16_s = 0.0;  // kinds are in order: f32, bf16, 4-bit ones
+    if (r.kind == Kind::BF16) bf16_s = t;
+    const double gbs = double(r.bytes) / t / 1e9;
+    const double gflops = 2.0 * double(r.batch * r.shape.in * r.shape.out) / t / 1e9;
+    const double vs_bf16 = bf16_s > 0.0 ? bf16_s / t : 0.0;
+    const std::string shape = std::to_string(r.shape.in) + "->" + std::to_string(r.shape.out);
+    if (o.json) {
+      rows.push_back({{"in", r.shape.in}, {"out", r.shape.out}, {"batch", r.batch}, {"kernel", kind_name(r.kind)},
+                      {"seconds_per_call", t}, {"weight_bytes", r.bytes}, {"gb_per_s", gbs},
+                      {"fraction_of_read_bandwidth", gbs * 1e9 / bw}, {"gflops", gflops},
+                      {"speedup_vs_bf16", vs_bf16}});
+    } else {
+      char ratio[32] = "";
+      if (r.kind != Kind::F32 && r.kind != Kind::BF16 && vs_bf16 > 0.0) std::snprintf(ratio, sizeof ratio, "%.2fx", vs_bf16);
+      std::printf("%-13s %5lld %-10s %11.1f %9.2f %7.0f%% %8.1f %8s\n", shape.c_str(), (long long)r.batch,
+                  kind_name(r.kind), t * 1e6, gbs, 100.0 * gbs * 1e9 / bw, gflops, ratio);
     }
   }
   if (o.json) {
     nlohmann::json j = {{"threads", kernels::num_threads()}, {"dense_simd", kernels::simd_path()},
                         {"q4_simd", kernels::q4_simd_path()}, {"read_bandwidth_gb_per_s", bw / 1e9},
-                        {"working_set_mb", o.working_set_mb}, {"rows", rows}};
+                        {"working_set_mb", o.working_set_mb}, {"rounds", o.rounds}, {"rows", rows}};
     std::printf("%s\n", j.dump(2).c_str());
   }
   return 0;
