@@ -39,16 +39,21 @@ struct Options {
   int64_t prompt_tokens = 16, decode_tokens = 16;
   int layers = -1;
   bool json = false;
+  std::vector<fwd::HeadFormat> quant_heads = {fwd::HeadFormat::Stored};  // one quantized run per entry
 };
+
+const char* head_name(fwd::HeadFormat h) { return h == fwd::HeadFormat::Int4 ? "int4" : "stored"; }
 
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: lance-quant bench decode BASE_DIR QUANT_DIR [--prompt-tokens N] [--decode-tokens N]\n"
-               "                                [--layers L] [--threads N] [--json]\n\n"
+               "                                [--layers L] [--threads N] [--quant-head stored,int4] [--json]\n\n"
                "Greedy decode (und path, KV cache, lm_head) of a full-precision model (bf16 weights) and a\n"
                "quantized checkpoint, each in its own child process: decode tokens/s, their ratio, the lm_head's\n"
                "share of decode time, and resident memory (peak and at the end; anonymous vs file-backed)\n"
-               "against the checkpoint's size on disk. --layers L loads only the first L decoder layers.\n");
+               "against the checkpoint's size on disk. --layers L loads only the first L decoder layers.\n"
+               "--quant-head: the quantized model's lm_head as stored (bf16) and / or quantized at load to INT4\n"
+               "(run --head int4); one quantized run per entry, all in this invocation.\n");
 }
 
 // kB fields of /proc/self/status, in bytes.
@@ -70,11 +75,12 @@ uint64_t directory_bytes(const std::string& dir) {
 }
 
 // Loads `dir`, prefills, decodes; runs in the child.
-nlohmann::json measure(const std::string& dir, const Options& o) {
+nlohmann::json measure(const std::string& dir, const Options& o, fwd::HeadFormat head) {
   const auto t_load = Clock::now();
   fwd::LoadOptions lo;
   lo.storage = fwd::WeightStorage::BF16;
   lo.num_layers = o.layers;
+  lo.head = head;
   const fwd::Engine e = fwd::Engine::load(dir, lo);
   const double load_s = seconds(t_load, Clock::now());
   const auto& c = e.config();
@@ -101,6 +107,7 @@ nlohmann::json measure(const std::string& dir, const Options& o) {
     head_s += seconds(b, z);
   }
   nlohmann::json j = {{"dir", dir},
+                      {"head", head_name(head)},
                       {"disk_bytes", directory_bytes(dir)},
                       {"layers", e.num_layers()},
                       {"layer_weight_bytes", e.layer_weight_bytes()},
@@ -116,7 +123,7 @@ nlohmann::json measure(const std::string& dir, const Options& o) {
 }
 
 // Runs measure(dir) in a forked child and returns its JSON (throws naming dir on failure).
-nlohmann::json measure_in_child(const std::string& dir, const Options& o) {
+nlohmann::json measure_in_child(const std::string& dir, const Options& o, fwd::HeadFormat head) {
   int fds[2];
   if (pipe(fds) != 0) fail("bench decode", "pipe() failed");
   std::fflush(nullptr);
@@ -127,7 +134,7 @@ nlohmann::json measure_in_child(const std::string& dir, const Options& o) {
     std::string out;
     int code = 0;
     try {
-      out = measure(dir, o).dump();
+      out = measure(dir, o, head).dump();
     } catch (const std::exception& ex) {
       out = nlohmann::json{{"error", ex.what()}}.dump();
       code = 1;
@@ -167,6 +174,13 @@ int bench_decode(const Args& args) {
     else if (r.is("--layers")) o.layers = int(r.int_value());
     else if (r.is("--threads")) kernels::set_num_threads(int(r.int_value()));
     else if (r.is("--json")) o.json = true;
+    else if (r.is("--quant-head")) {
+      o.quant_heads.clear();
+      std::string list = r.value() + ",";
+      for (size_t b = 0, e; (e = list.find(',', b)) != std::string::npos; b = e + 1)
+        if (e > b) o.quant_heads.push_back(fwd::parse_head_format(list.substr(b, e - b)));
+      if (o.quant_heads.empty()) fail("bench decode --quant-head", "expected stored, int4 or stored,int4");
+    }
     else if (r.positional() && o.base.empty()) o.base = r.current();
     else if (r.positional() && o.quant.empty()) o.quant = r.current();
     else r.unknown();
@@ -174,34 +188,48 @@ int bench_decode(const Args& args) {
   if (o.base.empty() || o.quant.empty()) fail("bench decode", "needs BASE_DIR and QUANT_DIR (see --help)");
   if (o.prompt_tokens < 1 || o.decode_tokens < 1) fail("bench decode", "--prompt-tokens and --decode-tokens must be >= 1");
   if (o.layers == 0 || o.layers < -1) fail("bench decode --layers", "must be >= 1");
-  const nlohmann::json base = measure_in_child(o.base, o), quant = measure_in_child(o.quant, o);
-  const double ratio = quant["decode_tokens_per_s"].get<double>() / base["decode_tokens_per_s"].get<double>();
+  const nlohmann::json base = measure_in_child(o.base, o, fwd::HeadFormat::Stored);
+  std::vector<nlohmann::json> quants;
+  for (fwd::HeadFormat h : o.quant_heads) quants.push_back(measure_in_child(o.quant, o, h));
+  auto ratio_of = [&](const nlohmann::json& q) {
+    return q["decode_tokens_per_s"].get<double>() / base["decode_tokens_per_s"].get<double>();
+  };
   if (o.json) {
+    nlohmann::json runs = nlohmann::json::array();
+    for (const auto& q : quants) {
+      nlohmann::json r = q;
+      r["decode_speedup"] = ratio_of(q);
+      runs.push_back(r);
+    }
     std::printf("%s\n", nlohmann::json{{"threads", kernels::num_threads()},
                                        {"q4_int8_max_tokens", kernels::q4_int8_max_tokens()},
                                        {"base", base},
-                                       {"quantized", quant},
-                                       {"decode_speedup", ratio}}
+                                       {"quantized", runs.at(0)},
+                                       {"quantized_runs", runs},
+                                       {"decode_speedup", ratio_of(quants.at(0))}}
                             .dump(2)
                             .c_str());
     return 0;
   }
   std::printf("threads %d; prompt %lld tokens, %lld decode steps; each model in its own process\n",
               kernels::num_threads(), (long long)o.prompt_tokens, (long long)o.decode_tokens);
-  std::printf("%-10s %7s %10s %10s %10s %9s %9s %9s %9s %9s\n", "model", "layers", "disk-GB", "linears-GB", "decode/s",
+  std::printf("%-16s %7s %10s %10s %10s %9s %9s %9s %9s %9s\n", "model", "layers", "disk-GB", "linears-GB", "decode/s",
               "prefill/s", "head-%", "peak-GB", "anon-GB", "file-GB");
-  for (const auto* m : {&base, &quant}) {
-    const auto& mem = (*m)["memory"];
-    std::printf("%-10s %7d %10.2f %10.2f %10.2f %9.2f %8.1f%% %9.2f %9.2f %9.2f\n", m == &base ? "base" : "quantized",
-                (*m)["layers"].get<int>(), (*m)["disk_bytes"].get<double>() / 1e9,
-                (*m)["layer_weight_bytes"].get<double>() / 1e9, (*m)["decode_tokens_per_s"].get<double>(),
-                (*m)["prefill_tokens_per_s"].get<double>(), 100.0 * (*m)["lm_head_share_of_decode"].get<double>(),
-                mem.value("VmHWM", 0.0) / 1e9, mem.value("RssAnon", 0.0) / 1e9, mem.value("RssFile", 0.0) / 1e9);
-  }
+  auto row = [](const std::string& name, const nlohmann::json& m) {
+    const auto& mem = m["memory"];
+    std::printf("%-16s %7d %10.2f %10.2f %10.2f %9.2f %8.1f%% %9.2f %9.2f %9.2f\n", name.c_str(), m["layers"].get<int>(),
+                m["disk_bytes"].get<double>() / 1e9, m["layer_weight_bytes"].get<double>() / 1e9,
+                m["decode_tokens_per_s"].get<double>(), m["prefill_tokens_per_s"].get<double>(),
+                100.0 * m["lm_head_share_of_decode"].get<double>(), mem.value("VmHWM", 0.0) / 1e9,
+                mem.value("RssAnon", 0.0) / 1e9, mem.value("RssFile", 0.0) / 1e9);
+  };
+  row("base", base);
+  for (const auto& q : quants) row(std::string("quantized/") + q["head"].get<std::string>() + "-head", q);
   std::printf("linears-GB: every loaded layer's linears, und and gen paths (text decode reads the und half);\n"
               "head-%%: lm_head's share of decode time; peak = VmHWM, anon / file = RssAnon / RssFile at the end\n");
-  std::printf("decode speed-up of the quantized model: %.2fx\n", ratio);
-  std::printf("same greedy tokens: %s\n", base["generated"] == quant["generated"] ? "yes" : "no");
+  for (const auto& q : quants)
+    std::printf("decode speed-up of the quantized model (%s lm_head): %.2fx; same greedy tokens as base: %s\n",
+                q["head"].get<std::string>().c_str(), ratio_of(q), base["generated"] == q["generated"] ? "yes" : "no");
   return 0;
 }
 

@@ -25,6 +25,13 @@ namespace lq::cli {
 
 namespace {
 
+fwd::LoadOptions load_options(fwd::WeightStorage storage, int layers) {
+  fwd::LoadOptions lo;
+  lo.storage = storage;
+  lo.num_layers = layers;
+  return lo;
+}
+
 using bench::Clock;
 using bench::seconds;
 
@@ -160,7 +167,7 @@ int bench_forward(const Args& args) {
     }
   const ForwardBenchOptions o = parse_forward(args);
   const auto t_load = Clock::now();
-  const fwd::Engine e = fwd::Engine::load(o.model, {o.storage, o.layers});
+  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o.storage, o.layers));
   const double load_s = seconds(t_load, Clock::now());
   const auto& c = e.config();
   if (o.prompt_tokens + o.decode_tokens > c.max_position_embeddings)

@@ -45,7 +45,8 @@ void usage(FILE* out) {
                "other:\n"
                "  --fake-quant SCHEME[:GROUP]  replace QUANT's linears by fake-quantized dense weights\n"
                "                        (int4_asym:64, int4_sym:128, int8_sym:0, nvfp4): a what-if without a checkpoint\n"
-               "  --dtype f32|bf16      weight storage of both engines   --threads N   --quiet (no progress line)\n",
+               "  --dtype f32|bf16      weight storage of both engines   --threads N   --quiet (no progress line)\n"
+               "  --head stored|int4    QUANT's lm_head as stored, or quantized at load (run --head int4)\n",
                "256");
 }
 
@@ -57,6 +58,7 @@ struct EvalCli {
   std::optional<int> steps;
   std::string fake_quant;
   fwd::WeightStorage storage = fwd::WeightStorage::F32;
+  fwd::HeadFormat quant_head = fwd::HeadFormat::Stored;
 };
 
 EvalCli parse(const Args& args) {
@@ -88,6 +90,7 @@ EvalCli parse(const Args& args) {
     else if (r.is("--fake-quant")) c.fake_quant = r.value();
     else if (r.is("--threads")) kernels::set_num_threads(int(positive(r.int_value(), "--threads")));
     else if (r.is("--quiet")) c.quiet = true;
+    else if (r.is("--head")) c.quant_head = fwd::parse_head_format(r.value());
     else if (r.is("--dtype")) {
       const std::string v = r.value();
       if (v == "f32") c.storage = fwd::WeightStorage::F32;
@@ -153,7 +156,9 @@ int cmd_eval(const Args& args) {
   fwd::LoadOptions load;
   load.storage = c.storage;
   fwd::Engine base = fwd::Engine::load(c.base, load);
-  fwd::Engine quant = fwd::Engine::load(c.quant, load);  // a quantized directory loads its own linears
+  fwd::LoadOptions quant_load = load;
+  quant_load.head = c.quant_head;
+  fwd::Engine quant = fwd::Engine::load(c.quant, quant_load);  // a quantized directory loads its own linears
   if (!c.fake_quant.empty()) eval::fake_quantize_engine(quant, eval::parse_fake_quant(c.fake_quant, "eval --fake-quant"));
   else c.options.quant_folds = formats::read_fold_scales(c.quant);  // AWQ checkpoints: per-linear errors in the original basis
 

@@ -30,7 +30,8 @@ void usage(FILE* out) {
                "                             [--steps 30] [--shift 3.5] [--cfg 4.0] [--cfg-interval 0.4,1.0]\n"
                "                             [--height H --width W]   (pixels; latent grid h = H/16, when\n"
                "                                                       lance_config.json has no t2i_latent_grid_thw)\n"
-               "common: [--dtype f32|bf16] (weight storage, default f32) [--threads N]\n\n"
+               "common: [--dtype f32|bf16] (weight storage, default f32) [--threads N]\n"
+               "        [--head stored|int4] (int4: the lm_head quantized at load, RTN INT4 g64, for faster decoding)\n\n"
                "text: Qwen chat template (unless --raw), greedy decoding with a KV cache, stops at <|im_end|>.\n"
                "t2i:  writes the final latents [t, h, w, C]; --png decodes them with the toy VAE of lance-mini\n"
                "      (4x nearest upscale).\n");
@@ -43,6 +44,7 @@ struct RunOptions {
   uint64_t seed = 0;
   bool have_seed = false;
   fwd::WeightStorage storage = fwd::WeightStorage::F32;
+  fwd::HeadFormat head = fwd::HeadFormat::Stored;
   // Sampler overrides (unset: lance_config.json / Lance defaults).
   std::optional<int> steps;
   std::optional<double> shift, cfg, cfg_min, cfg_max;
@@ -102,7 +104,8 @@ RunOptions parse(const Args& args) {
       if (v == "f32") o.storage = fwd::WeightStorage::F32;
       else if (v == "bf16") o.storage = fwd::WeightStorage::BF16;
       else fail(a, "expected f32 or bf16, got '" + v + "'");
-    } else if (!a.empty() && a[0] == '-') fail(a, "unknown option (see --help)");
+    } else if (a == "--head") o.head = fwd::parse_head_format(value());
+    else if (!a.empty() && a[0] == '-') fail(a, "unknown option (see --help)");
     else if (o.model.empty()) o.model = a;
     else fail(a, "unexpected argument (MODEL already given as '" + o.model + "')");
   }
@@ -111,6 +114,13 @@ RunOptions parse(const Args& args) {
   if (o.prompt.empty()) fail("--prompt", "missing or empty");
   if (o.max_new_tokens < 1) fail("--max-new-tokens", "must be >= 1");
   return o;
+}
+
+fwd::LoadOptions load_options(const RunOptions& o) {
+  fwd::LoadOptions lo;
+  lo.storage = o.storage;
+  lo.head = o.head;
+  return lo;
 }
 
 tok::Tokenizer load_tokenizer(const std::string& dir) {
@@ -127,7 +137,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 int run_text(const RunOptions& o) {
   const tok::Tokenizer tok = load_tokenizer(o.model);
-  const fwd::Engine e = fwd::Engine::load(o.model, {o.storage, -1});
+  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
   const std::vector<int32_t> prompt = tok.encode(o.raw ? o.prompt : fwd::chat_prompt(o.prompt));
   const int64_t limit = e.config().max_position_embeddings;
   if (int64_t(prompt.size()) >= limit)
@@ -178,7 +188,7 @@ int run_t2i(const RunOptions& o) {
   if (!o.png.empty() && !s.has_toy_vae)
     fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"); decode the latents with the Wan2.2 VAE");
   const tok::Tokenizer tok = load_tokenizer(o.model);
-  const fwd::Engine e = fwd::Engine::load(o.model, {o.storage, -1});
+  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
   fwd::check_latent_grid(grid, e.config());
   fwd::SamplerOptions so = s.sampler;
   if (o.steps) so.steps = *o.steps;

@@ -11,6 +11,7 @@
 #include "io/error.h"
 #include "io/safetensors.h"
 #include "num/formats.h"
+#include "quant/quantizer.h"
 
 namespace lq::fwd {
 
@@ -105,7 +106,39 @@ std::vector<float> load_vector(const io::TensorStore& st, const std::string& nam
   return v;
 }
 
+// HeadFormat::Int4: the head read and quantized a block of rows at a time (the f32 copy of a
+// 151936 x 2048 head would be 1.2 GB), each block's mapped pages released after it is read.
+std::unique_ptr<LinearWeights> load_head_int4(const io::TensorStore& st, const std::string& name) {
+  const io::TensorInfo& info = st.info(name);
+  if (info.shape.size() != 2) fail(name, "lm_head must be 2-D");
+  const int64_t rows = info.shape[0], cols = info.shape[1];
+  quant::QuantParams p;
+  p.scheme = quant::Scheme::Int4Asym;
+  p.group = 64;
+  if (cols % p.group != 0) fail(name, "hidden size " + std::to_string(cols) + " is not a multiple of 64 (--head int4)");
+  quant::QTensor q = quant::QTensor::integer(p.scheme, rows, cols, p.group, p.scale_dtype);
+  constexpr int64_t kBlockRows = 4096;
+  std::vector<float> block;
+  for (int64_t r0 = 0; r0 < rows; r0 += kBlockRows) {
+    const int64_t r1 = std::min(rows, r0 + kBlockRows);
+    block.resize(size_t((r1 - r0) * cols));
+    st.read_rows_f32(name, r0, r1, block.data());
+    st.drop_rows(name, r0, r1, /*evict_cache=*/false);
+    const quant::QTensor b = quant::quantize(block.data(), r1 - r0, cols, p);
+    std::copy(b.codes.begin(), b.codes.end(), q.codes.begin() + r0 * cols);
+    std::copy(b.scales.begin(), b.scales.end(), q.scales.begin() + r0 * (cols / p.group));
+    std::copy(b.zeros.begin(), b.zeros.end(), q.zeros.begin() + r0 * (cols / p.group));
+  }
+  return make_quant_linear(q, {}, name);
+}
+
 }  // namespace
+
+HeadFormat parse_head_format(const std::string& text) {
+  if (text == "stored" || text == "bf16") return HeadFormat::Stored;
+  if (text == "int4") return HeadFormat::Int4;
+  fail("--head", "expected stored (or bf16) or int4, got '" + text + "'");
+}
 
 struct Engine::Impl {
   std::unique_ptr<io::TensorStore> store;  // first: borrowed weights point into its maps
@@ -114,7 +147,8 @@ struct Engine::Impl {
   WeightStorage storage = WeightStorage::F32;
   int layers_loaded = 0;
   std::vector<LayerWeights> layers;
-  std::unique_ptr<DenseLinear> embed, lm_head, time0, time2, vae2llm, llm2vae;
+  std::unique_ptr<DenseLinear> embed, time0, time2, vae2llm, llm2vae;
+  std::unique_ptr<LinearWeights> lm_head;  // DenseLinear, or a QuantLinear with LoadOptions::head = Int4
   std::array<std::vector<float>, kNumPaths> final_norm;
   std::vector<double> inv_freq;        // [head_dim / 2]
   std::vector<int> rope_axis;          // [head_dim / 2]: 0 = t, 1 = h, 2 = w
@@ -199,7 +233,8 @@ Engine Engine::load(const std::string& model_dir, const LoadOptions& opts) {
   const io::TensorStore& st = *m->store;
   m->embed = load_dense(st, "language_model.model.embed_tokens.weight", "", opts.storage);
   check_linear_shape(*m->embed, c.vocab_size, c.hidden_size, "language_model.model.embed_tokens.weight");
-  m->lm_head = load_dense(st, "language_model.lm_head.weight", "", opts.storage);
+  m->lm_head = opts.head == HeadFormat::Int4 ? load_head_int4(st, "language_model.lm_head.weight")
+                                             : load_dense(st, "language_model.lm_head.weight", "", opts.storage);
   check_linear_shape(*m->lm_head, c.vocab_size, c.hidden_size, "language_model.lm_head.weight");
   m->final_norm[0] = load_vector(st, "language_model.model.norm.weight", c.hidden_size);
   m->final_norm[1] = load_vector(st, "language_model.model.norm_moe_gen.weight", c.hidden_size);

@@ -143,6 +143,16 @@ enum class WeightStorage { F32, BF16 };
 // Supplies a target linear itself (quantized checkpoints), or returns nullptr to load "<name>.weight".
 using LinearFactory = std::function<std::unique_ptr<LinearWeights>(const model::LinearSpec&)>;
 
+// How the lm_head runs (LoadOptions::head).
+//   Stored: as the checkpoint holds it, in `storage` (quantized checkpoints keep it in bf16, as
+//           AutoAWQ and compressed-tensors do).
+//   Int4:   quantized at load time to asymmetric INT4 g64 by round-to-nearest (bf16 scales) and run
+//           by the fused 4-bit kernel: the head is the largest single matrix (vocab x hidden, 0.62 GB
+//           in bf16 at Lance's size) and decoding reads it whole for every token. An opt-in
+//           trade of a little accuracy for speed, like llama.cpp's quantized output tensor.
+enum class HeadFormat { Stored, Int4 };
+HeadFormat parse_head_format(const std::string& text);  // "stored" | "bf16" (= stored) | "int4"
+
 struct LoadOptions {
   WeightStorage storage = WeightStorage::F32;
   int num_layers = -1;  // load only the first N layers (benchmarks); -1 = all
@@ -154,6 +164,7 @@ struct LoadOptions {
   // this process's resident set; the page cache keeps them while memory allows), so a forward over a
   // checkpoint larger than RAM holds about one layer of borrowed weights. A later read faults them back.
   bool release_layer_pages = false;
+  HeadFormat head = HeadFormat::Stored;
 };
 
 class Engine {

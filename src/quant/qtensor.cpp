@@ -61,6 +61,19 @@ float round_to_scale_dtype(float x, ScaleDType dtype) {
 float e2m1_value(uint8_t nibble) { return num::e2m1_to_f32(nibble); }
 float e4m3_value(uint8_t byte) { return num::e4m3_to_f32(byte); }
 
+QTensor QTensor::integer(Scheme scheme, int64_t out, int64_t in, int64_t group, ScaleDType scale_dtype) {
+  QTensor qt;
+  qt.scheme = scheme;
+  qt.out = out;
+  qt.in = in;
+  qt.group = group;
+  qt.scale_dtype = scale_dtype;
+  qt.codes.resize(size_t(out * in));
+  qt.scales.resize(size_t(out * (group > 0 ? in / group : 0)));
+  qt.zeros.resize(qt.scales.size());
+  return qt;
+}
+
 void QTensor::validate(const std::string& where) const {
   if (out <= 0 || in <= 0) fail(where, "empty quantized tensor shape");
   if (scheme == Scheme::NvFp4 && group != 16) fail(where, "NVFP4 needs group 16, got " + std::to_string(group));

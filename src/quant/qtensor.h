@@ -55,6 +55,9 @@ struct QTensor {
   std::vector<uint8_t> block_scales;  // [out][in/16], E4M3 bytes
   float tensor_scale = 1.0f;
 
+  // An integer-scheme tensor of this shape with zeroed codes, scales and zero points.
+  static QTensor integer(Scheme scheme, int64_t out, int64_t in, int64_t group, ScaleDType scale_dtype);
+
   int64_t groups_per_row() const { return group > 0 ? in / group : 0; }
   int64_t numel() const { return out * in; }
 

@@ -187,15 +187,7 @@ RtnGroup rtn_group_reference(const float* w, int64_t n, const RtnParams& p, floa
 
 QTensor quantize_rtn(const float* w, int64_t out, int64_t in, const RtnParams& p, const float* clip_ratios) {
   check_args(out, in, p);
-  QTensor qt;
-  qt.scheme = p.scheme;
-  qt.out = out;
-  qt.in = in;
-  qt.group = p.group;
-  qt.scale_dtype = p.scale_dtype;
-  qt.codes.resize(size_t(out * in));
-  qt.scales.resize(size_t(out * (in / p.group)));
-  qt.zeros.resize(qt.scales.size());
+  QTensor qt = QTensor::integer(p.scheme, out, in, p.group, p.scale_dtype);
   run_rows<false>(RowJob{w, in, &p, clip_ratios, &qt, nullptr}, out);
   return qt;
 }

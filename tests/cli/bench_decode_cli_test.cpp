@@ -30,7 +30,7 @@ TEST(BenchDecodeCli, LanceMiniAgainstItsInt4Checkpoint) {
             0)
       << out;
   ASSERT_EQ(run_command(exe() + " bench decode " + lq::test::lance_mini_dir() + " " + quant +
-                            " --prompt-tokens 4 --decode-tokens 3 --json 2>/dev/null",
+                            " --prompt-tokens 4 --decode-tokens 3 --quant-head stored,int4 --json 2>/dev/null",
                         &out),
             0)
       << out;
@@ -55,6 +55,14 @@ TEST(BenchDecodeCli, LanceMiniAgainstItsInt4Checkpoint) {
   EXPECT_LT(q.at("layer_weight_bytes").get<double>() * 3, base.at("layer_weight_bytes").get<double>());
   EXPECT_NEAR(j.at("decode_speedup").get<double>(),
               q.at("decode_tokens_per_s").get<double>() / base.at("decode_tokens_per_s").get<double>(), 1e-9);
+  // One quantized run per --quant-head entry, in order; the int4 head is quantized at load.
+  const auto& runs = j.at("quantized_runs");
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0].at("head"), "stored");
+  EXPECT_EQ(runs[1].at("head"), "int4");
+  EXPECT_EQ(runs[1].at("generated").size(), 3u);
+  EXPECT_NEAR(runs[1].at("decode_speedup").get<double>(),
+              runs[1].at("decode_tokens_per_s").get<double>() / base.at("decode_tokens_per_s").get<double>(), 1e-9);
 }
 
 TEST(BenchDecodeCli, MissingDirectoryIsNamed) {
