@@ -123,7 +123,6 @@ double read_bandwidth(const std::vector<uint64_t>& buf) {
       const double s = std::chrono::duration<double>(Clock::now() - t0).count();
       for (uint64_t v : partial) sink = sink + v;
       best = std::max(best, double(bytes) / s);
-      if (std::getenv("LQ_PROBE_VERBOSE")) std::fprintf(stderr, "probe %d streams ahead %zu: %.2f GB/s\n", pat.streams, pat.ahead, double(bytes) / s / 1e9);
     }
   return best;
 }
