@@ -88,8 +88,7 @@ nlohmann::json measure(const std::string& dir, const Options& o, fwd::HeadFormat
   fwd::KvCache cache;
   const int64_t N = o.prompt_tokens;
   const auto t0 = Clock::now();
-  auto normed = e.forward(fwd::text_chunk(e, ids, fwd::text_positions(N), {{N, fwd::SplitMode::Causal}}), &cache,
-                          fwd::CacheWrite::Append);
+  auto normed = bench::feed_text(e, ids, 0, cache);
   auto logits = e.logits(normed.data() + (N - 1) * c.hidden_size, 1);
   const double prefill_s = seconds(t0, Clock::now());
   double decode_s = 0.0, head_s = 0.0;
@@ -98,8 +97,7 @@ nlohmann::json measure(const std::string& dir, const Options& o, fwd::HeadFormat
     const int32_t next = fwd::argmax_masked(logits.data(), int64_t(logits.size()), c.len_tokenizer);
     generated.push_back(next);
     const auto a = Clock::now();
-    normed = e.forward(fwd::text_chunk(e, {next}, fwd::text_positions(1, int32_t(N + d)), {{1, fwd::SplitMode::Causal}}),
-                       &cache, fwd::CacheWrite::Append);
+    normed = bench::feed_text(e, {next}, N + d, cache);
     const auto b = Clock::now();
     logits = e.logits(normed.data(), 1);
     const auto z = Clock::now();

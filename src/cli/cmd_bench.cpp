@@ -192,8 +192,7 @@ int bench_forward(const Args& args) {
   fwd::KvCache cache;
   const int64_t N = o.prompt_tokens;
   const auto t0 = Clock::now();
-  auto normed = e.forward(fwd::text_chunk(e, ids, fwd::text_positions(N), {{N, fwd::SplitMode::Causal}}), &cache,
-                          fwd::CacheWrite::Append);
+  auto normed = bench::feed_text(e, ids, 0, cache);
   auto logits = e.logits(normed.data() + (N - 1) * c.hidden_size, 1);
   const double prefill_s = seconds(t0, Clock::now());
   const double prefill_flops = 2.0 * double(und_params) * N + 2.0 * double(head_params) +
@@ -205,8 +204,7 @@ int bench_forward(const Args& args) {
   for (int64_t d = 0; d < o.decode_tokens; ++d) {
     const int32_t next = fwd::argmax_masked(logits.data(), int64_t(logits.size()), c.len_tokenizer);
     const int64_t pos = N + d;
-    normed = e.forward(fwd::text_chunk(e, {next}, fwd::text_positions(1, int32_t(pos)), {{1, fwd::SplitMode::Causal}}),
-                       &cache, fwd::CacheWrite::Append);
+    normed = bench::feed_text(e, {next}, pos, cache);
     logits = e.logits(normed.data(), 1);
     decode_flops += 2.0 * double(und_params + head_params) + attn_flops_per_key * double(pos + 1);
   }

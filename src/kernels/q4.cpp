@@ -324,25 +324,6 @@ constexpr int64_t kPrefetchRows = 3;    // code streams: this many rows ahead of
 constexpr int64_t kPrefetchScales = 4;  // scale and zero-point streams: this many rows ahead
 constexpr int kRowBlock = 2;            // rows per block (2 and 4 measured alike; 2 keeps all in registers)
 
-// The zero-point terms s_g z_g xs_g of the 8 groups from `g` of one row and token, as 8 lanes. The
-// chunked Int4 kernels subtract them from an accumulator every 8 groups, inside the group loop (the
-// scales are in cache, no second pass over the row); the last G % 8 groups are corrected after the
-// horizontal sum (zero_tail).
-LQ_AVX2 inline __m256 zero_terms8(const float* s, const uint8_t* z, const float* xs) {
-  const __m256 zf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z))));
-  return _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(s), zf), _mm256_loadu_ps(xs));
-}
-
-// sum of s_g z_g xs_g over the groups [G / 8 * 8, G) of row o (what zero_terms8 did not cover).
-inline float zero_tail(const Q4Matrix& w, int64_t o, const float* xs_t) {
-  const int64_t G = w.groups_per_row();
-  const float* s = w.scales.data() + o * G;
-  const uint8_t* z = w.zeros.data() + o * G;
-  float c = 0.0f;
-  for (int64_t g = G / 8 * 8; g < G; ++g) c += (s[g] * float(z[g])) * xs_t[g];
-  return c;
-}
-
 // Int4 with group % 64 == 0 (g64, g128, ...): whole chunks per group and one activation scale per
 // chunk. The two blocks' int16 pair sums are added before widening (at most 2 * 3810, no overflow),
 // so a chunk costs one madd, one convert and one FMA (by the activation scale) per token; the
@@ -358,12 +339,10 @@ LQ_AVX2 void int4_row_dots_chunked(const Q4Matrix& w, const Q8Acts& a, int64_t o
   const uint8_t* z = w.zeros.data() + o * G;
   const int8_t* xq[NT];
   const float* d[NT];
-  const float* xs[NT];
   __m256 total[NT][NA];
   for (int t = 0; t < NT; ++t) {
     xq[t] = a.q.data() + (t0 + t) * a.stride;
     d[t] = a.d.data() + (t0 + t) * a.blocks;
-    xs[t] = a.xs.data() + (t0 + t) * G;
     for (int k = 0; k < NA; ++k) total[t][k] = _mm256_setzero_ps();
   }
   // The chunk at p for token t: the 8 int32 lanes of its dot product, as f32.
@@ -382,8 +361,6 @@ LQ_AVX2 void int4_row_dots_chunked(const Q4Matrix& w, const Q8Acts& a, int64_t o
     _mm_prefetch(reinterpret_cast<const char*>(p + pf), _MM_HINT_T0);
     if ((g & 15) == 0) _mm_prefetch(reinterpret_cast<const char*>(s + g + kPrefetchScales * G), _MM_HINT_T0);
     if ((g & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(z + g + kPrefetchScales * G), _MM_HINT_T0);
-    if ((g & 7) == 0 && g + 8 <= G)
-      for (int t = 0; t < NT; ++t) total[t][k] = _mm256_sub_ps(total[t][k], zero_terms8(s + g, z + g, xs[t] + g));
     const __m256 sg = _mm256_broadcast_ss(s + g);
     if (cpg == 1) {  // g64: total += dot * (d * s), the scale product off the accumulation chain
       for (int t = 0; t < NT; ++t) {
@@ -419,9 +396,10 @@ LQ_AVX2 void int4_row_dots_chunked(const Q4Matrix& w, const Q8Acts& a, int64_t o
 // and its scale are loaded once for all R rows, and the R rows' code streams are read side by
 // side, each with a software prefetch kPrefetchRows rows ahead (the hardware prefetcher alone left
 // the batch-1 kernel at about 60% of the read bandwidth); the scale streams are prefetched too.
-// The zero points are corrected after the row (zero_correction_avx2): inside the loop their terms
-// made the R rows' accumulators spill (batch 1 ran 1.6x slower). Each row's dot product uses the
-// operations of int4_row_dots_chunked<1, CPG> in the same order (even / odd group accumulators).
+// The zero points are corrected after the row (zero_correction_avx2, as for the other kernels):
+// inside the loop their terms made the R rows' accumulators spill (batch 1 ran 1.6x slower). Each
+// row's dot product uses the operations of int4_row_dots_chunked<1, CPG> in the same order (even /
+// odd group accumulators), so results do not depend on how rows were blocked.
 template <int R, int CPG>
 LQ_AVX2 void int4_rows_chunked(const Q4Matrix& w, const Q8Acts& a, int64_t o, float* out) {
   const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
@@ -657,8 +635,7 @@ LQ_AVX2 void int8_rows(const Q8Acts& a, const Q4Matrix& w, const float* bias, fl
       if (nt == 2) row_dots_of<K, 2>(w, a, o, t, dots);
       if (nt == 1) row_dots_of<K, 1>(w, a, o, t, dots);
       for (int64_t k = 0; k < nt; ++k) {
-        const float* xs_t = a.xs.data() + (t + k) * G;
-        const float corr = K == RowKernel::Int4Halves ? zero_correction_avx2(w, o, xs_t) : kInt4 ? zero_tail(w, o, xs_t) : 0.0f;
+        const float corr = kInt4 ? zero_correction_avx2(w, o, a.xs.data() + (t + k) * G) : 0.0f;
         y[(t + k) * w.rows + o] = dots[k] - corr + (bias ? bias[o] : 0.0f);
       }
     }
