@@ -184,7 +184,7 @@ Weights make_weights(Kind kind, Shape s, int64_t working_set_bytes, std::mt19937
     m = kernels::pack_nvfp4(s.out, s.in, codes.data(), bs.data(), 1e-3f);
   } else {
     const int64_t g = kind == Kind::Int4G64 ? 64 : 128;
-    std::vector<float> sc(numel / size_t(g), 0.01f);
+    std::vector<float> sc(numel / size_t(g), num::bf16_to_f32(num::f32_to_bf16(0.01f)));  // bf16, as files store
     std::vector<uint8_t> z(numel / size_t(g));
     for (auto& v : z) v = uint8_t(rng() % 16);
     m = kernels::pack_int4(s.out, s.in, g, codes.data(), sc.data(), z.data());

@@ -45,6 +45,9 @@ constexpr int64_t kChunk = 64;  // codes per packed chunk (32 bytes): byte j = e
 constexpr int64_t kActBlock = 64;  // inputs per activation block (one int8 scale): one chunk
 constexpr int64_t kBlock = 32;  // inputs per code block (one 32-byte vector of codes: half a chunk)
 constexpr int64_t kHalf = 16;   // inputs per 128-bit lane of a code block (the finest weight group)
+constexpr int64_t kLaneRows = 8;    // Lanes layout: rows per block (one per 32-bit lane)
+constexpr int64_t kStep = 8;        // Lanes layout: inputs per step
+constexpr int64_t kStepBytes = 32;  // Lanes layout: bytes per step (8 rows x 4 bytes)
 
 // Token counts up to this use int8 activations; above, the dequantized blocks + dense f32 GEMM.
 // Measured on a 2-core AVX2 EPYC (lance-quant bench kernels): the int8 path is faster up to here.
@@ -59,6 +62,9 @@ constexpr float kTinyBlock = 1e-30f;
 constexpr int8_t kTwiceE2m1[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 void check_codes(int64_t rows, int64_t cols, const uint8_t* codes, const char* where) {
+  uint8_t any = 0;  // a branch-free pass first (load time): the message search only on failure
+  for (int64_t k = 0; k < rows * cols; ++k) any |= codes[k];
+  if (any <= 15) return;
   for (int64_t k = 0; k < rows * cols; ++k)
     if (codes[k] > 15)
       fail(where, "code " + std::to_string(codes[k]) + " at row " + std::to_string(k / cols) + ", column " +
@@ -88,15 +94,69 @@ std::vector<uint8_t> pack_codes(int64_t rows, int64_t cols, const uint8_t* codes
   return packed;
 }
 
+// Packs unpacked codes into the Lanes layout of q4.h (cols % 8 == 0; the last block's missing
+// rows padded with code 0). Blocks are independent: packed in parallel (load time).
+std::vector<uint8_t> pack_lanes(int64_t rows, int64_t cols, const uint8_t* codes) {
+  const int64_t blocks = (rows + kLaneRows - 1) / kLaneRows, block_bytes = cols * 4;
+  std::vector<uint8_t> packed(size_t(blocks * block_bytes), 0);
+  parallel_for(blocks, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b)
+      for (int64_t r = 0; r < kLaneRows && b * kLaneRows + r < rows; ++r) {
+        const uint8_t* src = codes + (b * kLaneRows + r) * cols;
+        uint8_t* dst = packed.data() + b * block_bytes + 4 * r;
+        for (int64_t j = 0; j < cols / kStep; ++j, src += kStep, dst += kStepBytes)
+          for (int k = 0; k < 4; ++k) dst[k] = uint8_t(src[k] | src[k + 4] << 4);
+      }
+  });
+  return packed;
+}
+
+// The narrowest Lanes scale storage that holds every scale exactly (bf16, then f16, else f32).
+LaneScale lane_scale_for(const float* scales, size_t n) {
+  bool bf16 = true, f16 = true;
+  for (size_t k = 0; k < n && (bf16 || f16); ++k) {
+    const float v = scales[k];
+    bf16 = bf16 && num::bf16_to_f32(num::f32_to_bf16(v)) == v;
+    f16 = f16 && num::f16_to_f32(num::f32_to_f16(v)) == v;
+  }
+  return bf16 ? LaneScale::BF16 : f16 ? LaneScale::F16 : LaneScale::F32;
+}
+
+// Scales and zero points [rows][G] into the Lanes order [blocks][G][8] (padding rows: 0).
+void pack_lane_groups(Q4Matrix& m, const float* scales, const uint8_t* zeros) {
+  const int64_t G = m.groups_per_row(), blocks = m.row_blocks();
+  const size_t ng = size_t(m.rows * G);
+  m.lane_scale = lane_scale_for(scales, ng);
+  const int64_t sb = m.lane_scale_bytes();
+  m.lane_scales.assign(size_t(blocks * G * kLaneRows * sb), 0);
+  m.zeros.assign(size_t(blocks * G * kLaneRows), 0);
+  for (int64_t o = 0; o < m.rows; ++o)
+    for (int64_t g = 0; g < G; ++g) {
+      const size_t k = size_t((o / kLaneRows * G + g) * kLaneRows + o % kLaneRows);
+      const float v = scales[o * G + g];
+      m.zeros[k] = zeros[o * G + g];
+      uint8_t* dst = m.lane_scales.data() + k * size_t(sb);
+      if (m.lane_scale == LaneScale::F32) {
+        std::memcpy(dst, &v, 4);
+      } else {
+        const uint16_t h = m.lane_scale == LaneScale::BF16 ? num::f32_to_bf16(v) : num::f32_to_f16(v);
+        std::memcpy(dst, &h, 2);
+      }
+    }
+}
+
 void validate_call(const float* x, int64_t n, const Q4Matrix& w, const float* y) {
   if (n < 0) fail("q4_linear", "negative token count " + std::to_string(n));
   if (n > 0 && w.cols > 0 && !x) fail("q4_linear", "input x is null");
   if (n > 0 && w.rows > 0 && !y) fail("q4_linear", "output y is null");
-  const int64_t ng = w.rows * w.groups_per_row();
-  const bool int4_ok = int64_t(w.scales.size()) == ng && int64_t(w.zeros.size()) == ng;
-  const bool nvfp4_ok = w.group == 16 && int64_t(w.block_scales.size()) == ng && w.scale_lut.size() == 256;
-  if (int64_t(w.packed.size()) != w.rows * w.bytes_per_row() ||
-      !(w.scheme == Q4Scheme::Int4 ? int4_ok : nvfp4_ok))
+  const int64_t ng = w.rows * w.groups_per_row(), lane_ng = w.row_blocks() * kLaneRows * w.groups_per_row();
+  const bool lanes = w.layout == Q4Layout::Lanes;
+  const bool int4_ok = lanes ? w.group % kChunk == 0 && int64_t(w.zeros.size()) == lane_ng &&
+                                   int64_t(w.lane_scales.size()) == lane_ng * w.lane_scale_bytes()
+                             : int64_t(w.scales.size()) == ng && int64_t(w.zeros.size()) == ng;
+  const bool nvfp4_ok = !lanes && w.group == 16 && int64_t(w.block_scales.size()) == ng && w.scale_lut.size() == 256;
+  const int64_t code_bytes = lanes ? w.row_blocks() * w.cols * 4 : w.rows * w.bytes_per_row();
+  if (int64_t(w.packed.size()) != code_bytes || !(w.scheme == Q4Scheme::Int4 ? int4_ok : nvfp4_ok))
     fail("q4_linear", "inconsistent Q4Matrix (built outside pack_int4 / pack_nvfp4?)");
 }
 
@@ -118,7 +178,8 @@ struct Q8Acts {
   int64_t blocks = 0;       // stride / kActBlock
   std::vector<int8_t> q;    // [n][stride]
   std::vector<float> d;     // [n][blocks]
-  std::vector<float> xs;    // Int4 only: [n][groups] sum_{i in g} x^_i
+  std::vector<float> xs;    // Int4 Rows only: [n][groups] sum_{i in g} x^_i
+  std::vector<int32_t> qs;  // Int4 Lanes only: [n][blocks] sum of the block's int8 values
 };
 
 Q8Acts q8_layout(int64_t n, int64_t cols) {
@@ -172,6 +233,27 @@ void group_sums(Q8Acts& a, int64_t group) {
     }
 }
 
+// Per activation block, the exact sum of its int8 values (the Lanes layout's zero-point term).
+void block_sums(Q8Acts& a) {
+  a.qs.assign(size_t(a.n * a.blocks), 0);
+  for (int64_t t = 0; t < a.n; ++t)
+    for (int64_t b = 0; b < a.blocks; ++b) {
+      const int8_t* q = a.q.data() + t * a.stride + b * kActBlock;
+      int32_t s = 0;
+      for (int64_t i = 0; i < kActBlock; ++i) s += q[i];
+      a.qs[size_t(t * a.blocks + b)] = s;
+    }
+}
+
+// What the Int4 path of a matrix needs beyond the int8 values: group sums (Rows) or block sums (Lanes).
+void prepare_int4(Q8Acts& a, const Q4Matrix& w) {
+  if (w.scheme != Q4Scheme::Int4) return;
+  if (w.layout == Q4Layout::Lanes)
+    block_sums(a);
+  else
+    group_sums(a, w.group);
+}
+
 Q8Acts quantize_scalar(const float* x, int64_t n, int64_t cols) {
   Q8Acts a = q8_layout(n, cols);
   for (int64_t t = 0; t < n; ++t)
@@ -185,8 +267,8 @@ Q8Acts quantize_scalar(const float* x, int64_t n, int64_t cols) {
 
 // The f32 scale of the half-block group holding input i of row o: s (Int4) or bs / 2 (NvFp4).
 inline float half_scale(const Q4Matrix& w, int64_t o, int64_t i) {
-  const size_t g = size_t(o * w.groups_per_row() + i / w.group);
-  return w.scheme == Q4Scheme::Int4 ? w.scales[g] : w.scale_lut[w.block_scales[g]];
+  if (w.scheme == Q4Scheme::Int4) return w.group_scale(o, i / w.group);
+  return w.scale_lut[w.block_scales[size_t(o * w.groups_per_row() + i / w.group)]];
 }
 
 // The integer multiplier of code q: q itself (Int4) or 2 e2m1(q) (NvFp4).
@@ -195,11 +277,8 @@ inline int code_value(const Q4Matrix& w, int q) { return w.scheme == Q4Scheme::I
 // sum_g (s_g z_g) * xs_g of row o for one token (zero when the scheme has no zero points).
 float zero_correction_scalar(const Q4Matrix& w, int64_t o, const float* xs_t) {
   if (w.scheme != Q4Scheme::Int4) return 0.0f;
-  const int64_t G = w.groups_per_row();
-  const float* s = w.scales.data() + o * G;
-  const uint8_t* z = w.zeros.data() + o * G;
   float c = 0.0f;
-  for (int64_t g = 0; g < G; ++g) c += (s[g] * float(z[g])) * xs_t[g];
+  for (int64_t g = 0; g < w.groups_per_row(); ++g) c += (w.group_scale(o, g) * float(w.group_zero(o, g))) * xs_t[g];
   return c;
 }
 
@@ -322,149 +401,6 @@ LQ_AVX2 inline __m256i block_dot(__m256i mag, __m256i val, const int8_t* xq) {
 // 60% of the read bandwidth on the 2-core EPYC; prefetching a few rows ahead fixed that.
 constexpr int64_t kPrefetchRows = 3;    // code streams: this many rows ahead of each row read
 constexpr int64_t kPrefetchScales = 4;  // scale and zero-point streams: this many rows ahead
-constexpr int kRowBlock = 2;            // rows per block (2 and 4 measured alike; 2 keeps all in registers)
-
-// Int4 with group % 64 == 0 (g64, g128, ...): whole chunks per group and one activation scale per
-// chunk. The two blocks' int16 pair sums are added before widening (at most 2 * 3810, no overflow),
-// so a chunk costs one madd, one convert and one FMA (by the activation scale) per token; the
-// group's weight scale multiplies the group sum once. CPG: chunks per group when known at compile
-// time (g64: 1, g128: 2), 0 = read from the matrix.
-template <int NT, int CPG>
-LQ_AVX2 void int4_row_dots_chunked(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64_t t0, float* out) {
-  constexpr int NA = NT <= 2 ? 2 : 1;  // accumulators per token (even / odd groups): FMA chains
-  const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-  const uint8_t* p = w.packed.data() + o * w.bytes_per_row();
-  const int64_t G = w.groups_per_row(), cpg = CPG > 0 ? CPG : w.group / kChunk;
-  const float* s = w.scales.data() + o * G;
-  const uint8_t* z = w.zeros.data() + o * G;
-  const int8_t* xq[NT];
-  const float* d[NT];
-  __m256 total[NT][NA];
-  for (int t = 0; t < NT; ++t) {
-    xq[t] = a.q.data() + (t0 + t) * a.stride;
-    d[t] = a.d.data() + (t0 + t) * a.blocks;
-    for (int k = 0; k < NA; ++k) total[t][k] = _mm256_setzero_ps();
-  }
-  // The chunk at p for token t: the 8 int32 lanes of its dot product, as f32.
-  auto chunk_dot = [&](int t) LQ_AVX2 {
-    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    const __m256i lo = _mm256_and_si256(bytes, low4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
-    const __m256i pairs = _mm256_add_epi16(
-        _mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t]))),
-        _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[t] + kBlock))));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-  };
-  // Group g into the accumulators tot[NT] (even and odd groups alternate between two sets when
-  // NA == 2, so consecutive groups do not wait on each other's FMA).
-  const int64_t pf = kPrefetchRows * w.bytes_per_row();
-  auto group = [&](int64_t g, int k) LQ_AVX2 {
-    _mm_prefetch(reinterpret_cast<const char*>(p + pf), _MM_HINT_T0);
-    if ((g & 15) == 0) _mm_prefetch(reinterpret_cast<const char*>(s + g + kPrefetchScales * G), _MM_HINT_T0);
-    if ((g & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(z + g + kPrefetchScales * G), _MM_HINT_T0);
-    const __m256 sg = _mm256_broadcast_ss(s + g);
-    if (cpg == 1) {  // g64: total += dot * (d * s), the scale product off the accumulation chain
-      for (int t = 0; t < NT; ++t) {
-        total[t][k] = _mm256_fmadd_ps(chunk_dot(t), _mm256_mul_ps(_mm256_broadcast_ss(d[t]), sg), total[t][k]);
-        xq[t] += kChunk;
-        d[t] += 1;
-      }
-      p += kChunk / 2;
-      return;
-    }
-    __m256 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < cpg; ++c) {
-      for (int t = 0; t < NT; ++t) {
-        acc[t] = _mm256_fmadd_ps(chunk_dot(t), _mm256_broadcast_ss(d[t]), acc[t]);
-        xq[t] += kChunk;
-        d[t] += 1;
-      }
-      p += kChunk / 2;
-    }
-    for (int t = 0; t < NT; ++t) total[t][k] = _mm256_fmadd_ps(acc[t], sg, total[t][k]);
-  };
-  int64_t g = 0;
-  for (; g + 2 <= G; g += 2) {
-    group(g, 0);
-    group(g + 1, NA - 1);
-  }
-  if (g < G) group(g, 0);
-  for (int t = 0; t < NT; ++t) out[t] = hsum(NA == 2 ? _mm256_add_ps(total[t][0], total[t][NA - 1]) : total[t][0]);
-}
-
-// One token, R rows at once (batch-1 decoding, Int4 with group % 64 == 0): the token's int8 chunk
-// and its scale are loaded once for all R rows, and the R rows' code streams are read side by
-// side, each with a software prefetch kPrefetchRows rows ahead (the hardware prefetcher alone left
-// the batch-1 kernel at about 60% of the read bandwidth); the scale streams are prefetched too.
-// The zero points are corrected after the row (zero_correction_avx2, as for the other kernels):
-// inside the loop their terms made the R rows' accumulators spill (batch 1 ran 1.6x slower). Each
-// row's dot product uses the operations of int4_row_dots_chunked<1, CPG> in the same order (even /
-// odd group accumulators), so results do not depend on how rows were blocked.
-template <int R, int CPG>
-LQ_AVX2 void int4_rows_chunked(const Q4Matrix& w, const Q8Acts& a, int64_t o, float* out) {
-  const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-  const int64_t G = w.groups_per_row(), cpg = CPG > 0 ? CPG : w.group / kChunk, row_bytes = w.bytes_per_row();
-  const uint8_t* p[R];
-  const float* s[R];
-  for (int r = 0; r < R; ++r) {
-    p[r] = w.packed.data() + (o + r) * row_bytes;
-    s[r] = w.scales.data() + (o + r) * G;
-  }
-  const uint8_t* zeros_ahead = w.zeros.data() + (o + kPrefetchScales) * G;
-  const float* scales_ahead = w.scales.data() + (o + kPrefetchScales) * G;
-  const int8_t* xq = a.q.data();
-  const float* d = a.d.data();
-  __m256 total[R][2];
-  for (int r = 0; r < R; ++r) total[r][0] = total[r][1] = _mm256_setzero_ps();
-  const int64_t pf = kPrefetchRows * row_bytes;
-  auto chunk_dot = [&](const uint8_t* q, __m256i xlo, __m256i xhi) LQ_AVX2 {
-    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q));
-    const __m256i lo = _mm256_and_si256(bytes, low4), hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
-    const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-  };
-  auto group = [&](int64_t g, int k) LQ_AVX2 {
-    for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(p[r] + pf), _MM_HINT_T0);
-    if ((g & 15) == 0)  // per row: one 64-byte line of scales per 16 groups (and of zero points, 64 groups)
-      for (int r = 0; r < R; ++r) {
-        _mm_prefetch(reinterpret_cast<const char*>(scales_ahead + r * G + g), _MM_HINT_T0);
-        if ((g & 63) == 0) _mm_prefetch(reinterpret_cast<const char*>(zeros_ahead + r * G + g), _MM_HINT_T0);
-      }
-    if (cpg == 1) {
-      const __m256i xlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
-      const __m256i xhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + kBlock));
-      const __m256 dg = _mm256_broadcast_ss(d);
-      for (int r = 0; r < R; ++r) {
-        total[r][k] = _mm256_fmadd_ps(chunk_dot(p[r], xlo, xhi), _mm256_mul_ps(dg, _mm256_broadcast_ss(s[r] + g)), total[r][k]);
-        p[r] += kChunk / 2;
-      }
-      xq += kChunk;
-      d += 1;
-      return;
-    }
-    __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < cpg; ++c) {
-      const __m256i xlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
-      const __m256i xhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + kBlock));
-      const __m256 dg = _mm256_broadcast_ss(d);
-      for (int r = 0; r < R; ++r) {
-        acc[r] = _mm256_fmadd_ps(chunk_dot(p[r], xlo, xhi), dg, acc[r]);
-        p[r] += kChunk / 2;
-      }
-      xq += kChunk;
-      d += 1;
-    }
-    for (int r = 0; r < R; ++r) total[r][k] = _mm256_fmadd_ps(acc[r], _mm256_broadcast_ss(s[r] + g), total[r][k]);
-  };
-  int64_t g = 0;
-  for (; g + 2 <= G; g += 2) {
-    group(g, 0);
-    group(g + 1, 1);
-  }
-  if (g < G) group(g, 0);
-  for (int r = 0; r < R; ++r) out[r] = hsum(_mm256_add_ps(total[r][0], total[r][1]));
-}
 
 // Per chunk and token: (f_lo * ws_lo + f_hi * ws_hi) * d, with ws the 8-lane weight scales of each
 // code block (per 16-input lane half) and d the chunk's activation scale.
@@ -574,21 +510,11 @@ LQ_AVX2 void nvfp4_row_dots(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64
   for (int t = 0; t < NT; ++t) out[t] = hsum(NT <= 2 ? _mm256_add_ps(even[t], odd[t]) : even[t]);
 }
 
-// Which row kernel a matrix uses.
-enum class RowKernel { Int4G64, Int4G128, Int4Chunked, Int4Halves, NvFp4 };
-
-RowKernel row_kernel(const Q4Matrix& w) {
-  if (w.scheme == Q4Scheme::NvFp4) return RowKernel::NvFp4;
-  if (w.group == 64) return RowKernel::Int4G64;
-  if (w.group == 128) return RowKernel::Int4G128;
-  return w.group % kChunk == 0 ? RowKernel::Int4Chunked : RowKernel::Int4Halves;
-}
+// Which row kernel a Rows-layout matrix uses.
+enum class RowKernel { Int4Halves, NvFp4 };
 
 template <RowKernel K, int NT>
 LQ_AVX2 void row_dots_of(const Q4Matrix& w, const Q8Acts& a, int64_t o, int64_t t0, float* out) {
-  if constexpr (K == RowKernel::Int4G64) int4_row_dots_chunked<NT, 1>(w, a, o, t0, out);
-  if constexpr (K == RowKernel::Int4G128) int4_row_dots_chunked<NT, 2>(w, a, o, t0, out);
-  if constexpr (K == RowKernel::Int4Chunked) int4_row_dots_chunked<NT, 0>(w, a, o, t0, out);
   if constexpr (K == RowKernel::Int4Halves) int4_row_dots_halves<NT>(w, a, o, t0, out);
   if constexpr (K == RowKernel::NvFp4) nvfp4_row_dots<NT>(w, a, o, t0, out);
 }
@@ -614,20 +540,7 @@ LQ_AVX2 void int8_rows(const Q8Acts& a, const Q4Matrix& w, const float* bias, fl
   constexpr bool kInt4 = K != RowKernel::NvFp4;
   const int64_t G = w.groups_per_row();
   float dots[4];
-  int64_t o = r0;
-  if constexpr (K == RowKernel::Int4G64 || K == RowKernel::Int4G128 || K == RowKernel::Int4Chunked) {
-    constexpr int kCpg = K == RowKernel::Int4G64 ? 1 : K == RowKernel::Int4G128 ? 2 : 0;
-    auto finish = [&](int64_t rows) {
-      for (int64_t k = 0; k < rows; ++k)
-        y[o + k] = dots[k] - zero_correction_avx2(w, o + k, a.xs.data()) + (bias ? bias[o + k] : 0.0f);
-    };
-    if (a.n == 1)  // batch 1: rows in blocks (int4_rows_chunked)
-      for (; o + kRowBlock <= r1; o += kRowBlock) {
-        int4_rows_chunked<kRowBlock, kCpg>(w, a, o, dots);
-        finish(kRowBlock);
-      }
-  }
-  for (; o < r1; ++o) {
+  for (int64_t o = r0; o < r1; ++o) {
     for (int64_t t = 0; t < a.n; t += 4) {
       const int64_t nt = std::min<int64_t>(4, a.n - t);
       if (nt == 4) row_dots_of<K, 4>(w, a, o, t, dots);
@@ -643,12 +556,178 @@ LQ_AVX2 void int8_rows(const Q8Acts& a, const Q4Matrix& w, const float* bias, fl
 }
 
 void int8_rows_dispatch(const Q8Acts& a, const Q4Matrix& w, const float* bias, float* y, int64_t r0, int64_t r1) {
-  switch (row_kernel(w)) {
-    case RowKernel::Int4G64: return int8_rows<RowKernel::Int4G64>(a, w, bias, y, r0, r1);
-    case RowKernel::Int4G128: return int8_rows<RowKernel::Int4G128>(a, w, bias, y, r0, r1);
-    case RowKernel::Int4Chunked: return int8_rows<RowKernel::Int4Chunked>(a, w, bias, y, r0, r1);
-    case RowKernel::Int4Halves: return int8_rows<RowKernel::Int4Halves>(a, w, bias, y, r0, r1);
-    case RowKernel::NvFp4: return int8_rows<RowKernel::NvFp4>(a, w, bias, y, r0, r1);
+  if (w.scheme == Q4Scheme::NvFp4) return int8_rows<RowKernel::NvFp4>(a, w, bias, y, r0, r1);
+  return int8_rows<RowKernel::Int4Halves>(a, w, bias, y, r0, r1);
+}
+
+// ---- Lanes layout (Int4, group % 64 == 0) ----------------------------------------------------
+
+// The 8 rows' scales of group g of block b, as f32.
+LQ_AVX2 inline __m256 lane_scales8(const Q4Matrix& w, int64_t b, int64_t g) {
+  const uint8_t* p = w.lane_scales.data() + (b * w.groups_per_row() + g) * kLaneRows * w.lane_scale_bytes();
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  switch (w.lane_scale) {
+    case LaneScale::BF16: return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    case LaneScale::F16: return _mm256_cvtph_ps(h);
+    case LaneScale::F32: break;
+  }
+  return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
+}
+
+LQ_AVX2 inline __m256i broadcast4(const int8_t* x) {
+  int32_t v;
+  std::memcpy(&v, x, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// The dot products of S blocks (8 rows each, lane r = row r) with NT tokens t0 ..: out[s * NT + t].
+// Per step, a block's codes are loaded, masked and shifted once and multiply the broadcast of the
+// token's 4 + 4 int8 activations (maddubs: unsigned codes x signed activations, pairs summed in
+// int16). int16 lanes sum 4 steps (at most 4 x 2 x 2 x 15 x 127 = 30480) before one madd widens
+// them; per 64-input activation block the int32 dot loses z * sum(q) (the zero point, exact), is
+// converted and scaled by the activation scale; per group, by the 8 rows' weight scales. Every
+// (block, token) pair runs the same operations in the same order whatever S and NT are.
+// CPG: chunks of 64 inputs per group (1: g64, 2: g128, 0: read from the matrix).
+template <int CPG, int S, int NT>
+LQ_AVX2 void lanes_dots(const Q4Matrix& w, const Q8Acts& a, const int64_t* blocks, int64_t t0, __m256* out) {
+  const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  const int64_t G = w.groups_per_row(), cpg = CPG > 0 ? CPG : w.group / kChunk, block_bytes = w.cols * 4;
+  const uint8_t* p[S];
+  const uint8_t* z[S];
+  for (int s = 0; s < S; ++s) {
+    p[s] = w.packed.data() + blocks[s] * block_bytes;
+    z[s] = w.zeros.data() + blocks[s] * G * kLaneRows;
+  }
+  const int8_t* xq[NT];
+  const float* d[NT];
+  const int32_t* qs[NT];
+  __m256 total[S][NT];
+  for (int t = 0; t < NT; ++t) {
+    xq[t] = a.q.data() + (t0 + t) * a.stride;
+    d[t] = a.d.data() + (t0 + t) * a.blocks;
+    qs[t] = a.qs.data() + (t0 + t) * a.blocks;
+    for (int s = 0; s < S; ++s) total[s][t] = _mm256_setzero_ps();
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    __m256 gsum[S][NT];
+    for (int s = 0; s < S; ++s)
+      for (int t = 0; t < NT; ++t) gsum[s][t] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < cpg; ++c) {
+      __m256i dot[S][NT];
+      for (int half = 0; half < 2; ++half) {
+        __m256i acc[S][NT];
+        for (int s = 0; s < S; ++s)
+          for (int t = 0; t < NT; ++t) acc[s][t] = _mm256_setzero_si256();
+        for (int j = 0; j < 4; ++j) {
+          __m256i lo[S], hi[S];
+          for (int s = 0; s < S; ++s) {
+            const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[s]));
+            p[s] += kStepBytes;
+            lo[s] = _mm256_and_si256(bytes, low4);
+            hi[s] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
+          }
+          for (int t = 0; t < NT; ++t) {
+            const __m256i xl = broadcast4(xq[t]), xh = broadcast4(xq[t] + 4);
+            xq[t] += kStep;
+            for (int s = 0; s < S; ++s) {
+              acc[s][t] = _mm256_add_epi16(acc[s][t], _mm256_maddubs_epi16(lo[s], xl));
+              acc[s][t] = _mm256_add_epi16(acc[s][t], _mm256_maddubs_epi16(hi[s], xh));
+            }
+          }
+        }
+        for (int s = 0; s < S; ++s)
+          for (int t = 0; t < NT; ++t) {
+            const __m256i wide = _mm256_madd_epi16(acc[s][t], ones);
+            dot[s][t] = half == 0 ? wide : _mm256_add_epi32(dot[s][t], wide);
+          }
+      }
+      for (int t = 0; t < NT; ++t) {
+        const __m256i qsum = _mm256_set1_epi32(*qs[t]);
+        const __m256 dd = _mm256_broadcast_ss(d[t]);
+        ++qs[t];
+        ++d[t];
+        for (int s = 0; s < S; ++s) {
+          const __m256i zz = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z[s] + g * kLaneRows)));
+          const __m256i exact = _mm256_sub_epi32(dot[s][t], _mm256_mullo_epi32(zz, qsum));
+          gsum[s][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(exact), dd, gsum[s][t]);
+        }
+      }
+    }
+    for (int s = 0; s < S; ++s) {
+      const __m256 sc = lane_scales8(w, blocks[s], g);
+      for (int t = 0; t < NT; ++t) total[s][t] = _mm256_fmadd_ps(gsum[s][t], sc, total[s][t]);
+    }
+  }
+  for (int s = 0; s < S; ++s)
+    for (int t = 0; t < NT; ++t) out[s * NT + t] = total[s][t];
+}
+
+// y for token t and the valid rows of block b: the 8 lanes plus bias.
+LQ_AVX2 inline void store_lanes(const Q4Matrix& w, const float* bias, float* y, int64_t b, int64_t t, __m256 v) {
+  alignas(32) float lanes[kLaneRows];
+  _mm256_store_ps(lanes, v);
+  const int64_t o0 = b * kLaneRows, rows = std::min<int64_t>(kLaneRows, w.rows - o0);
+  float* yt = y + t * w.rows + o0;
+  for (int64_t r = 0; r < rows; ++r) yt[r] = lanes[r] + (bias ? bias[o0 + r] : 0.0f);
+}
+
+// Blocks [b0, b1), every token. Batch 1 pairs block i of the range's first half with block i of its
+// second half: two distant sequential streams per core.
+template <int CPG>
+LQ_AVX2 void lanes_rows(const Q8Acts& a, const Q4Matrix& w, const float* bias, float* y, int64_t b0, int64_t b1) {
+  __m256 out[4];
+  if (a.n == 1) {
+    const int64_t half = (b1 - b0) / 2;
+    for (int64_t i = 0; i < half; ++i) {
+      const int64_t pair[2] = {b0 + i, b0 + half + i};
+      lanes_dots<CPG, 2, 1>(w, a, pair, 0, out);
+      store_lanes(w, bias, y, pair[0], 0, out[0]);
+      store_lanes(w, bias, y, pair[1], 0, out[1]);
+    }
+    if ((b1 - b0) % 2 != 0) {
+      const int64_t last = b1 - 1;
+      lanes_dots<CPG, 1, 1>(w, a, &last, 0, out);
+      store_lanes(w, bias, y, last, 0, out[0]);
+    }
+    return;
+  }
+  for (int64_t b = b0; b < b1; ++b)
+    for (int64_t t = 0; t < a.n; t += 4) {
+      const int64_t nt = std::min<int64_t>(4, a.n - t);
+      if (nt == 4) lanes_dots<CPG, 1, 4>(w, a, &b, t, out);
+      if (nt == 3) lanes_dots<CPG, 1, 3>(w, a, &b, t, out);
+      if (nt == 2) lanes_dots<CPG, 1, 2>(w, a, &b, t, out);
+      if (nt == 1) lanes_dots<CPG, 1, 1>(w, a, &b, t, out);
+      for (int64_t k = 0; k < nt; ++k) store_lanes(w, bias, y, b, t + k, out[k]);
+    }
+}
+
+void lanes_rows_dispatch(const Q8Acts& a, const Q4Matrix& w, const float* bias, float* y, int64_t b0, int64_t b1) {
+  if (w.group == 64) return lanes_rows<1>(a, w, bias, y, b0, b1);
+  if (w.group == 128) return lanes_rows<2>(a, w, bias, y, b0, b1);
+  return lanes_rows<0>(a, w, bias, y, b0, b1);
+}
+
+// Block b's 8 rows dequantized to f32 into dst [8][cols] (padded rows come out as zeros):
+// (q - z) * s as q * s - s * z, exact for bf16 / f16 scales.
+LQ_AVX2 void dequantize_lanes(const Q4Matrix& w, int64_t b, float* dst) {
+  const int64_t G = w.groups_per_row(), steps = w.group / kStep;
+  const uint8_t* p = w.packed.data() + b * w.cols * 4;
+  const uint8_t* z = w.zeros.data() + b * G * kLaneRows;
+  alignas(32) float s[kLaneRows], sz[kLaneRows];
+  for (int64_t g = 0; g < G; ++g) {
+    const __m256 sc = lane_scales8(w, b, g);
+    const __m256 zf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z + g * kLaneRows))));
+    _mm256_store_ps(s, sc);
+    _mm256_store_ps(sz, _mm256_mul_ps(sc, zf));
+    for (int64_t j = g * steps; j < (g + 1) * steps; ++j, p += kStepBytes)
+      for (int64_t r = 0; r < kLaneRows; ++r) {
+        uint32_t v;
+        std::memcpy(&v, p + 4 * r, 4);
+        const uint64_t codes = uint64_t(v & 0x0f0f0f0fu) | uint64_t((v >> 4) & 0x0f0f0f0fu) << 32;  // input order
+        const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(codes))));
+        _mm256_storeu_ps(dst + r * w.cols + j * kStep, _mm256_sub_ps(_mm256_mul_ps(q, _mm256_set1_ps(s[r])), _mm256_set1_ps(sz[r])));
+      }
   }
 }
 
@@ -700,7 +779,11 @@ LQ_AVX2 void avx2_decoded_rows(const float* x, int64_t n, const Q4Matrix& w, con
   out.resize(size_t(n * kDecodedRows));
   for (int64_t rb = r0; rb < r1; rb += kDecodedRows) {
     const int64_t R = std::min(kDecodedRows, r1 - rb);
-    dequantize_block<S>(w, rb, rb + R, block.data());
+    if (w.layout == Q4Layout::Lanes)  // rb is a multiple of 16: whole blocks (the last one padded)
+      for (int64_t b = rb / kLaneRows; b * kLaneRows < rb + R; ++b)
+        dequantize_lanes(w, b, block.data() + (b * kLaneRows - rb) * w.cols);
+    else
+      dequantize_block<S>(w, rb, rb + R, block.data());
     linear(x, n, DenseMatrix{WeightType::F32, R, w.cols, block.data()}, nullptr, out.data());
     for (int64_t t = 0; t < n; ++t)
       for (int64_t r = 0; r < R; ++r) y[t * w.rows + rb + r] = out[size_t(t * R + r)] + (bias ? bias[rb + r] : 0.0f);
@@ -729,19 +812,42 @@ Q8Acts quantize_activations(const float* x, int64_t n, int64_t cols) {
 
 uint64_t Q4Matrix::weight_bytes() const {
   return uint64_t(packed.size()) + uint64_t(scales.size()) * sizeof(float) + uint64_t(zeros.size()) +
-         uint64_t(block_scales.size()) + uint64_t(scale_lut.size()) * sizeof(float);
+         uint64_t(lane_scales.size()) + uint64_t(block_scales.size()) + uint64_t(scale_lut.size()) * sizeof(float);
+}
+
+float Q4Matrix::group_scale(int64_t o, int64_t g) const {
+  if (layout == Q4Layout::Rows) return scales[size_t(o * groups_per_row() + g)];
+  const size_t k = size_t((o / kLaneRows * groups_per_row() + g) * kLaneRows + o % kLaneRows);
+  if (lane_scale == LaneScale::F32) {
+    float v;
+    std::memcpy(&v, lane_scales.data() + 4 * k, 4);
+    return v;
+  }
+  uint16_t h;
+  std::memcpy(&h, lane_scales.data() + 2 * k, 2);
+  return lane_scale == LaneScale::BF16 ? num::bf16_to_f32(h) : num::f16_to_f32(h);
+}
+
+int Q4Matrix::group_zero(int64_t o, int64_t g) const {
+  if (layout == Q4Layout::Rows) return zeros[size_t(o * groups_per_row() + g)];
+  return zeros[size_t((o / kLaneRows * groups_per_row() + g) * kLaneRows + o % kLaneRows)];
 }
 
 int Q4Matrix::code(int64_t o, int64_t i) const {
+  if (layout == Q4Layout::Lanes) {
+    const int64_t k = i % kStep;
+    const uint8_t byte = packed[size_t(o / kLaneRows * cols * 4 + i / kStep * kStepBytes + 4 * (o % kLaneRows) + k % 4)];
+    return k < 4 ? byte & 15 : byte >> 4;
+  }
   const int64_t base = i / kChunk * kChunk, half = kChunk / 2, k = i - base;
   const uint8_t byte = packed[size_t(o * bytes_per_row() + base / 2 + (k % half))];
   return k < half ? byte & 15 : byte >> 4;
 }
 
 float Q4Matrix::weight(int64_t o, int64_t i) const {
-  const size_t g = size_t(o * groups_per_row() + i / group);
   const int q = code(o, i);
-  if (scheme == Q4Scheme::Int4) return float(q - int(zeros[g])) * scales[g];
+  if (scheme == Q4Scheme::Int4) return float(q - group_zero(o, i / group)) * group_scale(o, i / group);
+  const size_t g = size_t(o * groups_per_row() + i / group);
   return num::e2m1_to_f32(uint8_t(q)) * (2.0f * scale_lut[block_scales[g]]);  // the table holds bs / 2 exactly
 }
 
@@ -754,12 +860,18 @@ Q4Matrix pack_int4(int64_t rows, int64_t cols, int64_t group, const uint8_t* cod
   m.rows = rows;
   m.cols = cols;
   m.group = group;
-  m.packed = pack_codes(rows, cols, codes);
   const size_t ng = size_t(rows * (cols / group));
+  for (size_t g = 0; g < ng; ++g)
+    if (zeros[g] > 15) fail(where, "zero point " + std::to_string(zeros[g]) + " does not fit 4 bits");
+  if (group % kChunk == 0) {
+    m.layout = Q4Layout::Lanes;
+    m.packed = pack_lanes(rows, cols, codes);
+    pack_lane_groups(m, scales, zeros);
+    return m;
+  }
+  m.packed = pack_codes(rows, cols, codes);
   m.scales.assign(scales, scales + ng);
   m.zeros.assign(zeros, zeros + ng);
-  for (size_t g = 0; g < ng; ++g)
-    if (m.zeros[g] > 15) fail(where, "zero point " + std::to_string(m.zeros[g]) + " does not fit 4 bits");
   return m;
 }
 
@@ -830,7 +942,13 @@ void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, 
       return;
     }
     Q8Acts a = quantize_avx2(x, n, w.cols);
-    if (w.scheme == Q4Scheme::Int4) group_sums(a, w.group);
+    prepare_int4(a, w);
+    if (w.layout == Q4Layout::Lanes) {
+      const int64_t blocks = w.row_blocks(), macs = n * w.rows * w.cols;
+      parallel_for(blocks, macs < kMinParallelMacs ? std::max<int64_t>(blocks, 1) : 1,
+                   [&](int64_t b0, int64_t b1) { lanes_rows_dispatch(a, w, bias, y, b0, b1); });
+      return;
+    }
     for_row_ranges(n, w, [&](int64_t r0, int64_t r1) { int8_rows_dispatch(a, w, bias, y, r0, r1); });
     return;
   }

@@ -21,24 +21,38 @@
 // From q4_int8_max_tokens() + 1 tokens the f32 activations are used (see Paths below).
 //
 // Q4Matrix is the kernel layout, built once at load time from unpacked codes (quant::QTensor holds
-// exactly those; the on-disk formats stay standard). Per row, the input axis is cut into chunks of
-// 64 codes packed into 32 bytes: byte j holds element j in its low nibble and element j + 32 in its
-// high nibble, so one 32-byte load, a mask and a shift give the codes of two 32-input blocks in
-// input order (the last chunk is padded with code 0). Per group the layout keeps the f32 scale and,
-// for Int4, the zero point byte; the zero point is corrected once per group and token with the
-// group sums of x^, prepared once per call. NvFp4 keeps the E4M3 block-scale bytes and a 256-entry
-// table of bs / 2 (so it streams 4.5 bits per weight, like the file).
+// exactly those; the on-disk formats stay standard). Two layouts:
+//  - Lanes (Int4 with group % 64 == 0: g64, g128, ... - what the quantizers write by default).
+//    Rows in blocks of 8 (the last block padded with code 0, scale 0); per block, the input axis in
+//    steps of 8 inputs; a step is 32 bytes, byte 4 r + k holding row r's inputs 8 j + k (low nibble)
+//    and 8 j + 4 + k (high nibble), k < 4. One 32-byte load, a mask and a shift give every row's
+//    next 4 + 4 codes in its own 32-bit lane, so a dot product against a broadcast of 4 int8
+//    activations needs no horizontal reduction, and each block is one sequential stream. Per block
+//    and group: the 8 rows' scales (bf16 or f16 when every scale of the matrix is exact in it,
+//    which holds for all the formats we read, else f32) and zero points (bytes).
+//  - Rows (NvFp4 and other Int4 groups): per row, the input axis is cut into chunks of 64 codes
+//    packed into 32 bytes: byte j holds element j in its low nibble and element j + 32 in its high
+//    nibble, so one 32-byte load, a mask and a shift give the codes of two 32-input blocks in input
+//    order (the last chunk is padded with code 0). Per group the layout keeps the f32 scale and, for
+//    Int4, the zero point byte; the zero point is corrected once per group and token with the group
+//    sums of x^, prepared once per call. NvFp4 keeps the E4M3 block-scale bytes and a 256-entry
+//    table of bs / 2 (so it streams 4.5 bits per weight, like the file).
+// In the Lanes layout the zero point is folded into the integer dot product of each 64-input
+// activation block (sum_i (c_i - z) q_i = sum_i c_i q_i - z sum_i q_i, exact in int32).
 //
 // Paths: AVX2+FMA (run-time dispatch), a portable scalar path with the same int8 decomposition,
 // and `q4_linear_ref` (f32 activations, double accumulation: the specification of the weights).
-// Threads split output rows statically (kernels::parallel_for); each output is computed by one
-// thread in a fixed order, so results do not depend on num_threads().
+// Threads split output rows (Lanes: 8-row blocks) statically (kernels::parallel_for); each output
+// is computed by one thread in a fixed order, so results do not depend on num_threads().
 // Up to q4_int8_max_tokens() tokens: int8 dot products (AVX2 maddubs / madd), up to 4 tokens share
-// each decoded chunk; the int8 activations and the Int4 group sums are prepared once per call. More tokens: each thread dequantizes blocks of 16 rows to f32 once per call
-// and runs the dense f32 kernel (kernels::linear) over them with the f32 activations.
+// each decoded step or chunk; the int8 activations are prepared once per call. Batch 1 on the Lanes
+// layout reads two blocks from distant rows side by side (two streams per core: the memory system
+// of the 2-core EPYC delivers about a third more than to one stream). More tokens: each thread
+// dequantizes blocks of 16 rows to f32 once per call and runs the dense f32 kernel
+// (kernels::linear) over them with the f32 activations.
 //
 // A second backend (CUDA) would take the same Q4Matrix (plain arrays, no host pointers inside
-// other than the vectors) and upload it; the layout has no CPU-specific padding beyond the last chunk.
+// other than the vectors) and upload it; the Lanes layout suits a warp as well (one row per lane).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -48,14 +62,20 @@
 namespace lq::kernels {
 
 enum class Q4Scheme { Int4, NvFp4 };
+enum class Q4Layout { Rows, Lanes };
+enum class LaneScale { F32, BF16, F16 };  // how the Lanes layout stores the Int4 scales
 
 struct Q4Matrix {
   Q4Scheme scheme = Q4Scheme::Int4;
+  Q4Layout layout = Q4Layout::Rows;
   int64_t rows = 0, cols = 0;  // out, in features
   int64_t group = 0;           // inputs per scale (16 for NvFp4)
-  std::vector<uint8_t> packed;        // [rows][bytes_per_row()], 64-code chunks as above
-  std::vector<float> scales;          // Int4: [rows][cols / group] s
-  std::vector<uint8_t> zeros;         // Int4: [rows][cols / group] z
+  // Rows: [rows][bytes_per_row()], 64-code chunks. Lanes: [row_blocks()][cols / 8][32] steps.
+  std::vector<uint8_t> packed;
+  std::vector<float> scales;          // Int4 Rows: [rows][cols / group] s
+  std::vector<uint8_t> zeros;         // Int4: Rows [rows][cols / group], Lanes [row_blocks()][cols / group][8]
+  std::vector<uint8_t> lane_scales;   // Int4 Lanes: [row_blocks()][cols / group][8] in lane_scale
+  LaneScale lane_scale = LaneScale::F32;
   std::vector<uint8_t> block_scales;  // NvFp4: [rows][cols / 16] E4M3 bytes (0.5 bit per weight)
   std::vector<float> scale_lut;       // NvFp4: [256] 0.5 * (e4m3(byte) * tensor_scale)
   float tensor_scale = 1.0f;          // NvFp4 (the AVX2 path decodes 8 scale bytes at once from it)
@@ -63,6 +83,10 @@ struct Q4Matrix {
   int64_t groups_per_row() const { return group > 0 ? cols / group : 0; }
   int64_t chunks_per_row() const { return (cols + 63) / 64; }
   int64_t bytes_per_row() const { return chunks_per_row() * 32; }
+  int64_t row_blocks() const { return (rows + 7) / 8; }                        // Lanes
+  int64_t lane_scale_bytes() const { return lane_scale == LaneScale::F32 ? 4 : 2; }  // Lanes
+  float group_scale(int64_t o, int64_t g) const;  // Int4: s of group g of row o
+  int group_zero(int64_t o, int64_t g) const;     // Int4: z
   // Bytes one full application reads (codes + per-group scales and zeros / block-scale bytes).
   uint64_t weight_bytes() const;
   // Dequantized weight (o, i): (q - z) * s, or e2m1(q) * bs (the value the reference uses).
@@ -71,7 +95,8 @@ struct Q4Matrix {
 };
 
 // Build the kernel layout. `codes` [rows][cols] unpacked (one code per byte, 0..15).
-// Int4: group a multiple of 16 dividing cols (16, 32, 64, 128, ...), `scales` / `zeros`
+// Int4: group a multiple of 16 dividing cols (16, 32, 64, 128, ...; multiples of 64 get the Lanes
+// layout, the others Rows), `scales` / `zeros`
 // [rows][cols / group]. NvFp4: cols % 16 == 0, `block_scales` E4M3 bytes [rows][cols / 16].
 // Throws lq::Error naming `where` on bad shapes or codes.
 Q4Matrix pack_int4(int64_t rows, int64_t cols, int64_t group, const uint8_t* codes, const float* scales,

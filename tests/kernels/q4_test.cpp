@@ -113,11 +113,10 @@ double activation_budget(const Case& c, const Unpacked& u, const float* x, int64
 using Kernel = void (*)(const float*, int64_t, const Q4Matrix&, const float*, float*);
 
 // `int8`: whether this kernel uses int8 activations for n tokens.
-void expect_matches_reference(const Case& c, int64_t n, Kernel kernel, const char* name, bool int8) {
+void expect_matches_reference(const Case& c, const Unpacked& u, int64_t n, Kernel kernel, const char* name, bool int8) {
   SCOPED_TRACE(std::string(name) + (c.scheme == Q4Scheme::Int4 ? " int4" : " nvfp4") + " rows=" +
                std::to_string(c.rows) + " cols=" + std::to_string(c.cols) + " group=" + std::to_string(c.group) +
                " n=" + std::to_string(n) + (int8 ? " (int8 activations)" : " (f32 activations)"));
-  const Unpacked u = random_weights(c, uint32_t(c.rows * 7 + c.cols + c.group));
   const Q4Matrix w = build(c, u);
   const std::vector<float> x = random_x(n, c.cols, uint32_t(n + 11));
   std::vector<float> v = x;  // the activations the path computes with
@@ -140,6 +139,10 @@ void expect_matches_reference(const Case& c, int64_t n, Kernel kernel, const cha
     }
 }
 
+void expect_matches_reference(const Case& c, int64_t n, Kernel kernel, const char* name, bool int8) {
+  expect_matches_reference(c, random_weights(c, uint32_t(c.rows * 7 + c.cols + c.group)), n, kernel, name, int8);
+}
+
 bool dispatched_int8(int64_t n) { return n <= q4_int8_max_tokens(); }
 
 // Lance's shapes scaled down (in/out ratios kept), plus tails: rows not a multiple of the thread
@@ -152,6 +155,8 @@ std::vector<Case> cases() {
     cs.push_back({Q4Scheme::Int4, 1376, 256, g});  // 2048 -> 11008
     cs.push_back({Q4Scheme::Int4, 256, 1408, g});  // 11008 -> 2048 (1408 = 11 * 128)
   }
+  cs.push_back({Q4Scheme::Int4, 13, 128, 64});    // Lanes layout: a padded last block of 8 rows
+  cs.push_back({Q4Scheme::Int4, 21, 256, 128});   // ... and an odd number of blocks (batch 1 pairs them)
   cs.push_back({Q4Scheme::Int4, 7, 48, 16});      // group 16, a 48-code last chunk
   cs.push_back({Q4Scheme::Int4, 1, 16, 16});      // one half-filled block
   cs.push_back({Q4Scheme::Int4, 9, 96, 32});      // group 32, a 32-code last chunk
@@ -165,7 +170,8 @@ std::vector<Case> cases() {
 }
 
 TEST(Q4Reference, EqualsIndependentDequantization) {
-  for (const Case& c : {Case{Q4Scheme::Int4, 5, 96, 32}, Case{Q4Scheme::NvFp4, 5, 80, 16}}) {
+  for (const Case& c : {Case{Q4Scheme::Int4, 5, 96, 32}, Case{Q4Scheme::Int4, 13, 192, 64},
+                        Case{Q4Scheme::NvFp4, 5, 80, 16}}) {
     const Unpacked u = random_weights(c, 3);
     const Q4Matrix w = build(c, u);
     for (int64_t o = 0; o < c.rows; ++o)
@@ -193,10 +199,39 @@ TEST(Q4Kernels, DispatchedPathMatchesReference) {
 
 TEST(Q4Kernels, LargerBatchesMatchReference) {
   for (const Case& c : {Case{Q4Scheme::Int4, 96, 512, 64}, Case{Q4Scheme::Int4, 64, 256, 128},
-                        Case{Q4Scheme::Int4, 40, 208, 16}, Case{Q4Scheme::NvFp4, 96, 512, 16},
+                        Case{Q4Scheme::Int4, 21, 256, 128}, Case{Q4Scheme::Int4, 40, 208, 16},
+                        Case{Q4Scheme::NvFp4, 96, 512, 16},
                         Case{Q4Scheme::NvFp4, 17, 144, 16}})
     for (int64_t n : {4, 6, 8, 9, 16, 17, 33, 64})
       expect_matches_reference(c, n, q4_linear, q4_simd_path(), dispatched_int8(n));
+}
+
+// Int4 groups of 64k use the Lanes layout, which keeps each scale in the narrowest of bf16 / f16 /
+// f32 that holds every scale of the matrix exactly; the kernels must give the reference's result
+// with each storage (checkpoint scales are bf16 or f16; the f32 fallback covers the rest).
+TEST(Q4Kernels, LanesLayoutKeepsEveryScaleExactly) {
+  const Case c{Q4Scheme::Int4, 19, 256, 64};
+  Unpacked bf16 = random_weights(c, 31), f16 = bf16, f32 = bf16;
+  std::mt19937 rng(5);
+  for (float& s : f16.scales) s = num::f16_to_f32(num::f32_to_f16(std::ldexp(1.0f + float(rng() % 1024) / 1024.0f, -8)));
+  f16.scales[0] = std::ldexp(1.0f + 1.0f / 1024.0f, -8);  // 11 significant bits: f16 holds it, bf16 does not
+  for (float& s : f32.scales) s = std::uniform_real_distribution<float>(0.001f, 0.05f)(rng);
+  struct Want {
+    const Unpacked* u;
+    LaneScale storage;
+  };
+  for (const Want& want : {Want{&bf16, LaneScale::BF16}, Want{&f16, LaneScale::F16}, Want{&f32, LaneScale::F32}}) {
+    const Q4Matrix w = build(c, *want.u);
+    ASSERT_EQ(w.layout, Q4Layout::Lanes);
+    EXPECT_EQ(w.lane_scale, want.storage);
+    for (int64_t o = 0; o < c.rows; ++o)
+      for (int64_t g = 0; g < c.cols / c.group; ++g) {
+        ASSERT_EQ(w.group_scale(o, g), want.u->scales[size_t(o * (c.cols / c.group) + g)]) << o << "," << g;
+        ASSERT_EQ(w.group_zero(o, g), want.u->zeros[size_t(o * (c.cols / c.group) + g)]) << o << "," << g;
+      }
+    for (int64_t n : {1, 2, 5, 40}) expect_matches_reference(c, *want.u, n, q4_linear, q4_simd_path(), dispatched_int8(n));
+    expect_matches_reference(c, *want.u, 3, q4_linear_scalar, "scalar", true);
+  }
 }
 
 // With the int8 path switched off every batch uses f32 activations (tight budget (1) against ref(x)).
