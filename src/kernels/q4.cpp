@@ -1,21 +1,18 @@
 // Fused 4-bit linear kernels (layout and math: q4.h).
 //
 // int8 path (up to q4_int8_max_tokens() tokens). The activations are quantized once per call
-// (Q8Acts: int8 values, one f32 scale per 64 inputs = one chunk). AVX2 micro-kernels, per output
-// row and block of NT <= 4 tokens: a 32-byte load of a 64-code chunk gives, after a mask and a
-// shift, the codes of its two 32-input blocks as bytes in input order.
-//  - Int4 codes (0..15) go straight into `maddubs` (unsigned codes x signed int8 activations, pairs
-//    summed in int16: at most 2 * 15 * 127). For groups of 64 / 128 / ... the two blocks' int16
-//    results are added, widened once by `madd` with ones (int32), converted, and scaled by the
-//    activation scale; the group's weight scale multiplies the group sum. The zero point is a
-//    per-group term s z sum(x^) computed with 8 groups per vector after the row.
-//  - NvFp4 codes become 2 e2m1 in int8 through a 16-entry byte shuffle; `maddubs` takes their
+// (Q8Acts: int8 values, one f32 scale per 64 inputs = one chunk). AVX2 micro-kernels:
+//  - Lanes layout (Int4 g64k, NvFp4): lanes_dots / nvfp4_lanes_dots, 8 rows per vector (one per
+//    32-bit lane), NT <= 4 tokens per decoded step, S = 2 blocks side by side at batch 1. Integer
+//    sums stay in int16 for a few steps and int32 per scale group; no horizontal reductions.
+//  - Rows layout, per output row and block of NT <= 4 tokens: a 32-byte load of a 64-code chunk
+//    gives, after a mask and a shift, the codes of its two 32-input blocks as bytes in input order.
+//    NvFp4 codes become 2 e2m1 in int8 through a 16-entry byte shuffle; `maddubs` takes their
 //    magnitudes and the activations take their sign (`sign_epi8`). Each block's int32 lanes
 //    (lanes 0-3: its first 16 inputs, 4-7: the second 16, i.e. one E4M3 group each) are converted
 //    and scaled by the group scales, decoded 8 at a time with F16C; then by the activation scale.
-//  - Other Int4 groups (16, 32, 48, ...) use the NvFp4 structure with per-16-input scales.
-// With NT <= 2 tokens the Int4 g64+ and NvFp4 kernels keep two accumulators per token (even / odd
-// groups or chunks) so FMA latency does not serialise the chunks.
+//    Int4 groups 16, 32, 48, ... use the same structure with per-16-input scales and a per-group
+//    zero-point term s z sum(x^) computed with 8 groups per vector after the row.
 //
 // Batches above q4_int8_max_tokens(): each thread dequantizes 16-row blocks to f32 once per call
 // and reuses the dense f32 GEMM (kernels::linear) over them.
@@ -154,7 +151,8 @@ void validate_call(const float* x, int64_t n, const Q4Matrix& w, const float* y)
   const bool int4_ok = lanes ? w.group % kChunk == 0 && int64_t(w.zeros.size()) == lane_ng &&
                                    int64_t(w.lane_scales.size()) == lane_ng * w.lane_scale_bytes()
                              : int64_t(w.scales.size()) == ng && int64_t(w.zeros.size()) == ng;
-  const bool nvfp4_ok = !lanes && w.group == 16 && int64_t(w.block_scales.size()) == ng && w.scale_lut.size() == 256;
+  const bool nvfp4_ok = w.group == 16 && int64_t(w.block_scales.size()) == (lanes ? lane_ng : ng) &&
+                        w.scale_lut.size() == 256 && (!lanes || w.cols % kChunk == 0);
   const int64_t code_bytes = lanes ? w.row_blocks() * w.cols * 4 : w.rows * w.bytes_per_row();
   if (int64_t(w.packed.size()) != code_bytes || !(w.scheme == Q4Scheme::Int4 ? int4_ok : nvfp4_ok))
     fail("q4_linear", "inconsistent Q4Matrix (built outside pack_int4 / pack_nvfp4?)");
@@ -179,7 +177,8 @@ struct Q8Acts {
   std::vector<int8_t> q;    // [n][stride]
   std::vector<float> d;     // [n][blocks]
   std::vector<float> xs;    // Int4 Rows only: [n][groups] sum_{i in g} x^_i
-  std::vector<int32_t> qs;  // Int4 Lanes only: [n][blocks] sum of the block's int8 values
+  std::vector<int32_t> qs;  // Lanes only: [n][qs_stride] sums of the int8 values per 64 (Int4) / 16 (NvFp4) inputs
+  int64_t qs_stride = 0;
 };
 
 Q8Acts q8_layout(int64_t n, int64_t cols) {
@@ -233,25 +232,33 @@ void group_sums(Q8Acts& a, int64_t group) {
     }
 }
 
-// Per activation block, the exact sum of its int8 values (the Lanes layout's zero-point term).
-void block_sums(Q8Acts& a) {
-  a.qs.assign(size_t(a.n * a.blocks), 0);
+// Exact sums of the int8 values per `width` inputs (the Lanes kernels' zero-point / offset terms).
+void block_sums(Q8Acts& a, int64_t width) {
+  a.qs_stride = a.stride / width;
+  a.qs.assign(size_t(a.n * a.qs_stride), 0);
   for (int64_t t = 0; t < a.n; ++t)
-    for (int64_t b = 0; b < a.blocks; ++b) {
-      const int8_t* q = a.q.data() + t * a.stride + b * kActBlock;
+    for (int64_t b = 0; b < a.qs_stride; ++b) {
+      const int8_t* q = a.q.data() + t * a.stride + b * width;
       int32_t s = 0;
-      for (int64_t i = 0; i < kActBlock; ++i) s += q[i];
-      a.qs[size_t(t * a.blocks + b)] = s;
+      for (int64_t i = 0; i < width; ++i) s += q[i];
+      a.qs[size_t(t * a.qs_stride + b)] = s;
     }
 }
 
-// What the Int4 path of a matrix needs beyond the int8 values: group sums (Rows) or block sums (Lanes).
-void prepare_int4(Q8Acts& a, const Q4Matrix& w) {
-  if (w.scheme != Q4Scheme::Int4) return;
+// What a matrix's kernels need beyond the int8 values: Int4 Rows the group sums of x^, Lanes the
+// int8 sums per activation block (Int4) or per 16-input scale group (NvFp4).
+void prepare_activations(Q8Acts& a, const Q4Matrix& w) {
   if (w.layout == Q4Layout::Lanes)
-    block_sums(a);
-  else
+    block_sums(a, w.scheme == Q4Scheme::Int4 ? kActBlock : kHalf);
+  else if (w.scheme == Q4Scheme::Int4)
     group_sums(a, w.group);
+}
+
+// Index of (row o, group g) in the per-group arrays: [rows][G] (Rows) or [blocks][G][8] (Lanes).
+size_t group_index(const Q4Matrix& w, int64_t o, int64_t g) {
+  const int64_t G = w.groups_per_row();
+  if (w.layout == Q4Layout::Rows) return size_t(o * G + g);
+  return size_t((o / kLaneRows * G + g) * kLaneRows + o % kLaneRows);
 }
 
 Q8Acts quantize_scalar(const float* x, int64_t n, int64_t cols) {
@@ -268,7 +275,7 @@ Q8Acts quantize_scalar(const float* x, int64_t n, int64_t cols) {
 // The f32 scale of the half-block group holding input i of row o: s (Int4) or bs / 2 (NvFp4).
 inline float half_scale(const Q4Matrix& w, int64_t o, int64_t i) {
   if (w.scheme == Q4Scheme::Int4) return w.group_scale(o, i / w.group);
-  return w.scale_lut[w.block_scales[size_t(o * w.groups_per_row() + i / w.group)]];
+  return w.scale_lut[w.block_scales[group_index(w, o, i / w.group)]];
 }
 
 // The integer multiplier of code q: q itself (Int4) or 2 e2m1(q) (NvFp4).
@@ -662,6 +669,90 @@ LQ_AVX2 void lanes_dots(const Q4Matrix& w, const Q8Acts& a, const int64_t* block
     for (int t = 0; t < NT; ++t) out[s * NT + t] = total[s][t];
 }
 
+// NvFp4 on the Lanes layout: out[s * NT + t] as lanes_dots. Each code becomes 2 e2m1 + 12 in
+// 0..24 through one byte shuffle (an unsigned maddubs multiplier); per 16-input scale group the
+// int16 lanes (at most 2 steps x 2 x 2 x 24 x 127 = 24384) are widened and lose 12 * sum(q), the
+// exact offset. The group's 8 E4M3 scale bytes read as f16 after a shift by 7 are exactly
+// e4m3 * 2^-8 (subnormals included; no sign: pack_nvfp4 keeps signed scales on the Rows layout);
+// the activation scale multiplies per 64 inputs, and tensor_scale * 2^7 once at the end (giving
+// the bs / 2 of the definition times 2 e2m1).
+template <int S, int NT>
+LQ_AVX2 void nvfp4_lanes_dots(const Q4Matrix& w, const Q8Acts& a, const int64_t* blocks, int64_t t0, __m256* out) {
+  const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
+  const __m256i table = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0,  //
+                                         12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
+  const int64_t G = w.groups_per_row(), block_bytes = w.cols * 4;
+  const uint8_t* p[S];
+  const uint8_t* bs[S];
+  for (int s = 0; s < S; ++s) {
+    p[s] = w.packed.data() + blocks[s] * block_bytes;
+    bs[s] = w.block_scales.data() + blocks[s] * G * kLaneRows;
+  }
+  const int8_t* xq[NT];
+  const float* d[NT];
+  const int32_t* qs[NT];
+  __m256 total[S][NT];
+  for (int t = 0; t < NT; ++t) {
+    xq[t] = a.q.data() + (t0 + t) * a.stride;
+    d[t] = a.d.data() + (t0 + t) * a.blocks;
+    qs[t] = a.qs.data() + (t0 + t) * a.qs_stride;
+    for (int s = 0; s < S; ++s) total[s][t] = _mm256_setzero_ps();
+  }
+  for (int64_t g0 = 0; g0 < G; g0 += kActBlock / kHalf) {  // one activation block: 4 scale groups
+    __m256 chunk[S][NT];
+    for (int s = 0; s < S; ++s)
+      for (int t = 0; t < NT; ++t) chunk[s][t] = _mm256_setzero_ps();
+    for (int64_t g = g0; g < g0 + kActBlock / kHalf; ++g) {
+      __m256i acc[S][NT];
+      for (int s = 0; s < S; ++s)
+        for (int t = 0; t < NT; ++t) acc[s][t] = _mm256_setzero_si256();
+      for (int j = 0; j < 2; ++j) {
+        __m256i lo[S], hi[S];
+        for (int s = 0; s < S; ++s) {
+          const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[s]));
+          p[s] += kStepBytes;
+          lo[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(bytes, low4));
+          hi[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4));
+        }
+        for (int t = 0; t < NT; ++t) {
+          const __m256i xl = broadcast4(xq[t]), xh = broadcast4(xq[t] + 4);
+          xq[t] += kStep;
+          for (int s = 0; s < S; ++s) {
+            acc[s][t] = _mm256_add_epi16(acc[s][t], _mm256_maddubs_epi16(lo[s], xl));
+            acc[s][t] = _mm256_add_epi16(acc[s][t], _mm256_maddubs_epi16(hi[s], xh));
+          }
+        }
+      }
+      for (int s = 0; s < S; ++s) {
+        const __m128i bytes16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bs[s] + g * kLaneRows)));
+        const __m256 sc = _mm256_cvtph_ps(_mm_slli_epi16(bytes16, 7));
+        for (int t = 0; t < NT; ++t) {
+          const __m256i offset = _mm256_set1_epi32(12 * qs[t][g]);
+          const __m256i exact = _mm256_sub_epi32(_mm256_madd_epi16(acc[s][t], ones), offset);
+          chunk[s][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(exact), sc, chunk[s][t]);
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      const __m256 dd = _mm256_broadcast_ss(d[t]);
+      ++d[t];
+      for (int s = 0; s < S; ++s) total[s][t] = _mm256_fmadd_ps(chunk[s][t], dd, total[s][t]);
+    }
+  }
+  const __m256 ts = _mm256_set1_ps(w.tensor_scale * 128.0f);
+  for (int s = 0; s < S; ++s)
+    for (int t = 0; t < NT; ++t) out[s * NT + t] = _mm256_mul_ps(total[s][t], ts);
+}
+
+// The Lanes kernels by kind: K = chunks per group for Int4 (1, 2, 0 = from the matrix), -1 NvFp4.
+template <int K, int S, int NT>
+LQ_AVX2 inline void lanes_kernel(const Q4Matrix& w, const Q8Acts& a, const int64_t* blocks, int64_t t0, __m256* out) {
+  if constexpr (K < 0)
+    nvfp4_lanes_dots<S, NT>(w, a, blocks, t0, out);
+  else
+    lanes_dots<K, S, NT>(w, a, blocks, t0, out);
+}
+
 // y for token t and the valid rows of block b: the 8 lanes plus bias.
 LQ_AVX2 inline void store_lanes(const Q4Matrix& w, const float* bias, float* y, int64_t b, int64_t t, __m256 v) {
   alignas(32) float lanes[kLaneRows];
@@ -673,20 +764,20 @@ LQ_AVX2 inline void store_lanes(const Q4Matrix& w, const float* bias, float* y, 
 
 // Blocks [b0, b1), every token. Batch 1 pairs block i of the range's first half with block i of its
 // second half: two distant sequential streams per core.
-template <int CPG>
+template <int K>
 LQ_AVX2 void lanes_rows(const Q8Acts& a, const Q4Matrix& w, const float* bias, float* y, int64_t b0, int64_t b1) {
   __m256 out[4];
   if (a.n == 1) {
     const int64_t half = (b1 - b0) / 2;
     for (int64_t i = 0; i < half; ++i) {
       const int64_t pair[2] = {b0 + i, b0 + half + i};
-      lanes_dots<CPG, 2, 1>(w, a, pair, 0, out);
+      lanes_kernel<K, 2, 1>(w, a, pair, 0, out);
       store_lanes(w, bias, y, pair[0], 0, out[0]);
       store_lanes(w, bias, y, pair[1], 0, out[1]);
     }
     if ((b1 - b0) % 2 != 0) {
       const int64_t last = b1 - 1;
-      lanes_dots<CPG, 1, 1>(w, a, &last, 0, out);
+      lanes_kernel<K, 1, 1>(w, a, &last, 0, out);
       store_lanes(w, bias, y, last, 0, out[0]);
     }
     return;
@@ -694,15 +785,16 @@ LQ_AVX2 void lanes_rows(const Q8Acts& a, const Q4Matrix& w, const float* bias, f
   for (int64_t b = b0; b < b1; ++b)
     for (int64_t t = 0; t < a.n; t += 4) {
       const int64_t nt = std::min<int64_t>(4, a.n - t);
-      if (nt == 4) lanes_dots<CPG, 1, 4>(w, a, &b, t, out);
-      if (nt == 3) lanes_dots<CPG, 1, 3>(w, a, &b, t, out);
-      if (nt == 2) lanes_dots<CPG, 1, 2>(w, a, &b, t, out);
-      if (nt == 1) lanes_dots<CPG, 1, 1>(w, a, &b, t, out);
+      if (nt == 4) lanes_kernel<K, 1, 4>(w, a, &b, t, out);
+      if (nt == 3) lanes_kernel<K, 1, 3>(w, a, &b, t, out);
+      if (nt == 2) lanes_kernel<K, 1, 2>(w, a, &b, t, out);
+      if (nt == 1) lanes_kernel<K, 1, 1>(w, a, &b, t, out);
       for (int64_t k = 0; k < nt; ++k) store_lanes(w, bias, y, b, t + k, out[k]);
     }
 }
 
 void lanes_rows_dispatch(const Q8Acts& a, const Q4Matrix& w, const float* bias, float* y, int64_t b0, int64_t b1) {
+  if (w.scheme == Q4Scheme::NvFp4) return lanes_rows<-1>(a, w, bias, y, b0, b1);
   if (w.group == 64) return lanes_rows<1>(a, w, bias, y, b0, b1);
   if (w.group == 128) return lanes_rows<2>(a, w, bias, y, b0, b1);
   return lanes_rows<0>(a, w, bias, y, b0, b1);
@@ -710,7 +802,24 @@ void lanes_rows_dispatch(const Q8Acts& a, const Q4Matrix& w, const float* bias, 
 
 // Block b's 8 rows dequantized to f32 into dst [8][cols] (padded rows come out as zeros):
 // (q - z) * s as q * s - s * z, exact for bf16 / f16 scales.
+// NvFp4: 2 e2m1 * (bs / 2) per weight, bs / 2 from scale_lut (as Q4Matrix::weight).
+void dequantize_lanes_nvfp4(const Q4Matrix& w, int64_t b, float* dst) {
+  const int64_t G = w.groups_per_row();
+  const uint8_t* p = w.packed.data() + b * w.cols * 4;
+  const uint8_t* bs = w.block_scales.data() + b * G * kLaneRows;
+  for (int64_t j = 0; j < w.cols / kStep; ++j, p += kStepBytes)
+    for (int64_t r = 0; r < kLaneRows; ++r) {
+      const float scale = w.scale_lut[bs[j / 2 * kLaneRows + r]];
+      float* out = dst + r * w.cols + j * kStep;
+      for (int k = 0; k < 4; ++k) {
+        out[k] = float(kTwiceE2m1[p[4 * r + k] & 15]) * scale;
+        out[k + 4] = float(kTwiceE2m1[p[4 * r + k] >> 4]) * scale;
+      }
+    }
+}
+
 LQ_AVX2 void dequantize_lanes(const Q4Matrix& w, int64_t b, float* dst) {
+  if (w.scheme == Q4Scheme::NvFp4) return dequantize_lanes_nvfp4(w, b, dst);
   const int64_t G = w.groups_per_row(), steps = w.group / kStep;
   const uint8_t* p = w.packed.data() + b * w.cols * 4;
   const uint8_t* z = w.zeros.data() + b * G * kLaneRows;
@@ -817,7 +926,7 @@ uint64_t Q4Matrix::weight_bytes() const {
 
 float Q4Matrix::group_scale(int64_t o, int64_t g) const {
   if (layout == Q4Layout::Rows) return scales[size_t(o * groups_per_row() + g)];
-  const size_t k = size_t((o / kLaneRows * groups_per_row() + g) * kLaneRows + o % kLaneRows);
+  const size_t k = group_index(*this, o, g);
   if (lane_scale == LaneScale::F32) {
     float v;
     std::memcpy(&v, lane_scales.data() + 4 * k, 4);
@@ -829,8 +938,7 @@ float Q4Matrix::group_scale(int64_t o, int64_t g) const {
 }
 
 int Q4Matrix::group_zero(int64_t o, int64_t g) const {
-  if (layout == Q4Layout::Rows) return zeros[size_t(o * groups_per_row() + g)];
-  return zeros[size_t((o / kLaneRows * groups_per_row() + g) * kLaneRows + o % kLaneRows)];
+  return zeros[group_index(*this, o, g)];
 }
 
 int Q4Matrix::code(int64_t o, int64_t i) const {
@@ -847,8 +955,7 @@ int Q4Matrix::code(int64_t o, int64_t i) const {
 float Q4Matrix::weight(int64_t o, int64_t i) const {
   const int q = code(o, i);
   if (scheme == Q4Scheme::Int4) return float(q - group_zero(o, i / group)) * group_scale(o, i / group);
-  const size_t g = size_t(o * groups_per_row() + i / group);
-  return num::e2m1_to_f32(uint8_t(q)) * (2.0f * scale_lut[block_scales[g]]);  // the table holds bs / 2 exactly
+  return num::e2m1_to_f32(uint8_t(q)) * (2.0f * scale_lut[block_scales[group_index(*this, o, i / group)]]);  // the table holds bs / 2 exactly
 }
 
 Q4Matrix pack_int4(int64_t rows, int64_t cols, int64_t group, const uint8_t* codes, const float* scales,
@@ -884,8 +991,21 @@ Q4Matrix pack_nvfp4(int64_t rows, int64_t cols, const uint8_t* codes, const uint
   m.rows = rows;
   m.cols = cols;
   m.group = 16;
-  m.packed = pack_codes(rows, cols, codes);
-  m.block_scales.assign(block_scales, block_scales + size_t(rows * (cols / 16)));
+  const size_t ng = size_t(rows * (cols / 16));
+  // Lanes when whole 64-input chunks and no negative block scale (the Lanes kernel decodes the
+  // scale bytes without a sign; quantizers never write one): the Rows kernels handle the rest.
+  const bool signed_scale = std::any_of(block_scales, block_scales + ng, [](uint8_t b) { return (b & 0x80) != 0; });
+  if (cols % kChunk == 0 && !signed_scale) {
+    m.layout = Q4Layout::Lanes;
+    m.packed = pack_lanes(rows, cols, codes);
+    const int64_t G = cols / 16;
+    m.block_scales.assign(size_t(m.row_blocks() * G * kLaneRows), 0);
+    for (int64_t o = 0; o < rows; ++o)
+      for (int64_t g = 0; g < G; ++g) m.block_scales[group_index(m, o, g)] = block_scales[o * G + g];
+  } else {
+    m.packed = pack_codes(rows, cols, codes);
+    m.block_scales.assign(block_scales, block_scales + ng);
+  }
   m.tensor_scale = tensor_scale;
   m.scale_lut.resize(256);
   // bs = e4m3 * tensor_scale in f32 (the definition's order); halving is exact for normal floats.
@@ -942,7 +1062,7 @@ void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, 
       return;
     }
     Q8Acts a = quantize_avx2(x, n, w.cols);
-    prepare_int4(a, w);
+    prepare_activations(a, w);
     if (w.layout == Q4Layout::Lanes) {
       const int64_t blocks = w.row_blocks(), macs = n * w.rows * w.cols;
       parallel_for(blocks, macs < kMinParallelMacs ? std::max<int64_t>(blocks, 1) : 1,

@@ -22,15 +22,18 @@
 //
 // Q4Matrix is the kernel layout, built once at load time from unpacked codes (quant::QTensor holds
 // exactly those; the on-disk formats stay standard). Two layouts:
-//  - Lanes (Int4 with group % 64 == 0: g64, g128, ... - what the quantizers write by default).
+//  - Lanes (Int4 with group % 64 == 0: g64, g128, ... - what the quantizers write by default; and
+//    NvFp4 when in_features % 64 == 0 and no block scale is negative, i.e. every real checkpoint).
 //    Rows in blocks of 8 (the last block padded with code 0, scale 0); per block, the input axis in
 //    steps of 8 inputs; a step is 32 bytes, byte 4 r + k holding row r's inputs 8 j + k (low nibble)
 //    and 8 j + 4 + k (high nibble), k < 4. One 32-byte load, a mask and a shift give every row's
 //    next 4 + 4 codes in its own 32-bit lane, so a dot product against a broadcast of 4 int8
 //    activations needs no horizontal reduction, and each block is one sequential stream. Per block
-//    and group: the 8 rows' scales (bf16 or f16 when every scale of the matrix is exact in it,
-//    which holds for all the formats we read, else f32) and zero points (bytes).
-//  - Rows (NvFp4 and other Int4 groups): per row, the input axis is cut into chunks of 64 codes
+//    and group: Int4 the 8 rows' scales (bf16 or f16 when every scale of the matrix is exact in it,
+//    which holds for all the formats we read, else f32) and zero points (bytes); NvFp4 the 8 rows'
+//    E4M3 block-scale bytes (4.5 bits per weight, like the file). NvFp4 codes multiply as
+//    2 e2m1 + 12 (unsigned, one byte shuffle), the offset 12 * sum(q) is removed per 16 inputs.
+//  - Rows (other Int4 groups, other NvFp4 matrices): per row, the input axis is cut into chunks of 64 codes
 //    packed into 32 bytes: byte j holds element j in its low nibble and element j + 32 in its high
 //    nibble, so one 32-byte load, a mask and a shift give the codes of two 32-input blocks in input
 //    order (the last chunk is padded with code 0). Per group the layout keeps the f32 scale and, for
@@ -76,7 +79,7 @@ struct Q4Matrix {
   std::vector<uint8_t> zeros;         // Int4: Rows [rows][cols / group], Lanes [row_blocks()][cols / group][8]
   std::vector<uint8_t> lane_scales;   // Int4 Lanes: [row_blocks()][cols / group][8] in lane_scale
   LaneScale lane_scale = LaneScale::F32;
-  std::vector<uint8_t> block_scales;  // NvFp4: [rows][cols / 16] E4M3 bytes (0.5 bit per weight)
+  std::vector<uint8_t> block_scales;  // NvFp4: E4M3 bytes, Rows [rows][cols / 16], Lanes [row_blocks()][cols / 16][8]
   std::vector<float> scale_lut;       // NvFp4: [256] 0.5 * (e4m3(byte) * tensor_scale)
   float tensor_scale = 1.0f;          // NvFp4 (the AVX2 path decodes 8 scale bytes at once from it)
 

@@ -234,6 +234,19 @@ TEST(Q4Kernels, LanesLayoutKeepsEveryScaleExactly) {
   }
 }
 
+// NvFp4 takes the Lanes layout when in_features is a multiple of 64 and no block scale is negative
+// (its kernel decodes scale bytes without a sign); a negative scale keeps the Rows layout, which
+// must still give the reference's result.
+TEST(Q4Kernels, NvFp4LayoutFollowsShapeAndScaleSigns) {
+  const Case lanes{Q4Scheme::NvFp4, 21, 256, 16}, rows{Q4Scheme::NvFp4, 21, 144, 16};
+  EXPECT_EQ(build(lanes, random_weights(lanes, 2)).layout, Q4Layout::Lanes);
+  EXPECT_EQ(build(rows, random_weights(rows, 2)).layout, Q4Layout::Rows);
+  Unpacked u = random_weights(lanes, 2);
+  u.block_scales[7] |= 0x80;
+  ASSERT_EQ(build(lanes, u).layout, Q4Layout::Rows);
+  for (int64_t n : {1, 3, 40}) expect_matches_reference(lanes, u, n, q4_linear, q4_simd_path(), dispatched_int8(n));
+}
+
 // With the int8 path switched off every batch uses f32 activations (tight budget (1) against ref(x)).
 TEST(Q4Kernels, Int8PathCanBeSwitchedOff) {
   set_q4_int8_max_tokens(0);
