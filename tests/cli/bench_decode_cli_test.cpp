@@ -2,6 +2,7 @@
 // own processes, sizes and memory reported, errors named.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -30,7 +31,7 @@ TEST(BenchDecodeCli, LanceMiniAgainstItsInt4Checkpoint) {
             0)
       << out;
   ASSERT_EQ(run_command(exe() + " bench decode " + lq::test::lance_mini_dir() + " " + quant +
-                            " --prompt-tokens 4 --decode-tokens 3 --quant-head stored,int4 --json 2>/dev/null",
+                            " --prompt-tokens 4 --decode-tokens 3 --quant-head stored,int4 --rounds 2 --json 2>/dev/null",
                         &out),
             0)
       << out;
@@ -42,6 +43,13 @@ TEST(BenchDecodeCli, LanceMiniAgainstItsInt4Checkpoint) {
     EXPECT_EQ(m->at("decode_tokens"), 3);
     EXPECT_EQ(m->at("generated").size(), 3u);
     EXPECT_GT(m->at("decode_tokens_per_s").get<double>(), 0.0);
+    // Two interleaved rounds: the reported speed is the better one, the median their mean.
+    const auto& rounds = m->at("decode_tokens_per_s_rounds");
+    ASSERT_EQ(rounds.size(), 2u);
+    const double r0 = rounds[0].get<double>(), r1 = rounds[1].get<double>();
+    EXPECT_EQ(m->at("decode_tokens_per_s").get<double>(), std::max(r0, r1));
+    EXPECT_DOUBLE_EQ(m->at("decode_tokens_per_s_median").get<double>(), 0.5 * (r0 + r1));
+    EXPECT_TRUE(m->at("same_tokens_every_round").get<bool>());
     const double head = m->at("lm_head_share_of_decode").get<double>();
     EXPECT_GT(head, 0.0);
     EXPECT_LT(head, 1.0);
@@ -72,6 +80,11 @@ TEST(BenchDecodeCli, MissingDirectoryIsNamed) {
   EXPECT_NE(out.find("/nonexistent-k6"), std::string::npos) << out;
   EXPECT_EQ(run_command(exe() + " bench decode " + lq::test::lance_mini_dir() + " 2>&1", &out), 1);
   EXPECT_NE(out.find("QUANT_DIR"), std::string::npos) << out;
+  EXPECT_EQ(run_command(exe() + " bench decode " + lq::test::lance_mini_dir() + " " + lq::test::lance_mini_dir() +
+                            " --rounds 0 2>&1",
+                        &out),
+            1);
+  EXPECT_NE(out.find("--rounds"), std::string::npos) << out;
 }
 
 }  // namespace
