@@ -101,8 +101,12 @@ std::vector<uint8_t> pack_lanes(int64_t rows, int64_t cols, const uint8_t* codes
       for (int64_t r = 0; r < kLaneRows && b * kLaneRows + r < rows; ++r) {
         const uint8_t* src = codes + (b * kLaneRows + r) * cols;
         uint8_t* dst = packed.data() + b * block_bytes + 4 * r;
-        for (int64_t j = 0; j < cols / kStep; ++j, src += kStep, dst += kStepBytes)
-          for (int k = 0; k < 4; ++k) dst[k] = uint8_t(src[k] | src[k + 4] << 4);
+        for (int64_t j = 0; j < cols / kStep; ++j, src += kStep, dst += kStepBytes) {
+          uint64_t v;  // the step's 8 codes (little-endian): bytes 0-3 low nibbles, 4-7 high nibbles
+          std::memcpy(&v, src, 8);
+          const uint32_t four = uint32_t(v) | uint32_t(v >> 32) << 4;  // codes <= 15: no carries
+          std::memcpy(dst, &four, 4);
+        }
       }
   });
   return packed;
@@ -110,13 +114,16 @@ std::vector<uint8_t> pack_lanes(int64_t rows, int64_t cols, const uint8_t* codes
 
 // The narrowest Lanes scale storage that holds every scale exactly (bf16, then f16, else f32).
 LaneScale lane_scale_for(const float* scales, size_t n) {
-  bool bf16 = true, f16 = true;
-  for (size_t k = 0; k < n && (bf16 || f16); ++k) {
-    const float v = scales[k];
-    bf16 = bf16 && num::bf16_to_f32(num::f32_to_bf16(v)) == v;
-    f16 = f16 && num::f16_to_f32(num::f32_to_f16(v)) == v;
+  uint32_t low = 0;  // bf16 holds exactly the f32 values whose low 16 bits are zero
+  for (size_t k = 0; k < n; ++k) {
+    uint32_t b;
+    std::memcpy(&b, scales + k, 4);
+    low |= b & 0xffffu;
   }
-  return bf16 ? LaneScale::BF16 : f16 ? LaneScale::F16 : LaneScale::F32;
+  if (low == 0) return LaneScale::BF16;
+  for (size_t k = 0; k < n; ++k)
+    if (num::f16_to_f32(num::f32_to_f16(scales[k])) != scales[k]) return LaneScale::F32;
+  return LaneScale::F16;
 }
 
 // Scales and zero points [rows][G] into the Lanes order [blocks][G][8] (padding rows: 0).
@@ -136,7 +143,9 @@ void pack_lane_groups(Q4Matrix& m, const float* scales, const uint8_t* zeros) {
       if (m.lane_scale == LaneScale::F32) {
         std::memcpy(dst, &v, 4);
       } else {
-        const uint16_t h = m.lane_scale == LaneScale::BF16 ? num::f32_to_bf16(v) : num::f32_to_f16(v);
+        uint32_t bits;
+        std::memcpy(&bits, &v, 4);
+        const uint16_t h = m.lane_scale == LaneScale::BF16 ? uint16_t(bits >> 16) : num::f32_to_f16(v);  // both exact
         std::memcpy(dst, &h, 2);
       }
     }
