@@ -578,242 +578,40 @@ void int8_rows_dispatch(const Q8Acts& a, const Q4Matrix& w, const float* bias, f
 
 // ---- Lanes layout (Int4, group % 64 == 0) ----------------------------------------------------
 
-// Software prefetch distance of the Lanes kernels' code streams: the hardware prefetcher alone left
-// batch 1 about 15-20% slower on the 2-core EPYC (bench kernels, 1 to 4 KiB measured alike).
-constexpr int64_t kLanePrefetch = 2048;
+// ---- Lanes layout kernels, one instantiation per instruction set (q4_lanes.inc) -------------------
 
-// The 8 rows' scales of group g of block b, as f32.
-LQ_AVX2 inline __m256 lane_scales8(const Q4Matrix& w, int64_t b, int64_t g) {
-  const uint8_t* p = w.lane_scales.data() + (b * w.groups_per_row() + g) * kLaneRows * w.lane_scale_bytes();
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  switch (w.lane_scale) {
-    case LaneScale::BF16: return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    case LaneScale::F16: return _mm256_cvtph_ps(h);
-    case LaneScale::F32: break;
+namespace avx2_lanes {
+#define LQ_LANES_TARGET __attribute__((target("avx2,fma,f16c")))
+// maddubs (pairs summed in int16) + madd with ones: int16 accumulation for up to 4 steps.
+struct MaddDot {
+  LQ_LANES_TARGET static __m256i step(__m256i acc, __m256i a, __m256i x) {
+    return _mm256_add_epi16(acc, _mm256_maddubs_epi16(a, x));
   }
-  return _mm256_loadu_ps(reinterpret_cast<const float*>(p));
-}
+  LQ_LANES_TARGET static __m256i widen(__m256i acc) { return _mm256_madd_epi16(acc, _mm256_set1_epi16(1)); }
+};
+// VnniDot's formulation (int32 accumulation every step) on AVX2: exact for codes <= 128, where
+// maddubs cannot saturate. It runs the AVX-512 VNNI instantiation's exact computation on machines
+// without AVX-512, so the tests check that code path everywhere (set_q4_simd_path).
+struct VnniEmulatedDot {
+  LQ_LANES_TARGET static __m256i step(__m256i acc, __m256i a, __m256i x) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, x), _mm256_set1_epi16(1)));
+  }
+  LQ_LANES_TARGET static __m256i widen(__m256i acc) { return acc; }
+};
+#include "kernels/q4_lanes.inc"
+#undef LQ_LANES_TARGET
+}  // namespace avx2_lanes
 
-LQ_AVX2 inline __m256i broadcast4(const int8_t* x) {
-  int32_t v;
-  std::memcpy(&v, x, 4);
-  return _mm256_set1_epi32(v);
-}
-
-// The dot products of S blocks (8 rows each, lane r = row r) with NT tokens t0 ..: out[s * NT + t].
-// Per step, a block's codes are loaded, masked and shifted once and multiply the broadcast of the
-// token's 4 + 4 int8 activations (maddubs: unsigned codes x signed activations, pairs summed in
-// int16). int16 lanes sum 4 steps (at most 4 x 2 x 2 x 15 x 127 = 30480) before one madd widens
-// them; per 64-input activation block the int32 dot loses z * sum(q) (the zero point, exact), is
-// converted and scaled by the activation scale; per group, by the 8 rows' weight scales. Every
-// (block, token) pair runs the same operations in the same order whatever S and NT are.
-// CPG: chunks of 64 inputs per group (1: g64, 2: g128, 0: read from the matrix).
-template <int CPG, int S, int NT>
-LQ_AVX2 void lanes_dots(const Q4Matrix& w, const Q8Acts& a, const int64_t* blocks, int64_t t0, __m256* out) {
-  const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-  const int64_t G = w.groups_per_row(), cpg = CPG > 0 ? CPG : w.group / kChunk, block_bytes = w.cols * 4;
-  const uint8_t* p[S];
-  const uint8_t* z[S];
-  for (int s = 0; s < S; ++s) {
-    p[s] = w.packed.data() + blocks[s] * block_bytes;
-    z[s] = w.zeros.data() + blocks[s] * G * kLaneRows;
-  }
-  const int8_t* xq[NT];
-  const float* d[NT];
-  const int32_t* qs[NT];
-  __m256 total[S][NT];
-  for (int t = 0; t < NT; ++t) {
-    xq[t] = a.q.data() + (t0 + t) * a.stride;
-    d[t] = a.d.data() + (t0 + t) * a.blocks;
-    qs[t] = a.qs.data() + (t0 + t) * a.blocks;
-    for (int s = 0; s < S; ++s) total[s][t] = _mm256_setzero_ps();
-  }
-  for (int64_t g = 0; g < G; ++g) {
-    __m256 gsum[S][NT];
-    for (int s = 0; s < S; ++s)
-      for (int t = 0; t < NT; ++t) gsum[s][t] = _mm256_setzero_ps();
-    for (int64_t c = 0; c < cpg; ++c) {
-      __m256i dot[S][NT];
-      for (int half = 0; half < 2; ++half) {
-        __m256i acc[S][NT];
-        for (int s = 0; s < S; ++s)
-          for (int t = 0; t < NT; ++t) acc[s][t] = _mm256_setzero_si256();
-        for (int j = 0; j < 4; ++j) {
-          __m256i lo[S], hi[S];
-          for (int s = 0; s < S; ++s) {
-            if (j & 1) _mm_prefetch(reinterpret_cast<const char*>(p[s]) + kLanePrefetch, _MM_HINT_T0);  // a line per 2 steps
-            const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[s]));
-            p[s] += kStepBytes;
-            lo[s] = _mm256_and_si256(bytes, low4);
-            hi[s] = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4);
-          }
-          for (int t = 0; t < NT; ++t) {
-            const __m256i xl = broadcast4(xq[t]), xh = broadcast4(xq[t] + 4);
-            xq[t] += kStep;
-            for (int s = 0; s < S; ++s) {
-              acc[s][t] = _mm256_add_epi16(acc[s][t], _mm256_maddubs_epi16(lo[s], xl));
-              acc[s][t] = _mm256_add_epi16(acc[s][t], _mm256_maddubs_epi16(hi[s], xh));
-            }
-          }
-        }
-        for (int s = 0; s < S; ++s)
-          for (int t = 0; t < NT; ++t) {
-            const __m256i wide = _mm256_madd_epi16(acc[s][t], ones);
-            dot[s][t] = half == 0 ? wide : _mm256_add_epi32(dot[s][t], wide);
-          }
-      }
-      for (int t = 0; t < NT; ++t) {
-        const __m256i qsum = _mm256_set1_epi32(*qs[t]);
-        const __m256 dd = _mm256_broadcast_ss(d[t]);
-        ++qs[t];
-        ++d[t];
-        for (int s = 0; s < S; ++s) {
-          const __m256i zz = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z[s] + g * kLaneRows)));
-          const __m256i exact = _mm256_sub_epi32(dot[s][t], _mm256_mullo_epi32(zz, qsum));
-          gsum[s][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(exact), dd, gsum[s][t]);
-        }
-      }
-    }
-    for (int s = 0; s < S; ++s) {
-      const __m256 sc = lane_scales8(w, blocks[s], g);
-      for (int t = 0; t < NT; ++t) total[s][t] = _mm256_fmadd_ps(gsum[s][t], sc, total[s][t]);
-    }
-  }
-  for (int s = 0; s < S; ++s)
-    for (int t = 0; t < NT; ++t) out[s * NT + t] = total[s][t];
-}
-
-// NvFp4 on the Lanes layout: out[s * NT + t] as lanes_dots. Each code becomes 2 e2m1 + 12 in
-// 0..24 through one byte shuffle (an unsigned maddubs multiplier); per 16-input scale group the
-// int16 lanes (at most 2 steps x 2 x 2 x 24 x 127 = 24384) are widened and lose 12 * sum(q), the
-// exact offset. The group's 8 E4M3 scale bytes read as f16 after a shift by 7 are exactly
-// e4m3 * 2^-8 (subnormals included; no sign: pack_nvfp4 keeps signed scales on the Rows layout);
-// the activation scale multiplies per 64 inputs, and tensor_scale * 2^7 once at the end (giving
-// the bs / 2 of the definition times 2 e2m1).
-template <int S, int NT>
-LQ_AVX2 void nvfp4_lanes_dots(const Q4Matrix& w, const Q8Acts& a, const int64_t* blocks, int64_t t0, __m256* out) {
-  const __m256i low4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
-  const __m256i table = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0,  //
-                                         12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
-  const int64_t G = w.groups_per_row(), block_bytes = w.cols * 4;
-  const uint8_t* p[S];
-  const uint8_t* bs[S];
-  for (int s = 0; s < S; ++s) {
-    p[s] = w.packed.data() + blocks[s] * block_bytes;
-    bs[s] = w.block_scales.data() + blocks[s] * G * kLaneRows;
-  }
-  const int8_t* xq[NT];
-  const float* d[NT];
-  const int32_t* qs[NT];
-  __m256 total[S][NT];
-  for (int t = 0; t < NT; ++t) {
-    xq[t] = a.q.data() + (t0 + t) * a.stride;
-    d[t] = a.d.data() + (t0 + t) * a.blocks;
-    qs[t] = a.qs.data() + (t0 + t) * a.qs_stride;
-    for (int s = 0; s < S; ++s) total[s][t] = _mm256_setzero_ps();
-  }
-  for (int64_t g0 = 0; g0 < G; g0 += kActBlock / kHalf) {  // one activation block: 4 scale groups
-    __m256 chunk[S][NT];
-    for (int s = 0; s < S; ++s)
-      for (int t = 0; t < NT; ++t) chunk[s][t] = _mm256_setzero_ps();
-    for (int64_t g = g0; g < g0 + kActBlock / kHalf; ++g) {
-      __m256i acc[S][NT];
-      for (int s = 0; s < S; ++s)
-        for (int t = 0; t < NT; ++t) acc[s][t] = _mm256_setzero_si256();
-      for (int j = 0; j < 2; ++j) {
-        __m256i lo[S], hi[S];
-        for (int s = 0; s < S; ++s) {
-          if (j & 1) _mm_prefetch(reinterpret_cast<const char*>(p[s]) + kLanePrefetch, _MM_HINT_T0);
-          const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[s]));
-          p[s] += kStepBytes;
-          lo[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(bytes, low4));
-          hi[s] = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4));
-        }
-        for (int t = 0; t < NT; ++t) {
-          const __m256i xl = broadcast4(xq[t]), xh = broadcast4(xq[t] + 4);
-          xq[t] += kStep;
-          for (int s = 0; s < S; ++s) {
-            acc[s][t] = _mm256_add_epi16(acc[s][t], _mm256_maddubs_epi16(lo[s], xl));
-            acc[s][t] = _mm256_add_epi16(acc[s][t], _mm256_maddubs_epi16(hi[s], xh));
-          }
-        }
-      }
-      for (int s = 0; s < S; ++s) {
-        const __m128i bytes16 = _mm_cvtepu8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bs[s] + g * kLaneRows)));
-        const __m256 sc = _mm256_cvtph_ps(_mm_slli_epi16(bytes16, 7));
-        for (int t = 0; t < NT; ++t) {
-          const __m256i offset = _mm256_set1_epi32(12 * qs[t][g]);
-          const __m256i exact = _mm256_sub_epi32(_mm256_madd_epi16(acc[s][t], ones), offset);
-          chunk[s][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(exact), sc, chunk[s][t]);
-        }
-      }
-    }
-    for (int t = 0; t < NT; ++t) {
-      const __m256 dd = _mm256_broadcast_ss(d[t]);
-      ++d[t];
-      for (int s = 0; s < S; ++s) total[s][t] = _mm256_fmadd_ps(chunk[s][t], dd, total[s][t]);
-    }
-  }
-  const __m256 ts = _mm256_set1_ps(w.tensor_scale * 128.0f);
-  for (int s = 0; s < S; ++s)
-    for (int t = 0; t < NT; ++t) out[s * NT + t] = _mm256_mul_ps(total[s][t], ts);
-}
-
-// The Lanes kernels by kind: K = chunks per group for Int4 (1, 2, 0 = from the matrix), -1 NvFp4.
-template <int K, int S, int NT>
-LQ_AVX2 inline void lanes_kernel(const Q4Matrix& w, const Q8Acts& a, const int64_t* blocks, int64_t t0, __m256* out) {
-  if constexpr (K < 0)
-    nvfp4_lanes_dots<S, NT>(w, a, blocks, t0, out);
-  else
-    lanes_dots<K, S, NT>(w, a, blocks, t0, out);
-}
-
-// y for token t and the valid rows of block b: the 8 lanes plus bias.
-LQ_AVX2 inline void store_lanes(const Q4Matrix& w, const float* bias, float* y, int64_t b, int64_t t, __m256 v) {
-  alignas(32) float lanes[kLaneRows];
-  _mm256_store_ps(lanes, v);
-  const int64_t o0 = b * kLaneRows, rows = std::min<int64_t>(kLaneRows, w.rows - o0);
-  float* yt = y + t * w.rows + o0;
-  for (int64_t r = 0; r < rows; ++r) yt[r] = lanes[r] + (bias ? bias[o0 + r] : 0.0f);
-}
-
-// Blocks [b0, b1), every token. Batch 1 pairs block i of the range's first half with block i of its
-// second half: two distant sequential streams per core.
-template <int K>
-LQ_AVX2 void lanes_rows(const Q8Acts& a, const Q4Matrix& w, const float* bias, float* y, int64_t b0, int64_t b1) {
-  __m256 out[4];
-  if (a.n == 1) {
-    const int64_t half = (b1 - b0) / 2;
-    for (int64_t i = 0; i < half; ++i) {
-      const int64_t pair[2] = {b0 + i, b0 + half + i};
-      lanes_kernel<K, 2, 1>(w, a, pair, 0, out);
-      store_lanes(w, bias, y, pair[0], 0, out[0]);
-      store_lanes(w, bias, y, pair[1], 0, out[1]);
-    }
-    if ((b1 - b0) % 2 != 0) {
-      const int64_t last = b1 - 1;
-      lanes_kernel<K, 1, 1>(w, a, &last, 0, out);
-      store_lanes(w, bias, y, last, 0, out[0]);
-    }
-    return;
-  }
-  for (int64_t b = b0; b < b1; ++b)
-    for (int64_t t = 0; t < a.n; t += 4) {
-      const int64_t nt = std::min<int64_t>(4, a.n - t);
-      if (nt == 4) lanes_kernel<K, 1, 4>(w, a, &b, t, out);
-      if (nt == 3) lanes_kernel<K, 1, 3>(w, a, &b, t, out);
-      if (nt == 2) lanes_kernel<K, 1, 2>(w, a, &b, t, out);
-      if (nt == 1) lanes_kernel<K, 1, 1>(w, a, &b, t, out);
-      for (int64_t k = 0; k < nt; ++k) store_lanes(w, bias, y, b, t + k, out[k]);
-    }
-}
-
-void lanes_rows_dispatch(const Q8Acts& a, const Q4Matrix& w, const float* bias, float* y, int64_t b0, int64_t b1) {
-  if (w.scheme == Q4Scheme::NvFp4) return lanes_rows<-1>(a, w, bias, y, b0, b1);
-  if (w.group == 64) return lanes_rows<1>(a, w, bias, y, b0, b1);
-  if (w.group == 128) return lanes_rows<2>(a, w, bias, y, b0, b1);
-  return lanes_rows<0>(a, w, bias, y, b0, b1);
-}
+namespace avx512_lanes {
+#define LQ_LANES_TARGET __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+// AVX-512 VNNI (256-bit, VL): vpdpbusd adds the four u8 x s8 products of each lane to int32.
+struct VnniDot {
+  LQ_LANES_TARGET static __m256i step(__m256i acc, __m256i a, __m256i x) { return _mm256_dpbusd_epi32(acc, a, x); }
+  LQ_LANES_TARGET static __m256i widen(__m256i acc) { return acc; }
+};
+#include "kernels/q4_lanes.inc"
+#undef LQ_LANES_TARGET
+}  // namespace avx512_lanes
 
 // Block b's 8 rows dequantized to f32 into dst [8][cols] (padded rows come out as zeros):
 // (q - z) * s as q * s - s * z, exact for bf16 / f16 scales.
@@ -840,7 +638,7 @@ LQ_AVX2 void dequantize_lanes(const Q4Matrix& w, int64_t b, float* dst) {
   const uint8_t* z = w.zeros.data() + b * G * kLaneRows;
   alignas(32) float s[kLaneRows], sz[kLaneRows];
   for (int64_t g = 0; g < G; ++g) {
-    const __m256 sc = lane_scales8(w, b, g);
+    const __m256 sc = avx2_lanes::lane_scales8(w, b, g);
     const __m256 zf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z + g * kLaneRows))));
     _mm256_store_ps(s, sc);
     _mm256_store_ps(sz, _mm256_mul_ps(sc, zf));
@@ -919,9 +717,29 @@ bool have_avx2() {
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
   return ok;
 }
+bool have_avx512vnni() {
+  static const bool ok = have_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  return ok;
+}
 #else
 bool have_avx2() { return false; }
+bool have_avx512vnni() { return false; }
 #endif
+
+// The kernels q4_linear runs: scalar, AVX2, AVX2 running the VNNI formulation (tests), AVX-512 VNNI
+// (the Lanes kernels; the rest of the AVX-512 path is the AVX2 code).
+enum class SimdPath { Scalar, Avx2, Avx2Vnni, Avx512Vnni };
+constexpr const char* kPathNames[] = {"scalar", "avx2", "avx2-vnni", "avx512vnni"};
+std::atomic<int> g_forced_path{-1};
+
+SimdPath best_path() {
+  return have_avx512vnni() ? SimdPath::Avx512Vnni : have_avx2() ? SimdPath::Avx2 : SimdPath::Scalar;
+}
+SimdPath current_path() {
+  const int forced = g_forced_path.load(std::memory_order_relaxed);
+  return forced >= 0 ? SimdPath(forced) : best_path();
+}
 
 Q8Acts quantize_activations(const float* x, int64_t n, int64_t cols) {
 #if LQ_X86
@@ -1064,7 +882,7 @@ void q4_linear_scalar(const float* x, int64_t n, const Q4Matrix& w, const float*
 
 void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y) {
 #if LQ_X86
-  if (have_avx2()) {
+  if (current_path() != SimdPath::Scalar) {
     validate_call(x, n, w, y);
     if (n == 0) return;
     if (n > q4_int8_max_tokens()) {
@@ -1080,8 +898,15 @@ void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, 
     prepare_activations(a, w);
     if (w.layout == Q4Layout::Lanes) {
       const int64_t blocks = w.row_blocks(), macs = n * w.rows * w.cols;
-      parallel_for(blocks, macs < kMinParallelMacs ? std::max<int64_t>(blocks, 1) : 1,
-                   [&](int64_t b0, int64_t b1) { lanes_rows_dispatch(a, w, bias, y, b0, b1); });
+      const SimdPath path = current_path();
+      parallel_for(blocks, macs < kMinParallelMacs ? std::max<int64_t>(blocks, 1) : 1, [&](int64_t b0, int64_t b1) {
+        if (path == SimdPath::Avx512Vnni)
+          avx512_lanes::lanes_rows_dispatch<avx512_lanes::VnniDot>(a, w, bias, y, b0, b1);
+        else if (path == SimdPath::Avx2Vnni)
+          avx2_lanes::lanes_rows_dispatch<avx2_lanes::VnniEmulatedDot>(a, w, bias, y, b0, b1);
+        else
+          avx2_lanes::lanes_rows_dispatch<avx2_lanes::MaddDot>(a, w, bias, y, b0, b1);
+      });
       return;
     }
     for_row_ranges(n, w, [&](int64_t r0, int64_t r1) { int8_rows_dispatch(a, w, bias, y, r0, r1); });
@@ -1091,6 +916,21 @@ void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, 
   q4_linear_scalar(x, n, w, bias, y);
 }
 
-const char* q4_simd_path() { return have_avx2() ? "avx2" : "scalar"; }
+const char* q4_simd_path() { return kPathNames[int(current_path())]; }
+
+void set_q4_simd_path(const std::string& path) {
+  if (path.empty()) {
+    g_forced_path.store(-1, std::memory_order_relaxed);
+    return;
+  }
+  for (int k = 0; k < 4; ++k)
+    if (path == kPathNames[k]) {
+      const bool ok = k == 0 || (k == 3 ? have_avx512vnni() : have_avx2());
+      if (!ok) fail("set_q4_simd_path", "this CPU cannot run the " + path + " path");
+      g_forced_path.store(k, std::memory_order_relaxed);
+      return;
+    }
+  fail("set_q4_simd_path", "unknown path '" + path + "' (scalar, avx2, avx2-vnni, avx512vnni)");
+}
 
 }  // namespace lq::kernels

@@ -58,6 +58,7 @@
 // other than the vectors) and upload it; the Lanes layout suits a warp as well (one row per lane).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "kernels/parallel.h"
@@ -123,7 +124,12 @@ void set_q4_int8_max_tokens(int64_t n);
 // see above), as f32: x [n, cols] -> xhat [n, cols]. Bit-identical to what the kernels use.
 void q8_activations(const float* x, int64_t n, int64_t cols, float* xhat);
 
-// Name of the path q4_linear dispatches to: "avx2" or "scalar".
+// Name of the path q4_linear dispatches to: "avx512vnni" (the Lanes kernels with AVX-512 VNNI's
+// vpdpbusd, 256-bit; the rest as AVX2), "avx2", "avx2-vnni" (AVX2 running the VNNI kernels'
+// formulation, for tests) or "scalar". All give identical results on the Lanes layout.
 const char* q4_simd_path();
+// Tests and benchmarks: force one of those paths (lq::Error if this CPU cannot run it); "" restores
+// the best available. Not meant to change while q4_linear runs on another thread.
+void set_q4_simd_path(const std::string& path);
 
 }  // namespace lq::kernels

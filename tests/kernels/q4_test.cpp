@@ -19,7 +19,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "io/error.h"
@@ -245,6 +247,48 @@ TEST(Q4Kernels, NvFp4LayoutFollowsShapeAndScaleSigns) {
   u.block_scales[7] |= 0x80;
   ASSERT_EQ(build(lanes, u).layout, Q4Layout::Rows);
   for (int64_t n : {1, 3, 40}) expect_matches_reference(lanes, u, n, q4_linear, q4_simd_path(), dispatched_int8(n));
+}
+
+// The Lanes kernels' instruction-set variants (AVX2 maddubs + madd, the AVX-512 VNNI formulation
+// emulated on AVX2, AVX-512 VNNI itself where the CPU has it) compute the same exact integer sums in
+// the same float order: identical outputs, all within the reference's budget.
+TEST(Q4Kernels, SimdPathsGiveIdenticalResults) {
+  const std::string best = q4_simd_path();
+  if (best == "scalar") GTEST_SKIP() << "no AVX2 on this CPU: only the scalar path exists";
+  std::vector<std::string> paths = {"avx2", "avx2-vnni"};
+  try {
+    set_q4_simd_path("avx512vnni");
+    paths.push_back("avx512vnni");
+  } catch (const Error&) {
+    std::printf("this CPU has no AVX-512 VNNI: its kernels run here only in their AVX2 emulation\n");
+  }
+  for (const Case& c : {Case{Q4Scheme::Int4, 21, 256, 64}, Case{Q4Scheme::Int4, 40, 1408, 128},
+                        Case{Q4Scheme::Int4, 13, 384, 192}, Case{Q4Scheme::NvFp4, 21, 1408, 16}}) {
+    const Unpacked u = random_weights(c, 17);
+    const Q4Matrix w = build(c, u);
+    ASSERT_EQ(w.layout, Q4Layout::Lanes);
+    for (int64_t n : {1, 2, 3, 5, 9}) {
+      const std::vector<float> x = random_x(n, c.cols, uint32_t(n));
+      std::vector<float> first;
+      for (const std::string& path : paths) {
+        set_q4_simd_path(path);
+        ASSERT_EQ(q4_simd_path(), path);
+        std::vector<float> y(size_t(n * c.rows));
+        q4_linear(x.data(), n, w, nullptr, y.data());
+        if (first.empty())
+          first = y;
+        else
+          EXPECT_EQ(y, first) << path << " rows=" << c.rows << " n=" << n;
+        expect_matches_reference(c, u, n, q4_linear, path.c_str(), dispatched_int8(n));
+      }
+    }
+  }
+  set_q4_simd_path("");
+  EXPECT_EQ(q4_simd_path(), best);
+  EXPECT_THROW(set_q4_simd_path("avx3"), Error);
+  set_q4_simd_path("scalar");  // q4_linear runs the portable path
+  expect_matches_reference(Case{Q4Scheme::Int4, 21, 256, 64}, 2, q4_linear, "forced scalar", true);
+  set_q4_simd_path("");
 }
 
 // With the int8 path switched off every batch uses f32 activations (tight budget (1) against ref(x)).
