@@ -615,20 +615,29 @@ struct VnniDot {
 
 // Block b's 8 rows dequantized to f32 into dst [8][cols] (padded rows come out as zeros):
 // (q - z) * s as q * s - s * z, exact for bf16 / f16 scales.
-// NvFp4: 2 e2m1 * (bs / 2) per weight, bs / 2 from scale_lut (as Q4Matrix::weight).
-void dequantize_lanes_nvfp4(const Q4Matrix& w, int64_t b, float* dst) {
+// NvFp4: 2 e2m1 * (bs / 2) per weight, bs / 2 from scale_lut (as Q4Matrix::weight). A step's 64
+// codes become 2 e2m1 in int8 through one byte shuffle per nibble half.
+LQ_AVX2 void dequantize_lanes_nvfp4(const Q4Matrix& w, int64_t b, float* dst) {
   const int64_t G = w.groups_per_row();
   const uint8_t* p = w.packed.data() + b * w.cols * 4;
   const uint8_t* bs = w.block_scales.data() + b * G * kLaneRows;
-  for (int64_t j = 0; j < w.cols / kStep; ++j, p += kStepBytes)
+  const __m256i low4 = _mm256_set1_epi8(15);
+  const __m256i table = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,  //
+                                         0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+  alignas(32) int8_t lo[32], hi[32];
+  for (int64_t j = 0; j < w.cols / kStep; ++j, p += kStepBytes) {
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(lo), _mm256_shuffle_epi8(table, _mm256_and_si256(bytes, low4)));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(hi),
+                       _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low4)));
     for (int64_t r = 0; r < kLaneRows; ++r) {
-      const float scale = w.scale_lut[bs[j / 2 * kLaneRows + r]];
-      float* out = dst + r * w.cols + j * kStep;
-      for (int k = 0; k < 4; ++k) {
-        out[k] = float(kTwiceE2m1[p[4 * r + k] & 15]) * scale;
-        out[k + 4] = float(kTwiceE2m1[p[4 * r + k] >> 4]) * scale;
-      }
+      uint32_t l, h;
+      std::memcpy(&l, lo + 4 * r, 4);
+      std::memcpy(&h, hi + 4 * r, 4);
+      const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(int64_t(uint64_t(l) | uint64_t(h) << 32))));
+      _mm256_storeu_ps(dst + r * w.cols + j * kStep, _mm256_mul_ps(v, _mm256_set1_ps(w.scale_lut[bs[j / 2 * kLaneRows + r]])));
     }
+  }
 }
 
 LQ_AVX2 void dequantize_lanes(const Q4Matrix& w, int64_t b, float* dst) {
