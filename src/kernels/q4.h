@@ -33,8 +33,8 @@
 //    which holds for all the formats we read, else f32) and zero points (bytes); NvFp4 the 8 rows'
 //    E4M3 block-scale bytes (4.5 bits per weight, like the file). NvFp4 codes multiply as
 //    2 e2m1 + 12 (unsigned, one byte shuffle), the offset 12 * sum(q) is removed per 16 inputs.
-//  - Rows (other Int4 groups, other NvFp4 matrices): per row, the input axis is cut into chunks of 64 codes
-//    packed into 32 bytes: byte j holds element j in its low nibble and element j + 32 in its high
+//  - Rows (other Int4 groups, other NvFp4 matrices): per row, the input axis is cut into chunks of
+//    64 codes packed into 32 bytes: byte j holds element j in its low nibble and element j + 32 in its high
 //    nibble, so one 32-byte load, a mask and a shift give the codes of two 32-input blocks in input
 //    order (the last chunk is padded with code 0). Per group the layout keeps the f32 scale and, for
 //    Int4, the zero point byte; the zero point is corrected once per group and token with the group
@@ -43,8 +43,10 @@
 // In the Lanes layout the zero point is folded into the integer dot product of each 64-input
 // activation block (sum_i (c_i - z) q_i = sum_i c_i q_i - z sum_i q_i, exact in int32).
 //
-// Paths: AVX2+FMA (run-time dispatch), a portable scalar path with the same int8 decomposition,
+// Paths (run-time dispatch, q4_simd_path): AVX-512 VNNI for the Lanes kernels (vpdpbusd on 256-bit
+// vectors; the rest as AVX2), AVX2+FMA, a portable scalar path with the same int8 decomposition,
 // and `q4_linear_ref` (f32 activations, double accumulation: the specification of the weights).
+// The Lanes kernels' integer sums are exact on every path, so AVX2 and AVX-512 give identical results.
 // Threads split output rows (Lanes: 8-row blocks) statically (kernels::parallel_for); each output
 // is computed by one thread in a fixed order, so results do not depend on num_threads().
 // Up to q4_int8_max_tokens() tokens: int8 dot products (AVX2 maddubs / madd), up to 4 tokens share
