@@ -44,8 +44,8 @@ void linear_ref(const float* x, int64_t n, const DenseMatrix& w, const float* bi
 // Portable f32 path used when the CPU lacks AVX2+FMA (threaded; not bit-identical to the SIMD path).
 void linear_scalar(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y);
 
-// Name of the SIMD path the dispatcher selected ("avx2" or "scalar"; the dense kernels have no
-// AVX-512 path: batch 1 is memory-bound, and from 32 tokens the AVX2 GEMM runs near FMA peak).
+// Name of the SIMD path the dispatcher selected ("avx2" or "scalar"). The dense kernels have no
+// AVX-512 path yet (it would speed up their compute-bound batches on CPUs that have it).
 const char* simd_path();
 
 }  // namespace lq::kernels
