@@ -2,9 +2,10 @@
 //
 // int8 path (up to q4_int8_max_tokens() tokens). The activations are quantized once per call
 // (Q8Acts: int8 values, one f32 scale per 64 inputs = one chunk). AVX2 micro-kernels:
-//  - Lanes layout (Int4 g64k, NvFp4): lanes_dots / nvfp4_lanes_dots, 8 rows per vector (one per
-//    32-bit lane), NT <= 4 tokens per decoded step, S = 2 blocks side by side at batch 1. Integer
-//    sums stay in int16 for a few steps and int32 per scale group; no horizontal reductions.
+//  - Lanes layout (Int4 g64k, NvFp4): lanes_dots / nvfp4_lanes_dots (q4_lanes.inc), 8 rows per
+//    vector (one per 32-bit lane), NT <= 4 tokens per decoded step, S = 2 blocks side by side at
+//    batch 1. Integer sums stay in int16 for a few steps (AVX2) or int32 (VNNI), then int32 per
+//    scale group; no horizontal reductions.
 //  - Rows layout, per output row and block of NT <= 4 tokens: a 32-byte load of a 64-code chunk
 //    gives, after a mask and a shift, the codes of its two 32-input blocks as bytes in input order.
 //    NvFp4 codes become 2 e2m1 in int8 through a 16-entry byte shuffle; `maddubs` takes their
@@ -22,6 +23,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <string>
 
@@ -91,6 +93,13 @@ std::vector<uint8_t> pack_codes(int64_t rows, int64_t cols, const uint8_t* codes
   return packed;
 }
 
+// Index of (row o, group g) in the per-group arrays: [rows][G] (Rows) or [blocks][G][8] (Lanes).
+size_t group_index(const Q4Matrix& w, int64_t o, int64_t g) {
+  const int64_t G = w.groups_per_row();
+  if (w.layout == Q4Layout::Rows) return size_t(o * G + g);
+  return size_t((o / kLaneRows * G + g) * kLaneRows + o % kLaneRows);
+}
+
 // Packs unpacked codes into the Lanes layout of q4.h (cols % 8 == 0; the last block's missing
 // rows padded with code 0). Blocks are independent: packed in parallel (load time).
 std::vector<uint8_t> pack_lanes(int64_t rows, int64_t cols, const uint8_t* codes) {
@@ -114,13 +123,7 @@ std::vector<uint8_t> pack_lanes(int64_t rows, int64_t cols, const uint8_t* codes
 
 // The narrowest Lanes scale storage that holds every scale exactly (bf16, then f16, else f32).
 LaneScale lane_scale_for(const float* scales, size_t n) {
-  uint32_t low = 0;  // bf16 holds exactly the f32 values whose low 16 bits are zero
-  for (size_t k = 0; k < n; ++k) {
-    uint32_t b;
-    std::memcpy(&b, scales + k, 4);
-    low |= b & 0xffffu;
-  }
-  if (low == 0) return LaneScale::BF16;
+  if (num::all_exact_in_bf16(scales, n)) return LaneScale::BF16;
   for (size_t k = 0; k < n; ++k)
     if (num::f16_to_f32(num::f32_to_f16(scales[k])) != scales[k]) return LaneScale::F32;
   return LaneScale::F16;
@@ -136,7 +139,7 @@ void pack_lane_groups(Q4Matrix& m, const float* scales, const uint8_t* zeros) {
   m.zeros.assign(size_t(blocks * G * kLaneRows), 0);
   for (int64_t o = 0; o < m.rows; ++o)
     for (int64_t g = 0; g < G; ++g) {
-      const size_t k = size_t((o / kLaneRows * G + g) * kLaneRows + o % kLaneRows);
+      const size_t k = group_index(m, o, g);
       const float v = scales[o * G + g];
       m.zeros[k] = zeros[o * G + g];
       uint8_t* dst = m.lane_scales.data() + k * size_t(sb);
@@ -261,13 +264,6 @@ void prepare_activations(Q8Acts& a, const Q4Matrix& w) {
     block_sums(a, w.scheme == Q4Scheme::Int4 ? kActBlock : kHalf);
   else if (w.scheme == Q4Scheme::Int4)
     group_sums(a, w.group);
-}
-
-// Index of (row o, group g) in the per-group arrays: [rows][G] (Rows) or [blocks][G][8] (Lanes).
-size_t group_index(const Q4Matrix& w, int64_t o, int64_t g) {
-  const int64_t G = w.groups_per_row();
-  if (w.layout == Q4Layout::Rows) return size_t(o * G + g);
-  return size_t((o / kLaneRows * G + g) * kLaneRows + o % kLaneRows);
 }
 
 Q8Acts quantize_scalar(const float* x, int64_t n, int64_t cols) {
@@ -575,8 +571,6 @@ void int8_rows_dispatch(const Q8Acts& a, const Q4Matrix& w, const float* bias, f
   if (w.scheme == Q4Scheme::NvFp4) return int8_rows<RowKernel::NvFp4>(a, w, bias, y, r0, r1);
   return int8_rows<RowKernel::Int4Halves>(a, w, bias, y, r0, r1);
 }
-
-// ---- Lanes layout (Int4, group % 64 == 0) ----------------------------------------------------
 
 // ---- Lanes layout kernels, one instantiation per instruction set (q4_lanes.inc) -------------------
 
@@ -891,7 +885,8 @@ void q4_linear_scalar(const float* x, int64_t n, const Q4Matrix& w, const float*
 
 void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, float* y) {
 #if LQ_X86
-  if (current_path() != SimdPath::Scalar) {
+  const SimdPath path = current_path();
+  if (path != SimdPath::Scalar) {
     validate_call(x, n, w, y);
     if (n == 0) return;
     if (n > q4_int8_max_tokens()) {
@@ -907,7 +902,6 @@ void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, 
     prepare_activations(a, w);
     if (w.layout == Q4Layout::Lanes) {
       const int64_t blocks = w.row_blocks(), macs = n * w.rows * w.cols;
-      const SimdPath path = current_path();
       parallel_for(blocks, macs < kMinParallelMacs ? std::max<int64_t>(blocks, 1) : 1, [&](int64_t b0, int64_t b1) {
         if (path == SimdPath::Avx512Vnni)
           avx512_lanes::lanes_rows_dispatch<avx512_lanes::VnniDot>(a, w, bias, y, b0, b1);
@@ -932,9 +926,10 @@ void set_q4_simd_path(const std::string& path) {
     g_forced_path.store(-1, std::memory_order_relaxed);
     return;
   }
-  for (int k = 0; k < 4; ++k)
+  for (int k = 0; k < int(std::size(kPathNames)); ++k)
     if (path == kPathNames[k]) {
-      const bool ok = k == 0 || (k == 3 ? have_avx512vnni() : have_avx2());
+      const SimdPath p = SimdPath(k);
+      const bool ok = p == SimdPath::Scalar || (p == SimdPath::Avx512Vnni ? have_avx512vnni() : have_avx2());
       if (!ok) fail("set_q4_simd_path", "this CPU cannot run the " + path + " path");
       g_forced_path.store(k, std::memory_order_relaxed);
       return;

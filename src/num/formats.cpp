@@ -65,6 +65,16 @@ uint32_t round_to_minifloat(uint32_t abs_bits) {
 
 float bf16_to_f32(uint16_t h) { return float_of(uint32_t(h) << 16); }
 
+bool all_exact_in_bf16(const float* v, size_t n) {
+  uint32_t low = 0;
+  for (size_t k = 0; k < n; ++k) {
+    uint32_t b;
+    std::memcpy(&b, v + k, 4);
+    low |= b & 0xffffu;
+  }
+  return low == 0;
+}
+
 uint16_t f32_to_bf16(float f) {
   const uint32_t u = bits_of(f);
   if ((u & kF32AbsMask) > kF32Inf) return uint16_t((u >> 16) | 0x40);  // NaN: keep it NaN, quiet

@@ -11,6 +11,9 @@ float bf16_to_f32(uint16_t h);
 uint16_t f32_to_bf16(float f);   // RNE; overflow -> inf; NaN stays NaN (quiet bit set, sign kept)
 float f16_to_f32(uint16_t h);    // NaN comes back quiet (as the F16C instruction does)
 uint16_t f32_to_f16(float f);    // RNE; |f| >= 65520 -> inf; subnormals kept; NaN -> quiet NaN
+// Whether bf16 holds every value exactly (their low 16 bits are zero; inf and NaN payloads included).
+// Branch-free: it runs over every scale of a checkpoint at load time.
+bool all_exact_in_bf16(const float* v, size_t n);
 float e4m3_to_f32(uint8_t c);    // fn variant: no inf, 0x7F/0xFF are NaN, max 448
 uint8_t f32_to_e4m3(float f);    // RNE, saturates (inf too) to +-448; NaN -> 0x7F (0xFF if sign set)
 float e2m1_to_f32(uint8_t c);    // low 4 bits: sign bit 3, magnitude {0,.5,1,1.5,2,3,4,6}

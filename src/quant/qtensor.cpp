@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "io/error.h"
 #include "num/formats.h"
@@ -76,22 +75,6 @@ QTensor QTensor::integer(Scheme scheme, int64_t out, int64_t in, int64_t group, 
   return qt;
 }
 
-namespace {
-
-// Every value a finite bf16 (low 16 bits zero, exponent not all ones), branch-free.
-bool scales_are_finite_bf16(const std::vector<float>& scales) {
-  uint32_t low = 0, nonfinite = 0;
-  for (float v : scales) {
-    uint32_t b;
-    std::memcpy(&b, &v, 4);
-    low |= b & 0xffffu;
-    nonfinite |= uint32_t((b & 0x7f800000u) == 0x7f800000u);
-  }
-  return low == 0 && nonfinite == 0;
-}
-
-}  // namespace
-
 void QTensor::validate(const std::string& where) const {
   if (out <= 0 || in <= 0) fail(where, "empty quantized tensor shape");
   if (scheme == Scheme::NvFp4 && group != 16) fail(where, "NVFP4 needs group 16, got " + std::to_string(group));
@@ -114,7 +97,8 @@ void QTensor::validate(const std::string& where) const {
   }
   if (scales.size() != ngroups || zeros.size() != ngroups) fail(where, "scales/zeros size does not match [out, in/group]");
   const int fz = fixed_zero(scheme);
-  if (scale_dtype == ScaleDType::BF16 && scales_are_finite_bf16(scales) &&
+  if (scale_dtype == ScaleDType::BF16 && num::all_exact_in_bf16(scales.data(), scales.size()) &&
+      std::all_of(scales.begin(), scales.end(), [](float s) { return std::isfinite(s); }) &&
       std::all_of(zeros.begin(), zeros.end(), [&](uint8_t z) { return z <= cmax && (fz < 0 || z == fz); }))
     return;  // the common case, checked without per-value conversions; otherwise the loop names the culprit
   for (size_t i = 0; i < ngroups; ++i) {

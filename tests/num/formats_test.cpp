@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 #include <random>
+#include <vector>
 
 #include "format_reference.h"
 #include "num/formats.h"
@@ -252,6 +253,22 @@ TEST(E2M1, TiesSaturationAndSpecials) {
       {-0.0f, 0x8}, {INFINITY, 0x7}, {-INFINITY, 0xf}, {0x1p-140f, 0x0}};
   for (auto [f, code] : cases) EXPECT_EQ(num::f32_to_e2m1(f), code) << f;
   EXPECT_EQ(num::f32_to_e2m1(NAN), 0x0);
+}
+
+// all_exact_in_bf16 against the round trip through the scalar bf16 conversion, value by value.
+TEST(Bf16Exactness, AgreesWithTheRoundTrip) {
+  std::mt19937 rng(3);
+  std::vector<float> v;
+  for (int k = 0; k < 1000; ++k) v.push_back(num::bf16_to_f32(num::f32_to_bf16(std::normal_distribution<float>()(rng))));
+  v.push_back(INFINITY);
+  EXPECT_TRUE(num::all_exact_in_bf16(v.data(), v.size()));
+  for (float odd : {1.0f + std::ldexp(1.0f, -10), 3e-5f, 0.01f}) {
+    ASSERT_NE(num::bf16_to_f32(num::f32_to_bf16(odd)), odd);
+    std::vector<float> w = v;
+    w[517] = odd;
+    EXPECT_FALSE(num::all_exact_in_bf16(w.data(), w.size())) << odd;
+  }
+  EXPECT_TRUE(num::all_exact_in_bf16(v.data(), 0));
 }
 
 }  // namespace
