@@ -9,6 +9,7 @@
 #include "forward/prompts.h"
 #include "forward/t2i.h"
 #include "io/error.h"
+#include "io/output.h"
 #include "io/safetensors.h"
 #include "io/text_file.h"
 #include "model/config.h"
@@ -39,7 +40,8 @@ Source parse_source(const std::string& arg) {
   else if (kind == "chat") s.kind = SourceKind::Chat;
   else if (kind == "t2i") s.kind = SourceKind::T2i;
   else fail("--calib " + arg, "unknown kind '" + kind + "' (expected text, chat or t2i)");
-  if (!fs::is_regular_file(path)) fail("--calib " + arg, "file not found: " + path);
+  io::require_file(path, "--calib " + kind + " file");
+  io::check_text(io::read_file(path, "calibration file"), path);  // a binary file is refused before any work
   return s;
 }
 
@@ -103,10 +105,10 @@ std::vector<Sample> chat_samples(const std::string& path, const tok::Tokenizer& 
 std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tok, const CalibOptions& o) {
   std::vector<Sample> out;
   switch (src.kind) {
-    case SourceKind::Text: out = text_samples(io::read_file(src.path, "calibration file"), tok, o); break;
+    case SourceKind::Text: out = text_samples(io::read_text(src.path, "calibration file"), tok, o); break;
     case SourceKind::Chat: out = chat_samples(src.path, tok, o); break;
     case SourceKind::T2i:
-      for (const auto& line : io::nonempty_lines(io::read_file(src.path, "calibration file"))) {
+      for (const auto& line : io::nonempty_lines(io::read_text(src.path, "calibration file"))) {
         if (o.max_prompts > 0 && int64_t(out.size()) >= o.max_prompts) break;
         out.push_back({SourceKind::T2i, {}, line});
       }

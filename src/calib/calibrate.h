@@ -28,7 +28,8 @@ struct Source {
   SourceKind kind = SourceKind::Text;
   std::string path;
 };
-// Parses "text:FILE", "chat:FILE" or "t2i:FILE" (throws naming the argument).
+// Parses "text:FILE", "chat:FILE" or "t2i:FILE" and checks the file is readable UTF-8 text (throws naming
+// the argument, or the file, line and byte of the first invalid byte).
 Source parse_source(const std::string& arg);
 
 struct CalibOptions {
