@@ -7,6 +7,8 @@
 #include <optional>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "formats/fold_scales.h"
@@ -16,7 +18,9 @@
 #include "eval/report.h"
 #include "forward/prompts.h"
 #include "io/error.h"
+#include "io/output.h"
 #include "io/progress.h"
+#include "io/text_file.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
 
@@ -46,14 +50,16 @@ void usage(FILE* out) {
                "  --fake-quant SCHEME[:GROUP]  replace QUANT's linears by fake-quantized dense weights\n"
                "                        (int4_asym:64, int4_sym:128, int8_sym:0, nvfp4): a what-if without a checkpoint\n"
                "  --dtype f32|bf16      weight storage of both engines   --threads N   --quiet (no progress line)\n"
-               "  --head stored|int4    QUANT's lm_head as stored, or quantized at load (run --head int4)\n",
+               "  --head stored|int4    QUANT's lm_head as stored, or quantized at load (run --head int4)\n"
+               "  --force               replace an existing REPORT_DIR that lance-quant wrote\n"
+               "REPORT_DIR is written as REPORT_DIR.lq-partial-PID and renamed at the end; it must not be an input.\n",
                "256");
 }
 
 struct EvalCli {
   std::string base, quant, out, data_dir;
   eval::EvalData data;
-  bool no_text = false, no_chat = false, no_t2i = false, quiet = false;
+  bool no_text = false, no_chat = false, no_t2i = false, quiet = false, force = false;
   eval::EvalOptions options;
   std::optional<int> steps;
   std::string fake_quant;
@@ -90,6 +96,7 @@ EvalCli parse(const Args& args) {
     else if (r.is("--fake-quant")) c.fake_quant = r.value();
     else if (r.is("--threads")) kernels::set_num_threads(int(positive(r.int_value(), "--threads")));
     else if (r.is("--quiet")) c.quiet = true;
+    else if (r.is("--force")) c.force = true;
     else if (r.is("--head")) c.quant_head = fwd::parse_head_format(r.value());
     else if (r.is("--dtype")) {
       const std::string v = r.value();
@@ -141,6 +148,8 @@ int cmd_eval(const Args& args) {
       return 0;
     }
   EvalCli c = parse(args);
+  io::require_directory(c.base, "BASE model directory");
+  io::require_directory(c.quant, "QUANT model directory");
   const fwd::T2iSettings t2i = fwd::load_t2i_settings(c.base);
   fill_default_data(c, t2i);
   if (c.no_text) c.data.text_files.clear();
@@ -150,6 +159,15 @@ int cmd_eval(const Args& args) {
     fail("eval", "BASE's lance_config.json has no t2i_latent_grid_thw; pass --no-t2i");
   c.options.sampler = t2i.sampler;
   if (c.steps) c.options.sampler.steps = *c.steps;
+  // Inputs are checked before the engines load: text files are UTF-8, the report goes elsewhere.
+  std::vector<std::string> inputs = {c.base, c.quant, c.data.chat_file, c.data.t2i_file};
+  for (const auto& f : c.data.text_files) inputs.push_back(f);
+  for (size_t i = 2; i < inputs.size(); ++i)
+    if (!inputs[i].empty()) {
+      io::require_file(inputs[i], "evaluation file");
+      io::check_text(io::read_file(inputs[i], "evaluation file"), inputs[i]);
+    }
+  io::check_output_dir(c.out, c.force, inputs, "eval --out");
 
   const auto t0 = std::chrono::steady_clock::now();
   const tok::Tokenizer tok = tok::Tokenizer::load(c.base);
@@ -180,7 +198,9 @@ int cmd_eval(const Args& args) {
   meta.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   meta.toy_vae = t2i.has_toy_vae;
   meta.t2i = t2i;
-  eval::write_report(c.out, r, meta);
+  io::PartialOutputDir report_dir(c.out, "eval");
+  eval::write_report(report_dir.path().string(), r, meta);
+  report_dir.commit(nlohmann::json{{"base", c.base}, {"quant", c.quant}}.dump());
 
   if (r.has_und)
     std::printf("perplexity %.4f -> %.4f  KL mean %.4g p99 %.4g  top-1 %.2f%%\n", r.und.base_perplexity,

@@ -14,7 +14,7 @@ namespace lq::cli {
 namespace {
 
 const char* kQuantizeUsage =
-    "usage: lance-quant quantize MODEL --out DIR [--scheme S] [--group-size 32|64|128] [--sym]\n"
+    "usage: lance-quant quantize MODEL --out DIR [--scheme S] [--group-size 32|64|128|0] [--sym]\n"
     "         [--calib KIND:FILE ...] [--stats STATS.safetensors] [--allow-partial] [--format F]\n"
     "         [--keep PATTERN ...] [--gen-scheme SPEC] [--override PATTERN=SPEC ...] [--keep-dtype bf16|f32]\n"
     "         [--threads N] [--force] [--json]\n"
@@ -23,7 +23,12 @@ const char* kQuantizeUsage =
     "Schemes: awq-int4 (default; AWQ on real activations of the --calib inputs, layer by layer through the\n"
     "native forward), rtn-int4 (min-max, the floor), awq-proxy (AWQ folds from --stats only), legacy-awq\n"
     "(the original Python lance-quant's method, from --stats), nvfp4, awq-nvfp4, rtn-int8.\n"
-    "--calib takes the inputs of `calibrate` (text:FILE, chat:FILE, t2i:FILE; repeatable).\n"
+    "--group-size: INT4 / INT8 elements per scale along the input axis, 32, 64 or 128 (default 128), or 0 for one\n"
+    "  group per row (per channel). NVFP4 has fixed blocks of 16: --group-size with nvfp4 / awq-nvfp4 is an error\n"
+    "  unless an integer format is also asked for (--gen-scheme / --override).\n"
+    "--calib takes the inputs of `calibrate` (text:FILE, chat:FILE, t2i:FILE; repeatable). AWQ needs inputs for\n"
+    "  both paths (text/chat reach und, t2i reaches both); a path left without data is refused unless\n"
+    "  --allow-partial, which writes its linears with RTN and records which linears got which method.\n"
     "--keep PATTERN leaves matching linears (glob or substring of the base name) in bf16.\n"
     "Per-linear number formats (the method stays the one of --scheme; AWQ searches each linear with its own format):\n"
     "  --gen-scheme SPEC          every linear of the gen path (*_moe_gen), e.g. --gen-scheme int8\n"
@@ -36,7 +41,9 @@ const char* kQuantizeUsage =
     "--awq-rows caps the calibration rows per path cached for the search of each layer.\n"
     "--dense-out DIR also writes the dequantized model, folds undone, as a dense f32 checkpoint (evaluation).\n"
     "Formats: lance-quant-v1 (default), autoawq, compressed-tensors, modelopt.\n"
-    "DIR is written as DIR.lq-partial-PID and renamed at the end; an existing checkpoint needs --force.\n";
+    "DIR is written as DIR.lq-partial-PID and renamed at the end (removed on Ctrl-C / SIGTERM; a later run removes\n"
+    "those of killed processes). DIR must not be or lie inside an input; an existing DIR is replaced only with\n"
+    "--force and only when lance-quant wrote it.\n";
 
 }  // namespace
 
@@ -45,7 +52,7 @@ int cmd_quantize(const Args& args) {
   pipeline::QuantizeOptions o;
   std::string scheme = "awq-int4";
   int64_t group = 128;
-  bool sym = false, json_out = false;
+  bool group_given = false, sym = false, json_out = false;
   std::string gen_spec;
   std::vector<std::string> overrides;  // PATTERN=SPEC, parsed once --group-size / --sym are known
   while (r.next()) {
@@ -54,7 +61,7 @@ int cmd_quantize(const Args& args) {
       return 0;
     } else if (r.is("--out")) o.out_dir = r.value();
     else if (r.is("--scheme")) scheme = r.value();
-    else if (r.is("--group-size")) group = r.int_value();
+    else if (r.is("--group-size")) group = r.int_value(), group_given = true;
     else if (r.is("--sym")) sym = true;
     else if (r.is("--calib")) o.calib.push_back(calib::parse_source(r.value()));
     else if (r.is("--stats")) o.stats_path = r.value();
@@ -84,13 +91,16 @@ int cmd_quantize(const Args& args) {
   }
   if (o.model_dir.empty()) fail("quantize", "a MODEL directory is required (see --help)");
   o.scheme = pipeline::parse_scheme_choice(scheme, group, sym);
+  if (group_given && o.scheme.params.scheme == quant::Scheme::NvFp4 && gen_spec.empty() && overrides.empty())
+    fail("--group-size " + std::to_string(group), "--scheme " + scheme + " has fixed blocks of 16 elements; --group-size "
+                                                  "applies to integer formats (drop it, or choose an INT4 / INT8 scheme)");
   if (!gen_spec.empty()) o.gen_format = pipeline::parse_format_spec(gen_spec, group, sym, "--gen-scheme");
   for (const auto& ov : overrides) o.overrides.push_back(pipeline::parse_override(ov, group, sym));
   // lance-quant-v1 stores NVFP4 block scales as bf16 without a tensor scale: e4m3 * tensor scale must be
   // exact in bf16, which a power-of-two tensor scale guarantees.
   if (o.scheme.params.scheme == quant::Scheme::NvFp4 && o.format == formats::FormatId::LanceQuantV1)
     o.scheme.params.nvfp4_pow2_tensor_scale = true;
-  pipeline::check_output_dir(o.out_dir, o.force);  // before any slow work
+  pipeline::check_output_dir(o);  // before any slow work
 
   io::Progress progress("quantize", 0, "layers");
   o.on_layer = [&progress](int done, int total) {
@@ -109,6 +119,13 @@ int cmd_quantize(const Args& args) {
                 (long long)rep.kept_linears, rep.scheme.c_str(), rep.out_dir.c_str(), rep.format.c_str(),
                 double(rep.output_bytes) / 1e6, rep.seconds);
     std::printf("  weight relative error: mean %.4f, worst %.4f\n", mean, worst);
+    if (rep.partial_calibration) {
+      std::map<std::string, int> per_method;
+      for (const auto& l : rep.linears) ++per_method[l.method];
+      std::printf("  PARTIAL calibration (--allow-partial):");
+      for (const auto& [m, n] : per_method) std::printf(" %s x%d", m.c_str(), n);
+      std::printf(" (recorded per linear in the checkpoint)\n");
+    }
     std::map<std::string, int> per_format;
     for (const auto& l : rep.linears) ++per_format[l.format];
     if (per_format.size() > 1) {

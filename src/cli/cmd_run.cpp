@@ -14,6 +14,8 @@
 #include "forward/text.h"
 #include "forward/toy_vae.h"
 #include "io/error.h"
+#include "io/output.h"
+#include "io/text_file.h"
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
@@ -112,6 +114,8 @@ RunOptions parse(const Args& args) {
   if (o.model.empty()) fail("run", "missing MODEL directory");
   if (o.task != "text" && o.task != "t2i") fail("--task", "expected text or t2i, got '" + o.task + "'");
   if (o.prompt.empty()) fail("--prompt", "missing or empty");
+  io::check_text(o.prompt, "--prompt");  // both tasks: invalid UTF-8 is refused before the model loads
+  io::require_directory(o.model, "model directory");
   if (o.max_new_tokens < 1) fail("--max-new-tokens", "must be >= 1");
   return o;
 }
@@ -125,6 +129,7 @@ fwd::LoadOptions load_options(const RunOptions& o) {
 
 tok::Tokenizer load_tokenizer(const std::string& dir) {
   namespace fs = std::filesystem;
+  io::require_directory(dir, "model directory");
   const bool has = fs::exists(fs::path(dir) / "tokenizer.json") ||
                    (fs::exists(fs::path(dir) / "vocab.json") && fs::exists(fs::path(dir) / "merges.txt"));
   if (!has) fail(dir, "model directory has no tokenizer (tokenizer.json, or vocab.json + merges.txt)");
@@ -183,6 +188,9 @@ void write_latents(const std::string& path, const std::vector<float>& x, const f
 int run_t2i(const RunOptions& o) {
   if (!o.have_seed) fail("--seed", "t2i needs a noise seed");
   if (o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
+  // Outputs never replace an input; an existing latents file is replaced only when lance-quant wrote it.
+  io::check_output_file(o.out, /*force=*/true, {o.model, o.png}, "--out");
+  if (!o.png.empty()) io::check_output_file(o.png, /*force=*/true, {o.model, o.out}, "--png", /*allow_existing=*/true);
   const fwd::T2iSettings s = fwd::load_t2i_settings(o.model);
   const fwd::LatentGrid grid = choose_grid(o, s);
   if (!o.png.empty() && !s.has_toy_vae)

@@ -171,6 +171,8 @@ class ForwardAwq final : public LayerSearch {
     collect_samples(report);
   }
 
+  bool calibrated(const model::LinearSpec& l) const override { return rows_[l.path == Path::Gen ? 1 : 0] > 0; }
+
   void search(int layer, LayerTensors& t, const std::map<std::string, bool>& quantized, LayerPlans& plans) override {
     LayerCapture cap(layer);
     fold_scale_.clear();
