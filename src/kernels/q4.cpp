@@ -19,6 +19,8 @@
 // and reuses the dense f32 GEMM (kernels::linear) over them.
 #include "kernels/q4.h"
 
+#include <cpuid.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -715,9 +717,13 @@ LQ_AVX2 void avx2_decoded_rows(const float* x, int64_t n, const Q4Matrix& w, con
   }
 }
 
+// F16C through CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
+bool have_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
 bool have_avx2() {
-  static const bool ok =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && have_f16c();
   return ok;
 }
 bool have_avx512vnni() {
