@@ -36,7 +36,9 @@ ConvBackend parse_conv_backend(const char* text) {
 ConvBackend resolve_conv_backend(ConvBackend b, const Conv2dParams& p) {
   if (b != ConvBackend::Auto) return b;
   const bool spatial = p.kh > 1 || p.kw > 1;
-  return dnnl_available() && spatial && p.stride == 1 ? ConvBackend::Dnnl : ConvBackend::Gemm;
+  // Small filters stay on the GEMM: oneDNN's per-call cost (OpenMP region, reorders) dominates them.
+  const bool large = p.cin * p.cout >= kDnnlMinChannelProduct;
+  return dnnl_available() && spatial && p.stride == 1 && large ? ConvBackend::Dnnl : ConvBackend::Gemm;
 }
 
 namespace {

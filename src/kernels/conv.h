@@ -5,7 +5,8 @@
 //   Dnnl: oneDNN's convolution (Debian libdnnl), weights reordered once into its blocked layout.
 // Auto picks by filter, from measurements (bench/bench_conv, docs/vae.md): oneDNN for 3x3 stride-1
 // filters when the build has it (1.06-1.24x our GEMM on the decoder's layers, 2.7x on its 12-channel
-// head), our GEMM for 1x1 and strided filters (1.3x oneDNN there).
+// head), our GEMM for 1x1 and strided filters (1.3x oneDNN there) and for filters with
+// cin * cout < kDnnlMinChannelProduct (a tiny VAE decoded 7x slower on oneDNN: per-call overhead).
 // conv2d_ref is the plain specification both are tested against (double accumulation); both
 // backends stay within a few f32 ulps per term of it (tests/kernels/conv_test.cpp states the budget).
 // Results are deterministic for a given backend and thread count.
@@ -25,6 +26,7 @@ struct Conv2dParams {
 };
 
 enum class ConvBackend { Auto, Gemm, Dnnl };
+inline constexpr int64_t kDnnlMinChannelProduct = 1024;
 const char* conv_backend_name(ConvBackend b);
 ConvBackend parse_conv_backend(const char* text);  // "auto" | "gemm" | "dnnl" (throws lq::Error)
 bool dnnl_available();                              // built with oneDNN

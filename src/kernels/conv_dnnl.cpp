@@ -50,10 +50,15 @@ struct DnnlConv {
   Conv2dParams p;
   memory weights;       // in `weights.get_desc()`'s layout
   memory bias, zero_bias;
+  // Everything one input size needs, created once: the convolution, the reorders between our nhwc
+  // buffers and its blocked layouts, and the blocked buffers themselves.
   struct Prim {
     dnnl::convolution_forward conv;
-    memory::desc src, dst;
     memory weights;  // same object as DnnlConv::weights unless this size wanted another layout
+    memory::desc user_src, user_dst;
+    bool reorder_src = false, reorder_dst = false;
+    memory src_blk, dst_blk;
+    dnnl::reorder to_src, to_dst, from_dst;
   };
   std::map<std::tuple<int64_t, int64_t, bool, bool>, Prim> prims;
   std::mutex mu;
@@ -116,30 +121,38 @@ void run_dnnl_conv(DnnlConv& c, const float* x, int64_t h, int64_t w, float* y, 
     auto it = c.prims.find(key);
     if (it == c.prims.end()) {
       const auto pd = c.make_pd(h, w, accumulate, add_bias);
-      DnnlConv::Prim prim{dnnl::convolution_forward(pd), pd.src_desc(), pd.dst_desc(), c.weights};
+      DnnlConv::Prim prim;
+      prim.conv = dnnl::convolution_forward(pd);
+      prim.weights = c.weights;
       if (pd.weights_desc() != c.weights.get_desc()) {  // this size wants another weight layout
         prim.weights = memory(pd.weights_desc(), cpu_engine());
         dnnl::reorder(c.weights, prim.weights).execute(s, c.weights, prim.weights);
       }
+      prim.user_src = memory::desc({1, c.p.cin, h, w}, dt::f32, tag::nhwc);
+      prim.user_dst = memory::desc({1, c.p.cout, c.p.out_h(h), c.p.out_w(w)}, dt::f32, tag::nhwc);
+      prim.reorder_src = pd.src_desc() != prim.user_src;
+      prim.reorder_dst = pd.dst_desc() != prim.user_dst;
+      if (prim.reorder_src) {
+        prim.src_blk = memory(pd.src_desc(), cpu_engine());
+        prim.to_src = dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), prim.user_src, cpu_engine(), pd.src_desc()));
+      }
+      if (prim.reorder_dst) {
+        prim.dst_blk = memory(pd.dst_desc(), cpu_engine());
+        prim.to_dst = dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), prim.user_dst, cpu_engine(), pd.dst_desc()));
+        prim.from_dst = dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), pd.dst_desc(), cpu_engine(), prim.user_dst));
+      }
       it = c.prims.emplace(key, std::move(prim)).first;
     }
     DnnlConv::Prim& prim = it->second;
-    const memory::desc usrc({1, c.p.cin, h, w}, dt::f32, tag::nhwc);
-    const memory::desc udst({1, c.p.cout, c.p.out_h(h), c.p.out_w(w)}, dt::f32, tag::nhwc);
-    memory src(usrc, cpu_engine(), const_cast<float*>(x)), dst(udst, cpu_engine(), y);
-    memory bsrc = src, bdst = dst;
-    if (prim.src != usrc) {
-      bsrc = memory(prim.src, cpu_engine());
-      dnnl::reorder(src, bsrc).execute(s, src, bsrc);
-    }
-    if (prim.dst != udst) {
-      bdst = memory(prim.dst, cpu_engine());
-      if (accumulate) dnnl::reorder(dst, bdst).execute(s, dst, bdst);
-    }
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, bsrc}, {DNNL_ARG_WEIGHTS, prim.weights}, {DNNL_ARG_DST, bdst}};
+    memory src(prim.user_src, cpu_engine(), const_cast<float*>(x)), dst(prim.user_dst, cpu_engine(), y);
+    if (prim.reorder_src) prim.to_src.execute(s, src, prim.src_blk);
+    if (prim.reorder_dst && accumulate) prim.to_dst.execute(s, dst, prim.dst_blk);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, prim.reorder_src ? prim.src_blk : src},
+                                         {DNNL_ARG_WEIGHTS, prim.weights},
+                                         {DNNL_ARG_DST, prim.reorder_dst ? prim.dst_blk : dst}};
     if (add_bias) args.insert({DNNL_ARG_BIAS, c.bias});
     prim.conv.execute(s, args);
-    if (prim.dst != udst) dnnl::reorder(bdst, dst).execute(s, bdst, dst);
+    if (prim.reorder_dst) prim.from_dst.execute(s, prim.dst_blk, dst);
     s.wait();
   } catch (const dnnl::error& e) {
     fail("conv2d (oneDNN)", std::string("execution failed: ") + e.what());

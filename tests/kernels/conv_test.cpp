@@ -128,7 +128,7 @@ TEST(Conv, DeterministicAcrossCalls) {
 
 TEST(Conv, BackendRule) {
   Conv2dParams p3;
-  p3.cin = p3.cout = 8;
+  p3.cin = p3.cout = 32;
   p3.kh = p3.kw = 3;
   Conv2dParams p1 = p3;
   p1.kh = p1.kw = 1;
@@ -139,6 +139,9 @@ TEST(Conv, BackendRule) {
   EXPECT_EQ(kernels::resolve_conv_backend(ConvBackend::Auto, p1), ConvBackend::Gemm);
   EXPECT_EQ(kernels::resolve_conv_backend(ConvBackend::Auto, s2), ConvBackend::Gemm);
   EXPECT_EQ(kernels::resolve_conv_backend(ConvBackend::Gemm, p3), ConvBackend::Gemm);
+  Conv2dParams small = p3;
+  small.cin = small.cout = 16;  // 256 < kDnnlMinChannelProduct
+  EXPECT_EQ(kernels::resolve_conv_backend(ConvBackend::Auto, small), ConvBackend::Gemm);
 }
 
 TEST(Conv, BadArguments) {
