@@ -118,6 +118,8 @@ void GemmConv::run(const float* x, int64_t h, int64_t w, float* y, bool accumula
     return;
   }
   const int64_t tile = std::min(npix, std::max(kMinTilePixels, kIm2colBudgetFloats / K));
+  // Scratch of the calling thread, shared by every convolution (memory does not grow with the layers).
+  thread_local std::vector<float> cols_, out_;
   if (!pointwise()) cols_.resize(size_t(tile * K));
   if (accumulate) out_.resize(size_t(tile * cout));
   for (int64_t p0 = 0; p0 < npix; p0 += tile) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <tuple>
 #include <unordered_map>
+#include <vector>
 
 #include "io/error.h"
 #include "kernels/conv_impl.h"
@@ -57,7 +58,7 @@ struct DnnlConv {
     memory weights;  // same object as DnnlConv::weights unless this size wanted another layout
     memory::desc user_src, user_dst;
     bool reorder_src = false, reorder_dst = false;
-    memory src_blk, dst_blk;
+    memory::desc src_blk, dst_blk;  // blocked layouts; their buffers are the caller thread's scratch
     dnnl::reorder to_src, to_dst, from_dst;
   };
   std::map<std::tuple<int64_t, int64_t, bool, bool>, Prim> prims;
@@ -133,11 +134,11 @@ void run_dnnl_conv(DnnlConv& c, const float* x, int64_t h, int64_t w, float* y, 
       prim.reorder_src = pd.src_desc() != prim.user_src;
       prim.reorder_dst = pd.dst_desc() != prim.user_dst;
       if (prim.reorder_src) {
-        prim.src_blk = memory(pd.src_desc(), cpu_engine());
+        prim.src_blk = pd.src_desc();
         prim.to_src = dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), prim.user_src, cpu_engine(), pd.src_desc()));
       }
       if (prim.reorder_dst) {
-        prim.dst_blk = memory(pd.dst_desc(), cpu_engine());
+        prim.dst_blk = pd.dst_desc();
         prim.to_dst = dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), prim.user_dst, cpu_engine(), pd.dst_desc()));
         prim.from_dst = dnnl::reorder(dnnl::reorder::primitive_desc(cpu_engine(), pd.dst_desc(), cpu_engine(), prim.user_dst));
       }
@@ -145,14 +146,24 @@ void run_dnnl_conv(DnnlConv& c, const float* x, int64_t h, int64_t w, float* y, 
     }
     DnnlConv::Prim& prim = it->second;
     memory src(prim.user_src, cpu_engine(), const_cast<float*>(x)), dst(prim.user_dst, cpu_engine(), y);
-    if (prim.reorder_src) prim.to_src.execute(s, src, prim.src_blk);
-    if (prim.reorder_dst && accumulate) prim.to_dst.execute(s, dst, prim.dst_blk);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, prim.reorder_src ? prim.src_blk : src},
-                                         {DNNL_ARG_WEIGHTS, prim.weights},
-                                         {DNNL_ARG_DST, prim.reorder_dst ? prim.dst_blk : dst}};
+    // Blocked copies live in per-thread scratch shared by every convolution (sized by the largest frame),
+    // so memory does not grow with the number of layers.
+    thread_local std::vector<float> src_scratch, dst_scratch;
+    memory src_blk = src, dst_blk = dst;
+    if (prim.reorder_src) {
+      src_scratch.resize(prim.src_blk.get_size() / sizeof(float) + 1);
+      src_blk = memory(prim.src_blk, cpu_engine(), src_scratch.data());
+      prim.to_src.execute(s, src, src_blk);
+    }
+    if (prim.reorder_dst) {
+      dst_scratch.resize(prim.dst_blk.get_size() / sizeof(float) + 1);
+      dst_blk = memory(prim.dst_blk, cpu_engine(), dst_scratch.data());
+      if (accumulate) prim.to_dst.execute(s, dst, dst_blk);
+    }
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src_blk}, {DNNL_ARG_WEIGHTS, prim.weights}, {DNNL_ARG_DST, dst_blk}};
     if (add_bias) args.insert({DNNL_ARG_BIAS, c.bias});
     prim.conv.execute(s, args);
-    if (prim.reorder_dst) prim.from_dst.execute(s, prim.dst_blk, dst);
+    if (prim.reorder_dst) prim.from_dst.execute(s, dst_blk, dst);
     s.wait();
   } catch (const dnnl::error& e) {
     fail("conv2d (oneDNN)", std::string("execution failed: ") + e.what());

@@ -20,7 +20,6 @@ class GemmConv {
   Conv2dParams p_;
   std::vector<float> weights_, bias_;
   DenseMatrix mat_;
-  mutable std::vector<float> cols_, out_;  // scratch
 };
 
 // oneDNN convolution (conv_dnnl.cpp; without oneDNN these throw).

@@ -716,6 +716,18 @@ Encoded WanVae::encode(const float* rgb, int frames, int height, int width, cons
   return e;
 }
 
+std::vector<uint8_t> to_rgb8(const float* x, size_t n) {
+  std::vector<uint8_t> out(n);
+  for (size_t i = 0; i < n; ++i) {
+    float v = std::clamp(x[i], -1.0f, 1.0f);
+    v = v * 0.5f;
+    v = v + 0.5f;
+    v = v * 255.0f;
+    out[i] = uint8_t(std::clamp(std::nearbyint(v), 0.0f, 255.0f));  // default rounding: ties to even
+  }
+  return out;
+}
+
 std::vector<float> reparameterize(const Encoded& e, const float* eps) {
   std::vector<float> out(e.mu.size());
   for (size_t i = 0; i < out.size(); ++i) out[i] = e.mu[i] + std::exp(0.5f * e.logvar[i]) * eps[i];

@@ -62,6 +62,10 @@ using FrameSink = std::function<void(const float* rgb, int frames, int height, i
 // Called after each time chunk (done, total).
 using ChunkProgress = std::function<void(int done, int total)>;
 
+// Decoded pixels in [-1, 1] to 8-bit as Lance saves them: clip to [-1, 1], * 0.5 + 0.5, * 255, round
+// half to even (torch.round), in f32.
+std::vector<uint8_t> to_rgb8(const float* pixels, size_t n);
+
 class WanVae {
  public:
   // `path`: a diffusers directory (config.json + diffusion_pytorch_model.safetensors), a .safetensors
