@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "cli/run_gen.h"
 #include "forward/forward.h"
+#include "forward/edit_source.h"
 #include "forward/gen_sequence.h"
 #include "forward/prompts.h"
 #include "forward/t2i.h"
@@ -72,7 +73,7 @@ struct RunOptions {
   kernels::ConvBackend vae_conv = kernels::ConvBackend::Auto;
   VisualOutputs visuals;
   int frames = 0;
-  EditSource edit;
+  fwd::EditSource edit;
 };
 
 long long parse_int(const std::string& flag, const std::string& v) {
@@ -255,7 +256,7 @@ int run_generation(const RunOptions& o) {
   std::unique_ptr<fwd::T2iSampler> sampler;
   nlohmann::json extra;
   if (o.task == "edit") {
-    const EncodedSource src = encode_edit_source(*vae, o.edit, o.seed);
+    const fwd::EncodedSource src = fwd::encode_edit_source(*vae, o.edit, o.seed, !o.json);
     grid = src.grid;
     fwd::check_latent_grid(grid, e.config());
     const fwd::ConditionedPrompt cp = fwd::edit_prompt(tok, o.prompt, fwd::edit_instruction(src.vision_type), grid);

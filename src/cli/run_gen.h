@@ -1,5 +1,4 @@
-// Pictures and videos for `run`'s generation tasks (t2i / t2v / edit): the Wan2.2 VAE around the
-// sampler, i.e. encoding an edit's source and writing decoded PNG / frames / MP4.
+// Pictures and videos for `run`'s generation tasks (t2i / t2v / edit): decoded PNG / frames / MP4.
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -24,24 +23,5 @@ struct VisualOutputs {
 // Returns a JSON summary (paths, frames, size, seconds).
 nlohmann::json write_visuals(const vae::WanVae& vae, const std::vector<float>& latents, const fwd::LatentGrid& grid,
                              const VisualOutputs& out);
-
-// An edit's source: an image or a video (Lance: frames sampled at 12 fps over at most 6 s, 4k + 1 of
-// them), bucket-resized to about resolution^2 pixels (sides multiples of 16, values in [-1, 1]) as
-// Lance's VAE transform does, encoded, and sampled with Lance's reparameterisation (noise from `seed`).
-struct EditSource {
-  std::string image, video;
-  int resolution = 0;  // 0: Lance's defaults, 768 for images, 640 for videos (video_480p)
-  int max_frames = 0;  // > 0: keep the first 4k + 1 <= max_frames sampled frames
-};
-struct EncodedSource {
-  fwd::LatentGrid grid;
-  std::vector<float> latents;  // [t h w, C]
-  int frames = 0, width = 0, height = 0;
-  std::string vision_type;     // "image" or "video"
-};
-EncodedSource encode_edit_source(const vae::WanVae& vae, const EditSource& src, uint64_t seed);
-
-// The seed of the source's reparameterisation noise, derived from the sampler's seed.
-uint64_t source_noise_seed(uint64_t seed);
 
 }  // namespace lq::cli
