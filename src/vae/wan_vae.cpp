@@ -59,6 +59,7 @@ struct History {
 struct RunState {
   std::vector<History> hist;
   std::vector<char> started;
+  bool last_chunk = false;  // nothing follows: the caches need not be kept
 };
 
 // Slot numbers for the per-run state, handed out while a network is built.
@@ -141,7 +142,7 @@ class CausalConv {
         if (in) taps_[size_t(j)].run(in, x.h, x.w, out, true, false);
       }
     }
-    if (hist) remember(*hist, x, kt_ - 1);
+    if (hist && !st.last_chunk) remember(*hist, x, kt_ - 1);
     return y;
   }
 
@@ -634,6 +635,7 @@ void WanVae::decode(const float* latents, int t, int h, int w, const FrameSink& 
   for (int i = 0; i < t; ++i) {
     Frames one(1, h, w, z);
     std::memcpy(one.frame(0), x.frame(i), sizeof(float) * size_t(x.frame_size()));
+    st.last_chunk = i == t - 1;
     const Frames out = dec.chunk(one, st, i == 0);  // [T_i, h', w', 3 p p]
     // Unpatchify: channel c*p*p + dx*p + dy -> pixel (row * p + dy, col * p + dx), colour c.
     const int64_t H = out.h * p, W = out.w * p;
@@ -692,6 +694,7 @@ Encoded WanVae::encode(const float* rgb, int frames, int height, int width, cons
   Frames lat;
   for (int i = 0; i < chunks; ++i) {
     const int64_t f0 = i == 0 ? 0 : 1 + int64_t(tr) * (i - 1), n = i == 0 ? 1 : tr;
+    st.last_chunk = i == chunks - 1;
     const Frames out = enc.chunk(patch_frames(f0, n), st);
     if (out.t != 1) fail("VAE encode", "internal: a chunk produced " + std::to_string(out.t) + " latent frames");
     if (i == 0) lat = Frames(chunks, out.h, out.w, out.c);
