@@ -126,6 +126,28 @@ TEST(GenTasksCli, VideoEdit) {
   EXPECT_EQ(r.info().frame_count, 9);
 }
 
+TEST(GenTasksCli, EvalComparesPictures) {
+  const Fixture& f = fixture();
+  std::ofstream(f.dir + "/prompts.txt") << "a red circle\na blue square\n";
+  int rc = 0;
+  const std::string out = lq("eval " + f.model + " " + f.model + " --fake-quant int4_asym:64 --no-text --no-chat --t2i-prompts " + f.dir +
+                                 "/prompts.txt --steps 2 --vae " + f.vae + " --quiet --out " + f.dir + "/report",
+                             &rc);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("t2i pictures PSNR"), std::string::npos) << out;
+  const auto j = nlohmann::json::parse(std::ifstream(f.dir + "/report/report.json"));
+  ASSERT_TRUE(j["gen"].contains("image_ssim")) << j["gen"].dump();
+  EXPECT_GT(j["gen"]["image_ssim"].get<double>(), 0.0);
+  EXPECT_LE(j["gen"]["image_ssim"].get<double>(), 1.0);
+  EXPECT_EQ(j["gen"]["per_prompt"].size(), 2u);
+  EXPECT_TRUE(j["gen"]["per_prompt"][0].contains("image_psnr_db"));
+  const auto sheet = lq::media::read_image(f.dir + "/report/t2i_side_by_side.png");
+  EXPECT_EQ(sheet.width, 3 * 128 + 4 * 8);
+  std::ifstream md(f.dir + "/report/report.md");
+  const std::string text((std::istreambuf_iterator<char>(md)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("Decoded pictures (Wan2.2 VAE"), std::string::npos);
+}
+
 TEST(GenTasksCli, BadOptions) {
   const Fixture& f = fixture();
   int rc = 0;
