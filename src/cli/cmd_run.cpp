@@ -153,7 +153,12 @@ RunOptions parse(const Args& args) {
   if (o.task != "t2v" && o.frames != 0) fail("--frames", "only for --task t2v");
   if (o.task == "edit" && o.edit.image.empty() == o.edit.video.empty()) fail("edit", "give exactly one of --image SRC or --video SRC");
   if (o.task != "edit" && (!o.edit.image.empty() || !o.edit.video.empty())) fail("--image/--video", "only for --task edit");
-  if ((o.task == "t2v" || o.task == "edit") && o.vae.empty()) fail("--vae", "--task " + o.task + " needs the Wan2.2 VAE (--vae PATH)");
+  if (o.vae.empty()) {
+    if (o.task == "edit") fail("--vae", "--task edit needs the Wan2.2 VAE (--vae PATH) to encode its source");
+    if (!o.visuals.mp4.empty() || !o.visuals.frames_dir.empty())
+      fail("--vae", "--mp4 / --frames-dir decode with the Wan2.2 VAE: give --vae PATH");
+    if (o.task == "t2v" && !o.png.empty()) fail("--png", "t2v frames are decoded with the Wan2.2 VAE: give --vae PATH");
+  }
   if ((o.task == "t2v" || o.task == "edit") && !o.visuals.any() && o.out.empty())
     fail(o.task, "nothing to write: give --mp4, --frames-dir, --png and/or --out");
   // Outputs must never replace an input.
