@@ -51,8 +51,9 @@ int main(int argc, char** argv) {
       px.resize(size_t(T) * H * W * 3);
       for (float& v : px) v = rnd();
     }
-    std::printf("%s: %s latent %dx%dx%d (%d frames %dx%d), %d threads, load %.2f s\n", path.c_str(), encode ? "encode" : "decode", t, h,
+    std::printf("%s: %s latent %dx%dx%d (%d frames %dx%d), %d threads, open %.2f s\n", path.c_str(), encode ? "encode" : "decode", t, h,
                 w, T, W, H, lq::kernels::num_threads(), std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    std::fflush(stdout);
     auto cpu_seconds = [] {
       rusage ru{};
       getrusage(RUSAGE_SELF, &ru);
@@ -69,17 +70,31 @@ int main(int argc, char** argv) {
       }
       std::printf("warm-up (builds the weights): %.2f s wall, %.2f s CPU\n",
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - tw).count(), cpu_seconds() - cw);
+      std::fflush(stdout);
     }
     for (int r = 0; r < repeat; ++r) {
       const auto t1 = std::chrono::steady_clock::now();
       const double c1 = cpu_seconds();
+      // Per time chunk: wall and CPU seconds since the previous chunk and the peak RSS so far.
+      auto last_wall = t1;
+      double last_cpu = c1;
+      auto per_chunk = [&](int d, int n) {
+        const auto now = std::chrono::steady_clock::now();
+        const double cpu = cpu_seconds();
+        rusage ru{};
+        getrusage(RUSAGE_SELF, &ru);
+        std::printf("  chunk %d/%d: %.1f s wall, %.1f s CPU, peak RSS %.2f GB\n", d, n,
+                    std::chrono::duration<double>(now - last_wall).count(), cpu - last_cpu, double(ru.ru_maxrss) / 1e6);
+        std::fflush(stdout);
+        last_wall = now;
+        last_cpu = cpu;
+      };
       int frames = 0;
       if (encode) {
-        const auto e = vae.encode(px.data(), T, H, W, [](int d, int n) { std::fprintf(stderr, "  chunk %d/%d\n", d, n); });
+        const auto e = vae.encode(px.data(), T, H, W, per_chunk);
         frames = e.t;
       } else {
-        vae.decode(lat.data(), t, h, w, [&](const float*, int n, int, int) { frames += n; }, true,
-                   [](int d, int n) { std::fprintf(stderr, "  chunk %d/%d\n", d, n); });
+        vae.decode(lat.data(), t, h, w, [&](const float*, int n, int, int) { frames += n; }, true, per_chunk);
       }
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
       rusage ru{};
