@@ -45,7 +45,8 @@ struct World {
 const World& world() {
   static const World s = [] {
     World x;
-    x.dir = lq::test::scratch_dir("gen_kinds_calib");
+    // Per test: ctest runs this file's tests in parallel processes.
+    x.dir = lq::test::scratch_dir(std::string("gen_kinds_calib_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     x.model = x.dir + "/model";
     x.vae = x.dir + "/vae";
     int rc = 0;

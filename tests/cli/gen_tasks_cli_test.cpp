@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "io/png.h"
 #include "io/safetensors.h"
 #include "media/image_io.h"
 #include "media/video_reader.h"
@@ -28,10 +29,11 @@ std::string lq(const std::string& args, int* rc) {
   return out;
 }
 
+// Built per test (ctest runs the tests of this file in parallel processes): its own scratch directory.
 const Fixture& fixture() {
   static const Fixture f = [] {
     Fixture x;
-    x.dir = lq::test::scratch_dir("gen_tasks_cli");
+    x.dir = lq::test::scratch_dir(std::string("gen_tasks_cli_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     x.model = x.dir + "/model";
     x.vae = x.dir + "/vae";
     int rc = 0;
@@ -150,6 +152,8 @@ TEST(GenTasksCli, EvalComparesPictures) {
 
 TEST(GenTasksCli, BadOptions) {
   const Fixture& f = fixture();
+  std::vector<uint8_t> grey(64 * 64 * 3, 100);
+  lq::io::write_png_rgb(f.dir + "/src1.png", grey.data(), 64, 64);
   int rc = 0;
   std::string out = lq("run " + f.model + " --task t2v --prompt x --seed 1 --vae " + f.vae + " --mp4 " + f.dir + "/x.mp4", &rc);
   EXPECT_EQ(rc, 1);
