@@ -21,10 +21,15 @@ namespace {
 const char* kCalibrateUsage =
     "usage: lance-quant calibrate MODEL --calib KIND:FILE [--calib KIND:FILE ...] --out STATS.safetensors\n"
     "         [--max-tokens N] [--max-prompts N] [--seq-len N] [--shard I/N] [--hessian] [--steps N]\n"
-    "         [--seed S] [--threads N] [--dtype f32|bf16] [--stream-weights] [--allow-partial] [--force] [--json]\n\n"
+    "         [--seed S] [--threads N] [--dtype f32|bf16] [--stream-weights] [--allow-partial] [--force] [--json]\n"
+    "         [--vae VAE] [--t2v-frames N] [--edit-resolution R] [--edit-max-frames N]\n\n"
     "KIND: text (plain text, cut into --seq-len windows), chat (JSONL {\"question\", \"answer\"}),\n"
-    "t2i (one prompt per line, run through the full CFG sampler; every step is observed).\n"
-    "--max-tokens caps the tokens taken from each text/chat file, --max-prompts the prompts of each t2i file.\n"
+    "t2i / t2v (one prompt per line, run through the full CFG sampler; every step is observed; t2v on the\n"
+    "t2i grid with t = (--t2v-frames - 1) / 4 + 1, default 17 frames or what the model allows),\n"
+    "image_edit / video_edit (JSONL {\"image\" | \"video\": path relative to the file, \"prompt\": instruction};\n"
+    "the source is encoded by the Wan2.2 VAE given with --vae at --edit-resolution (default 16 sqrt(h w) of the\n"
+    "t2i grid), videos cut to --edit-max-frames (default 17); the clean source rows are observed at tau 0).\n"
+    "--max-tokens caps the tokens taken from each text/chat file, --max-prompts the prompts of each t2i/t2v/edit file.\n"
     "--shard I/N keeps samples k with k %% N == I; merge the shards with merge-stats.\n"
     "--no-capture runs the same forwards without observing and writes nothing (capture overhead benchmark).\n"
     "--stream-weights releases each layer's mapped weights after it runs (bounded memory for a checkpoint\n"
@@ -87,6 +92,10 @@ int cmd_calibrate(const Args& args) {
     } else if (r.is("--hessian")) o.hessian = true;
     else if (r.is("--steps")) steps = int(r.int_value());
     else if (r.is("--seed")) o.seed = uint64_t(r.int_value());
+    else if (r.is("--vae")) o.vae = r.value();
+    else if (r.is("--t2v-frames")) o.t2v_frames = int(r.int_value());
+    else if (r.is("--edit-resolution")) o.edit_resolution = int(r.int_value());
+    else if (r.is("--edit-max-frames")) o.edit_max_frames = int(r.int_value());
     else if (r.is("--threads")) kernels::set_num_threads(int(r.int_value()));
     else if (r.is("--dtype")) {
       const std::string d = r.value();

@@ -13,12 +13,14 @@
 #include "eval/evaluate.h"
 #include "eval/fake_quant.h"
 #include "eval/locate.h"
+#include "eval/pictures.h"
 #include "eval/report.h"
 #include "forward/prompts.h"
 #include "io/error.h"
 #include "io/progress.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
+#include "vae/wan_vae.h"
 
 namespace lq::cli {
 
@@ -46,7 +48,9 @@ void usage(FILE* out) {
                "  --fake-quant SCHEME[:GROUP]  replace QUANT's linears by fake-quantized dense weights\n"
                "                        (int4_asym:64, int4_sym:128, int8_sym:0, nvfp4): a what-if without a checkpoint\n"
                "  --dtype f32|bf16      weight storage of both engines   --threads N   --quiet (no progress line)\n"
-               "  --head stored|int4    QUANT's lm_head as stored, or quantized at load (run --head int4)\n",
+               "  --head stored|int4    QUANT's lm_head as stored, or quantized at load (run --head int4)\n"
+               "  --vae PATH            the Wan2.2 VAE: decode both models' t2i results and compare pictures (PSNR,\n"
+               "                        SSIM, side-by-side PNG), not only latents\n",
                "256");
 }
 
@@ -59,6 +63,7 @@ struct EvalCli {
   std::string fake_quant;
   fwd::WeightStorage storage = fwd::WeightStorage::F32;
   fwd::HeadFormat quant_head = fwd::HeadFormat::Stored;
+  std::string vae;
 };
 
 EvalCli parse(const Args& args) {
@@ -91,6 +96,7 @@ EvalCli parse(const Args& args) {
     else if (r.is("--threads")) kernels::set_num_threads(int(positive(r.int_value(), "--threads")));
     else if (r.is("--quiet")) c.quiet = true;
     else if (r.is("--head")) c.quant_head = fwd::parse_head_format(r.value());
+    else if (r.is("--vae")) c.vae = r.value();
     else if (r.is("--dtype")) {
       const std::string v = r.value();
       if (v == "f32") c.storage = fwd::WeightStorage::F32;
@@ -151,6 +157,9 @@ int cmd_eval(const Args& args) {
   c.options.sampler = t2i.sampler;
   if (c.steps) c.options.sampler.steps = *c.steps;
 
+  // The VAE is checked before the long evaluation starts.
+  std::optional<vae::WanVae> vae;
+  if (!c.vae.empty()) vae.emplace(vae::WanVae::load(c.vae));
   const auto t0 = std::chrono::steady_clock::now();
   const tok::Tokenizer tok = tok::Tokenizer::load(c.base);
   fwd::LoadOptions load;
@@ -168,8 +177,15 @@ int cmd_eval(const Args& args) {
       progress.set_total(double(total));
       progress.update(double(done), stage);
     };
-  const eval::EvalResult r = eval::evaluate(base, quant, tok, t2i, c.data, c.options);
+  eval::EvalResult r = eval::evaluate(base, quant, tok, t2i, c.data, c.options);
   progress.finish();
+  if (vae && r.has_gen) {
+    if (vae->config().z_dim != base.config().latent_channels)
+      fail(c.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " +
+                      std::to_string(base.config().latent_channels));
+    fs::create_directories(c.out);
+    eval::compare_pictures(*vae, r.gen, (fs::path(c.out) / "t2i_side_by_side.png").string());
+  }
 
   eval::ReportMeta meta;
   meta.base_dir = c.base;
@@ -187,6 +203,8 @@ int cmd_eval(const Args& args) {
                 r.und.quant_perplexity, r.und.kl_mean, r.und.kl_p99, 100 * r.und.top1_agreement);
   if (r.has_chat) std::printf("chat exact %.1f%%  Levenshtein %.4f\n", 100 * r.und.chat_exact_match, r.und.chat_levenshtein);
   if (r.has_gen) std::printf("t2i latent rel. error %.4g  PSNR %.2f dB\n", r.gen.latent_rel_error, r.gen.latent_psnr_db);
+  if (r.has_gen && r.gen.has_pictures)
+    std::printf("t2i pictures PSNR %.2f dB  SSIM %.4f\n", r.gen.image_psnr_db, r.gen.image_ssim);
   std::printf("report: %s\n", (fs::path(c.out) / "report.md").string().c_str());
   return 0;
 }

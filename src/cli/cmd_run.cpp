@@ -1,14 +1,19 @@
-// `lance-quant run MODEL --task text|t2i`: greedy text answers (KV cache) and text-to-image
-// sampling (rectified flow + CFG) on the native forward.
+// `lance-quant run MODEL --task text|t2i|t2v|edit`: greedy text answers (KV cache), text-to-image /
+// text-to-video sampling (rectified flow + CFG) and image / video editing on the native forward; the
+// Wan2.2 VAE (--vae) turns latents into pictures and videos and encodes an edit's source.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/run_gen.h"
 #include "forward/forward.h"
+#include "forward/edit_source.h"
+#include "forward/gen_sequence.h"
 #include "forward/prompts.h"
 #include "forward/t2i.h"
 #include "forward/text.h"
@@ -18,6 +23,7 @@
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
+#include "vae/wan_vae.h"
 
 namespace lq::cli {
 
@@ -30,11 +36,24 @@ void usage(FILE* out) {
                "                             [--steps 30] [--shift 3.5] [--cfg 4.0] [--cfg-interval 0.4,1.0]\n"
                "                             [--height H --width W]   (pixels; latent grid h = H/16, when\n"
                "                                                       lance_config.json has no t2i_latent_grid_thw)\n"
+               "       lance-quant run MODEL --task t2v --prompt CAPTION --seed S --frames N --vae VAE --mp4 FILE.mp4\n"
+               "                             [--frames-dir DIR] [--fps 12] [--out FILE.safetensors] (+ the t2i options)\n"
+               "       lance-quant run MODEL --task edit (--image SRC | --video SRC) --prompt INSTRUCTION --seed S --vae VAE\n"
+               "                             (--png OUT.png | --mp4 OUT.mp4 | --frames-dir DIR) [--resolution R] [--max-frames N]\n"
                "common: [--dtype f32|bf16] (weight storage, default f32) [--threads N]\n"
                "        [--head stored|int4] (int4: the lm_head quantized at load, RTN INT4 g64, for faster decoding)\n\n"
                "text: Qwen chat template (unless --raw), greedy decoding with a KV cache, stops at <|im_end|>.\n"
-               "t2i:  writes the final latents [t, h, w, C]; --png decodes them with the toy VAE of lance-mini\n"
-               "      (4x nearest upscale).\n");
+               "t2i:  writes the final latents [t, h, w, C]; --png decodes them with the Wan2.2 VAE given by --vae\n"
+               "      (a diffusers directory, Wan2.2_VAE.pth, or `synth-vae` output), or with lance-mini's toy VAE\n"
+               "      (4x nearest upscale) when the model has one.\n"
+               "t2v:  --frames N pixel frames: latent grid t = (N - 1) / 4 + 1 (Lance), 4 (t - 1) + 1 frames decoded;\n"
+               "      --mp4 writes H.264 at --fps (Lance saves 12), --frames-dir every frame as PNG, --png the first.\n"
+               "edit: the source is resized to Lance's bucket near --resolution^2 pixels (default 768 for images,\n"
+               "      640 for videos; sides multiples of 16), a video sampled at 12 fps over at most 6 s (4k + 1\n"
+               "      frames, --max-frames caps them), VAE-encoded (reparameterised sample, noise seeded from --seed)\n"
+               "      and given as a clean condition block; the target has the source's size. Lance also conditions\n"
+               "      on a ViT reference of the source; this build has no ViT yet, so edits run without it.\n"
+               "--vae-conv auto|gemm|dnnl chooses the VAE's convolution backend (default auto).\n");
 }
 
 struct RunOptions {
@@ -49,6 +68,12 @@ struct RunOptions {
   std::optional<int> steps;
   std::optional<double> shift, cfg, cfg_min, cfg_max;
   int height = 0, width = 0;
+  // Pictures and videos (t2i / t2v / edit).
+  std::string vae;
+  kernels::ConvBackend vae_conv = kernels::ConvBackend::Auto;
+  VisualOutputs visuals;
+  int frames = 0;
+  fwd::EditSource edit;
 };
 
 long long parse_int(const std::string& flag, const std::string& v) {
@@ -96,6 +121,16 @@ RunOptions parse(const Args& args) {
       o.cfg_max = parse_double(a, v.substr(comma + 1));
     } else if (a == "--out") o.out = value();
     else if (a == "--png") o.png = value();
+    else if (a == "--vae") o.vae = value();
+    else if (a == "--vae-conv") o.vae_conv = kernels::parse_conv_backend(value().c_str());
+    else if (a == "--mp4") o.visuals.mp4 = value();
+    else if (a == "--frames-dir") o.visuals.frames_dir = value();
+    else if (a == "--fps") o.visuals.fps = int(parse_int(a, value()));
+    else if (a == "--frames") o.frames = int(parse_int(a, value()));
+    else if (a == "--image") o.edit.image = value();
+    else if (a == "--video") o.edit.video = value();
+    else if (a == "--resolution") o.edit.resolution = int(parse_int(a, value()));
+    else if (a == "--max-frames") o.edit.max_frames = int(parse_int(a, value()));
     else if (a == "--height") o.height = int(parse_int(a, value()));
     else if (a == "--width") o.width = int(parse_int(a, value()));
     else if (a == "--threads") kernels::set_num_threads(int(parse_int(a, value())));
@@ -110,7 +145,27 @@ RunOptions parse(const Args& args) {
     else fail(a, "unexpected argument (MODEL already given as '" + o.model + "')");
   }
   if (o.model.empty()) fail("run", "missing MODEL directory");
-  if (o.task != "text" && o.task != "t2i") fail("--task", "expected text or t2i, got '" + o.task + "'");
+  if (o.task != "text" && o.task != "t2i" && o.task != "t2v" && o.task != "edit")
+    fail("--task", "expected text, t2i, t2v or edit, got '" + o.task + "'");
+  o.visuals.png = o.png;
+  if (o.visuals.fps < 1) fail("--fps", "must be >= 1");
+  if (o.task == "t2v" && o.frames < 1) fail("--frames", "t2v needs --frames N (pixel frames; Lance uses 4k + 1)");
+  if (o.task != "t2v" && o.frames != 0) fail("--frames", "only for --task t2v");
+  if (o.task == "edit" && o.edit.image.empty() == o.edit.video.empty()) fail("edit", "give exactly one of --image SRC or --video SRC");
+  if (o.task != "edit" && (!o.edit.image.empty() || !o.edit.video.empty())) fail("--image/--video", "only for --task edit");
+  if (o.vae.empty()) {
+    if (o.task == "edit") fail("--vae", "--task edit needs the Wan2.2 VAE (--vae PATH) to encode its source");
+    if (!o.visuals.mp4.empty() || !o.visuals.frames_dir.empty())
+      fail("--vae", "--mp4 / --frames-dir decode with the Wan2.2 VAE: give --vae PATH");
+    if (o.task == "t2v" && !o.png.empty()) fail("--png", "t2v frames are decoded with the Wan2.2 VAE: give --vae PATH");
+  }
+  if ((o.task == "t2v" || o.task == "edit") && !o.visuals.any() && o.out.empty())
+    fail(o.task, "nothing to write: give --mp4, --frames-dir, --png and/or --out");
+  // Outputs must never replace an input.
+  for (const std::string* out : {&o.out, &o.visuals.png, &o.visuals.mp4})
+    for (const std::string* in : {&o.edit.image, &o.edit.video, &o.vae})
+      if (!out->empty() && !in->empty() && std::filesystem::weakly_canonical(*out) == std::filesystem::weakly_canonical(*in))
+        fail(*out, "is also an input; refusing to overwrite it");
   if (o.prompt.empty()) fail("--prompt", "missing or empty");
   if (o.max_new_tokens < 1) fail("--max-new-tokens", "must be >= 1");
   return o;
@@ -180,50 +235,92 @@ void write_latents(const std::string& path, const std::vector<float>& x, const f
   w.finish();
 }
 
-int run_t2i(const RunOptions& o) {
-  if (!o.have_seed) fail("--seed", "t2i needs a noise seed");
-  if (o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
+int run_generation(const RunOptions& o) {
+  if (!o.have_seed) fail("--seed", o.task + " needs a noise seed");
+  if (o.task == "t2i" && o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
   const fwd::T2iSettings s = fwd::load_t2i_settings(o.model);
-  const fwd::LatentGrid grid = choose_grid(o, s);
-  if (!o.png.empty() && !s.has_toy_vae)
-    fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"); decode the latents with the Wan2.2 VAE");
+  if (o.task == "t2i" && !o.png.empty() && o.vae.empty() && !s.has_toy_vae)
+    fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"): give the Wan2.2 VAE with --vae PATH");
+  // Check the VAE (names, shapes) before the model loads and sampling starts.
+  std::optional<vae::WanVae> vae;
+  if (!o.vae.empty()) vae.emplace(vae::WanVae::load(o.vae, o.vae_conv));
   const tok::Tokenizer tok = load_tokenizer(o.model);
   const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
-  fwd::check_latent_grid(grid, e.config());
+  const int channels = e.config().latent_channels;
+  if (vae && vae->config().z_dim != channels)
+    fail(o.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " + std::to_string(channels));
   fwd::SamplerOptions so = s.sampler;
   if (o.steps) so.steps = *o.steps;
   if (o.shift) so.shift = *o.shift;
   if (o.cfg) so.cfg_scale = *o.cfg;
   if (o.cfg_min) so.cfg_min = *o.cfg_min;
   if (o.cfg_max) so.cfg_max = *o.cfg_max;
-  fwd::T2iPrompt prompt = fwd::t2i_prompt(tok, o.prompt, s.instruction, grid);
-  const int64_t needed = prompt.cond.noise_positions.back()[0] + 1;
-  if (needed > e.config().max_position_embeddings)
-    fail("--prompt", "the t2i sequence needs positions up to " + std::to_string(needed) +
-                         ", beyond max_position_embeddings = " + std::to_string(e.config().max_position_embeddings));
-  const int channels = e.config().latent_channels;
+
   const auto t0 = std::chrono::steady_clock::now();
-  fwd::T2iSampler sampler(e, std::move(prompt));
-  const std::vector<float> x = sampler.sample(fwd::normal_noise(o.seed, grid.tokens() * channels), so);
+  fwd::LatentGrid grid;
+  std::unique_ptr<fwd::T2iSampler> sampler;
+  nlohmann::json extra;
+  if (o.task == "edit") {
+    const fwd::EncodedSource src = fwd::encode_edit_source(*vae, o.edit, o.seed, !o.json);
+    grid = src.grid;
+    fwd::check_latent_grid(grid, e.config());
+    const fwd::ConditionedPrompt cp = fwd::edit_prompt(tok, o.prompt, fwd::edit_instruction(src.vision_type), grid);
+    // Hook: with a native ViT, pass edit_prompt a vit_grid and prefix_chunk the reference rows.
+    const fwd::T2iPrompt prompt = cp.sampler_prompt();
+    for (const auto& p : cp.cond().positions)
+      for (int32_t v : p)
+        if (v >= e.config().max_position_embeddings)
+          fail("edit", "the sequence needs position " + std::to_string(v) + ", beyond max_position_embeddings = " +
+                           std::to_string(e.config().max_position_embeddings));
+    sampler = std::make_unique<fwd::T2iSampler>(e, prompt, cp.prefix_chunk(e, true, {&src.latents}, {}),
+                                                cp.prefix_chunk(e, false, {&src.latents}, {}));
+    extra = {{"source", o.edit.image.empty() ? o.edit.video : o.edit.image}, {"source_frames", src.frames},
+             {"source_size", {src.width, src.height}}, {"vit_reference", false}};
+    if (!o.json)
+      std::fprintf(stderr, "note: Lance also conditions edits on a ViT reference of the source; this build runs without it\n");
+  } else {
+    grid = choose_grid(o, s);
+    if (o.task == "t2v") grid.t = (o.frames - 1) / 4 + 1;
+    fwd::check_latent_grid(grid, e.config());
+    fwd::T2iPrompt prompt = fwd::t2i_prompt(tok, o.prompt, o.task == "t2v" ? s.t2v_instruction : s.instruction, grid);
+    const int64_t needed = prompt.cond.noise_positions.back()[0] + 1;
+    if (needed > e.config().max_position_embeddings)
+      fail("--prompt", "the " + o.task + " sequence needs positions up to " + std::to_string(needed) +
+                           ", beyond max_position_embeddings = " + std::to_string(e.config().max_position_embeddings));
+    sampler = std::make_unique<fwd::T2iSampler>(e, std::move(prompt));
+  }
+  const std::vector<float> x = sampler->sample(fwd::normal_noise(o.seed, grid.tokens() * channels), so);
   const double secs = seconds_since(t0);
-  write_latents(o.out, x, grid, channels, o);
-  if (!o.png.empty()) {
-    const fwd::ToyVae vae{s.toy_patch, s.toy_mean, s.toy_std};
-    if (vae.patch * vae.patch * 3 != channels) fail("--png", "toy VAE patch does not match the latent channels");
-    const auto pixels = fwd::toy_vae_decode(x.data(), grid, vae);
+  if (!o.out.empty()) write_latents(o.out, x, grid, channels, o);
+  nlohmann::json visuals;
+  if (vae && o.visuals.any()) {
+    visuals = write_visuals(*vae, x, grid, o.visuals);
+  } else if (!o.png.empty()) {  // lance-mini's toy VAE
+    const fwd::ToyVae toy{s.toy_patch, s.toy_mean, s.toy_std};
+    if (toy.patch * toy.patch * 3 != channels) fail("--png", "toy VAE patch does not match the latent channels");
+    const auto pixels = fwd::toy_vae_decode(x.data(), grid, toy);
     constexpr int kScale = 4;  // so a person can see a 32x32 image
-    const int w = grid.w * vae.patch, h = grid.h * vae.patch;
+    const int w = grid.w * toy.patch, h = grid.h * toy.patch;
     const auto rgb = fwd::to_rgb8_upscaled(pixels, w, h, kScale);
     io::write_png_rgb(o.png, rgb.data(), w * kScale, h * kScale);
   }
   if (o.json) {
-    nlohmann::json j = {{"latents", o.out}, {"grid_thw", {grid.t, grid.h, grid.w}}, {"steps", so.steps},
-                        {"seconds", secs}};
+    nlohmann::json j = {{"task", o.task}, {"grid_thw", {grid.t, grid.h, grid.w}}, {"steps", so.steps}, {"seconds", secs}};
+    if (!o.out.empty()) j["latents"] = o.out;
     if (!o.png.empty()) j["png"] = o.png;
+    if (!visuals.is_null()) j["decoded"] = visuals;
+    if (!extra.is_null()) j["edit"] = extra;
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("wrote %s (%dx%dx%d latents, %d steps, %.2f s)%s%s\n", o.out.c_str(), grid.t, grid.h, grid.w, so.steps,
-                secs, o.png.empty() ? "" : " and ", o.png.c_str());
+    std::printf("%s: %dx%dx%d latents, %d steps, %.2f s", o.task.c_str(), grid.t, grid.h, grid.w, so.steps, secs);
+    if (!o.out.empty()) std::printf("; wrote %s", o.out.c_str());
+    if (!o.png.empty()) std::printf("; %s", o.png.c_str());
+    if (!o.visuals.mp4.empty()) std::printf("; %s", o.visuals.mp4.c_str());
+    if (!o.visuals.frames_dir.empty()) std::printf("; frames in %s", o.visuals.frames_dir.c_str());
+    if (!visuals.is_null())
+      std::printf(" (%d frames %dx%d, VAE %.1f s)", visuals["frames"].get<int>(), visuals["width"].get<int>(), visuals["height"].get<int>(),
+                  visuals["decode_seconds"].get<double>());
+    std::printf("\n");
   }
   return 0;
 }
@@ -241,7 +338,7 @@ int cmd_run(const Args& args) {
     return 2;
   }
   const RunOptions o = parse(args);
-  return o.task == "text" ? run_text(o) : run_t2i(o);
+  return o.task == "text" ? run_text(o) : run_generation(o);
 }
 
 }  // namespace lq::cli

@@ -87,6 +87,8 @@ struct GenPrompt {
   uint64_t seed = 0;
   double latent_rel_error = 0, latent_psnr_db = 0;
   std::vector<float> base_latents, quant_latents;  // [K, C]
+  // Decoded pictures (eval --vae, eval/pictures.h): 8-bit RGB of BASE vs QUANT, every frame.
+  double image_psnr_db = 0, image_ssim = 0;
 };
 
 struct GenResult {
@@ -97,6 +99,8 @@ struct GenResult {
   std::vector<TauBucket> buckets;
   double latent_rel_error = 0, latent_psnr_db = 0;  // means over prompts
   double velocity_cosine = 0, velocity_rel_error = 0;  // means over all step evaluations
+  bool has_pictures = false;                          // decoded with the Wan2.2 VAE (eval --vae)
+  double image_psnr_db = 0, image_ssim = 0;           // means over prompts
 };
 
 struct LinearError {

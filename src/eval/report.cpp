@@ -113,6 +113,10 @@ std::string report_json(const EvalResult& r, const ReportMeta& m) {
     g["latent_psnr_db"] = number(r.gen.latent_psnr_db);
     g["velocity_cosine"] = r.gen.velocity_cosine;
     g["velocity_rel_error"] = number(r.gen.velocity_rel_error);
+    if (r.gen.has_pictures) {
+      g["image_psnr_db"] = number(r.gen.image_psnr_db);
+      g["image_ssim"] = r.gen.image_ssim;
+    }
     json steps = json::array(), buckets = json::array(), prompts = json::array();
     for (const auto& s : r.gen.velocity)
       steps.push_back({{"step", s.step}, {"tau", s.tau}, {"cfg", s.cfg}, {"cosine", s.cosine}, {"rel_error", number(s.rel_error)}});
@@ -120,9 +124,12 @@ std::string report_json(const EvalResult& r, const ReportMeta& m) {
       buckets.push_back({{"tau_lo", b.lo}, {"tau_hi", b.hi}, {"evaluations", b.steps},
                          {"cosine", b.steps ? json(b.cosine) : json(nullptr)},
                          {"rel_error", b.steps ? number(b.rel_error) : json(nullptr)}});
-    for (const auto& p : r.gen.prompts)
-      prompts.push_back({{"caption", p.caption}, {"seed", p.seed}, {"latent_rel_error", number(p.latent_rel_error)},
-                         {"latent_psnr_db", number(p.latent_psnr_db)}});
+    for (const auto& p : r.gen.prompts) {
+      json pj = {{"caption", p.caption}, {"seed", p.seed}, {"latent_rel_error", number(p.latent_rel_error)},
+                 {"latent_psnr_db", number(p.latent_psnr_db)}};
+      if (r.gen.has_pictures) pj["image_psnr_db"] = number(p.image_psnr_db), pj["image_ssim"] = p.image_ssim;
+      prompts.push_back(pj);
+    }
     g["velocity_per_step"] = steps;
     g["velocity_per_tau_bucket"] = buckets;
     g["per_prompt"] = prompts;
@@ -285,12 +292,23 @@ void md_gen(std::ostringstream& md, const EvalResult& r, bool images) {
     md << "| " << f(b.lo, 2) << " - " << f(b.hi, 2) << " | " << b.steps << " | " << (b.steps ? f(b.cosine, 6) : "-")
        << " | " << (b.steps ? f(b.rel_error) : "-") << " |\n";
   md << "\n![velocity error per tau](velocity_per_tau.svg)\n\n";
-  md << "| caption | seed | latent rel. error | PSNR dB |\n|---|---:|---:|---:|\n";
-  for (const auto& p : g.prompts)
-    md << "| " << cell(p.caption) << " | " << p.seed << " | " << f(p.latent_rel_error) << " | " << f(p.latent_psnr_db) << " |\n";
+  if (g.has_pictures) {
+    md << "Decoded pictures (Wan2.2 VAE, 8-bit RGB as saved): PSNR **" << f(g.image_psnr_db) << " dB**, SSIM **"
+       << f(g.image_ssim, 4) << "** (means over prompts; SSIM of Wang et al. with an 11 x 11 Gaussian window, as "
+          "scikit-image computes it, averaged over frames and colour channels).\n\n";
+    md << "| caption | seed | latent rel. error | latent PSNR dB | image PSNR dB | SSIM |\n|---|---:|---:|---:|---:|---:|\n";
+    for (const auto& p : g.prompts)
+      md << "| " << cell(p.caption) << " | " << p.seed << " | " << f(p.latent_rel_error) << " | " << f(p.latent_psnr_db) << " | "
+         << f(p.image_psnr_db) << " | " << f(p.image_ssim, 4) << " |\n";
+  } else {
+    md << "| caption | seed | latent rel. error | PSNR dB |\n|---|---:|---:|---:|\n";
+    for (const auto& p : g.prompts)
+      md << "| " << cell(p.caption) << " | " << p.seed << " | " << f(p.latent_rel_error) << " | " << f(p.latent_psnr_db) << " |\n";
+  }
   md << "\n";
   if (images)
-    md << "Decoded with the toy VAE, one row per caption in the table's order: **BASE | QUANT | 4 x |BASE - QUANT|**.\n\n"
+    md << "Decoded with " << (g.has_pictures ? "the Wan2.2 VAE (first frame)" : "the toy VAE")
+       << ", one row per caption in the table's order: **BASE | QUANT | 4 x |BASE - QUANT|**.\n\n"
           "![side by side](t2i_side_by_side.png)\n\n";
 }
 
@@ -338,17 +356,16 @@ std::vector<std::string> write_report(const std::string& out_dir, const EvalResu
     write_text_file((fs::path(out_dir) / name).string(), text);
     written.push_back(name);
   };
-  const bool images = r.has_gen && m.toy_vae && !r.gen.prompts.empty() && r.gen.grid.t == 1;
+  const bool toy_images = r.has_gen && m.toy_vae && !r.gen.has_pictures && !r.gen.prompts.empty() && r.gen.grid.t == 1;
+  const bool images = toy_images || (r.has_gen && r.gen.has_pictures);
   if (r.has_layers) {
     put("linear_error_und.svg", linear_plot(r.layers, fwd::Path::Und, m.num_layers));
     if (r.layers.gen_rows) put("linear_error_gen.svg", linear_plot(r.layers, fwd::Path::Gen, m.num_layers));
     put("hidden_error.svg", hidden_plot(r.layers));
   }
   if (r.has_gen) put("velocity_per_tau.svg", velocity_plot(r.gen));
-  if (images) {
-    write_side_by_side((fs::path(out_dir) / "t2i_side_by_side.png").string(), r.gen, m.t2i);
-    written.push_back("t2i_side_by_side.png");
-  }
+  if (toy_images) write_side_by_side((fs::path(out_dir) / "t2i_side_by_side.png").string(), r.gen, m.t2i);
+  if (images) written.push_back("t2i_side_by_side.png");  // the Wan2.2 pictures: written by compare_pictures
   std::ostringstream md;
   md << "# lance-quant evaluation report\n\n- BASE: `" << m.base_dir << "`\n- QUANT: `" << m.quant_dir << "`\n- run time: "
      << f(m.seconds, 3) << " s\n\n";
@@ -363,6 +380,8 @@ std::vector<std::string> write_report(const std::string& out_dir, const EvalResu
   if (r.has_gen)
     md << "| t2i final latent rel. error / PSNR | " << f(r.gen.latent_rel_error) << " / " << f(r.gen.latent_psnr_db)
        << " dB |\n| t2i velocity cosine (mean) | " << f(r.gen.velocity_cosine, 6) << " |\n";
+  if (r.has_gen && r.gen.has_pictures)
+    md << "| t2i decoded pictures PSNR / SSIM | " << f(r.gen.image_psnr_db) << " dB / " << f(r.gen.image_ssim, 4) << " |\n";
   md << "\n";
   md_data(md, r, m);
   md_und(md, r);

@@ -262,6 +262,9 @@ class ForwardAwq final : public LayerSearch {
           captions.push_back(std::move(sample.caption));
           continue;
         }
+        if (sample.kind != calib::SourceKind::Text && sample.kind != calib::SourceKind::Chat)
+          fail("quantize --calib", std::string(calib::source_kind_name(sample.kind)) +
+                                       " inputs are read by `calibrate` only (layer-by-layer AWQ takes text, chat and t2i)");
         report.calib_tokens_und += int64_t(sample.ids.size());
         windows.push_back(std::move(sample.ids));
       }
