@@ -1,5 +1,5 @@
-// `lance-quant run MODEL --task text|t2i`: greedy text answers (KV cache) and text-to-image
-// sampling (rectified flow + CFG) on the native forward.
+// `lance-quant run MODEL --task text|t2i|x2t`: greedy text answers (KV cache), text-to-image
+// sampling (rectified flow + CFG), and answers about an image or video (ViT + x2t prompt) on the native forward.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -13,11 +13,13 @@
 #include "forward/t2i.h"
 #include "forward/text.h"
 #include "forward/toy_vae.h"
+#include "forward/x2t.h"
 #include "io/error.h"
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
+#include "vit/x2t_input.h"
 
 namespace lq::cli {
 
@@ -30,15 +32,25 @@ void usage(FILE* out) {
                "                             [--steps 30] [--shift 3.5] [--cfg 4.0] [--cfg-interval 0.4,1.0]\n"
                "                             [--height H --width W]   (pixels; latent grid h = H/16, when\n"
                "                                                       lance_config.json has no t2i_latent_grid_thw)\n"
+               "       lance-quant run MODEL --task x2t (--image FILE | --video FILE|DIR) --prompt QUESTION [--vit DIR]\n"
+               "                             [--system TEXT] [--resolution R] [--fps F] [--max-new-tokens N]\n"
                "common: [--dtype f32|bf16] (weight storage, default f32) [--threads N]\n"
                "        [--head stored|int4] (int4: the lm_head quantized at load, RTN INT4 g64, for faster decoding)\n\n"
                "text: Qwen chat template (unless --raw), greedy decoding with a KV cache, stops at <|im_end|>.\n"
                "t2i:  writes the final latents [t, h, w, C]; --png decodes them with the toy VAE of lance-mini\n"
-               "      (4x nearest upscale).\n");
+               "      (4x nearest upscale).\n"
+               "x2t:  Lance's understanding prompt: the ViT's tokens in a bidirectional block, greedy answer with a KV\n"
+               "      cache. The ViT comes from --vit DIR (vit.safetensors + config.json) or the checkpoint's vit_model.*\n"
+               "      tensors. Images: bucket resize at R = 672 (--resolution), 2 frames; video files or folders of\n"
+               "      frames (--fps, default 24): 12 fps, <= 6 s, 4k+1 frames, R = 616. --system defaults to Lance's\n"
+               "      instruction for the kind.\n");
 }
 
 struct RunOptions {
   std::string model, task, prompt, out, png;
+  std::string image, video, vit, system;  // x2t
+  int resolution = 0;
+  double fps = 24.0;
   int max_new_tokens = 256;
   bool raw = false, json = false;
   uint64_t seed = 0;
@@ -96,6 +108,12 @@ RunOptions parse(const Args& args) {
       o.cfg_max = parse_double(a, v.substr(comma + 1));
     } else if (a == "--out") o.out = value();
     else if (a == "--png") o.png = value();
+    else if (a == "--image") o.image = value();
+    else if (a == "--video") o.video = value();
+    else if (a == "--vit") o.vit = value();
+    else if (a == "--system") o.system = value();
+    else if (a == "--resolution") o.resolution = int(parse_int(a, value()));
+    else if (a == "--fps") o.fps = parse_double(a, value());
     else if (a == "--height") o.height = int(parse_int(a, value()));
     else if (a == "--width") o.width = int(parse_int(a, value()));
     else if (a == "--threads") kernels::set_num_threads(int(parse_int(a, value())));
@@ -110,7 +128,14 @@ RunOptions parse(const Args& args) {
     else fail(a, "unexpected argument (MODEL already given as '" + o.model + "')");
   }
   if (o.model.empty()) fail("run", "missing MODEL directory");
-  if (o.task != "text" && o.task != "t2i") fail("--task", "expected text or t2i, got '" + o.task + "'");
+  if (o.task != "text" && o.task != "t2i" && o.task != "x2t") fail("--task", "expected text, t2i or x2t, got '" + o.task + "'");
+  if (o.task == "x2t") {
+    if (o.image.empty() == o.video.empty()) fail("--task x2t", "give exactly one of --image FILE or --video FILE|DIR");
+    if (o.resolution < 0 || (o.resolution > 0 && o.resolution < 28)) fail("--resolution", "must be at least 28 pixels");
+    if (!(o.fps > 0)) fail("--fps", "must be positive");
+  } else if (!o.image.empty() || !o.video.empty() || !o.vit.empty()) {
+    fail("--image/--video/--vit", "only for --task x2t");
+  }
   if (o.prompt.empty()) fail("--prompt", "missing or empty");
   if (o.max_new_tokens < 1) fail("--max-new-tokens", "must be >= 1");
   return o;
@@ -228,6 +253,58 @@ int run_t2i(const RunOptions& o) {
   return 0;
 }
 
+int run_x2t(const RunOptions& o) {
+  const bool image = !o.image.empty();
+  const std::string media_path = image ? o.image : o.video;
+  const tok::Tokenizer tok = load_tokenizer(o.model);
+  std::string vit_where = o.vit;
+  if (vit_where.empty()) {
+    if (!vit::model_has_vit(o.model))
+      fail("--task x2t", o.model + " has no vit_model.* tensors: give the ViT directory with --vit DIR "
+                                   "(vit.safetensors + config.json, as Lance_3B keeps it)");
+    vit_where = o.model;
+  }
+  vit::VitLoadOptions vo;
+  vo.storage = o.storage;
+  const vit::Vit v = vit::Vit::load(vit_where, vo);
+  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
+  vit::check_vit_matches(v, e);
+  vit::X2tSettings xs;
+  if (o.resolution > 0) xs.image_resolution = xs.video_resolution = o.resolution;
+  xs.folder_fps = o.fps;
+  vit::X2tItem item;
+  item.kind = image ? vit::MediaKind::Image : vit::MediaKind::Video;
+  item.path = media_path;
+  item.question = o.prompt;
+  item.system = o.system;
+  const auto t0 = std::chrono::steady_clock::now();
+  const vit::VitFeatures f = vit::encode_media(v, item.kind, media_path, xs);
+  const double vit_secs = seconds_since(t0);
+  const vit::X2tSample s = vit::x2t_sample(e, tok, f, item, vit::temporal_step(o.model, v.config()));
+  fwd::GreedyOptions g;
+  g.max_new_tokens = o.max_new_tokens;
+  g.vocab_limit = e.config().len_tokenizer;
+  if (const auto end = tok.token_id("<|im_end|>")) g.stop_id = *end;
+  const auto t1 = std::chrono::steady_clock::now();
+  const std::vector<int32_t> answer = fwd::greedy_decode_chunk(e, s.chunk, s.prompt.next_position, g);
+  const double secs = seconds_since(t1);
+  const std::string text = tok.decode(answer);
+  if (o.json) {
+    nlohmann::json j = {{"prompt_tokens", s.prompt.ids.size()},
+                        {"vit_tokens", s.prompt.vision_tokens},
+                        {"grid_thw", {f.merged_grid[0], f.merged_grid[1], f.merged_grid[2]}},
+                        {"frames", f.frames},
+                        {"generated_ids", answer},
+                        {"text", text},
+                        {"vit_seconds", vit_secs},
+                        {"seconds", secs}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%s\n", text.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_run(const Args& args) {
@@ -241,6 +318,7 @@ int cmd_run(const Args& args) {
     return 2;
   }
   const RunOptions o = parse(args);
+  if (o.task == "x2t") return run_x2t(o);
   return o.task == "text" ? run_text(o) : run_t2i(o);
 }
 
