@@ -25,20 +25,25 @@ const char* source_kind_name(SourceKind k) {
     case SourceKind::Text: return "text";
     case SourceKind::Chat: return "chat";
     case SourceKind::T2i: return "t2i";
+    case SourceKind::X2tImage: return "x2t_image";
+    case SourceKind::X2tVideo: return "x2t_video";
   }
   return "?";
 }
 
 Source parse_source(const std::string& arg) {
   const auto colon = arg.find(':');
-  if (colon == std::string::npos) fail("--calib " + arg, "expected KIND:FILE with KIND one of text, chat, t2i");
+  if (colon == std::string::npos)
+    fail("--calib " + arg, "expected KIND:FILE with KIND one of text, chat, t2i, x2t_image, x2t_video");
   const std::string kind = arg.substr(0, colon), path = arg.substr(colon + 1);
   Source s;
   s.path = path;
   if (kind == "text") s.kind = SourceKind::Text;
   else if (kind == "chat") s.kind = SourceKind::Chat;
   else if (kind == "t2i") s.kind = SourceKind::T2i;
-  else fail("--calib " + arg, "unknown kind '" + kind + "' (expected text, chat or t2i)");
+  else if (kind == "x2t_image") s.kind = SourceKind::X2tImage;
+  else if (kind == "x2t_video") s.kind = SourceKind::X2tVideo;
+  else fail("--calib " + arg, "unknown kind '" + kind + "' (expected text, chat, t2i, x2t_image or x2t_video)");
   if (!fs::is_regular_file(path)) fail("--calib " + arg, "file not found: " + path);
   return s;
 }
@@ -111,9 +116,52 @@ std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tok, c
         out.push_back({SourceKind::T2i, {}, line});
       }
       break;
+    case SourceKind::X2tImage:
+    case SourceKind::X2tVideo:
+      for (auto& item : vit::read_x2t_jsonl(src.path, src.kind == SourceKind::X2tImage ? vit::MediaKind::Image : vit::MediaKind::Video)) {
+        if (o.max_prompts > 0 && int64_t(out.size()) >= o.max_prompts) break;
+        Sample s{src.kind, {}, {}, std::move(item)};
+        out.push_back(std::move(s));
+      }
+      break;
   }
   if (out.empty()) fail(src.path, std::string("no calibration samples in this ") + source_kind_name(src.kind) + " file");
   return out;
+}
+
+namespace {
+// Content digest of an image or video file, or of every file of a folder of frames (sorted by name).
+std::string media_digest(const std::string& path) {
+  if (!fs::is_directory(path)) return digest_hex(io::read_file(path, "medium"));
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(path))
+    if (e.is_regular_file()) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  std::string all;
+  for (const auto& f : files) all += fs::path(f).filename().string() + digest_hex(io::read_file(f, "frame"));
+  return digest_hex(all);
+}
+}  // namespace
+
+bool is_x2t(SourceKind k) { return k == SourceKind::X2tImage || k == SourceKind::X2tVideo; }
+
+fwd::Chunk x2t_calibration_chunk(const fwd::Engine& e, const tok::Tokenizer& t, vit::FeatureCache& cache,
+                                 const vit::X2tItem& item, int temporal_step) {
+  const vit::VitFeatures& f = cache.get(item.kind, item.path);
+  vit::X2tSample s = vit::x2t_sample(e, t, f, item, temporal_step);
+  if (item.answer.empty()) return std::move(s.chunk);
+  // The answer continues the last (causal) split, as generated text would.
+  const std::vector<int32_t> ans = t.encode(item.answer + "<|im_end|>");
+  const int64_t H = e.config().hidden_size, n0 = s.chunk.rows(), na = int64_t(ans.size());
+  if (s.prompt.next_position + na > e.config().max_position_embeddings)
+    fail(item.path, "question and answer exceed max_position_embeddings");
+  s.chunk.embeddings.resize(size_t((n0 + na) * H));
+  e.embed_tokens(ans.data(), na, s.chunk.embeddings.data() + n0 * H);
+  s.chunk.paths.resize(size_t(n0 + na), fwd::Path::Und);
+  const auto pos = fwd::text_positions(na, s.prompt.next_position);
+  s.chunk.positions.insert(s.chunk.positions.end(), pos.begin(), pos.end());
+  s.chunk.splits.back().len += na;
+  return std::move(s.chunk);
 }
 
 namespace {
@@ -149,13 +197,25 @@ StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok
   std::vector<Sample> samples;
   for (const auto& src : sources) {
     auto s = load_samples(src, tokenizer, o);
-    stats.data_sources.push_back(std::string(source_kind_name(src.kind)) + ":" + digest_hex(io::read_file(src.path)) + ":" +
+    std::string content = io::read_file(src.path);
+    if (is_x2t(src.kind)) {  // the media are part of the data's identity
+      if (!o.vit) fail("--calib " + src.path, "x2t sources need the ViT (--vit DIR, or a checkpoint with vit_model.* tensors)");
+      for (const auto& smp : s) content += media_digest(smp.x2t.path);
+    }
+    stats.data_sources.push_back(std::string(source_kind_name(src.kind)) + ":" + digest_hex(content) + ":" +
                                  fs::path(src.path).filename().string() + ":shard" + std::to_string(o.shard_index) + "/" +
                                  std::to_string(o.shard_count));
     samples.insert(samples.end(), std::make_move_iterator(s.begin()), std::make_move_iterator(s.end()));
   }
   std::sort(stats.data_sources.begin(), stats.data_sources.end());
   const fwd::T2iSettings t2i = fwd::load_t2i_settings(model_dir);
+  std::unique_ptr<vit::FeatureCache> features;
+  int step = 2;
+  if (o.vit) {
+    vit::check_vit_matches(*o.vit, engine);
+    features = std::make_unique<vit::FeatureCache>(*o.vit, o.x2t);
+    step = vit::temporal_step(model_dir, o.vit->config());
+  }
   StatsObserver obs(stats, o.hessian);
   struct ObserverScope {  // detach even when a sample throws
     fwd::Engine& e;
@@ -169,7 +229,10 @@ StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok
     if (int64_t(k % size_t(o.shard_count)) != o.shard_index) continue;
     const Sample& s = samples[k];
     if (s.kind == SourceKind::T2i) run_t2i_sample(engine, tokenizer, t2i, s.caption, o.seed + k, o.sampler, obs);
-    else run_token_sample(engine, s.ids);
+    else if (is_x2t(s.kind)) {
+      // The ViT's own linears are not targets (nothing observes them); the prompt prefill is observed.
+      engine.forward(x2t_calibration_chunk(engine, tokenizer, *features, s.x2t, step), nullptr, fwd::CacheWrite::No);
+    } else run_token_sample(engine, s.ids);
     if (o.progress) o.progress(++done, mine);
   }
   stats.extra_metadata["shard"] = std::to_string(o.shard_index) + "/" + std::to_string(o.shard_count);

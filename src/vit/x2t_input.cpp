@@ -28,10 +28,11 @@ std::vector<X2tItem> read_x2t_jsonl(const std::string& path, MediaKind kind) {
     const fs::path p(j[key].get<std::string>());
     it.path = (p.is_absolute() ? p : base / p).lexically_normal().string();
     it.question = j["question"].get<std::string>();
-    if (j.contains("system")) {
-      if (!j["system"].is_string()) fail(where, "\"system\" must be a string");
-      it.system = j["system"].get<std::string>();
-    }
+    for (const char* opt : {"system", "answer"})
+      if (j.contains(opt)) {
+        if (!j[opt].is_string()) fail(where, std::string("\"") + opt + "\" must be a string");
+        (std::string(opt) == "system" ? it.system : it.answer) = j[opt].get<std::string>();
+      }
     if (!fs::exists(it.path)) fail(where, key + " not found: " + it.path);
     out.push_back(std::move(it));
   }

@@ -26,15 +26,16 @@ struct X2tSettings {
   double folder_fps = 24.0;        // frame rate of a folder of images
 };
 
-// One question about one image or video. `system` empty: Lance's instruction for the kind.
+// One question about one image or video. `system` empty: Lance's instruction for the kind. `answer`
+// (optional) is a reference answer: calibration runs it after the prompt, evaluation reports it.
 struct X2tItem {
   MediaKind kind = MediaKind::Image;
-  std::string path, question, system;
+  std::string path, question, system, answer;
 };
 const char* media_kind_name(MediaKind k);  // "image" / "video"
 
 // A JSONL file of {"image": PATH, "question": TEXT} (kind Image) or {"video": PATH, "question": TEXT}
-// (kind Video) objects, optional "system"; relative paths are relative to the file's directory. Throws
+// (kind Video) objects, optional "system" and "answer"; relative paths are relative to the file's directory. Throws
 // naming file:line for a malformed line, the other kind's key, or a missing medium.
 std::vector<X2tItem> read_x2t_jsonl(const std::string& path, MediaKind kind);
 
