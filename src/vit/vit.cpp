@@ -5,6 +5,9 @@
 #include <map>
 
 #include "forward/attention.h"
+#include "forward/quant_linear.h"
+#include "num/formats.h"
+#include "quant/quantizer.h"
 #include "io/error.h"
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
@@ -311,6 +314,36 @@ uint64_t Vit::weight_bytes() const {
   uint64_t n = 0;
   for (const auto& name : linear_names()) n += linear(name).weight_bytes();
   return n;
+}
+
+std::string quantize_linears_rtn_int4(Vit& v) {
+  std::map<int64_t, int> groups;
+  int kept = 0;
+  for (const std::string& name : v.linear_names()) {
+    if (name == "patch_embed.proj") continue;
+    if (v.linear(name).in_features() % 16) {  // the 4-bit kernels take input widths in steps of 16 (not 3420)
+      ++kept;
+      continue;
+    }
+    const auto* dense = dynamic_cast<const fwd::DenseLinear*>(&v.linear(name));
+    if (!dense) fail("vit", name + " is not a dense linear (already quantized?)");
+    const kernels::DenseMatrix& m = dense->matrix();
+    std::vector<float> w(size_t(m.rows * m.cols));
+    if (m.type == kernels::WeightType::F32) std::memcpy(w.data(), m.data, w.size() * sizeof(float));
+    else num::bf16_to_f32(static_cast<const uint16_t*>(m.data), w.data(), w.size());
+    quant::QuantParams p;
+    p.scheme = quant::Scheme::Int4Asym;
+    p.group = 64;
+    while (m.cols % p.group) p.group -= 16;
+    const quant::QTensor q = quant::quantize(w.data(), m.rows, m.cols, p);
+    ++groups[p.group];
+    v.replace_linear(name, fwd::make_quant_linear(q, dense->bias(), name));
+  }
+  std::string out;
+  for (auto it = groups.rbegin(); it != groups.rend(); ++it)
+    out += (out.empty() ? "" : ", ") + std::string("int4 g") + std::to_string(it->first) + " x" + std::to_string(it->second);
+  if (kept) out += ", " + std::to_string(kept) + " kept dense (input width not a multiple of 16)";
+  return out;
 }
 
 }  // namespace lq::vit

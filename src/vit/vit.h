@@ -72,4 +72,11 @@ class Vit {
   std::unique_ptr<Impl> impl_;
 };
 
+// Opt-in 4-bit ViT: replaces every linear but the patch embedding by round-to-nearest asymmetric INT4
+// (bf16 scales) run by the fused 4-bit kernels, group 64 (or 48 / 32 / 16, the largest dividing the input
+// width). Linears whose input width is not a multiple of 16 stay dense: the kernels' step (Lance's down_proj,
+// input 3420). Done at load time, like `--head int4`: checkpoints keep the ViT in full precision. Returns a
+// summary such as "int4 g64 x130, 32 kept dense (...)".
+std::string quantize_linears_rtn_int4(Vit& v);
+
 }  // namespace lq::vit

@@ -114,3 +114,39 @@ TEST_F(X2tCalib, ClearErrors) {
 
 }  // namespace
 }  // namespace lq::vit
+
+namespace lq::vit {
+namespace {
+
+// eval's x2t section: a model against itself agrees exactly (KL 0, top-1 100%); QUANT with a 4-bit ViT
+// (--vit-quant int4) runs its own ViT and reports its feature error.
+TEST_F(X2tCalib, EvalReportsUnderstanding) {
+  std::string out;
+  const std::string m = test::lance_mini_dir();
+  const std::string cmd = test::exe() + " eval " + m + " " + m + " --no-text --no-chat --no-t2i --x2t-image " +
+                          src("data/eval/x2t_image.jsonl") + " --x2t-video " + src("data/eval/x2t_video.jsonl") + " --vit " +
+                          dir_ + "/vit --x2t-resolution 224 --max-x2t 2 --max-new-tokens 6 --quiet --out ";
+  ASSERT_EQ(sh(cmd + dir_ + "/rep-same", &out), 0) << out;
+  std::ifstream f(dir_ + "/rep-same/report.json");
+  const auto j = nlohmann::json::parse(f)["x2t"];
+  EXPECT_EQ(j["items"].size(), 2u);
+  EXPECT_EQ(j["exact_match"], 1.0);
+  EXPECT_EQ(j["kl_mean"], 0.0);
+  EXPECT_EQ(j["top1_agreement"], 1.0);
+  EXPECT_EQ(j["quant_vit"], false);
+  EXPECT_GT(j["answer_tokens"].get<int>(), 2);
+  ASSERT_EQ(sh(cmd + dir_ + "/rep-vit4 --vit-quant int4", &out), 0) << out;
+  std::ifstream g(dir_ + "/rep-vit4/report.json");
+  const auto k = nlohmann::json::parse(g)["x2t"];
+  EXPECT_EQ(k["quant_vit"], true);
+  EXPECT_GT(k["vit_rel_error"].get<double>(), 0.0);
+  EXPECT_GT(k["kl_mean"].get<double>(), 0.0);
+  EXPECT_NE(k["quant_vit_note"].get<std::string>().find("int4 g64"), std::string::npos);
+  std::ifstream md(dir_ + "/rep-vit4/report.md");
+  std::stringstream s;
+  s << md.rdbuf();
+  EXPECT_NE(s.str().find("## Image and video understanding (x2t)"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace lq::vit
