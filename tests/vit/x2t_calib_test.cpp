@@ -20,22 +20,19 @@ int sh(const std::string& cmd, std::string* out) { return test::run_command(cmd,
 
 class X2tCalib : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    if (test::shared_dir().empty()) return;
-    dir_ = test::scratch_dir("x2t_calib");
-    std::string out;
-    ASSERT_EQ(sh(test::exe() + " synth --vit small --vit-out-hidden 256 --seed 5 --out " + dir_ + "/vit", &out), 0) << out;
-  }
+  // Every test has its own scratch directory: ctest runs the tests of this suite in parallel processes.
   void SetUp() override {
     if (test::shared_dir().empty()) GTEST_SKIP() << "shared fixtures not found; skipping";
+    dir_ = test::scratch_dir(std::string("x2t_calib_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::string out;
+    ASSERT_EQ(sh(test::exe() + " synth --vit small --vit-out-hidden 256 --seed 5 --out " + dir_ + "/vit", &out), 0) << out;
   }
   std::string calibrate(const std::string& sources, const std::string& out, const std::string& extra = "") {
     return test::exe() + " calibrate " + test::lance_mini_dir() + " " + sources + " --vit " + dir_ +
            "/vit --x2t-resolution 224 --allow-partial --force --out " + out + " " + extra;
   }
-  static std::string dir_;
+  std::string dir_;
 };
-std::string X2tCalib::dir_;
 
 TEST_F(X2tCalib, UndLinearsSeeThePromptsWithTheirAnswers) {
   std::string out;

@@ -59,19 +59,16 @@ void embed_vit(const std::string& mini, const std::string& vit_dir, const std::s
 
 class X2tCli : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    if (test::shared_dir().empty()) return;
-    dir_ = test::scratch_dir("x2t_cli");
+  // Every test has its own scratch directory: ctest runs the tests of this suite in parallel processes.
+  void SetUp() override {
+    if (test::shared_dir().empty()) GTEST_SKIP() << "shared fixtures not found; skipping";
+    dir_ = test::scratch_dir(std::string("x2t_cli_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     std::string out;
     ASSERT_EQ(sh(test::exe() + " synth --vit small --vit-out-hidden 256 --seed 3 --out " + dir_ + "/vit", &out), 0) << out;
     embed_vit(test::lance_mini_dir(), dir_ + "/vit", dir_ + "/mini-video");
   }
-  void SetUp() override {
-    if (test::shared_dir().empty()) GTEST_SKIP() << "shared fixtures not found; skipping";
-  }
-  static std::string dir_;
+  std::string dir_;
 };
-std::string X2tCli::dir_;
 
 TEST_F(X2tCli, ImageFromVitDirAndFromInsideTheCheckpointAgree) {
   const std::string q = " --task x2t --image " + data("images/chelsea.jpg") + " --resolution 224 --prompt 'what animal is this?'"
