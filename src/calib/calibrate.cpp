@@ -33,6 +33,8 @@ const char* source_kind_name(SourceKind k) {
     case SourceKind::T2v: return "t2v";
     case SourceKind::ImageEdit: return "image_edit";
     case SourceKind::VideoEdit: return "video_edit";
+    case SourceKind::X2tImage: return "x2t_image";
+    case SourceKind::X2tVideo: return "x2t_video";
   }
   return "?";
 }
@@ -40,7 +42,7 @@ const char* source_kind_name(SourceKind k) {
 Source parse_source(const std::string& arg) {
   const auto colon = arg.find(':');
   if (colon == std::string::npos)
-    fail("--calib " + arg, "expected KIND:FILE with KIND one of text, chat, t2i, t2v, image_edit, video_edit");
+    fail("--calib " + arg, "expected KIND:FILE with KIND one of text, chat, t2i, t2v, image_edit, video_edit, x2t_image, x2t_video");
   const std::string kind = arg.substr(0, colon), path = arg.substr(colon + 1);
   Source s;
   s.path = path;
@@ -50,7 +52,9 @@ Source parse_source(const std::string& arg) {
   else if (kind == "t2v") s.kind = SourceKind::T2v;
   else if (kind == "image_edit") s.kind = SourceKind::ImageEdit;
   else if (kind == "video_edit") s.kind = SourceKind::VideoEdit;
-  else fail("--calib " + arg, "unknown kind '" + kind + "' (expected text, chat, t2i, t2v, image_edit or video_edit)");
+  else if (kind == "x2t_image") s.kind = SourceKind::X2tImage;
+  else if (kind == "x2t_video") s.kind = SourceKind::X2tVideo;
+  else fail("--calib " + arg, "unknown kind '" + kind + "' (expected text, chat, t2i, t2v, image_edit, video_edit, x2t_image or x2t_video)");
   if (!fs::is_regular_file(path)) fail("--calib " + arg, "file not found: " + path);
   return s;
 }
@@ -139,9 +143,52 @@ std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tok, c
       }
       break;
     }
+    case SourceKind::X2tImage:
+    case SourceKind::X2tVideo:
+      for (auto& item : vit::read_x2t_jsonl(src.path, src.kind == SourceKind::X2tImage ? vit::MediaKind::Image : vit::MediaKind::Video)) {
+        if (o.max_prompts > 0 && int64_t(out.size()) >= o.max_prompts) break;
+        Sample s{src.kind, {}, {}, {}, std::move(item)};
+        out.push_back(std::move(s));
+      }
+      break;
   }
   if (out.empty()) fail(src.path, std::string("no calibration samples in this ") + source_kind_name(src.kind) + " file");
   return out;
+}
+
+namespace {
+// Content digest of an image or video file, or of every file of a folder of frames (sorted by name).
+std::string media_digest(const std::string& path) {
+  if (!fs::is_directory(path)) return digest_hex(io::read_file(path, "medium"));
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(path))
+    if (e.is_regular_file()) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  std::string all;
+  for (const auto& f : files) all += fs::path(f).filename().string() + digest_hex(io::read_file(f, "frame"));
+  return digest_hex(all);
+}
+}  // namespace
+
+bool is_x2t(SourceKind k) { return k == SourceKind::X2tImage || k == SourceKind::X2tVideo; }
+
+fwd::Chunk x2t_calibration_chunk(const fwd::Engine& e, const tok::Tokenizer& t, vit::FeatureCache& cache,
+                                 const vit::X2tItem& item, int temporal_step) {
+  const vit::VitFeatures& f = cache.get(item.kind, item.path);
+  vit::X2tSample s = vit::x2t_sample(e, t, f, item, temporal_step);
+  if (item.answer.empty()) return std::move(s.chunk);
+  // The answer continues the last (causal) split, as generated text would.
+  const std::vector<int32_t> ans = t.encode(item.answer + "<|im_end|>");
+  const int64_t H = e.config().hidden_size, n0 = s.chunk.rows(), na = int64_t(ans.size());
+  if (s.prompt.next_position + na > e.config().max_position_embeddings)
+    fail(item.path, "question and answer exceed max_position_embeddings");
+  s.chunk.embeddings.resize(size_t((n0 + na) * H));
+  e.embed_tokens(ans.data(), na, s.chunk.embeddings.data() + n0 * H);
+  s.chunk.paths.resize(size_t(n0 + na), fwd::Path::Und);
+  const auto pos = fwd::text_positions(na, s.prompt.next_position);
+  s.chunk.positions.insert(s.chunk.positions.end(), pos.begin(), pos.end());
+  s.chunk.splits.back().len += na;
+  return std::move(s.chunk);
 }
 
 namespace {
@@ -197,7 +244,12 @@ StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok
   std::vector<Sample> samples;
   for (const auto& src : sources) {
     auto s = load_samples(src, tokenizer, o);
-    stats.data_sources.push_back(std::string(source_kind_name(src.kind)) + ":" + digest_hex(io::read_file(src.path)) + ":" +
+    std::string content = io::read_file(src.path);
+    if (is_x2t(src.kind)) {  // the media are part of the data's identity
+      if (!o.vit) fail("--calib " + src.path, "x2t sources need the ViT (--vit DIR, or a checkpoint with vit_model.* tensors)");
+      for (const auto& smp : s) content += media_digest(smp.x2t.path);
+    }
+    stats.data_sources.push_back(std::string(source_kind_name(src.kind)) + ":" + digest_hex(content) + ":" +
                                  fs::path(src.path).filename().string() + ":shard" + std::to_string(o.shard_index) + "/" +
                                  std::to_string(o.shard_count));
     samples.insert(samples.end(), std::make_move_iterator(s.begin()), std::make_move_iterator(s.end()));
@@ -220,6 +272,13 @@ StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok
   }
   if (std::any_of(samples.begin(), samples.end(), [](const Sample& s) { return s.kind == SourceKind::T2v; }))
     stats.extra_metadata["t2v_grid"] = std::to_string(t2v_grid.t) + "x" + std::to_string(t2v_grid.h) + "x" + std::to_string(t2v_grid.w);
+  std::unique_ptr<vit::FeatureCache> features;
+  int step = 2;
+  if (o.vit) {
+    vit::check_vit_matches(*o.vit, engine);
+    features = std::make_unique<vit::FeatureCache>(*o.vit, o.x2t);
+    step = vit::temporal_step(model_dir, o.vit->config());
+  }
   StatsObserver obs(stats, o.hessian);
   struct ObserverScope {  // detach even when a sample throws
     fwd::Engine& e;
@@ -237,6 +296,11 @@ StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok
       case SourceKind::T2v: run_t2i_sample(engine, tokenizer, t2i.t2v_instruction, t2v_grid, s.caption, o.seed + k, o.sampler, obs); break;
       case SourceKind::ImageEdit:
       case SourceKind::VideoEdit: run_edit_sample(engine, tokenizer, *vae, s, t2i.grid, o, o.seed + k, obs); break;
+      case SourceKind::X2tImage:
+      case SourceKind::X2tVideo:
+        // The ViT's own linears are not targets (nothing observes them); the prompt prefill is observed.
+        engine.forward(x2t_calibration_chunk(engine, tokenizer, *features, s.x2t, step), nullptr, fwd::CacheWrite::No);
+        break;
       default: run_token_sample(engine, s.ids);
     }
     if (o.progress) o.progress(++done, mine);

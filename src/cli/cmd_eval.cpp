@@ -21,6 +21,7 @@
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
 #include "vae/wan_vae.h"
+#include "vit/x2t_input.h"
 
 namespace lq::cli {
 
@@ -37,6 +38,10 @@ void usage(FILE* out) {
                "  --chat FILE           JSONL {\"question\": ...} prompts for greedy answers\n"
                "  --t2i-prompts FILE    captions, one per line\n"
                "  --no-text | --no-chat | --no-t2i   skip a part\n"
+               "  --x2t-image FILE      JSONL {\"image\", \"question\"}: answers about images, KL on answer tokens\n"
+               "  --x2t-video FILE      JSONL {\"video\", \"question\"} (both need the ViT: --vit DIR or vit_model.* in BASE)\n"
+               "  --vit DIR             the ViT (vit.safetensors + config.json)   --x2t-resolution R   --max-x2t N\n"
+               "  --vit-quant int4      QUANT's ViT linears in 4-bit (RTN at load): the cost of a 4-bit ViT\n"
                "  --data-dir DIR        where the defaults live (else $LQ_DATA_DIR, else data/eval found above\n"
                "                        the executable or the working directory)\n"
                "bounds:\n"
@@ -64,6 +69,8 @@ struct EvalCli {
   fwd::WeightStorage storage = fwd::WeightStorage::F32;
   fwd::HeadFormat quant_head = fwd::HeadFormat::Stored;
   std::string vae;
+  std::string x2t_image, x2t_video, vit, vit_quant;
+  int x2t_resolution = 0, max_x2t = 0;
 };
 
 EvalCli parse(const Args& args) {
@@ -97,6 +104,15 @@ EvalCli parse(const Args& args) {
     else if (r.is("--quiet")) c.quiet = true;
     else if (r.is("--head")) c.quant_head = fwd::parse_head_format(r.value());
     else if (r.is("--vae")) c.vae = r.value();
+    else if (r.is("--x2t-image")) c.x2t_image = r.value();
+    else if (r.is("--x2t-video")) c.x2t_video = r.value();
+    else if (r.is("--vit")) c.vit = r.value();
+    else if (r.is("--x2t-resolution")) c.x2t_resolution = int(positive(r.int_value(), "--x2t-resolution"));
+    else if (r.is("--max-x2t")) c.max_x2t = int(positive(r.int_value(), "--max-x2t"));
+    else if (r.is("--vit-quant")) {
+      c.vit_quant = r.value();
+      if (c.vit_quant != "int4") fail("eval --vit-quant", "expected int4, got '" + c.vit_quant + "'");
+    }
     else if (r.is("--dtype")) {
       const std::string v = r.value();
       if (v == "f32") c.storage = fwd::WeightStorage::F32;
@@ -177,7 +193,40 @@ int cmd_eval(const Args& args) {
       progress.set_total(double(total));
       progress.update(double(done), stage);
     };
+  // x2t items read (and their media checked) before the long work.
+  std::vector<vit::X2tItem> x2t_items;
+  if (!c.x2t_image.empty()) x2t_items = vit::read_x2t_jsonl(c.x2t_image, vit::MediaKind::Image);
+  if (!c.x2t_video.empty())
+    for (auto& it : vit::read_x2t_jsonl(c.x2t_video, vit::MediaKind::Video)) x2t_items.push_back(std::move(it));
+  if (c.max_x2t > 0 && int(x2t_items.size()) > c.max_x2t) x2t_items.resize(size_t(c.max_x2t));
+  std::optional<vit::Vit> base_vit, quant_vit;
+  std::string vit_note;
+  if (!x2t_items.empty()) {
+    if (c.vit.empty() && !vit::model_has_vit(c.base))
+      fail("eval", "x2t data needs the ViT: --vit DIR (vit.safetensors + config.json) or a BASE with vit_model.* tensors");
+    vit::VitLoadOptions vo;
+    vo.storage = c.storage;
+    const std::string where = c.vit.empty() ? c.base : c.vit;
+    base_vit.emplace(vit::Vit::load(where, vo));
+    if (c.vit_quant == "int4") {
+      quant_vit.emplace(vit::Vit::load(where, vo));
+      vit_note = "ViT linears RTN INT4 at load (" + vit::quantize_linears_rtn_int4(*quant_vit) + ")";
+    }
+  } else if (!c.vit.empty() || !c.vit_quant.empty()) {
+    fail("eval --vit", "only used with --x2t-image / --x2t-video");
+  }
   eval::EvalResult r = eval::evaluate(base, quant, tok, t2i, c.data, c.options);
+  if (!x2t_items.empty()) {
+    vit::X2tSettings xs;
+    if (c.x2t_resolution) xs.image_resolution = xs.video_resolution = c.x2t_resolution;
+    int done = 0;
+    r.x2t = eval::evaluate_x2t(base, quant, *base_vit, quant_vit ? *quant_vit : *base_vit, tok, x2t_items, xs,
+                               vit::temporal_step(c.base, base_vit->config()), c.options.max_new_tokens, [&] {
+                                 if (c.options.progress) c.options.progress(++done, int64_t(x2t_items.size()), "x2t");
+                               });
+    r.x2t.quant_vit_note = vit_note;
+    r.has_x2t = true;
+  }
   progress.finish();
   if (vae && r.has_gen) {
     if (vae->config().z_dim != base.config().latent_channels)
@@ -202,6 +251,9 @@ int cmd_eval(const Args& args) {
     std::printf("perplexity %.4f -> %.4f  KL mean %.4g p99 %.4g  top-1 %.2f%%\n", r.und.base_perplexity,
                 r.und.quant_perplexity, r.und.kl_mean, r.und.kl_p99, 100 * r.und.top1_agreement);
   if (r.has_chat) std::printf("chat exact %.1f%%  Levenshtein %.4f\n", 100 * r.und.chat_exact_match, r.und.chat_levenshtein);
+  if (r.has_x2t)
+    std::printf("x2t exact %.1f%%  KL mean %.4g  top-1 %.2f%% (%zu questions%s)\n", 100 * r.x2t.exact_match, r.x2t.kl_mean,
+                100 * r.x2t.top1, r.x2t.items.size(), vit_note.empty() ? "" : ", QUANT with a 4-bit ViT");
   if (r.has_gen) std::printf("t2i latent rel. error %.4g  PSNR %.2f dB\n", r.gen.latent_rel_error, r.gen.latent_psnr_db);
   if (r.has_gen && r.gen.has_pictures)
     std::printf("t2i pictures PSNR %.2f dB  SSIM %.4f\n", r.gen.image_psnr_db, r.gen.image_ssim);

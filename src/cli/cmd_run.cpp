@@ -1,6 +1,7 @@
-// `lance-quant run MODEL --task text|t2i|t2v|edit`: greedy text answers (KV cache), text-to-image /
-// text-to-video sampling (rectified flow + CFG) and image / video editing on the native forward; the
-// Wan2.2 VAE (--vae) turns latents into pictures and videos and encodes an edit's source.
+// `lance-quant run MODEL --task text|t2i|t2v|edit|x2t`: greedy text answers (KV cache), text-to-image /
+// text-to-video sampling (rectified flow + CFG), image / video editing, and answers about an image or video
+// (ViT + x2t prompt) on the native forward; the Wan2.2 VAE (--vae) turns latents into pictures and videos and
+// encodes an edit's source.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -18,12 +19,14 @@
 #include "forward/t2i.h"
 #include "forward/text.h"
 #include "forward/toy_vae.h"
+#include "forward/x2t.h"
 #include "io/error.h"
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
 #include "vae/wan_vae.h"
+#include "vit/x2t_input.h"
 
 namespace lq::cli {
 
@@ -40,6 +43,8 @@ void usage(FILE* out) {
                "                             [--frames-dir DIR] [--fps 12] [--out FILE.safetensors] (+ the t2i options)\n"
                "       lance-quant run MODEL --task edit (--image SRC | --video SRC) --prompt INSTRUCTION --seed S --vae VAE\n"
                "                             (--png OUT.png | --mp4 OUT.mp4 | --frames-dir DIR) [--resolution R] [--max-frames N]\n"
+               "       lance-quant run MODEL --task x2t (--image FILE | --video FILE|DIR) --prompt QUESTION [--vit DIR]\n"
+               "                             [--system TEXT] [--resolution R] [--fps F] [--max-new-tokens N]\n"
                "common: [--dtype f32|bf16] (weight storage, default f32) [--threads N]\n"
                "        [--head stored|int4] (int4: the lm_head quantized at load, RTN INT4 g64, for faster decoding)\n\n"
                "text: Qwen chat template (unless --raw), greedy decoding with a KV cache, stops at <|im_end|>.\n"
@@ -47,17 +52,26 @@ void usage(FILE* out) {
                "      (a diffusers directory, Wan2.2_VAE.pth, or `synth-vae` output), or with lance-mini's toy VAE\n"
                "      (4x nearest upscale) when the model has one.\n"
                "t2v:  --frames N pixel frames: latent grid t = (N - 1) / 4 + 1 (Lance), 4 (t - 1) + 1 frames decoded;\n"
-               "      --mp4 writes H.264 at --fps (Lance saves 12), --frames-dir every frame as PNG, --png the first.\n"
+               "      --mp4 writes H.264 at --fps (default 12, as Lance saves), --frames-dir every frame as PNG, --png the first.\n"
                "edit: the source is resized to Lance's bucket near --resolution^2 pixels (default 768 for images,\n"
                "      640 for videos; sides multiples of 16), a video sampled at 12 fps over at most 6 s (4k + 1\n"
                "      frames, --max-frames caps them), VAE-encoded (reparameterised sample, noise seeded from --seed)\n"
                "      and given as a clean condition block; the target has the source's size. Lance also conditions\n"
                "      on a ViT reference of the source; this build has no ViT yet, so edits run without it.\n"
+               "x2t:  Lance's understanding prompt: the ViT's tokens in a bidirectional block, greedy answer with a KV\n"
+               "      cache. The ViT comes from --vit DIR (vit.safetensors + config.json) or the checkpoint's vit_model.*\n"
+               "      tensors. Images: bucket resize at R = 672 (--resolution), 2 frames; video files or folders of\n"
+               "      frames (--fps: the folder's frame rate, default 24): 12 fps, <= 6 s, 4k+1 frames, R = 616.\n"
+               "      --system defaults to Lance's instruction for the kind.\n"
                "--vae-conv auto|gemm|dnnl chooses the VAE's convolution backend (default auto).\n");
 }
 
 struct RunOptions {
   std::string model, task, prompt, out, png;
+  std::string image, video, vit, system;  // x2t
+  int resolution = 0;
+  double fps = 24.0;       // x2t: a folder's frame rate; t2v / edit: written videos (--fps given)
+  bool fps_given = false;
   int max_new_tokens = 256;
   bool raw = false, json = false;
   uint64_t seed = 0;
@@ -125,12 +139,14 @@ RunOptions parse(const Args& args) {
     else if (a == "--vae-conv") o.vae_conv = kernels::parse_conv_backend(value().c_str());
     else if (a == "--mp4") o.visuals.mp4 = value();
     else if (a == "--frames-dir") o.visuals.frames_dir = value();
-    else if (a == "--fps") o.visuals.fps = int(parse_int(a, value()));
     else if (a == "--frames") o.frames = int(parse_int(a, value()));
-    else if (a == "--image") o.edit.image = value();
-    else if (a == "--video") o.edit.video = value();
-    else if (a == "--resolution") o.edit.resolution = int(parse_int(a, value()));
     else if (a == "--max-frames") o.edit.max_frames = int(parse_int(a, value()));
+    else if (a == "--image") o.image = value();
+    else if (a == "--video") o.video = value();
+    else if (a == "--vit") o.vit = value();
+    else if (a == "--system") o.system = value();
+    else if (a == "--resolution") o.resolution = int(parse_int(a, value()));
+    else if (a == "--fps") { o.fps = parse_double(a, value()); o.fps_given = true; }
     else if (a == "--height") o.height = int(parse_int(a, value()));
     else if (a == "--width") o.width = int(parse_int(a, value()));
     else if (a == "--threads") kernels::set_num_threads(int(parse_int(a, value())));
@@ -145,14 +161,28 @@ RunOptions parse(const Args& args) {
     else fail(a, "unexpected argument (MODEL already given as '" + o.model + "')");
   }
   if (o.model.empty()) fail("run", "missing MODEL directory");
-  if (o.task != "text" && o.task != "t2i" && o.task != "t2v" && o.task != "edit")
-    fail("--task", "expected text, t2i, t2v or edit, got '" + o.task + "'");
+  if (o.task != "text" && o.task != "t2i" && o.task != "t2v" && o.task != "edit" && o.task != "x2t")
+    fail("--task", "expected text, t2i, t2v, edit or x2t, got '" + o.task + "'");
+  if (o.task == "x2t") {
+    if (o.image.empty() == o.video.empty()) fail("--task x2t", "give exactly one of --image FILE or --video FILE|DIR");
+    if (o.resolution < 0 || (o.resolution > 0 && o.resolution < 28)) fail("--resolution", "must be at least 28 pixels");
+    if (!(o.fps > 0)) fail("--fps", "must be positive");
+  } else {
+    if (!o.vit.empty()) fail("--vit", "only for --task x2t");
+    if (o.task != "edit" && (!o.image.empty() || !o.video.empty())) fail("--image/--video", "only for --task edit or x2t");
+    // --image / --video / --resolution give an edit's source; --fps the frame rate of written videos.
+    o.edit.image = o.image;
+    o.edit.video = o.video;
+    o.edit.resolution = o.resolution;
+    if (o.fps_given) {
+      if (o.fps < 1 || o.fps != double(int(o.fps))) fail("--fps", "the frame rate of written videos: an integer >= 1");
+      o.visuals.fps = int(o.fps);
+    }
+  }
   o.visuals.png = o.png;
-  if (o.visuals.fps < 1) fail("--fps", "must be >= 1");
   if (o.task == "t2v" && o.frames < 1) fail("--frames", "t2v needs --frames N (pixel frames; Lance uses 4k + 1)");
   if (o.task != "t2v" && o.frames != 0) fail("--frames", "only for --task t2v");
   if (o.task == "edit" && o.edit.image.empty() == o.edit.video.empty()) fail("edit", "give exactly one of --image SRC or --video SRC");
-  if (o.task != "edit" && (!o.edit.image.empty() || !o.edit.video.empty())) fail("--image/--video", "only for --task edit");
   if (o.vae.empty()) {
     if (o.task == "edit") fail("--vae", "--task edit needs the Wan2.2 VAE (--vae PATH) to encode its source");
     if (!o.visuals.mp4.empty() || !o.visuals.frames_dir.empty())
@@ -325,6 +355,58 @@ int run_generation(const RunOptions& o) {
   return 0;
 }
 
+int run_x2t(const RunOptions& o) {
+  const bool image = !o.image.empty();
+  const std::string media_path = image ? o.image : o.video;
+  const tok::Tokenizer tok = load_tokenizer(o.model);
+  std::string vit_where = o.vit;
+  if (vit_where.empty()) {
+    if (!vit::model_has_vit(o.model))
+      fail("--task x2t", o.model + " has no vit_model.* tensors: give the ViT directory with --vit DIR "
+                                   "(vit.safetensors + config.json, as Lance_3B keeps it)");
+    vit_where = o.model;
+  }
+  vit::VitLoadOptions vo;
+  vo.storage = o.storage;
+  const vit::Vit v = vit::Vit::load(vit_where, vo);
+  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
+  vit::check_vit_matches(v, e);
+  vit::X2tSettings xs;
+  if (o.resolution > 0) xs.image_resolution = xs.video_resolution = o.resolution;
+  xs.folder_fps = o.fps;
+  vit::X2tItem item;
+  item.kind = image ? vit::MediaKind::Image : vit::MediaKind::Video;
+  item.path = media_path;
+  item.question = o.prompt;
+  item.system = o.system;
+  const auto t0 = std::chrono::steady_clock::now();
+  const vit::VitFeatures f = vit::encode_media(v, item.kind, media_path, xs);
+  const double vit_secs = seconds_since(t0);
+  const vit::X2tSample s = vit::x2t_sample(e, tok, f, item, vit::temporal_step(o.model, v.config()));
+  fwd::GreedyOptions g;
+  g.max_new_tokens = o.max_new_tokens;
+  g.vocab_limit = e.config().len_tokenizer;
+  if (const auto end = tok.token_id("<|im_end|>")) g.stop_id = *end;
+  const auto t1 = std::chrono::steady_clock::now();
+  const std::vector<int32_t> answer = fwd::greedy_decode_chunk(e, s.chunk, s.prompt.next_position, g);
+  const double secs = seconds_since(t1);
+  const std::string text = tok.decode(answer);
+  if (o.json) {
+    nlohmann::json j = {{"prompt_tokens", s.prompt.ids.size()},
+                        {"vit_tokens", s.prompt.vision_tokens},
+                        {"grid_thw", {f.merged_grid[0], f.merged_grid[1], f.merged_grid[2]}},
+                        {"frames", f.frames},
+                        {"generated_ids", answer},
+                        {"text", text},
+                        {"vit_seconds", vit_secs},
+                        {"seconds", secs}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%s\n", text.c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int cmd_run(const Args& args) {
@@ -338,6 +420,7 @@ int cmd_run(const Args& args) {
     return 2;
   }
   const RunOptions o = parse(args);
+  if (o.task == "x2t") return run_x2t(o);
   return o.task == "text" ? run_text(o) : run_generation(o);
 }
 

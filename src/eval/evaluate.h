@@ -18,6 +18,7 @@
 #include "formats/fold_scales.h"
 #include "forward/forward.h"
 #include "forward/prompts.h"
+#include "eval/x2t_eval.h"
 
 namespace lq::tok {
 class Tokenizer;
@@ -119,6 +120,8 @@ struct LayerResult {
 
 struct EvalResult {
   bool has_und = false, has_chat = false, has_gen = false, has_layers = false;
+  bool has_x2t = false;  // filled by the caller (eval/x2t_eval.h) when x2t data is given
+  X2tEvalResult x2t;
   UndResult und;
   GenResult gen;
   LayerResult layers;

@@ -105,6 +105,19 @@ std::string report_json(const EvalResult& r, const ReportMeta& m) {
     }
     j["und"] = u;
   }
+  if (r.has_x2t) {
+    json items = json::array();
+    for (const auto& it : r.x2t.items)
+      items.push_back({{"kind", it.kind}, {"path", it.path}, {"question", it.question}, {"reference", it.reference},
+                       {"base_answer", it.base_answer}, {"quant_answer", it.quant_answer}, {"exact", it.exact},
+                       {"levenshtein_similarity", it.levenshtein}, {"vit_tokens", it.vit_tokens},
+                       {"answer_tokens", it.answer_tokens}, {"kl_mean", it.kl_mean}, {"kl_max", it.kl_max},
+                       {"top1_agreement", it.top1}, {"vit_rel_error", it.vit_rel_error}});
+    j["x2t"] = {{"items", items}, {"exact_match", r.x2t.exact_match}, {"levenshtein_similarity", r.x2t.levenshtein},
+                {"answer_tokens", r.x2t.tokens}, {"kl_mean", r.x2t.kl_mean}, {"top1_agreement", r.x2t.top1},
+                {"quant_vit", r.x2t.quant_vit}, {"quant_vit_note", r.x2t.quant_vit_note},
+                {"vit_rel_error", r.x2t.vit_rel_error}};
+  }
   if (r.has_gen) {
     json g;
     g["prompts"] = r.gen.prompts.size();
@@ -277,6 +290,25 @@ void md_und(std::ostringstream& md, const EvalResult& r) {
   }
 }
 
+void md_x2t(std::ostringstream& md, const EvalResult& r) {
+  if (!r.has_x2t) return;
+  const auto& x = r.x2t;
+  md << "## Image and video understanding (x2t)\n\n";
+  md << "Each medium through " << (x.quant_vit ? "each model's own ViT (QUANT: " + x.quant_vit_note + ")" : "the same ViT")
+     << " and Lance's x2t prompt; greedy answers of both models, and on BASE's answer (teacher forcing, with its "
+        "closing `<|im_end|>`) KL(BASE || QUANT) per answer token and top-1 agreement.\n\n"
+        "| items | answer tokens | exact match | Levenshtein sim. | KL mean | top-1 agreement |"
+     << (x.quant_vit ? " ViT feature rel. error |" : "") << "\n|---:|---:|---:|---:|---:|---:|" << (x.quant_vit ? "---:|" : "")
+     << "\n| " << x.items.size() << " | " << x.tokens << " | " << pct(x.exact_match) << " | " << f(x.levenshtein, 3) << " | "
+     << f(x.kl_mean) << " | " << pct(x.top1) << " |" << (x.quant_vit ? " " + f(x.vit_rel_error) + " |" : "") << "\n\n";
+  md << "| medium | question | BASE | QUANT | KL mean | top-1 |\n|---|---|---|---|---:|---:|\n";
+  for (const auto& it : x.items)
+    md << "| " << it.kind << " `" << std::filesystem::path(it.path).filename().string() << "` (" << it.vit_tokens
+       << " tokens) | " << cell(it.question, 60) << " | " << cell(it.base_answer) << " | " << cell(it.quant_answer) << " | "
+       << f(it.kl_mean) << " | " << pct(it.top1) << " |\n";
+  md << "\n";
+}
+
 void md_gen(std::ostringstream& md, const EvalResult& r, bool images) {
   if (!r.has_gen) return;
   const auto& g = r.gen;
@@ -377,6 +409,9 @@ std::vector<std::string> write_report(const std::string& out_dir, const EvalResu
   if (r.has_chat)
     md << "| chat exact match / Levenshtein sim. | " << pct(r.und.chat_exact_match) << " / " << f(r.und.chat_levenshtein, 3)
        << " |\n";
+  if (r.has_x2t)
+    md << "| x2t exact match / KL mean / top-1 (" << r.x2t.items.size() << " questions) | " << pct(r.x2t.exact_match) << " / "
+       << f(r.x2t.kl_mean) << " / " << pct(r.x2t.top1) << " |\n";
   if (r.has_gen)
     md << "| t2i final latent rel. error / PSNR | " << f(r.gen.latent_rel_error) << " / " << f(r.gen.latent_psnr_db)
        << " dB |\n| t2i velocity cosine (mean) | " << f(r.gen.velocity_cosine, 6) << " |\n";
@@ -385,6 +420,7 @@ std::vector<std::string> write_report(const std::string& out_dir, const EvalResu
   md << "\n";
   md_data(md, r, m);
   md_und(md, r);
+  md_x2t(md, r);
   md_gen(md, r, images);
   md_layers(md, r, m);
   put("report.json", report_json(r, m));
