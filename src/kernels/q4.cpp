@@ -34,6 +34,7 @@
 
 #include "io/error.h"
 #include "kernels/linear.h"
+#include "kernels/linear_gemm.h"
 #include "num/formats.h"
 
 namespace lq::kernels {
@@ -715,6 +716,80 @@ LQ_AVX2 void avx2_decoded_rows(const float* x, int64_t n, const Q4Matrix& w, con
   }
 }
 
+// ---- W4A16: the Lanes layout as the GEMM's panel source ------------------------------------------
+//
+// A Lanes step (32 bytes) holds 8 rows x 8 inputs with row r in 32-bit lane r: the code of input e of
+// the step is (lane >> s_e) & 15 with s_e = 8 e (e < 4) or 8 (e - 4) + 4, i.e. one shift and one mask
+// give a whole panel column (8 rows) of one k. Each 8-row part of a panel is decoded step by step
+// into the packed f32 panel with the values dequantize_lanes writes (q s - s z; 2 e2m1 * bs / 2), so
+// the GEMM over these panels gives exactly the result of the dense f32 GEMM over the dequantized
+// matrix (the old 16-row path's result) while the codes are read once per call and never expanded
+// beyond one panel block.
+LQ_AVX2 void pack_lanes_panel(const void* ctx, int64_t o0, int rows, int64_t k0, int64_t kc, int width, float* dst) {
+  const Q4Matrix& w = *static_cast<const Q4Matrix*>(ctx);
+  const int64_t G = w.groups_per_row();
+  const __m256i low4 = _mm256_set1_epi32(15);
+  const __m256i table = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,  //
+                                         0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+  const __m256i nibbles = _mm256_set1_epi8(15);
+  for (int part = 0; part < width / 8; ++part) {
+    const int64_t b = o0 / kLaneRows + part;
+    float* d = dst + part * 8;
+    if (part * 8 >= rows || b >= w.row_blocks()) {
+      for (int64_t k = 0; k < kc; ++k) _mm256_store_ps(d + k * width, _mm256_setzero_ps());
+      continue;
+    }
+    const uint8_t* p = w.packed.data() + b * w.cols * 4 + k0 / kStep * kStepBytes;
+    if (w.scheme == Q4Scheme::Int4) {
+      const uint8_t* z = w.zeros.data() + b * G * kLaneRows;
+      int64_t g_loaded = -1;
+      __m256 sc = _mm256_setzero_ps(), sz = sc;
+      for (int64_t k = 0; k < kc; k += kStep, p += kStepBytes) {
+        const int64_t g = (k0 + k) / w.group;  // groups are multiples of 64: a step never straddles two
+        if (g != g_loaded) {
+          sc = avx2_lanes::lane_scales8(w, b, g);
+          const __m256 zf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z + g * kLaneRows))));
+          sz = _mm256_mul_ps(sc, zf);
+          g_loaded = g;
+        }
+        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        for (int e = 0; e < 8; ++e) {
+          const int shift = e < 4 ? 8 * e : 8 * (e - 4) + 4;
+          const __m256 q = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(bytes, _mm_cvtsi32_si128(shift)), low4));
+          _mm256_store_ps(d + (k + e) * width, _mm256_sub_ps(_mm256_mul_ps(q, sc), sz));
+        }
+      }
+    } else {
+      const uint8_t* bs = w.block_scales.data() + b * G * kLaneRows;
+      alignas(32) float s8[kLaneRows];
+      for (int64_t k = 0; k < kc; k += kStep, p += kStepBytes) {
+        const int64_t g = (k0 + k) / 16;
+        if ((k0 + k) % 16 == 0)
+          for (int r = 0; r < kLaneRows; ++r) s8[r] = w.scale_lut[bs[g * kLaneRows + r]];
+        const __m256 sc = _mm256_load_ps(s8);
+        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(bytes, nibbles));
+        const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibbles));
+        for (int e = 0; e < 8; ++e) {
+          const __m256i src = e < 4 ? lo : hi;
+          const int up = 24 - 8 * (e % 4);  // the byte of input e to the top, then an arithmetic shift back
+          const __m256i v = _mm256_srai_epi32(_mm256_sll_epi32(src, _mm_cvtsi32_si128(up)), 24);
+          _mm256_store_ps(d + (k + e) * width, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc));
+        }
+      }
+    }
+  }
+}
+
+detail::PanelSource lanes_panels(const Q4Matrix& w) {
+  detail::PanelSource s;
+  s.rows = w.rows;
+  s.cols = w.cols;
+  s.ctx = &w;
+  s.pack = pack_lanes_panel;
+  return s;
+}
+
 bool have_avx2() {
   static const bool ok =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
@@ -890,6 +965,8 @@ void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, 
     validate_call(x, n, w, y);
     if (n == 0) return;
     if (n > q4_int8_max_tokens()) {
+      if (w.layout == Q4Layout::Lanes && detail::gemm_avx2_available() && std::string(gemm_path()) != "scalar")
+        return detail::gemm(x, n, lanes_panels(w), bias, y, false);
       parallel_for(w.rows, kDecodedRows, [&](int64_t r0, int64_t r1) {
         if (w.scheme == Q4Scheme::Int4)
           avx2_decoded_rows<Q4Scheme::Int4>(x, n, w, bias, y, r0, r1);
