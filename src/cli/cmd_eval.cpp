@@ -46,7 +46,7 @@ void usage(FILE* out) {
                "  --fake-quant SCHEME[:GROUP]  replace QUANT's linears by fake-quantized dense weights\n"
                "                        (int4_asym:64, int4_sym:128, int8_sym:0, nvfp4): a what-if without a checkpoint\n"
                "  --dtype f32|bf16      weight storage of both engines   --threads N   --quiet (no progress line)\n"
-               "  --head stored|int4    QUANT's lm_head as stored, or quantized at load (run --head int4)\n",
+               "  --head stored|int8|int4  QUANT's lm_head as stored, or quantized at load (run --head)\n",
                "256");
 }
 

@@ -31,7 +31,7 @@ void usage(FILE* out) {
                "                             [--height H --width W]   (pixels; latent grid h = H/16, when\n"
                "                                                       lance_config.json has no t2i_latent_grid_thw)\n"
                "common: [--dtype f32|bf16] (weight storage, default f32) [--threads N]\n"
-               "        [--head stored|int4] (int4: the lm_head quantized at load, RTN INT4 g64, for faster decoding)\n\n"
+               "        [--head stored|int8|int4] (the lm_head quantized at load: RTN INT8 / INT4 g64, for faster decoding)\n\n"
                "text: Qwen chat template (unless --raw), greedy decoding with a KV cache, stops at <|im_end|>.\n"
                "t2i:  writes the final latents [t, h, w, C]; --png decodes them with the toy VAE of lance-mini\n"
                "      (4x nearest upscale).\n");

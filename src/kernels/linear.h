@@ -62,8 +62,9 @@ const char* simd_path();
 // one FMA chain per 256-k block, blocks added in order, bias last); the amx paths differ from them by
 // the bf16 rounding of x (and of 4-bit weights, whose dequantized values need up to 12 bits).
 const char* gemm_path();
-// Force one of the names above (lq::Error if this CPU cannot run it); "" restores the best. Not meant
-// to change while another thread runs a kernel.
+// Force one of the names above (lq::Error if this CPU cannot run it); "" restores the default: the
+// environment variable LQ_GEMM_PATH when set (the same names), else the best. Not meant to change
+// while another thread runs a kernel.
 void set_gemm_path(const std::string& path);
 // The GEMM paths this CPU can run (including the emulated ones).
 std::vector<std::string> gemm_paths_available();

@@ -280,9 +280,27 @@ GemmPath best_gemm_path() {
   return GemmPath::Scalar;
 }
 
+// LQ_GEMM_PATH=name in the environment forces a path for the whole process (benchmarks of one build
+// on several paths); read once, an unknown or unrunnable name is an error at the first GEMM.
+int env_gemm_path() {
+  static const int v = [] {
+    const char* e = std::getenv("LQ_GEMM_PATH");
+    if (!e || !*e) return -1;
+    for (int k = 0; k < int(std::size(kGemmPathNames)); ++k)
+      if (std::string(e) == kGemmPathNames[k]) {
+        if (!can_run(GemmPath(k))) fail("LQ_GEMM_PATH", std::string("this CPU cannot run the ") + e + " GEMM path");
+        return k;
+      }
+    fail("LQ_GEMM_PATH", std::string("unknown GEMM path '") + e + "' (scalar, avx2, avx512-emu, avx512, amx-emu, amx)");
+  }();
+  return v;
+}
+
 GemmPath current_gemm_path() {
   const int forced = g_forced_gemm.load(std::memory_order_relaxed);
-  return forced >= 0 ? GemmPath(forced) : best_gemm_path();
+  if (forced >= 0) return GemmPath(forced);
+  const int env = env_gemm_path();
+  return env >= 0 ? GemmPath(env) : best_gemm_path();
 }
 
 }  // namespace
@@ -290,7 +308,7 @@ GemmPath current_gemm_path() {
 const char* gemm_path() { return kGemmPathNames[int(current_gemm_path())]; }
 
 void set_gemm_path(const std::string& path) {
-  if (path.empty()) {
+  if (path.empty()) {  // back to LQ_GEMM_PATH or the best path
     g_forced_gemm.store(-1, std::memory_order_relaxed);
     return;
   }
