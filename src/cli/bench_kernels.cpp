@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -39,7 +40,21 @@ struct Options {
   std::string kernels;  // comma-separated kind names; empty: all
   int rounds = 3;       // every measurement repeated, interleaved with the others; the best is kept
   std::vector<std::string> gemm_paths;  // --gemm-paths: each kernel on each GEMM path (empty: the current one)
+  bool cpu_time = false;                // --cpu-time: process CPU seconds instead of wall seconds
 };
+
+// Wall or process CPU time (all threads). On a machine shared with other jobs a process may get a
+// small fraction of the cores: CPU time then measures the work of a call where wall time measures
+// the scheduler (with --threads 1 it is the call's single-thread time).
+bool g_cpu_time = false;
+double now_seconds() {
+  if (g_cpu_time) {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  }
+  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+}
 
 // "a,b,c" -> integers (each positive), naming the flag in errors.
 std::vector<int64_t> parse_list(const std::string& text, const std::string& flag) {
@@ -209,9 +224,9 @@ double time_per_call(const Weights& w, const float* x, int64_t n, float* y, doub
     w.apply(0, x, n, y);  // warm up
     double best = 1e30, total = 0.0;
     for (size_t call = 0; total < min_seconds || call < 3; ++call) {
-      const auto t0 = Clock::now();
+      const double t0 = now_seconds();
       w.apply(call % w.copies(), x, n, y);
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      const double s = now_seconds() - t0;
       best = std::min(best, s);
       total += s;
     }
@@ -221,9 +236,9 @@ double time_per_call(const Weights& w, const float* x, int64_t n, float* y, doub
   double best = 1e30, total = 0.0;
   int cycles = 0;
   while (total < min_seconds || cycles < 3) {
-    const auto t0 = Clock::now();
+    const double t0 = now_seconds();
     for (size_t c = 0; c < w.copies(); ++c) w.apply(c, x, n, y);
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double s = now_seconds() - t0;
     best = std::min(best, s / double(w.copies()));
     total += s;
     ++cycles;
@@ -236,7 +251,7 @@ void usage(FILE* out) {
                "usage: lance-quant bench kernels [--json] [--working-set-mb N] [--min-seconds S] [--rounds N]\n"
                "                                 [--shapes INxOUT,...] [--batches N,...] [--threads N]\n"
                "                                 [--kernels f32,bf16,int4-g64,int4-g128,nvfp4] [--int8-max-tokens N]\n"
-               "                                 [--gemm-paths avx2,avx512,amx,...]\n"
+               "                                 [--gemm-paths avx2,avx512,amx,...] [--cpu-time]\n"
                "  times f32, bf16, int4 g64, int4 g128 and nvfp4 linears on Lance's shapes (2048->2048,\n"
                "  2048->256, 2048->11008, 11008->2048) at batch 1..64; weights cycle through a working set of\n"
                "  N MiB (default 256) so they come from memory; reports bytes/s against a streaming-read probe\n"
@@ -245,7 +260,8 @@ void usage(FILE* out) {
                "  Above 32 tokens (compute-bound) a number is the best single call, calls rotating over the copies.\n"
                "  --gemm-paths runs every kernel on each listed GEMM path (kernels::gemm_path(): the dense GEMM and\n"
                "  the 4-bit kernels above --int8-max-tokens), interleaved; vs-bf16 is then against bf16 on the\n"
-               "  first listed path.\n");
+               "  first listed path. --cpu-time: process CPU seconds (all threads) instead of wall seconds, for\n"
+               "  machines shared with other jobs (with --threads 1: each call's single-thread time).\n");
 }
 
 }  // namespace
@@ -262,6 +278,7 @@ int bench_kernels(const Args& args) {
     else if (r.is("--batches")) o.batches = parse_list(r.value(), "--batches");
     else if (r.is("--kernels")) o.kernels = r.value();
     else if (r.is("--int8-max-tokens")) kernels::set_q4_int8_max_tokens(r.int_value());
+    else if (r.is("--cpu-time")) o.cpu_time = true;
     else if (r.is("--gemm-paths")) {
       const std::string list = r.value();
       for (size_t b = 0; b <= list.size();) {
@@ -280,6 +297,7 @@ int bench_kernels(const Args& args) {
   }
   if (o.working_set_mb < 1) fail("bench kernels --working-set-mb", "must be at least 1");
   if (o.rounds < 1) fail("bench kernels --rounds", "must be at least 1");
+  g_cpu_time = o.cpu_time;
   const std::vector<uint64_t> probe_buf(size_t(std::max<int64_t>(o.working_set_mb, 256) << 20) / sizeof(uint64_t), 1);
   double bw = 0.0;
   const std::vector<Shape>& shapes = o.shapes;
@@ -337,6 +355,7 @@ int bench_kernels(const Args& args) {
   }
   nlohmann::json rows = nlohmann::json::array();
   if (!o.json) {
+    if (o.cpu_time) std::printf("times are process CPU seconds (--cpu-time), not wall time\n");
     std::printf("threads %d, dense %s, GEMM %s, 4-bit %s (int8 activations up to %lld tokens), read bandwidth %.2f GB/s\n"
                 "each kernel cycles through copies of its weight totalling >= %lld MiB (L3 is 32 MiB), so weights come\n"
                 "from DRAM; best of %d interleaved rounds for every number, the bandwidth probe included\n",
