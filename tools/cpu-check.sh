@@ -17,7 +17,8 @@
 #   sh tools/cpu-check.sh                 # ~6-8 minutes on a 16-core host (build ~3 min with ccache cold)
 #   LQ_CHECK_QUICK=1 sh tools/cpu-check.sh   # a smoke run (small shapes, 1 round): checks the script
 # Environment: LQ_CHECK_DIR (scratch, default /tmp/lq-cpu-check; the synthetic model ~2.6 GB, deleted at
-# the end unless LQ_CHECK_KEEP=1), LQ_CHECK_LAYERS, LQ_CHECK_BASE, LQ_CHECK_THREADS (default: nproc).
+# the end unless LQ_CHECK_KEEP=1), LQ_CHECK_LAYERS, LQ_CHECK_BASE, LQ_CHECK_THREADS (default: nproc),
+# LQ_CHECK_BUILD (build directory, default build-cpucheck).
 set -eu
 cd "$(dirname "$0")/.."
 SRC=$(pwd)
@@ -25,7 +26,7 @@ DIR=${LQ_CHECK_DIR:-/tmp/lq-cpu-check}
 LAYERS=${LQ_CHECK_LAYERS:-4}
 THREADS=${LQ_CHECK_THREADS:-$(nproc)}
 QUICK=${LQ_CHECK_QUICK:-0}
-BUILD=$SRC/build-cpucheck
+BUILD=${LQ_CHECK_BUILD:-$SRC/build-cpucheck}
 mkdir -p "$DIR"
 log() { printf '\n== %s\n' "$*"; }
 

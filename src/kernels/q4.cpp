@@ -15,8 +15,9 @@
 //    Int4 groups 16, 32, 48, ... use the same structure with per-16-input scales and a per-group
 //    zero-point term s z sum(x^) computed with 8 groups per vector after the row.
 //
-// Batches above q4_int8_max_tokens(): each thread dequantizes 16-row blocks to f32 once per call
-// and reuses the dense f32 GEMM (kernels::linear) over them.
+// Batches above q4_int8_max_tokens(): the Lanes layout is a panel source of the dense GEMM
+// (pack_lanes_panel, W4A16); the Rows layout dequantizes 16-row blocks to f32 once per call and reuses
+// the dense f32 GEMM (kernels::linear) over them.
 #include "kernels/q4.h"
 
 #include <algorithm>
