@@ -4,8 +4,9 @@
 # its reference; the emulated AVX-512 and AMX paths run everywhere, the real ones where present),
 # then prints the "done when" numbers as ratios measured side by side in one run:
 #   1. bench kernels: bf16 and INT4 g64 / g128 / NVFP4 at 1, 64, 512, 4096 tokens on 2048->11008 and
-#      11008->2048, every kernel on the avx2 GEMM path (today's kernels) and the best path (amx /
-#      avx512), interleaved; weights cycle through >= 1 GiB.
+#      11008->2048, every kernel on the avx2 GEMM path (today's kernels) and on avx512 and amx where the
+#      CPU has them (amx is opt-in in the library: forced here with LQ_GEMM_PATH), interleaved; weights
+#      cycle through >= 1 GiB.
 #   2. a t2i denoising step (1x32x32 latents, CFG: cond + uncond) and a 512-token text prefill of the
 #      synthetic Lance 3B (first LQ_CHECK_LAYERS layers, default 4) with rtn-int4 g128 weights and with
 #      bf16 weights, on the avx2 path and the best path, interleaved.
@@ -52,8 +53,7 @@ PATHS=$(for p in amx avx512 avx2; do
   if LQ_GEMM_PATH=$p "$LQ" bench kernels --shapes 64x16 --batches 40 --kernels bf16 --rounds 1 --min-seconds 0 \
        --working-set-mb 1 >/dev/null 2>&1; then echo "$p"; fi; done)
 BEST=$(echo "$PATHS" | head -n1)
-CMP="avx2"
-[ "$BEST" != "avx2" ] && CMP="avx2,$BEST"
+CMP=$(echo "$PATHS" | tac | paste -sd, -)  # avx2 first (the reference of vs-bf16), then avx512, amx
 printf 'GEMM paths: %s (best %s)\n' "$(echo $PATHS)" "$BEST"
 
 log "1. bench kernels (vs-bf16: against bf16 on the avx2 path = today's dense kernel)"

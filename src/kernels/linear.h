@@ -50,7 +50,8 @@ void linear_scalar(const float* x, int64_t n, const DenseMatrix& w, const float*
 const char* simd_path();
 
 // The GEMM path (linear_gemm, and the 4-bit kernels' W4A16 path beyond q4_int8_max_tokens() tokens),
-// chosen at run time, best first:
+// chosen at run time: "avx512" where the CPU has AVX-512F, else "avx2", else "scalar"; "amx" only when
+// asked for (LQ_GEMM_PATH=amx or set_gemm_path), as it changes the numerics:
 //   "amx"         AMX-BF16 tiles: x and W rounded to bf16 (RNE), f32 accumulation (kernels/amx.h).
 //                 Used for bf16 and 4-bit weights; f32 weights take the best f32 path below.
 //   "avx512"      AVX-512F, 12 tokens x 32 outputs register tiles, f32
