@@ -43,8 +43,11 @@ for r in $(seq "$ROUNDS"); do
       sed -n 's/.*"avg_ts": \([0-9.e+-]*\).*/\1/p' | head -n1)
   printf '%-6s %-22s %12s\n' "$r" "llama.cpp Q4_0" "$t"
   "$LQ" bench decode "$M" "$Q" --quant-head stored,int8,int4 --decode-tokens "$TOKENS" --threads "$THREADS" --rounds 1 --json |
-    sed -n 's/.*"head": "\([a-z0-9]*\)".*/\1/p; s/.*"tokens_per_s": \([0-9.e+-]*\).*/\1/p' | paste - - |
-    while read -r head tps; do printf '%-6s %-22s %12s\n' "$r" "lance-quant $head" "$tps"; done
+    python3 -c 'import json, sys
+j = json.load(sys.stdin)
+print("%-6s %-22s %12.2f" % (sys.argv[1], "lance-quant bf16 model", j["base"]["decode_tokens_per_s"]))
+for q in j["quantized_runs"]:
+    print("%-6s %-22s %12.2f" % (sys.argv[1], "lance-quant head " + q["head"], q["decode_tokens_per_s"]))' "$r"
 done
 
 SHARED=${LQ_SHARED_DIR:-$SRC/../shared}
@@ -53,7 +56,7 @@ if [ -d "$MINI" ]; then
   echo "KL on lance-mini (rtn-int4 g128 checkpoint; lm_head stored / int8 / int4):"
   [ -d "$DIR/mini-rtn4" ] || "$LQ" quantize "$MINI" --scheme rtn-int4 --group-size 128 --out "$DIR/mini-rtn4" >/dev/null
   for h in stored int8 int4; do
-    "$LQ" eval "$MINI" "$DIR/mini-rtn4" --head "$h" --no-chat --no-t2i --out "$DIR/eval-$h" --json 2>/dev/null |
-      sed -n 's/.*"kl_mean": \([0-9.e+-]*\).*/\1/p' | head -n1 | sed "s/^/  head $h: KL mean /"
+    "$LQ" eval "$MINI" "$DIR/mini-rtn4" --head "$h" --no-chat --no-t2i --text "$MINI/val_tinystories.txt" \
+      --text "$MINI/val_brown.txt" --out "$DIR/eval-$h" --quiet | sed "s/^/  head $h: /" | head -n1
   done
 fi
