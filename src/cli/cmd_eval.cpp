@@ -53,7 +53,7 @@ void usage(FILE* out) {
                "  --fake-quant SCHEME[:GROUP]  replace QUANT's linears by fake-quantized dense weights\n"
                "                        (int4_asym:64, int4_sym:128, int8_sym:0, nvfp4): a what-if without a checkpoint\n"
                "  --dtype f32|bf16      weight storage of both engines   --threads N   --quiet (no progress line)\n"
-               "  --head stored|int4    QUANT's lm_head as stored, or quantized at load (run --head int4)\n"
+               "  --head stored|int8|int4  QUANT's lm_head as stored, or quantized at load (run --head)\n"
                "  --vae PATH            the Wan2.2 VAE: decode both models' t2i results and compare pictures (PSNR,\n"
                "                        SSIM, side-by-side PNG), not only latents\n",
                "256");

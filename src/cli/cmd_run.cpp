@@ -46,7 +46,7 @@ void usage(FILE* out) {
                "       lance-quant run MODEL --task x2t (--image FILE | --video FILE|DIR) --prompt QUESTION [--vit DIR]\n"
                "                             [--system TEXT] [--resolution R] [--fps F] [--max-new-tokens N]\n"
                "common: [--dtype f32|bf16] (weight storage, default f32) [--threads N]\n"
-               "        [--head stored|int4] (int4: the lm_head quantized at load, RTN INT4 g64, for faster decoding)\n\n"
+               "        [--head stored|int8|int4] (the lm_head quantized at load: RTN INT8 / INT4 g64, for faster decoding)\n\n"
                "text: Qwen chat template (unless --raw), greedy decoding with a KV cache, stops at <|im_end|>.\n"
                "t2i:  writes the final latents [t, h, w, C]; --png decodes them with the Wan2.2 VAE given by --vae\n"
                "      (a diffusers directory, Wan2.2_VAE.pth, or `synth-vae` output), or with lance-mini's toy VAE\n"
