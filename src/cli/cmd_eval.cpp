@@ -15,6 +15,7 @@
 #include "eval/evaluate.h"
 #include "eval/fake_quant.h"
 #include "eval/locate.h"
+#include "eval/pictures.h"
 #include "eval/report.h"
 #include "forward/prompts.h"
 #include "io/error.h"
@@ -23,6 +24,8 @@
 #include "io/text_file.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
+#include "vae/wan_vae.h"
+#include "vit/x2t_input.h"
 
 namespace lq::cli {
 
@@ -39,6 +42,10 @@ void usage(FILE* out) {
                "  --chat FILE           JSONL {\"question\": ...} prompts for greedy answers\n"
                "  --t2i-prompts FILE    captions, one per line\n"
                "  --no-text | --no-chat | --no-t2i   skip a part\n"
+               "  --x2t-image FILE      JSONL {\"image\", \"question\"}: answers about images, KL on answer tokens\n"
+               "  --x2t-video FILE      JSONL {\"video\", \"question\"} (both need the ViT: --vit DIR or vit_model.* in BASE)\n"
+               "  --vit DIR             the ViT (vit.safetensors + config.json)   --x2t-resolution R   --max-x2t N\n"
+               "  --vit-quant int4      QUANT's ViT linears in 4-bit (RTN at load): the cost of a 4-bit ViT\n"
                "  --data-dir DIR        where the defaults live (else $LQ_DATA_DIR, else data/eval found above\n"
                "                        the executable or the working directory)\n"
                "bounds:\n"
@@ -50,7 +57,9 @@ void usage(FILE* out) {
                "  --fake-quant SCHEME[:GROUP]  replace QUANT's linears by fake-quantized dense weights\n"
                "                        (int4_asym:64, int4_sym:128, int8_sym:0, nvfp4): a what-if without a checkpoint\n"
                "  --dtype f32|bf16      weight storage of both engines   --threads N   --quiet (no progress line)\n"
-               "  --head stored|int4    QUANT's lm_head as stored, or quantized at load (run --head int4)\n"
+               "  --head stored|int8|int4  QUANT's lm_head as stored, or quantized at load (run --head)\n"
+               "  --vae PATH            the Wan2.2 VAE: decode both models' t2i results and compare pictures (PSNR,\n"
+               "                        SSIM, side-by-side PNG), not only latents\n"
                "  --force               replace an existing REPORT_DIR that lance-quant wrote\n"
                "REPORT_DIR is written as REPORT_DIR.lq-partial-PID and renamed at the end; it must not be an input.\n",
                "256");
@@ -65,6 +74,9 @@ struct EvalCli {
   std::string fake_quant;
   fwd::WeightStorage storage = fwd::WeightStorage::F32;
   fwd::HeadFormat quant_head = fwd::HeadFormat::Stored;
+  std::string vae;
+  std::string x2t_image, x2t_video, vit, vit_quant;
+  int x2t_resolution = 0, max_x2t = 0;
 };
 
 EvalCli parse(const Args& args) {
@@ -98,6 +110,16 @@ EvalCli parse(const Args& args) {
     else if (r.is("--quiet")) c.quiet = true;
     else if (r.is("--force")) c.force = true;
     else if (r.is("--head")) c.quant_head = fwd::parse_head_format(r.value());
+    else if (r.is("--vae")) c.vae = r.value();
+    else if (r.is("--x2t-image")) c.x2t_image = r.value();
+    else if (r.is("--x2t-video")) c.x2t_video = r.value();
+    else if (r.is("--vit")) c.vit = r.value();
+    else if (r.is("--x2t-resolution")) c.x2t_resolution = int(positive(r.int_value(), "--x2t-resolution"));
+    else if (r.is("--max-x2t")) c.max_x2t = int(positive(r.int_value(), "--max-x2t"));
+    else if (r.is("--vit-quant")) {
+      c.vit_quant = r.value();
+      if (c.vit_quant != "int4") fail("eval --vit-quant", "expected int4, got '" + c.vit_quant + "'");
+    }
     else if (r.is("--dtype")) {
       const std::string v = r.value();
       if (v == "f32") c.storage = fwd::WeightStorage::F32;
@@ -160,20 +182,28 @@ int cmd_eval(const Args& args) {
   c.options.sampler = t2i.sampler;
   if (c.steps) c.options.sampler.steps = *c.steps;
   // Inputs are checked before the engines load: text files are UTF-8, the report goes elsewhere.
-  std::vector<std::string> inputs = {c.base, c.quant, c.data.chat_file, c.data.t2i_file};
-  for (const auto& f : c.data.text_files) inputs.push_back(f);
-  for (size_t i = 2; i < inputs.size(); ++i)
-    if (!inputs[i].empty()) {
-      io::require_file(inputs[i], "evaluation file");
-      io::check_text(io::read_file(inputs[i], "evaluation file"), inputs[i]);
+  std::vector<std::string> text_files = {c.data.chat_file, c.data.t2i_file, c.x2t_image, c.x2t_video};
+  for (const auto& f : c.data.text_files) text_files.push_back(f);
+  std::vector<std::string> inputs = {c.base, c.quant, c.vae, c.vit};
+  for (const auto& f : text_files)
+    if (!f.empty()) {
+      io::require_file(f, "evaluation file");
+      io::check_text(io::read_file(f, "evaluation file"), f);
+      inputs.push_back(f);
     }
   io::check_output_dir(c.out, c.force, inputs, "eval --out");
 
+  // The VAE is checked before the long evaluation starts.
+  std::optional<vae::WanVae> vae;
+  if (!c.vae.empty()) vae.emplace(vae::WanVae::load(c.vae));
   const auto t0 = std::chrono::steady_clock::now();
   const tok::Tokenizer tok = tok::Tokenizer::load(c.base);
   fwd::LoadOptions load;
   load.storage = c.storage;
   fwd::Engine base = fwd::Engine::load(c.base, load);
+  if (vae && vae->config().z_dim != base.config().latent_channels)
+    fail(c.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " +
+                    std::to_string(base.config().latent_channels));
   fwd::LoadOptions quant_load = load;
   quant_load.head = c.quant_head;
   fwd::Engine quant = fwd::Engine::load(c.quant, quant_load);  // a quantized directory loads its own linears
@@ -186,8 +216,45 @@ int cmd_eval(const Args& args) {
       progress.set_total(double(total));
       progress.update(double(done), stage);
     };
-  const eval::EvalResult r = eval::evaluate(base, quant, tok, t2i, c.data, c.options);
+  // x2t items read (and their media checked) before the long work.
+  std::vector<vit::X2tItem> x2t_items;
+  if (!c.x2t_image.empty()) x2t_items = vit::read_x2t_jsonl(c.x2t_image, vit::MediaKind::Image);
+  if (!c.x2t_video.empty())
+    for (auto& it : vit::read_x2t_jsonl(c.x2t_video, vit::MediaKind::Video)) x2t_items.push_back(std::move(it));
+  if (c.max_x2t > 0 && int(x2t_items.size()) > c.max_x2t) x2t_items.resize(size_t(c.max_x2t));
+  std::optional<vit::Vit> base_vit, quant_vit;
+  std::string vit_note;
+  if (!x2t_items.empty()) {
+    if (c.vit.empty() && !vit::model_has_vit(c.base))
+      fail("eval", "x2t data needs the ViT: --vit DIR (vit.safetensors + config.json) or a BASE with vit_model.* tensors");
+    vit::VitLoadOptions vo;
+    vo.storage = c.storage;
+    const std::string where = c.vit.empty() ? c.base : c.vit;
+    base_vit.emplace(vit::Vit::load(where, vo));
+    if (c.vit_quant == "int4") {
+      quant_vit.emplace(vit::Vit::load(where, vo));
+      vit_note = "ViT linears RTN INT4 at load (" + vit::quantize_linears_rtn_int4(*quant_vit) + ")";
+    }
+  } else if (!c.vit.empty() || !c.vit_quant.empty()) {
+    fail("eval --vit", "only used with --x2t-image / --x2t-video");
+  }
+  eval::EvalResult r = eval::evaluate(base, quant, tok, t2i, c.data, c.options);
+  if (!x2t_items.empty()) {
+    vit::X2tSettings xs;
+    if (c.x2t_resolution) xs.image_resolution = xs.video_resolution = c.x2t_resolution;
+    int done = 0;
+    r.x2t = eval::evaluate_x2t(base, quant, *base_vit, quant_vit ? *quant_vit : *base_vit, tok, x2t_items, xs,
+                               vit::temporal_step(c.base, base_vit->config()), c.options.max_new_tokens, [&] {
+                                 if (c.options.progress) c.options.progress(++done, int64_t(x2t_items.size()), "x2t");
+                               });
+    r.x2t.quant_vit_note = vit_note;
+    r.has_x2t = true;
+  }
   progress.finish();
+  io::PartialOutputDir report_dir(c.out, "eval");  // every file of the report goes here first
+  if (vae && r.has_gen) {
+    eval::compare_pictures(*vae, r.gen, (report_dir.path() / "t2i_side_by_side.png").string());
+  }
 
   eval::ReportMeta meta;
   meta.base_dir = c.base;
@@ -198,7 +265,6 @@ int cmd_eval(const Args& args) {
   meta.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   meta.toy_vae = t2i.has_toy_vae;
   meta.t2i = t2i;
-  io::PartialOutputDir report_dir(c.out, "eval");
   eval::write_report(report_dir.path().string(), r, meta);
   report_dir.commit(nlohmann::json{{"base", c.base}, {"quant", c.quant}}.dump());
 
@@ -206,7 +272,12 @@ int cmd_eval(const Args& args) {
     std::printf("perplexity %.4f -> %.4f  KL mean %.4g p99 %.4g  top-1 %.2f%%\n", r.und.base_perplexity,
                 r.und.quant_perplexity, r.und.kl_mean, r.und.kl_p99, 100 * r.und.top1_agreement);
   if (r.has_chat) std::printf("chat exact %.1f%%  Levenshtein %.4f\n", 100 * r.und.chat_exact_match, r.und.chat_levenshtein);
+  if (r.has_x2t)
+    std::printf("x2t exact %.1f%%  KL mean %.4g  top-1 %.2f%% (%zu questions%s)\n", 100 * r.x2t.exact_match, r.x2t.kl_mean,
+                100 * r.x2t.top1, r.x2t.items.size(), vit_note.empty() ? "" : ", QUANT with a 4-bit ViT");
   if (r.has_gen) std::printf("t2i latent rel. error %.4g  PSNR %.2f dB\n", r.gen.latent_rel_error, r.gen.latent_psnr_db);
+  if (r.has_gen && r.gen.has_pictures)
+    std::printf("t2i pictures PSNR %.2f dB  SSIM %.4f\n", r.gen.image_psnr_db, r.gen.image_ssim);
   std::printf("report: %s\n", (fs::path(c.out) / "report.md").string().c_str());
   return 0;
 }

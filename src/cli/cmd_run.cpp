@@ -1,18 +1,25 @@
-// `lance-quant run MODEL --task text|t2i`: greedy text answers (KV cache) and text-to-image
-// sampling (rectified flow + CFG) on the native forward.
+// `lance-quant run MODEL --task text|t2i|t2v|edit|x2t`: greedy text answers (KV cache), text-to-image /
+// text-to-video sampling (rectified flow + CFG), image / video editing, and answers about an image or video
+// (ViT + x2t prompt) on the native forward; the Wan2.2 VAE (--vae) turns latents into pictures and videos and
+// encodes an edit's source.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/run_gen.h"
 #include "forward/forward.h"
+#include "forward/edit_source.h"
+#include "forward/gen_sequence.h"
 #include "forward/prompts.h"
 #include "forward/t2i.h"
 #include "forward/text.h"
 #include "forward/toy_vae.h"
+#include "forward/x2t.h"
 #include "io/error.h"
 #include "io/output.h"
 #include "io/text_file.h"
@@ -20,6 +27,8 @@
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
+#include "vae/wan_vae.h"
+#include "vit/x2t_input.h"
 
 namespace lq::cli {
 
@@ -32,15 +41,39 @@ void usage(FILE* out) {
                "                             [--steps 30] [--shift 3.5] [--cfg 4.0] [--cfg-interval 0.4,1.0]\n"
                "                             [--height H --width W]   (pixels; latent grid h = H/16, when\n"
                "                                                       lance_config.json has no t2i_latent_grid_thw)\n"
+               "       lance-quant run MODEL --task t2v --prompt CAPTION --seed S --frames N --vae VAE --mp4 FILE.mp4\n"
+               "                             [--frames-dir DIR] [--fps 12] [--out FILE.safetensors] (+ the t2i options)\n"
+               "       lance-quant run MODEL --task edit (--image SRC | --video SRC) --prompt INSTRUCTION --seed S --vae VAE\n"
+               "                             (--png OUT.png | --mp4 OUT.mp4 | --frames-dir DIR) [--resolution R] [--max-frames N]\n"
+               "       lance-quant run MODEL --task x2t (--image FILE | --video FILE|DIR) --prompt QUESTION [--vit DIR]\n"
+               "                             [--system TEXT] [--resolution R] [--fps F] [--max-new-tokens N]\n"
                "common: [--dtype f32|bf16] (weight storage, default f32) [--threads N]\n"
-               "        [--head stored|int4] (int4: the lm_head quantized at load, RTN INT4 g64, for faster decoding)\n\n"
+               "        [--head stored|int8|int4] (the lm_head quantized at load: RTN INT8 / INT4 g64, for faster decoding)\n\n"
                "text: Qwen chat template (unless --raw), greedy decoding with a KV cache, stops at <|im_end|>.\n"
-               "t2i:  writes the final latents [t, h, w, C]; --png decodes them with the toy VAE of lance-mini\n"
-               "      (4x nearest upscale).\n");
+               "t2i:  writes the final latents [t, h, w, C]; --png decodes them with the Wan2.2 VAE given by --vae\n"
+               "      (a diffusers directory, Wan2.2_VAE.pth, or `synth-vae` output), or with lance-mini's toy VAE\n"
+               "      (4x nearest upscale) when the model has one.\n"
+               "t2v:  --frames N pixel frames: latent grid t = (N - 1) / 4 + 1 (Lance), 4 (t - 1) + 1 frames decoded;\n"
+               "      --mp4 writes H.264 at --fps (default 12, as Lance saves), --frames-dir every frame as PNG, --png the first.\n"
+               "edit: the source is resized to Lance's bucket near --resolution^2 pixels (default 768 for images,\n"
+               "      640 for videos; sides multiples of 16), a video sampled at 12 fps over at most 6 s (4k + 1\n"
+               "      frames, --max-frames caps them), VAE-encoded (reparameterised sample, noise seeded from --seed)\n"
+               "      and given as a clean condition block; the target has the source's size. Lance also conditions\n"
+               "      on a ViT reference of the source; this build has no ViT yet, so edits run without it.\n"
+               "x2t:  Lance's understanding prompt: the ViT's tokens in a bidirectional block, greedy answer with a KV\n"
+               "      cache. The ViT comes from --vit DIR (vit.safetensors + config.json) or the checkpoint's vit_model.*\n"
+               "      tensors. Images: bucket resize at R = 672 (--resolution), 2 frames; video files or folders of\n"
+               "      frames (--fps: the folder's frame rate, default 24): 12 fps, <= 6 s, 4k+1 frames, R = 616.\n"
+               "      --system defaults to Lance's instruction for the kind.\n"
+               "--vae-conv auto|gemm|dnnl chooses the VAE's convolution backend (default auto).\n");
 }
 
 struct RunOptions {
   std::string model, task, prompt, out, png;
+  std::string image, video, vit, system;  // x2t
+  int resolution = 0;
+  double fps = 24.0;       // x2t: a folder's frame rate; t2v / edit: written videos (--fps given)
+  bool fps_given = false;
   int max_new_tokens = 256;
   bool raw = false, json = false;
   uint64_t seed = 0;
@@ -51,6 +84,12 @@ struct RunOptions {
   std::optional<int> steps;
   std::optional<double> shift, cfg, cfg_min, cfg_max;
   int height = 0, width = 0;
+  // Pictures and videos (t2i / t2v / edit).
+  std::string vae;
+  kernels::ConvBackend vae_conv = kernels::ConvBackend::Auto;
+  VisualOutputs visuals;
+  int frames = 0;
+  fwd::EditSource edit;
 };
 
 long long parse_int(const std::string& flag, const std::string& v) {
@@ -98,6 +137,18 @@ RunOptions parse(const Args& args) {
       o.cfg_max = parse_double(a, v.substr(comma + 1));
     } else if (a == "--out") o.out = value();
     else if (a == "--png") o.png = value();
+    else if (a == "--vae") o.vae = value();
+    else if (a == "--vae-conv") o.vae_conv = kernels::parse_conv_backend(value().c_str());
+    else if (a == "--mp4") o.visuals.mp4 = value();
+    else if (a == "--frames-dir") o.visuals.frames_dir = value();
+    else if (a == "--frames") o.frames = int(parse_int(a, value()));
+    else if (a == "--max-frames") o.edit.max_frames = int(parse_int(a, value()));
+    else if (a == "--image") o.image = value();
+    else if (a == "--video") o.video = value();
+    else if (a == "--vit") o.vit = value();
+    else if (a == "--system") o.system = value();
+    else if (a == "--resolution") o.resolution = int(parse_int(a, value()));
+    else if (a == "--fps") { o.fps = parse_double(a, value()); o.fps_given = true; }
     else if (a == "--height") o.height = int(parse_int(a, value()));
     else if (a == "--width") o.width = int(parse_int(a, value()));
     else if (a == "--threads") kernels::set_num_threads(int(parse_int(a, value())));
@@ -112,10 +163,49 @@ RunOptions parse(const Args& args) {
     else fail(a, "unexpected argument (MODEL already given as '" + o.model + "')");
   }
   if (o.model.empty()) fail("run", "missing MODEL directory");
-  if (o.task != "text" && o.task != "t2i") fail("--task", "expected text or t2i, got '" + o.task + "'");
+  if (o.task != "text" && o.task != "t2i" && o.task != "t2v" && o.task != "edit" && o.task != "x2t")
+    fail("--task", "expected text, t2i, t2v, edit or x2t, got '" + o.task + "'");
+  if (o.task == "x2t") {
+    if (o.image.empty() == o.video.empty()) fail("--task x2t", "give exactly one of --image FILE or --video FILE|DIR");
+    if (o.resolution < 0 || (o.resolution > 0 && o.resolution < 28)) fail("--resolution", "must be at least 28 pixels");
+    if (!(o.fps > 0)) fail("--fps", "must be positive");
+  } else {
+    if (!o.vit.empty()) fail("--vit", "only for --task x2t");
+    if (o.task != "edit" && (!o.image.empty() || !o.video.empty())) fail("--image/--video", "only for --task edit or x2t");
+    // --image / --video / --resolution give an edit's source; --fps the frame rate of written videos.
+    o.edit.image = o.image;
+    o.edit.video = o.video;
+    o.edit.resolution = o.resolution;
+    if (o.fps_given) {
+      if (o.fps < 1 || o.fps != double(int(o.fps))) fail("--fps", "the frame rate of written videos: an integer >= 1");
+      o.visuals.fps = int(o.fps);
+    }
+  }
+  o.visuals.png = o.png;
+  if (o.task == "t2v" && o.frames < 1) fail("--frames", "t2v needs --frames N (pixel frames; Lance uses 4k + 1)");
+  if (o.task != "t2v" && o.frames != 0) fail("--frames", "only for --task t2v");
+  if (o.task == "edit" && o.edit.image.empty() == o.edit.video.empty()) fail("edit", "give exactly one of --image SRC or --video SRC");
+  if (o.vae.empty()) {
+    if (o.task == "edit") fail("--vae", "--task edit needs the Wan2.2 VAE (--vae PATH) to encode its source");
+    if (!o.visuals.mp4.empty() || !o.visuals.frames_dir.empty())
+      fail("--vae", "--mp4 / --frames-dir decode with the Wan2.2 VAE: give --vae PATH");
+    if (o.task == "t2v" && !o.png.empty()) fail("--png", "t2v frames are decoded with the Wan2.2 VAE: give --vae PATH");
+  }
+  if ((o.task == "t2v" || o.task == "edit") && !o.visuals.any() && o.out.empty())
+    fail(o.task, "nothing to write: give --mp4, --frames-dir, --png and/or --out");
+  // Outputs must never replace an input.
+  for (const std::string* out : {&o.out, &o.visuals.png, &o.visuals.mp4})
+    for (const std::string* in : {&o.edit.image, &o.edit.video, &o.vae})
+      if (!out->empty() && !in->empty() && std::filesystem::weakly_canonical(*out) == std::filesystem::weakly_canonical(*in))
+        fail(*out, "is also an input; refusing to overwrite it");
   if (o.prompt.empty()) fail("--prompt", "missing or empty");
-  io::check_text(o.prompt, "--prompt");  // both tasks: invalid UTF-8 is refused before the model loads
+  io::check_text(o.prompt, "--prompt");  // every task: invalid UTF-8 is refused before the model loads
+  if (!o.system.empty()) io::check_text(o.system, "--system");
   io::require_directory(o.model, "model directory");
+  // Inputs named on the command line exist before anything loads (a video may be a folder of frames).
+  if (!o.image.empty()) io::require_file(o.image, "--image");
+  for (const std::string* p : {&o.video, &o.vae, &o.vit})
+    if (!p->empty() && !std::filesystem::exists(*p)) fail(*p, "does not exist");
   if (o.max_new_tokens < 1) fail("--max-new-tokens", "must be >= 1");
   return o;
 }
@@ -185,53 +275,160 @@ void write_latents(const std::string& path, const std::vector<float>& x, const f
   w.finish();
 }
 
-int run_t2i(const RunOptions& o) {
-  if (!o.have_seed) fail("--seed", "t2i needs a noise seed");
-  if (o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
-  // Outputs never replace an input; an existing latents file is replaced only when lance-quant wrote it.
-  io::check_output_file(o.out, /*force=*/true, {o.model, o.png}, "--out");
-  if (!o.png.empty()) io::check_output_file(o.png, /*force=*/true, {o.model, o.out}, "--png", /*allow_existing=*/true);
+int run_generation(const RunOptions& o) {
+  if (!o.have_seed) fail("--seed", o.task + " needs a noise seed");
+  if (o.task == "t2i" && o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
+  // Outputs never replace an input or each other; an existing latents file is replaced only when
+  // lance-quant wrote it, a frames directory only when it holds lance-quant's marker (io/output.h).
+  const std::vector<std::string> inputs = {o.model, o.vae, o.edit.image, o.edit.video};
+  auto others = [&](const std::string& self) {
+    std::vector<std::string> v = inputs;
+    for (const std::string* p : {&o.out, &o.visuals.png, &o.visuals.mp4, &o.visuals.frames_dir})
+      if (&self != p) v.push_back(*p);
+    return v;
+  };
+  if (!o.out.empty()) io::check_output_file(o.out, /*force=*/true, others(o.out), "--out");
+  if (!o.visuals.png.empty())
+    io::check_output_file(o.visuals.png, /*force=*/true, others(o.visuals.png), "--png", /*allow_existing=*/true);
+  if (!o.visuals.mp4.empty())
+    io::check_output_file(o.visuals.mp4, /*force=*/true, others(o.visuals.mp4), "--mp4", /*allow_existing=*/true);
+  if (!o.visuals.frames_dir.empty())
+    io::check_output_dir(o.visuals.frames_dir, /*force=*/true, others(o.visuals.frames_dir), "--frames-dir");
   const fwd::T2iSettings s = fwd::load_t2i_settings(o.model);
-  const fwd::LatentGrid grid = choose_grid(o, s);
-  if (!o.png.empty() && !s.has_toy_vae)
-    fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"); decode the latents with the Wan2.2 VAE");
+  if (o.task == "t2i" && !o.png.empty() && o.vae.empty() && !s.has_toy_vae)
+    fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"): give the Wan2.2 VAE with --vae PATH");
+  // Check the VAE (names, shapes) before the model loads and sampling starts.
+  std::optional<vae::WanVae> vae;
+  if (!o.vae.empty()) vae.emplace(vae::WanVae::load(o.vae, o.vae_conv));
   const tok::Tokenizer tok = load_tokenizer(o.model);
   const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
-  fwd::check_latent_grid(grid, e.config());
+  const int channels = e.config().latent_channels;
+  if (vae && vae->config().z_dim != channels)
+    fail(o.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " + std::to_string(channels));
   fwd::SamplerOptions so = s.sampler;
   if (o.steps) so.steps = *o.steps;
   if (o.shift) so.shift = *o.shift;
   if (o.cfg) so.cfg_scale = *o.cfg;
   if (o.cfg_min) so.cfg_min = *o.cfg_min;
   if (o.cfg_max) so.cfg_max = *o.cfg_max;
-  fwd::T2iPrompt prompt = fwd::t2i_prompt(tok, o.prompt, s.instruction, grid);
-  const int64_t needed = prompt.cond.noise_positions.back()[0] + 1;
-  if (needed > e.config().max_position_embeddings)
-    fail("--prompt", "the t2i sequence needs positions up to " + std::to_string(needed) +
-                         ", beyond max_position_embeddings = " + std::to_string(e.config().max_position_embeddings));
-  const int channels = e.config().latent_channels;
+
   const auto t0 = std::chrono::steady_clock::now();
-  fwd::T2iSampler sampler(e, std::move(prompt));
-  const std::vector<float> x = sampler.sample(fwd::normal_noise(o.seed, grid.tokens() * channels), so);
+  fwd::LatentGrid grid;
+  std::unique_ptr<fwd::T2iSampler> sampler;
+  nlohmann::json extra;
+  if (o.task == "edit") {
+    const fwd::EncodedSource src = fwd::encode_edit_source(*vae, o.edit, o.seed, !o.json);
+    grid = src.grid;
+    fwd::check_latent_grid(grid, e.config());
+    const fwd::ConditionedPrompt cp = fwd::edit_prompt(tok, o.prompt, fwd::edit_instruction(src.vision_type), grid);
+    // Hook: with a native ViT, pass edit_prompt a vit_grid and prefix_chunk the reference rows.
+    const fwd::T2iPrompt prompt = cp.sampler_prompt();
+    for (const auto& p : cp.cond().positions)
+      for (int32_t v : p)
+        if (v >= e.config().max_position_embeddings)
+          fail("edit", "the sequence needs position " + std::to_string(v) + ", beyond max_position_embeddings = " +
+                           std::to_string(e.config().max_position_embeddings));
+    sampler = std::make_unique<fwd::T2iSampler>(e, prompt, cp.prefix_chunk(e, true, {&src.latents}, {}),
+                                                cp.prefix_chunk(e, false, {&src.latents}, {}));
+    extra = {{"source", o.edit.image.empty() ? o.edit.video : o.edit.image}, {"source_frames", src.frames},
+             {"source_size", {src.width, src.height}}, {"vit_reference", false}};
+    if (!o.json)
+      std::fprintf(stderr, "note: Lance also conditions edits on a ViT reference of the source; this build runs without it\n");
+  } else {
+    grid = choose_grid(o, s);
+    if (o.task == "t2v") grid.t = (o.frames - 1) / 4 + 1;
+    fwd::check_latent_grid(grid, e.config());
+    fwd::T2iPrompt prompt = fwd::t2i_prompt(tok, o.prompt, o.task == "t2v" ? s.t2v_instruction : s.instruction, grid);
+    const int64_t needed = prompt.cond.noise_positions.back()[0] + 1;
+    if (needed > e.config().max_position_embeddings)
+      fail("--prompt", "the " + o.task + " sequence needs positions up to " + std::to_string(needed) +
+                           ", beyond max_position_embeddings = " + std::to_string(e.config().max_position_embeddings));
+    sampler = std::make_unique<fwd::T2iSampler>(e, std::move(prompt));
+  }
+  const std::vector<float> x = sampler->sample(fwd::normal_noise(o.seed, grid.tokens() * channels), so);
   const double secs = seconds_since(t0);
-  write_latents(o.out, x, grid, channels, o);
-  if (!o.png.empty()) {
-    const fwd::ToyVae vae{s.toy_patch, s.toy_mean, s.toy_std};
-    if (vae.patch * vae.patch * 3 != channels) fail("--png", "toy VAE patch does not match the latent channels");
-    const auto pixels = fwd::toy_vae_decode(x.data(), grid, vae);
+  if (!o.out.empty()) write_latents(o.out, x, grid, channels, o);
+  nlohmann::json visuals;
+  if (vae && o.visuals.any()) {
+    visuals = write_visuals(*vae, x, grid, o.visuals);
+  } else if (!o.png.empty()) {  // lance-mini's toy VAE
+    const fwd::ToyVae toy{s.toy_patch, s.toy_mean, s.toy_std};
+    if (toy.patch * toy.patch * 3 != channels) fail("--png", "toy VAE patch does not match the latent channels");
+    const auto pixels = fwd::toy_vae_decode(x.data(), grid, toy);
     constexpr int kScale = 4;  // so a person can see a 32x32 image
-    const int w = grid.w * vae.patch, h = grid.h * vae.patch;
+    const int w = grid.w * toy.patch, h = grid.h * toy.patch;
     const auto rgb = fwd::to_rgb8_upscaled(pixels, w, h, kScale);
     io::write_png_rgb(o.png, rgb.data(), w * kScale, h * kScale);
   }
   if (o.json) {
-    nlohmann::json j = {{"latents", o.out}, {"grid_thw", {grid.t, grid.h, grid.w}}, {"steps", so.steps},
-                        {"seconds", secs}};
+    nlohmann::json j = {{"task", o.task}, {"grid_thw", {grid.t, grid.h, grid.w}}, {"steps", so.steps}, {"seconds", secs}};
+    if (!o.out.empty()) j["latents"] = o.out;
     if (!o.png.empty()) j["png"] = o.png;
+    if (!visuals.is_null()) j["decoded"] = visuals;
+    if (!extra.is_null()) j["edit"] = extra;
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("wrote %s (%dx%dx%d latents, %d steps, %.2f s)%s%s\n", o.out.c_str(), grid.t, grid.h, grid.w, so.steps,
-                secs, o.png.empty() ? "" : " and ", o.png.c_str());
+    std::printf("%s: %dx%dx%d latents, %d steps, %.2f s", o.task.c_str(), grid.t, grid.h, grid.w, so.steps, secs);
+    if (!o.out.empty()) std::printf("; wrote %s", o.out.c_str());
+    if (!o.png.empty()) std::printf("; %s", o.png.c_str());
+    if (!o.visuals.mp4.empty()) std::printf("; %s", o.visuals.mp4.c_str());
+    if (!o.visuals.frames_dir.empty()) std::printf("; frames in %s", o.visuals.frames_dir.c_str());
+    if (!visuals.is_null())
+      std::printf(" (%d frames %dx%d, VAE %.1f s)", visuals["frames"].get<int>(), visuals["width"].get<int>(), visuals["height"].get<int>(),
+                  visuals["decode_seconds"].get<double>());
+    std::printf("\n");
+  }
+  return 0;
+}
+
+int run_x2t(const RunOptions& o) {
+  const bool image = !o.image.empty();
+  const std::string media_path = image ? o.image : o.video;
+  const tok::Tokenizer tok = load_tokenizer(o.model);
+  std::string vit_where = o.vit;
+  if (vit_where.empty()) {
+    if (!vit::model_has_vit(o.model))
+      fail("--task x2t", o.model + " has no vit_model.* tensors: give the ViT directory with --vit DIR "
+                                   "(vit.safetensors + config.json, as Lance_3B keeps it)");
+    vit_where = o.model;
+  }
+  vit::VitLoadOptions vo;
+  vo.storage = o.storage;
+  const vit::Vit v = vit::Vit::load(vit_where, vo);
+  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
+  vit::check_vit_matches(v, e);
+  vit::X2tSettings xs;
+  if (o.resolution > 0) xs.image_resolution = xs.video_resolution = o.resolution;
+  xs.folder_fps = o.fps;
+  vit::X2tItem item;
+  item.kind = image ? vit::MediaKind::Image : vit::MediaKind::Video;
+  item.path = media_path;
+  item.question = o.prompt;
+  item.system = o.system;
+  const auto t0 = std::chrono::steady_clock::now();
+  const vit::VitFeatures f = vit::encode_media(v, item.kind, media_path, xs);
+  const double vit_secs = seconds_since(t0);
+  const vit::X2tSample s = vit::x2t_sample(e, tok, f, item, vit::temporal_step(o.model, v.config()));
+  fwd::GreedyOptions g;
+  g.max_new_tokens = o.max_new_tokens;
+  g.vocab_limit = e.config().len_tokenizer;
+  if (const auto end = tok.token_id("<|im_end|>")) g.stop_id = *end;
+  const auto t1 = std::chrono::steady_clock::now();
+  const std::vector<int32_t> answer = fwd::greedy_decode_chunk(e, s.chunk, s.prompt.next_position, g);
+  const double secs = seconds_since(t1);
+  const std::string text = tok.decode(answer);
+  if (o.json) {
+    nlohmann::json j = {{"prompt_tokens", s.prompt.ids.size()},
+                        {"vit_tokens", s.prompt.vision_tokens},
+                        {"grid_thw", {f.merged_grid[0], f.merged_grid[1], f.merged_grid[2]}},
+                        {"frames", f.frames},
+                        {"generated_ids", answer},
+                        {"text", text},
+                        {"vit_seconds", vit_secs},
+                        {"seconds", secs}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("%s\n", text.c_str());
   }
   return 0;
 }
@@ -249,7 +446,8 @@ int cmd_run(const Args& args) {
     return 2;
   }
   const RunOptions o = parse(args);
-  return o.task == "text" ? run_text(o) : run_t2i(o);
+  if (o.task == "x2t") return run_x2t(o);
+  return o.task == "text" ? run_text(o) : run_generation(o);
 }
 
 }  // namespace lq::cli

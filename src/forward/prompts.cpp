@@ -15,6 +15,14 @@ std::string chat_prompt(const std::string& user, const std::string& system) {
          "<|im_end|>\n<|im_start|>assistant\n";
 }
 
+std::string edit_instruction(const std::string& v) {
+  return "Describe the key features of the input " + v +
+         " (color, shape, size, texture, objects, background), then explain how the user\u2019s text instruction should "
+         "alter or modify the " + v + ". Generate a new " + v +
+         " that meets the user\u2019s requirements while maintaining consistency with the original input where "
+         "appropriate.";
+}
+
 T2iSettings load_t2i_settings(const std::string& model_dir) {
   T2iSettings s;
   const std::string path = io::model_file(model_dir, "lance_config.json");
@@ -22,6 +30,7 @@ T2iSettings load_t2i_settings(const std::string& model_dir) {
   const nlohmann::json j = io::read_json_object(path);
   const io::JsonFields f(j, path);
   s.instruction = f.string("t2i_system_instruction", s.instruction);
+  s.t2v_instruction = f.string("t2v_system_instruction", s.t2v_instruction);
   if (const nlohmann::json* g = f.array("t2i_latent_grid_thw")) {
     if (g->size() != 3) fail(path, "t2i_latent_grid_thw must be [t, h, w]");
     s.grid = {int(f.integer_value((*g)[0], "t2i_latent_grid_thw[0]", 1, 4096)),

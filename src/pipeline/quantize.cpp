@@ -195,7 +195,7 @@ bool matches_pattern(const std::string& base, const std::string& pattern) {
 // ---- output directory -----------------------------------------------------------------------
 
 void check_output_dir(const QuantizeOptions& o) {
-  std::vector<std::string> inputs = {o.model_dir, o.stats_path};
+  std::vector<std::string> inputs = {o.model_dir, o.stats_path, o.vit_dir};
   for (const auto& c : o.calib) inputs.push_back(c.path);
   io::check_output_dir(o.out_dir, o.force, inputs, "--out");
   if (!o.dense_out.empty()) {
@@ -332,14 +332,19 @@ std::vector<std::string> stats_kinds(const std::string& stats_path) {
   return {k.begin(), k.end()};
 }
 
-// awq-int4 / awq-nvfp4: which paths the --calib inputs reach (text and chat: und; t2i: both, its prompt
-// prefix is und). A path with quantized linears and no input is refused before any slow work, unless
+// awq-int4 / awq-nvfp4: which paths the --calib inputs reach (text, chat, x2t: und; t2i: both, its prompt
+// prefix is und; the other kinds are refused here, before any slow work). A path with quantized linears and no input is refused before any slow work, unless
 // --allow-partial (its linears are then written with RTN and recorded as such).
 void check_awq_coverage(const QuantizeOptions& o, const model::ModelSpec& spec, const LinearFormats& lf) {
   bool und = false, gen = false;
   for (const auto& s : o.calib) {
-    und = true;
-    gen = gen || s.kind == calib::SourceKind::T2i;
+    using K = calib::SourceKind;
+    if (s.kind != K::Text && s.kind != K::Chat && s.kind != K::T2i && !calib::is_x2t(s.kind))
+      fail("quantize --calib " + std::string(calib::source_kind_name(s.kind)) + ":" + s.path,
+           std::string(calib::source_kind_name(s.kind)) +
+               " inputs are read by `calibrate` only (layer-by-layer AWQ takes text, chat, t2i, x2t_image and x2t_video)");
+    und = true;  // text, chat and x2t reach und; t2i's prompt prefix too
+    gen = gen || s.kind == K::T2i;
   }
   std::map<std::string, std::vector<std::string>> missing;  // path -> quantized linears
   for (const auto& l : spec.linears)

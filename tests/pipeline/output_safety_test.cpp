@@ -261,6 +261,35 @@ TEST(CalibrationInput, BinaryCalibrationFileIsRefusedUpFront) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);
   EXPECT_EQ(run("quantize " + test::lance_mini_dir() + " --scheme awq-int4 --calib t2i:" + d + "/rnd.txt --out " + d + "/q", &out), 1);
   EXPECT_NE(out.find("invalid UTF-8 at byte"), std::string::npos) << out;
+  // Every kind of input is checked the same way, the JSONL ones (media, edits) included.
+  for (const char* kind : {"chat", "t2v", "image_edit", "video_edit", "x2t_image", "x2t_video"}) {
+    EXPECT_EQ(run("calibrate " + test::lance_mini_dir() + " --calib " + kind + ":" + d + "/rnd.txt --out " + d + "/s.safetensors", &out), 1)
+        << kind << ": " << out;
+    EXPECT_NE(out.find("invalid UTF-8 at byte"), std::string::npos) << kind << ": " << out;
+  }
+  EXPECT_EQ(run("eval " + test::lance_mini_dir() + " " + test::lance_mini_dir() + " --x2t-image " + d + "/rnd.txt --out " + d + "/r", &out), 1);
+  EXPECT_NE(out.find("invalid UTF-8 at byte"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(d + "/s.safetensors"));
+}
+
+// quantize's layer-by-layer AWQ takes text, chat, t2i and x2t inputs; the other kinds are refused up
+// front, naming the input, rather than after the model has loaded.
+TEST(CalibrationInput, QuantizeRefusesCalibrateOnlyKindsUpFront) {
+  LQ_REQUIRE_SHARED();
+  const std::string d = test::scratch_dir("calib_kinds");
+  std::ofstream(d + "/prompts.txt") << "a red circle\n";
+  std::ofstream(d + "/text.txt") << "Once upon a time there was a small dog.\n";
+  std::string out;
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(run("quantize " + test::lance_mini_dir() + " --scheme awq-int4 --calib text:" + d + "/text.txt --calib t2v:" + d +
+                    "/prompts.txt --out " + d + "/q",
+                &out),
+            1)
+      << out;
+  EXPECT_NE(out.find("t2v:" + d + "/prompts.txt"), std::string::npos) << out;
+  EXPECT_NE(out.find("`calibrate` only"), std::string::npos) << out;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);
+  EXPECT_FALSE(std::filesystem::exists(d + "/q"));
 }
 
 }  // namespace

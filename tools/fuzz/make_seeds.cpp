@@ -15,6 +15,8 @@
 #include "model/synth_tokenizer.h"
 #include "quant/quantizer.h"
 #include "tokenizer/pretokenizer.h"
+#include "vae/wan_vae.h"
+#include "vit/vit_config.h"
 
 namespace fs = std::filesystem;
 using lq::formats::FormatId;
@@ -163,6 +165,19 @@ int main(int argc, char** argv) {
   tj["added_tokens"] = added;
   put(out / "tokenizer", "seed1", lq::fuzz::bundle({"J", tj.dump(), "", ""}));
   fs::remove_all(tok);
+
+  // Vision configs: Qwen2.5-VL's vision tower (flat and nested), the Wan2.2 VAE's diffusers config.
+  const nlohmann::json vit = lq::vit::VitConfig{}.to_json();
+  put(out / "vision_config", "seed0", lq::fuzz::bundle({"V", vit.dump(1)}));
+  put(out / "vision_config", "seed1", lq::fuzz::bundle({"V", nlohmann::json{{"vision_config", vit}, {"model_type", "qwen2_5_vl"}}.dump()}));
+  const lq::vae::WanVaeConfig w = lq::vae::wan22_config();
+  std::vector<bool> td(w.temporal_downsample.begin(), w.temporal_downsample.end());
+  const nlohmann::json vae = {{"_class_name", "AutoencoderKLWan"}, {"is_residual", true}, {"z_dim", w.z_dim},
+                              {"base_dim", w.base_dim}, {"decoder_base_dim", w.decoder_base_dim}, {"dim_mult", w.dim_mult},
+                              {"num_res_blocks", w.num_res_blocks}, {"temperal_downsample", td}, {"patch_size", w.patch_size},
+                              {"in_channels", 12}, {"out_channels", 12}, {"attn_scales", nlohmann::json::array()},
+                              {"latents_mean", w.latents_mean}, {"latents_std", w.latents_std}};
+  put(out / "vision_config", "seed2", lq::fuzz::bundle({"A", vae.dump(1)}));
   std::printf("seeds written to %s\n", out.c_str());
   return 0;
 }

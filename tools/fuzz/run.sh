@@ -4,13 +4,14 @@
 # Prints libFuzzer's final statistics (executions, corpus size) per target and the number of crash
 # artifacts; exits 1 if any target crashed.
 # Usage: tools/fuzz/run.sh [SECONDS] [TARGET...]
-#   targets: safetensors lance_quant_v1 autoawq compressed_tensors modelopt config tokenizer (default all)
+#   targets: safetensors torch_checkpoint lance_quant_v1 autoawq compressed_tensors modelopt config tokenizer
+#            vision_config (default all)
 #   env: LQ_FUZZ_BUILD = build dir (default build-fuzz), LQ_FUZZ_JOBS = targets at a time (default 2),
 #        LQ_FUZZ_PREBUILT=1 = use the binaries already in LQ_FUZZ_BUILD/tools/fuzz (no configure/build)
 set -eu
 seconds=${1:-60}
 [ $# -gt 0 ] && shift
-targets=${*:-"safetensors lance_quant_v1 autoawq compressed_tensors modelopt config tokenizer"}
+targets=${*:-"safetensors torch_checkpoint lance_quant_v1 autoawq compressed_tensors modelopt config tokenizer vision_config"}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 build=${LQ_FUZZ_BUILD:-$src/build-fuzz}
 jobs=${LQ_FUZZ_JOBS:-2}
@@ -35,6 +36,9 @@ run_one() {
   if [ "$t" = safetensors ]; then
     cp "$src"/tools/fuzz/corpus/* "$dir/corpus/"
     extra="-dict=$src/tools/fuzz/safetensors.dict -max_len=4096"
+  elif [ "$t" = torch_checkpoint ]; then
+    cp "$src"/tests/io/data/torch_save_small.pth "$dir/corpus/"
+    extra="-max_len=8192"
   else
     cp "$work/seeds/$(echo "$t" | tr _ -)"/* "$dir/corpus/" 2>/dev/null || cp "$work/seeds/$t"/* "$dir/corpus/"
     extra="-max_len=65536"
