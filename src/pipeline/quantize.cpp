@@ -512,7 +512,12 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
 
   formats::FoldScaleMap fold_scales;  // evaluation aid (formats/fold_scales.h): 2 x (in + out) floats per folded linear
   const int layers = int(spec.layers.size());
+  auto since = [](std::chrono::steady_clock::time_point a) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+  };
+  report.setup_seconds = since(t0);
   for (int l = 0; l < layers; ++l) {
+    const auto tl = std::chrono::steady_clock::now();
     LayerTensors t;
     for (const auto& name : plan.layer_tensors[size_t(l)]) t[name] = store.read_f32(name);
     // t holds the copy: the mapping's pages leave the resident set now (peak RSS), the cache keeps them.
@@ -575,6 +580,7 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
     if (dense) write_dense_layer(spec, l, original, final_weights, plans, plan.layer_tensors[size_t(l)], write_dense);
     if (search) search->layer_done(l, final_weights, plans);
     for (const auto& name : plan.layer_tensors[size_t(l)]) store.drop(name);
+    report.layer_seconds.push_back(since(tl));
     if (o.on_layer) o.on_layer(l + 1, layers);
   }
   for (const auto& [base, q] : plan.quantized) report.kept_linears += !q;
@@ -611,6 +617,8 @@ json QuantizeReport::to_json() const {
   }
   j["linears"] = lin;
   if (!bit_plan.is_null()) j["bit_plan"] = bit_plan;
+  j["setup_seconds"] = setup_seconds;
+  j["layer_seconds"] = layer_seconds;
   return j;
 }
 

@@ -139,6 +139,8 @@ struct QuantizeReport {
   int64_t calib_tokens_und = 0, calib_tokens_gen = 0;  // tokens read from the calibration inputs
   std::vector<LinearReport> linears;
   nlohmann::json bit_plan;  // --bpw: the plan (BitPlan::to_json), null otherwise
+  double setup_seconds = 0;                 // until the first layer starts (calibration rows, --bpw pass)
+  std::vector<double> layer_seconds;        // search + quantize + write, per decoder layer
   nlohmann::json to_json() const;
 };
 
