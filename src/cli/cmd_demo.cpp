@@ -227,7 +227,7 @@ int cmd_demo(const Args& args) {
   // next-token distribution; lin und / gen: mean per-linear output error of each path on held-out
   // probes (original basis); latent error / PSNR: final latents of the full CFG sampler from the same noise.
   std::printf("\nmodel: %s (%.1f MB)\n\n", model.c_str(), double(dir_bytes(model)) / 1e6);
-  std::printf("%-15s %6s %6s %9s %7s %8s %7s %9s %8s %8s %8s %7s  %s\n", "scheme", "MB", "bpw", "ppl", "dppl %", "KL mean",
+  std::printf("%-20s %6s %6s %9s %7s %8s %7s %9s %8s %8s %8s %7s  %s\n", "scheme", "MB", "bpw", "ppl", "dppl %", "KL mean",
               "top-1", "chat sim", "lin und", "lin gen", "lat err", "PSNR", "report");
   for (const auto& row : rows) {
     const auto& u = row.j.value("und", nlohmann::json::object());
@@ -236,7 +236,7 @@ int cmd_demo(const Args& args) {
     nlohmann::json dppl;
     if (u.value("base_perplexity", nlohmann::json()).is_number() && u.value("quant_perplexity", nlohmann::json()).is_number())
       dppl = 100.0 * (u["quant_perplexity"].get<double>() / u["base_perplexity"].get<double>() - 1.0);
-    std::printf("%-15s %6.1f %6.3f %9s %7s %8s %6s%% %9s %8s %8s %8s %7s  %s\n", row.scheme.c_str(), double(row.bytes) / 1e6, row.bpw,
+    std::printf("%-20s %6.1f %6.4f %9s %7s %8s %6s%% %9s %8s %8s %8s %7s  %s\n", row.scheme.c_str(), double(row.bytes) / 1e6, row.bpw,
                 num(u.value("quant_perplexity", nlohmann::json()), "%.2f").c_str(), num(dppl, "%+.3f").c_str(),
                 num(u.value("kl_mean", nlohmann::json()), "%.5f").c_str(),
                 num(u.contains("top1_agreement") ? nlohmann::json(100 * u["top1_agreement"].get<double>()) : nlohmann::json(), "%.1f").c_str(),

@@ -21,7 +21,7 @@ const char* kQuantizeUsage =
     "         [--threads N] [--force] [--json]\n"
     "         [--awq-rows N] [--clip-rows N] [--no-clip] [--seq-len N] [--max-tokens N] [--max-prompts N]\n"
     "         [--t2i-taus N] [--steps N] [--dense-out DIR]\n"
-    "         [--no-sequential] [--no-act-order] [--gptq-block N] [--gptq-damp F] [--gptq-awq-clip] [--gptq-clip] [--bpw B]\n\n"
+    "         [--no-sequential] [--no-act-order] [--gptq-block N] [--gptq-damp F] [--gptq-awq-clip] [--bpw B]\n\n"
     "Schemes: awq-int4 (default; AWQ on real activations of the --calib inputs, layer by layer through the\n"
     "native forward), rtn-int4 (min-max, the floor), awq-proxy (AWQ folds from --stats only), legacy-awq\n"
     "(the original Python lance-quant's method, from --stats), nvfp4, awq-nvfp4, rtn-int8, gptq-int4 / gptq-nvfp4\n"
@@ -42,8 +42,7 @@ const char* kQuantizeUsage =
     "the already quantized layers before it (and, for GPTQ, of the already rounded linears of the layer).\n"
     "GPTQ: act-order with static groups (standard layouts) unless --no-act-order; lazy blocks of --gptq-block\n"
     "(128) columns; --gptq-damp (0.01) of the mean diagonal of H, x10 per failed Cholesky; --gptq-awq-clip\n"
-    "applies AWQ's clip ratios where group parameters are fixed; --gptq-clip searches each group's clip ratio\n"
-    "on H (d^T H_gg d of the group's rounding error).\n"
+    "applies AWQ's clip ratios where group parameters are fixed.\n"
     "--bpw B: mixed precision under a budget: each linear gets int4 g128 / g64 / g32, int8 or bf16 (nvfp4 schemes:\n"
     "nvfp4, int8, bf16) by its measured effect on the calibration rows of both paths, so that the target linears\n"
     "average at most B bits per weight (codes + bf16 scales + 4-bit zero points, as llama.cpp counts them; bf16 =\n"
@@ -100,7 +99,6 @@ int cmd_quantize(const Args& args) {
     else if (r.is("--gptq-block")) o.gptq.gptq.block = r.int_value();
     else if (r.is("--gptq-damp")) o.gptq.gptq.damp = r.double_value();
     else if (r.is("--gptq-awq-clip")) o.gptq.awq_clip = true;
-    else if (r.is("--gptq-clip")) o.gptq.gptq.clip_search = true;
     else if (r.is("--bpw")) {
       o.bpw = r.double_value();
       if (!(o.bpw > 0) || !std::isfinite(o.bpw)) fail("--bpw", "expected a positive number of bits per weight");

@@ -78,11 +78,6 @@ QTensor gptq_quantize(const float* w, int64_t out, int64_t in, const QuantParams
   if (g <= 0 || in % g != 0) fail(where, "input width " + std::to_string(in) + " is not a multiple of group " + std::to_string(g));
   if (clip_ratios && p.scheme == Scheme::NvFp4) fail(where, "clip ratios apply to integer schemes only");
   const bool static_groups = o.static_groups || o.act_order;
-  std::vector<float> searched_clip;
-  if (o.clip_search && !clip_ratios && scheme_is_integer(p.scheme)) {
-    searched_clip = hessian_clip_search(w, out, in, p, h);
-    clip_ratios = searched_clip.data();
-  }
 
   // NVFP4's tensor scale comes from the original weights, as quantize_nvfp4 computes it.
   float tensor_scale = 1.0f;
@@ -187,37 +182,6 @@ QTensor gptq_quantize(const float* w, int64_t out, int64_t in, const QuantParams
   inf.loss = std::accumulate(row_loss.begin(), row_loss.end(), 0.0);
   if (info) *info = inf;
   return q;
-}
-
-std::vector<float> hessian_clip_search(const float* w, int64_t out, int64_t in, const QuantParams& p, const std::vector<float>& h) {
-  if (!scheme_is_integer(p.scheme)) fail("hessian_clip_search", "clip ratios apply to integer schemes only");
-  if (int64_t(h.size()) != in * in) fail("hessian_clip_search", "H has the wrong size");
-  const int64_t g = p.effective_group(in), ng = in / g;
-  const RtnParams rp{p.scheme, g, p.scale_dtype};
-  std::vector<float> ratios(size_t(out * ng), 1.0f);
-  kernels::parallel_for(out, [&](int64_t b, int64_t e) {
-    std::vector<double> d(static_cast<size_t>(g));
-    for (int64_t r = b; r < e; ++r)
-      for (int64_t gi = 0; gi < ng; ++gi) {
-        const float* wg = w + r * in + gi * g;
-        const float* hg = h.data() + gi * g * in + gi * g;  // H_gg, row stride in
-        double best = INFINITY;
-        for (int step = 0; step <= 9; ++step) {
-          const float ratio = 1.0f - 0.05f * float(step);
-          const RtnGroupParams gp = rtn_group_params(wg, g, rp, ratio);
-          for (int64_t k = 0; k < g; ++k) d[size_t(k)] = double(wg[k]) - rtn_value(rtn_code(wg[k], gp, p.scheme), gp);
-          double err = 0;
-          for (int64_t i = 0; i < g; ++i) {
-            if (d[size_t(i)] == 0.0) continue;
-            double s = 0;
-            for (int64_t j = 0; j < g; ++j) s += double(hg[i * in + j]) * d[size_t(j)];
-            err += d[size_t(i)] * s;
-          }
-          if (err < best) best = err, ratios[size_t(r * ng + gi)] = ratio;  // ties keep the larger ratio
-        }
-      }
-  });
-  return ratios;
 }
 
 double hessian_error(const float* w, const float* wq, int64_t out, int64_t in, const std::vector<float>& h) {

@@ -31,10 +31,6 @@ struct GptqOptions {
   bool act_order = false;    // columns by descending diag H (static groups)
   bool static_groups = false;
   int max_retries = 6;       // damping x10 per failed Cholesky
-  // Integer schemes: per output row and group, the clip ratio in {1.00, 0.95, ..., 0.55} minimising
-  // d^T H_gg d (d = the group's RTN error at that ratio, H_gg the group's block of H) on the original
-  // weights, applied wherever the group's parameters are fixed. Ignored when clip_ratios are given.
-  bool clip_search = false;
 };
 
 struct GptqInfo {
@@ -50,9 +46,6 @@ struct GptqInfo {
 // Throws lq::Error for shapes the scheme cannot take or an H that stays singular after the retries.
 QTensor gptq_quantize(const float* w, int64_t out, int64_t in, const QuantParams& p, std::vector<float>& h,
                       const GptqOptions& o = {}, const float* clip_ratios = nullptr, GptqInfo* info = nullptr);
-
-// The clip search of GptqOptions::clip_search alone: [out][in/group] ratios (integer schemes).
-std::vector<float> hessian_clip_search(const float* w, int64_t out, int64_t in, const QuantParams& p, const std::vector<float>& h);
 
 // tr((W - W') H (W - W')^T): the output error of W' on the rows H was accumulated from (up to the
 // 2/n of H). Plain double loops, O(out in^2): for tests and small diagnostics.
