@@ -1,9 +1,11 @@
-// AWQ on real activations, layer by layer through the native forward (awq-int4 / awq-nvfp4).
+// AWQ and GPTQ on real activations, layer by layer through the native forward (awq-*, gptq-*,
+// awq-gptq-*; GPTQ itself: pipeline/gptq_layer.h).
 //
 // Calibration rows: text windows (und) and t2i sequences (the cached prefix + the noise block at a few
 // taus of the full-precision sampler's trajectory, cond and, where CFG is active, uncond: und and gen
 // rows in one chunk). The residual stream entering the current layer is cached per sample; after the
-// layer is quantized, the QUANTIZED layer produces the next layer's inputs.
+// layer is quantized, the QUANTIZED layer produces the next layer's inputs (sequential, the default),
+// or with --no-sequential the full-precision layer does.
 //
 // Per path, from the full-precision layer on those inputs:
 //   input_layernorm -> q,k,v   loss: attention block output (o_proj's output, the path's rows)
