@@ -24,6 +24,7 @@
 #include "io/output.h"
 #include "io/text_file.h"
 #include "io/png.h"
+#include "io/progress.h"
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
@@ -345,7 +346,12 @@ int run_generation(const RunOptions& o) {
                            ", beyond max_position_embeddings = " + std::to_string(e.config().max_position_embeddings));
     sampler = std::make_unique<fwd::T2iSampler>(e, std::move(prompt));
   }
+  // Long on a real model: a progress line on stderr (redrawn on a terminal, plain every few seconds otherwise).
+  io::Progress progress(o.task + " sampling", so.steps, "steps");
+  so.on_step = [&progress](int step, double) { progress.update(step); };
   const std::vector<float> x = sampler->sample(fwd::normal_noise(o.seed, grid.tokens() * channels), so);
+  progress.update(so.steps);
+  progress.finish();
   const double secs = seconds_since(t0);
   if (!o.out.empty()) write_latents(o.out, x, grid, channels, o);
   nlohmann::json visuals;

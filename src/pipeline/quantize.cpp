@@ -347,6 +347,7 @@ std::vector<std::string> stats_kinds(const std::string& stats_path) {
 // is refused before any slow work, unless --allow-partial (its linears are then written with RTN and
 // recorded as such).
 void check_awq_coverage(const QuantizeOptions& o, const model::ModelSpec& spec, const LinearFormats& lf) {
+  if (o.calib.empty()) fail("quantize", o.scheme.name + " needs calibration inputs: --calib text:FILE and --calib t2i:FILE");
   bool und = false, gen = false;
   for (const auto& s : o.calib) {
     using K = calib::SourceKind;
@@ -366,7 +367,8 @@ void check_awq_coverage(const QuantizeOptions& o, const model::ModelSpec& spec, 
     msg += "\n  path " + path + ": " + std::to_string(names.size()) + " quantized linears without calibration data, e.g. " +
            names.front();
   fail("quantize --scheme " + o.scheme.name,
-       "the calibration inputs leave a path uncalibrated (" + std::string(gen ? "" : "no t2i:FILE input reaches the gen path") +
+       "the calibration inputs leave a path uncalibrated (" +
+           std::string(gen ? "" : "no t2i:FILE input reaches the gen path") + (!gen && !und ? "; " : "") +
            (und ? "" : "no input reaches the und path") + "); add an input for it, or pass --allow-partial to write those "
            "linears with RTN (recorded as such):" + msg);
 }

@@ -210,7 +210,10 @@ TEST(GenTasksCli, BadOptions) {
   EXPECT_EQ(rc, 1);  // 11 latent frames > max_num_latent_frames = 3
   EXPECT_NE(out.find("max_num_latent_frames"), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(f.dir + "/z.mp4"));
-  out = lq("run " + f.model + " --task t2i --prompt x --seed 1 --vae " + f.dir + " --png " + f.dir + "/w.png --out " + f.dir + "/w.st", &rc);
+  fs::create_directories(f.dir + "/not-a-vae");  // (the outputs may not lie inside it: an input)
+  out = lq("run " + f.model + " --task t2i --prompt x --seed 1 --vae " + f.dir + "/not-a-vae --png " + f.dir + "/w.png --out " + f.dir +
+               "/w.st",
+           &rc);
   EXPECT_EQ(rc, 1);  // not a VAE directory
   EXPECT_NE(out.find("neither a diffusers VAE"), std::string::npos) << out;
 }

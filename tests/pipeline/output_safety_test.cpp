@@ -244,6 +244,35 @@ TEST(PartialCalibration, RefusedUnlessAllowedThenRecordedTruthfully) {
   EXPECT_EQ(json::parse(std::ifstream(d + "/b/awq_meta.json")).at("tasks_calibrated"), json::array({"t2i", "text"}));
 }
 
+// The GPTQ schemes (issue 15) calibrate on the same inputs: a path left without data is refused before
+// any slow work (the --bpw pass included), and --allow-partial records gptq / rtn per linear.
+TEST(PartialCalibration, GptqSchemesFollowTheSameRules) {
+  LQ_REQUIRE_SHARED();
+  const std::string m = test::lance_mini_dir(), d = test::scratch_dir("partial_calib_gptq");
+  const std::string text = "--calib text:" + std::string(LQ_SOURCE_DIR) + "/data/calib/text.txt";
+  const std::string small = " --max-tokens 256 --awq-rows 64 --clip-rows 16 --json";
+  std::string out;
+  for (const char* scheme : {"gptq-int4", "awq-gptq-int4"}) {
+    EXPECT_EQ(run("quantize " + m + " --scheme " + scheme + " " + text + small + " --out " + d + "/g", &out), 1) << out;
+    EXPECT_NE(out.find("path gen: 28 quantized linears without calibration data"), std::string::npos) << out;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(run("quantize " + m + " --scheme awq-int4 --bpw 5 " + text + small + " --out " + d + "/g", &out), 1) << out;
+  EXPECT_NE(out.find("path gen"), std::string::npos) << out;
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);  // before the --bpw pass
+  EXPECT_FALSE(fs::exists(d + "/g"));
+
+  ASSERT_EQ(run_stdout("quantize " + m + " --scheme gptq-int4 " + text + small + " --allow-partial --out " + d + "/g", &out), 0) << out;
+  const json rep = json::parse(out);
+  EXPECT_EQ(rep.at("partial_calibration"), true);
+  EXPECT_EQ(rep.at("tasks_calibrated"), json::array({"text"}));
+  for (const auto& l : rep.at("linears")) {
+    const bool gen = l.at("name").get<std::string>().find("_moe_gen") != std::string::npos;
+    EXPECT_EQ(l.at("method"), gen ? "rtn" : "gptq") << l.at("name");
+  }
+  EXPECT_EQ(json::parse(std::ifstream(d + "/g/awq_meta.json")).at("linears_by_method"), json({{"gptq", 28}, {"rtn", 28}}));
+}
+
 TEST(CalibrationInput, BinaryCalibrationFileIsRefusedUpFront) {
   LQ_REQUIRE_SHARED();
   const std::string d = test::scratch_dir("calib_binary");
