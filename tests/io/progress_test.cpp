@@ -17,7 +17,10 @@ namespace {
 // Runs `f` with stderr redirected to a file (not a terminal) and returns what it wrote.
 template <class F>
 std::string capture_stderr(F&& f) {
-  const std::string path = test::scratch_dir("progress_capture") + "/stderr.txt";
+  // One directory per test: ctest runs the tests of this file as parallel processes.
+  const std::string path = test::scratch_dir(std::string("progress_capture_") +
+                                             ::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+                           "/stderr.txt";
   std::fflush(stderr);
   const int saved = dup(2);
   FILE* file = std::fopen(path.c_str(), "w");
@@ -51,7 +54,8 @@ TEST(Progress, TickerRepeatsTheStateDuringOneLongStep) {
   const std::string out = capture_stderr([] {
     Progress p("calibrate", 10, "samples");
     p.update(1);
-    std::this_thread::sleep_for(std::chrono::milliseconds(400));  // one long step, no update
+    // One long step, no update: 20 ticker periods, so a loaded machine still schedules two of them.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000));
     p.finish();
   });
   unsetenv("LQ_PROGRESS_SECONDS");

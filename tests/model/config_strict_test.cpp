@@ -22,7 +22,9 @@ const json kBase = {{"hidden_size", 64}, {"intermediate_size", 128}, {"num_atten
                     {"num_hidden_layers", 2}, {"vocab_size", 300}};
 
 std::string load_error(const json& llm, const json& lance = nullptr) {
-  const std::string d = test::scratch_dir("config_strict");
+  // One directory per test: ctest runs the tests of this file as parallel processes.
+  const std::string d =
+      test::scratch_dir(std::string("config_strict_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
   std::ofstream(d + "/llm_config.json") << llm.dump();
   if (!lance.is_null()) std::ofstream(d + "/lance_config.json") << lance.dump();
   try {
