@@ -297,8 +297,13 @@ void convert_from(const uint8_t* src, Dst* out, size_t n, Convert convert) {
   }
 }
 
-void copy_f32(const float* s, float* d, size_t n) { std::memcpy(d, s, n * sizeof(float)); }
-void copy_u16(const uint16_t* s, uint16_t* d, size_t n) { std::memcpy(d, s, n * sizeof(uint16_t)); }
+// (n may be 0 with null pointers: an empty row range of an empty vector; memcpy must not see them.)
+void copy_f32(const float* s, float* d, size_t n) {
+  if (n) std::memcpy(d, s, n * sizeof(float));
+}
+void copy_u16(const uint16_t* s, uint16_t* d, size_t n) {
+  if (n) std::memcpy(d, s, n * sizeof(uint16_t));
+}
 void f16_to_bf16(const uint16_t* s, uint16_t* d, size_t n) {
   std::array<float, kChunk> f;
   for (size_t i = 0; i < n; i += kChunk) {

@@ -17,10 +17,10 @@ namespace {
 // Runs `f` with stderr redirected to a file (not a terminal) and returns what it wrote.
 template <class F>
 std::string capture_stderr(F&& f) {
-  // One directory per test: ctest runs the tests of this file as parallel processes.
-  const std::string path = test::scratch_dir(std::string("progress_capture_") +
-                                             ::testing::UnitTest::GetInstance()->current_test_info()->name()) +
-                           "/stderr.txt";
+  // One scratch directory per test: ctest runs the tests of this file as parallel processes.
+  const std::string path =
+      test::scratch_dir(std::string("progress_capture_") + ::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+      "/stderr.txt";
   std::fflush(stderr);
   const int saved = dup(2);
   FILE* file = std::fopen(path.c_str(), "w");
