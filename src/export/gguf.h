@@ -48,12 +48,17 @@ class GgufWriter {
   // Declares a tensor of `shape` [outer..., inner] stored as `type`; the inner dim must be a
   // multiple of the type's block size.
   void declare(const std::string& name, std::vector<int64_t> shape, GgmlType type);
-  // Encodes `data` (numel floats, row-major) as the declared type. Declaration order.
-  void write_tensor(const std::string& name, const float* data);
+  // Encodes `data` (numel floats, row-major) as the declared type, row by row; `importance` (one value
+  // per column, or nullptr) steers the quantized types' scale searches. Declaration order.
+  void write_tensor(const std::string& name, const float* data, const float* importance = nullptr);
+  // Writes already-encoded bytes (exactly the declared tensor's size). Declaration order.
+  void write_raw(const std::string& name, const uint8_t* bytes, size_t n);
+  uint64_t tensor_bytes(const std::string& name) const;  // encoded size of a declared tensor
   void finish();
 
  private:
   void write_header();
+  const GgufTensorInfo& next_tensor(const std::string& name);
   std::string path_, tmp_path_;
   uint32_t alignment_;
   std::vector<std::pair<std::string, GgufValue>> metadata_;
