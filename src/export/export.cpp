@@ -333,9 +333,10 @@ ExportResult export_gguf(const Source& src, const ExportOptions& o, const std::s
   // Statistics first (bad input fails before any work).
   std::map<std::string, std::vector<float>> importance;
   if (!o.stats_path.empty()) {
-    if (src.quantized())
+    if (!src.quantized()) importance = load_importance(o.stats_path, model_dir, tensors);
+    else if (o.original_dir.empty())
       fail("export --stats", "statistics describe a dense model; give them with --original DIR for a quantized MODEL");
-    importance = load_importance(o.stats_path, model_dir, tensors);
+    else load_importance(o.stats_path, o.original_dir, tensors);  // checked now, used if the original is quantized
   }
 
   MixContext ctx;
@@ -391,10 +392,11 @@ ExportResult export_gguf(const Source& src, const ExportOptions& o, const std::s
                ": " + first_misfit + " has no exact ggml layout";
       return r;
     } else if (lossy_type) {
-      fail("export --type " + o.type, "no ggml type holds the grid of " + first_misfit +
-                                          " exactly, and re-rounding 4-bit codes into another 4-bit grid compounds "
-                                          "both errors: pass --original DIR (the dense model, with --stats) to quantize it "
-                                          "from the original, or export --type f16 / q8_0");
+      fail("export --type " + o.type, "the stored grid of " + first_misfit +
+                                          " is not exactly representable (only group-32 INT4/INT8 with f16 scales, and "
+                                          "for Q4_1 f16 offsets -scale*zero, map exactly), and re-rounding 4-bit codes into "
+                                          "another 4-bit grid compounds both errors: pass --original DIR (the dense model, "
+                                          "with its --stats) to quantize the original, or export --type f16 / q8_0");
     } else {
       res.note = "quantized linears dequantized into " + ft.name;
       for (auto& e : exact) e.reset();

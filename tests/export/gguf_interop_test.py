@@ -291,6 +291,44 @@ def main():
         assert all(mix[f"blk.{i}.attn_v.weight"] == "Q5_K" for i in range(4)), mix  # i_attention_wv < 4
         assert mix["output.weight"] == "Q6_K" and mix["blk.0.ffn_down.weight"] == "Q4_K", mix
 
+        # A quantized checkpoint whose grid Q4_0 holds (INT4 symmetric, group 32, scales that are f16 values)
+        # is copied without re-rounding: gguf-py's dequantization equals the checkpoint's own (--dense-out).
+        ck, dense = os.path.join(tmp, "rtn-g32-sym"), os.path.join(tmp, "rtn-g32-sym-dense")
+        subprocess.run([EXE, "quantize", MINI, "--scheme", "rtn-int4", "--group-size", "32", "--sym", "--out", ck,
+                        "--dense-out", dense], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out = os.path.join(tmp, "exact-q4_0")
+        note = subprocess.run([EXE, "export", ck, "--base", MINI, "--to", "gguf", "--type", "q4_0", "--out", out],
+                              check=True, capture_output=True, text=True).stdout
+        assert "copied exactly" in note, note
+        deq = load_file(os.path.join(dense, "model.safetensors"))
+        r = gguf.GGUFReader(os.path.join(out, "model.gguf"))
+        exact = 0
+        for t in r.tensors:
+            if t.name.startswith("blk.") and t.name.endswith(".weight") and len(t.shape) == 2:
+                i, kind = int(t.name.split(".")[1]), t.name.split(".")[2]
+                key = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                       "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                       "ffn_down": "mlp.down_proj"}[kind]
+                ref = deq[f"language_model.model.layers.{i}.{key}.weight"]
+                got = dequantize(t.data, t.tensor_type).reshape(ref.shape)
+                assert t.tensor_type.name == "Q4_0" and np.array_equal(got, ref), t.name
+                exact += 1
+        assert exact == 28, exact
+        print(f"int4 g32 symmetric checkpoint -> Q4_0: {exact} linears bit-exact")
+        # An asymmetric one does not fit Q4_1's f16 offsets: refused, or re-quantized from --original.
+        ck = os.path.join(tmp, "rtn-g128")
+        subprocess.run([EXE, "quantize", MINI, "--scheme", "rtn-int4", "--group-size", "128", "--out", ck],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        bad = subprocess.run([EXE, "export", ck, "--base", MINI, "--to", "gguf", "--type", "q4_k_m", "--out",
+                              os.path.join(tmp, "refused")], capture_output=True, text=True)
+        assert bad.returncode != 0 and "--original" in bad.stderr, bad.stderr
+        again = subprocess.run([EXE, "export", ck, "--base", MINI, "--to", "gguf", "--type", "q4_k_m", "--original", MINI,
+                                "--stats", stats, "--out", os.path.join(tmp, "requant")], check=True,
+                               capture_output=True, text=True).stdout
+        assert "re-quantized from the original" in again, again
+        same = tensor_types(os.path.join(tmp, "requant", "model.gguf"))
+        assert same == tensor_types(os.path.join(tmp, "q4_k_m-stats", "model.gguf")), same
+
         # The statistics lower the importance-weighted error of the same file type.
         imp = load_importance(stats)
         for typ in ("q4_0", "q4_k_m", "iq4_xs"):
