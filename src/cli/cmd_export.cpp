@@ -17,7 +17,7 @@ namespace {
 
 const char* kUsage =
     "usage: lance-quant export MODEL --to gguf|mlx|hf --out DIR [--path und] [--type T] [--base DIR]\n"
-    "         [--stats STATS.safetensors] [--pure] [--original DIR] [--json]\n"
+    "         [--stats STATS.safetensors [--gptq [--gptq-damp F]]] [--pure] [--original DIR] [--json]\n"
     "  MODEL        a dense checkpoint directory or a quantized one (lance-quant-v1, autoawq, ...)\n"
     "  --to         gguf: llama.cpp 'qwen3' (q/k norm, q/k/v bias, untied output), one model.gguf\n"
     "               mlx:  mlx-lm 'glm4_moe' with all layers dense; integer-quantized linears stay\n"
@@ -31,6 +31,9 @@ const char* kUsage =
     "               mlx/hf: f32 (default) or f16 for dense tensors\n"
     "  --stats F    gguf: MODEL's calibration statistics (`calibrate` output): the mean x^2 of each input\n"
     "               column weights the quantized types' scale searches (llama.cpp's importance matrix)\n"
+    "  --gptq       gguf: GPTQ codes inside each type's blocks (second-order rounding with the calibration\n"
+    "               X^T X: --stats from `calibrate --hessian`); scales from the same weighted searches\n"
+    "  --gptq-damp F  damping added to X^T X's diagonal, relative to its mean (default 0.01)\n"
     "  --pure       gguf: every quantized tensor in the file type's base type (llama-quantize --pure)\n"
     "  --original D gguf from a quantized MODEL whose grid no ggml type holds exactly (e.g. INT4 g128):\n"
     "               quantize the dense original D instead (with --stats of D). INT4 g32 checkpoints map\n"
@@ -60,6 +63,10 @@ int cmd_export(const Args& args) {
       o.type = r.value();
     } else if (r.is("--stats")) {
       o.stats_path = r.value();
+    } else if (r.is("--gptq")) {
+      o.gptq = true;
+    } else if (r.is("--gptq-damp")) {
+      o.gptq_damp = r.double_value();
     } else if (r.is("--pure")) {
       o.pure = true;
     } else if (r.is("--original")) {
@@ -97,7 +104,7 @@ int cmd_export(const Args& args) {
       auto& ts = j["tensor_types"] = nlohmann::ordered_json::array();
       for (const auto& t : res.tensor_report)
         ts.push_back({{"name", t.name}, {"type", t.type}, {"elements", t.elements}, {"bytes", t.bytes},
-                      {"importance", t.importance}, {"exact", t.exact}});
+                      {"importance", t.importance}, {"exact", t.exact}, {"gptq", t.gptq}});
     }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
@@ -108,15 +115,18 @@ int cmd_export(const Args& args) {
   std::printf("\n");
   if (!res.file_type.empty()) {
     std::map<std::string, int> count;
-    int with_imp = 0;
+    int with_imp = 0, with_gptq = 0;
     for (const auto& t : res.tensor_report) {
       if (t.type == "f32" && !t.layer_linear && t.name != "token_embd.weight" && t.name != "output.weight") continue;
       ++count[t.type];
       with_imp += t.importance;
+      with_gptq += t.gptq;
     }
     std::printf("  file type %s:", res.file_type.c_str());
     for (const auto& [type, n] : count) std::printf(" %d x %s", n, type.c_str());
-    std::printf("; %d tensors quantized with calibration statistics\n", with_imp);
+    std::printf("; %d tensors quantized with calibration statistics", with_imp);
+    if (with_gptq) std::printf(", %d with GPTQ codes", with_gptq);
+    std::printf("\n");
     std::printf("  bits per weight: layer linears %.4f, all tensors %.4f (llama.cpp's BPW)\n", res.linear_bpw, res.file_bpw);
     if (!res.note.empty()) std::printf("  note: %s\n", res.note.c_str());
   }

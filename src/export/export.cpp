@@ -13,6 +13,7 @@
 
 #include "calib/calibrate.h"
 #include "calib/stats.h"
+#include "export/ggml_gptq.h"
 #include "export/ggml_search.h"
 #include "export/gguf.h"
 #include "export/type_mix.h"
@@ -264,10 +265,12 @@ int layer_of(const std::string& gguf_name) {
 }
 
 // Per-column importance of every und linear: the calibration mean of x^2 (llama.cpp's imatrix holds
-// the same quantity). Throws naming the linear when the statistics lack one or disagree in width.
+// the same quantity), and with `hessians` each linear's X^T X (calibrate --hessian). Throws naming the
+// linear when the statistics lack one or disagree in width.
 std::map<std::string, std::vector<float>> load_importance(const std::string& stats_path, const std::string& model_dir,
-                                                          const std::vector<UndTensor>& tensors) {
-  const calib::StatsFile stats = calib::StatsFile::load(stats_path);
+                                                          const std::vector<UndTensor>& tensors,
+                                                          std::map<std::string, std::vector<double>>* hessians = nullptr) {
+  calib::StatsFile stats = calib::StatsFile::load(stats_path);
   const std::string fp = calib::model_fingerprint(model_dir);
   if (!stats.model_fingerprint.empty() && stats.model_fingerprint != fp)
     fail(stats_path, "statistics were gathered on another model (fingerprint " + stats.model_fingerprint + ", " +
@@ -282,6 +285,11 @@ std::map<std::string, std::vector<float>> load_importance(const std::string& sta
       fail(stats_path, t.linear_base + ": statistics of width " + std::to_string(it->second.all.width()) +
                            " for a linear with " + std::to_string(t.shape.back()) + " inputs");
     out[t.gguf_name] = it->second.all.mean_sq();
+    if (hessians) {
+      if (it->second.xtx.empty())
+        fail(stats_path, "no X^T X for " + t.linear_base + ": --gptq needs statistics from `calibrate --hessian`");
+      (*hessians)[t.gguf_name] = std::move(it->second.xtx);
+    }
   }
   return out;
 }
@@ -332,11 +340,15 @@ ExportResult export_gguf(const Source& src, const ExportOptions& o, const std::s
 
   // Statistics first (bad input fails before any work).
   std::map<std::string, std::vector<float>> importance;
+  std::map<std::string, std::vector<double>> hessians;
+  if (o.gptq && o.stats_path.empty())
+    fail("export --gptq", "needs --stats with X^T X (`lance-quant calibrate MODEL --calib ... --hessian`)");
+  if (o.gptq && !(o.gptq_damp > 0.0)) fail("export --gptq-damp", "must be > 0");
   if (!o.stats_path.empty()) {
-    if (!src.quantized()) importance = load_importance(o.stats_path, model_dir, tensors);
+    if (!src.quantized()) importance = load_importance(o.stats_path, model_dir, tensors, o.gptq ? &hessians : nullptr);
     else if (o.original_dir.empty())
       fail("export --stats", "statistics describe a dense model; give them with --original DIR for a quantized MODEL");
-    else load_importance(o.stats_path, o.original_dir, tensors);  // checked now, used if the original is quantized
+    else load_importance(o.stats_path, o.original_dir, tensors, o.gptq ? &hessians : nullptr);  // checked now
   }
 
   MixContext ctx;
@@ -430,8 +442,16 @@ ExportResult export_gguf(const Source& src, const ExportOptions& o, const std::s
     const auto& t = tensors[i];
     const auto imp = importance.find(t.gguf_name);
     const float* imp_ptr = imp != importance.end() ? imp->second.data() : nullptr;
-    if (exact[i]) w.write_raw(t.gguf_name, exact[i]->data(), exact[i]->size());
-    else w.write_tensor(t.gguf_name, src.read(t.source).data(), imp_ptr);
+    const auto hes = hessians.find(t.gguf_name);
+    const bool gptq = !exact[i] && hes != hessians.end() && ggml_traits(types[i]).n_codes > 0;
+    if (exact[i]) {
+      w.write_raw(t.gguf_name, exact[i]->data(), exact[i]->size());
+    } else if (gptq) {
+      const GptqFactor f = gptq_factor(hes->second, t.shape.back(), o.gptq_damp, o.stats_path + ": " + t.linear_base);
+      w.write_tensor(t.gguf_name, src.read(t.source).data(), imp_ptr, &f);
+    } else {
+      w.write_tensor(t.gguf_name, src.read(t.source).data(), imp_ptr);
+    }
     ExportedTensor e;
     e.name = t.gguf_name;
     e.type = ggml_type_name(types[i]);
@@ -441,6 +461,7 @@ ExportResult export_gguf(const Source& src, const ExportOptions& o, const std::s
     e.layer_linear = t.kind == TensorKind::LinearWeight;
     e.importance = imp_ptr != nullptr && types[i] != GgmlType::F32 && types[i] != GgmlType::F16;
     e.exact = bool(exact[i]);
+    e.gptq = gptq;
     all_bytes += e.bytes;
     all_elems += e.elements;
     if (e.layer_linear) {

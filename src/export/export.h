@@ -36,6 +36,10 @@ struct ExportOptions {
   // gguf: calibration statistics (`calibrate`'s file) of MODEL: the mean x^2 of every input column of
   // each und linear weights the quantized types' scale searches, as llama.cpp's importance matrix does.
   std::string stats_path;
+  // gguf: GPTQ codes for the und linears (export/ggml_gptq.h), with the X^T X that stats_path carries
+  // (`calibrate --hessian`); gptq_damp is the damping relative to H's mean diagonal.
+  bool gptq = false;
+  double gptq_damp = 0.01;
   // gguf from a quantized checkpoint whose grid no ggml type holds exactly: the dense original to
   // quantize instead (with stats_path's statistics, which must be the original's).
   std::string original_dir;
@@ -51,6 +55,7 @@ struct ExportedTensor {
   bool layer_linear = false;  // blk.N.attn_* / ffn_* weight
   bool importance = false;    // quantized with calibration statistics
   bool exact = false;         // copied from a quantized source without re-rounding
+  bool gptq = false;          // codes chosen by GPTQ with the calibration X^T X
 };
 
 struct ExportResult {

@@ -103,8 +103,7 @@ void pack_nibbles32(const uint8_t* q, uint8_t* qs) {
 // ---- Q4_0: symmetric 16 levels, d * (q - 8) ----
 constexpr int64_t kQ4Block = 32;
 constexpr size_t kQ4_0Bytes = 2 + 16;
-void encode_q4_0(const float* x, int64_t n, uint8_t* dst, const float* imp) {
-  const float sigma2 = float(mean_square(x, n));
+void encode_q4_0_ms(const float* x, int64_t n, uint8_t* dst, const float* imp, float sigma2) {
   float w[32];
   int8_t l[32];
   uint8_t q[32];
@@ -115,6 +114,9 @@ void encode_q4_0(const float* x, int64_t n, uint8_t* dst, const float* imp) {
     for (int i = 0; i < 32; ++i) q[i] = uint8_t(l[i] + 8);
     pack_nibbles32(q, dst + 2);
   }
+}
+void encode_q4_0(const float* x, int64_t n, uint8_t* dst, const float* imp) {
+  encode_q4_0_ms(x, n, dst, imp, float(mean_square(x, n)));
 }
 void decode_q4_0(const uint8_t* src, int64_t n, float* y) {
   for (int64_t b = 0; b < n / kQ4Block; ++b, src += kQ4_0Bytes, y += kQ4Block) {
@@ -128,8 +130,7 @@ void decode_q4_0(const uint8_t* src, int64_t n, float* y) {
 
 // ---- Q4_1: affine 16 levels, d * q + m ----
 constexpr size_t kQ4_1Bytes = 2 + 2 + 16;
-void encode_q4_1(const float* x, int64_t n, uint8_t* dst, const float* imp) {
-  const float sigma2 = float(mean_square(x, n));
+void encode_q4_1_ms(const float* x, int64_t n, uint8_t* dst, const float* imp, float sigma2) {
   float w[32];
   uint8_t q[32];
   for (int64_t b = 0; b < n / kQ4Block; ++b, x += kQ4Block, dst += kQ4_1Bytes) {
@@ -139,6 +140,9 @@ void encode_q4_1(const float* x, int64_t n, uint8_t* dst, const float* imp) {
     put_f16(dst + 2, a.b);
     pack_nibbles32(q, dst + 4);
   }
+}
+void encode_q4_1(const float* x, int64_t n, uint8_t* dst, const float* imp) {
+  encode_q4_1_ms(x, n, dst, imp, float(mean_square(x, n)));
 }
 void decode_q4_1(const uint8_t* src, int64_t n, float* y) {
   for (int64_t b = 0; b < n / kQ4Block; ++b, src += kQ4_1Bytes, y += kQ4Block) {
@@ -246,6 +250,24 @@ KFit fit_kquant_super(const float* x, const float* w, int qmax) {
 constexpr size_t kQ4KBytes = 2 + 2 + 12 + 128;
 constexpr size_t kQ5KBytes = 2 + 2 + 12 + 32 + 128;
 
+// The code fields of one block (scales untouched); codes are indices into the type's code grid.
+void set_codes_q4_k(uint8_t* dst, const uint8_t* q) {
+  uint8_t* qs = dst + 16;
+  for (int c = 0; c < 4; ++c)
+    for (int l = 0; l < 32; ++l) qs[32 * c + l] = uint8_t(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+}
+void set_codes_q5_k(uint8_t* dst, const uint8_t* q) {
+  uint8_t* qh = dst + 16;
+  uint8_t* qs = dst + 48;
+  std::memset(qh, 0, 32);
+  for (int c = 0; c < 4; ++c)
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t lo = q[64 * c + l], hi = q[64 * c + 32 + l];
+      qs[32 * c + l] = uint8_t((lo & 15) | ((hi & 15) << 4));
+      qh[l] = uint8_t(qh[l] | ((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
+    }
+}
+
 void encode_kquant(const float* x, int64_t n, uint8_t* dst, const float* imp, int qmax) {
   const size_t bytes = qmax == 15 ? kQ4KBytes : kQ5KBytes;
   float w[kSuper];
@@ -260,20 +282,8 @@ void encode_kquant(const float* x, int64_t n, uint8_t* dst, const float* imp, in
     put_f16(dst, f.d);
     put_f16(dst + 2, f.dmin);
     q4k_pack_scales(f.sc, f.m, dst + 4);
-    if (qmax == 15) {
-      uint8_t* qs = dst + 16;
-      for (int c = 0; c < 4; ++c)
-        for (int l = 0; l < 32; ++l) qs[32 * c + l] = uint8_t(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
-    } else {
-      uint8_t* qh = dst + 16;
-      uint8_t* qs = dst + 48;
-      for (int c = 0; c < 4; ++c)
-        for (int l = 0; l < 32; ++l) {
-          const uint8_t lo = q[64 * c + l], hi = q[64 * c + 32 + l];
-          qs[32 * c + l] = uint8_t((lo & 15) | ((hi & 15) << 4));
-          qh[l] = uint8_t(qh[l] | ((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
-        }
-    }
+    if (qmax == 15) set_codes_q4_k(dst, q);
+    else set_codes_q5_k(dst, q);
   }
 }
 void encode_q4_k(const float* x, int64_t n, uint8_t* dst, const float* imp) { encode_kquant(x, n, dst, imp, 15); }
@@ -319,6 +329,18 @@ void decode_q5_k(const uint8_t* src, int64_t n, float* y) {
 
 // ---- Q6_K: 16 sub-blocks of 16, d * sc[j] * (q - 32), int8 sc ----
 constexpr size_t kQ6KBytes = 128 + 64 + 16 + 2;
+void set_codes_q6_k(uint8_t* dst, const uint8_t* q) {
+  uint8_t* ql = dst;
+  uint8_t* qh = dst + 128;
+  for (int h = 0; h < 2; ++h) {
+    const uint8_t* qq = q + 128 * h;
+    for (int i = 0; i < 32; ++i) {
+      ql[64 * h + i] = uint8_t((qq[i] & 15) | ((qq[i + 64] & 15) << 4));
+      ql[64 * h + 32 + i] = uint8_t((qq[i + 32] & 15) | ((qq[i + 96] & 15) << 4));
+      qh[32 * h + i] = uint8_t((qq[i] >> 4) | ((qq[i + 32] >> 4) << 2) | ((qq[i + 64] >> 4) << 4) | ((qq[i + 96] >> 4) << 6));
+    }
+  }
+}
 void encode_q6_k(const float* x, int64_t n, uint8_t* dst, const float* imp) {
   float w[kSuper];
   int8_t l[kSuper];
@@ -368,16 +390,7 @@ void encode_q6_k(const float* x, int64_t n, uint8_t* dst, const float* imp) {
       search::symmetric_error(x + 16 * j, w + 16 * j, 16, best_d * float(best_sc[j]), -32, 31, l + 16 * j);
       for (int i = 0; i < 16; ++i) q[16 * j + i] = uint8_t(l[16 * j + i] + 32);
     }
-    uint8_t* ql = dst;
-    uint8_t* qh = dst + 128;
-    for (int h = 0; h < 2; ++h) {
-      const uint8_t* qq = q + 128 * h;
-      for (int i = 0; i < 32; ++i) {
-        ql[64 * h + i] = uint8_t((qq[i] & 15) | ((qq[i + 64] & 15) << 4));
-        ql[64 * h + 32 + i] = uint8_t((qq[i + 32] & 15) | ((qq[i + 96] & 15) << 4));
-        qh[32 * h + i] = uint8_t((qq[i] >> 4) | ((qq[i + 32] >> 4) << 2) | ((qq[i + 64] >> 4) << 4) | ((qq[i + 96] >> 4) << 6));
-      }
-    }
+    set_codes_q6_k(dst, q);
     for (int j = 0; j < 16; ++j) dst[192 + j] = uint8_t(best_sc[j]);
     put_f16(dst + 208, best_d);
   }
@@ -481,17 +494,71 @@ void decode_iq4_xs(const uint8_t* src, int64_t n, float* y) {
   }
 }
 
+// ---- per-element affine maps of the code grids: value(code) = a[i] * grid(code) + b[i] -----------
+void affine_q4_0(const uint8_t* blk, float* a, float* b) {
+  const float d = get_f16(blk);
+  for (int i = 0; i < 32; ++i) a[i] = d, b[i] = 0.0f;
+}
+void affine_q4_1(const uint8_t* blk, float* a, float* b) {
+  const float d = get_f16(blk), m = get_f16(blk + 2);
+  for (int i = 0; i < 32; ++i) a[i] = d, b[i] = m;
+}
+void affine_kquant(const uint8_t* blk, float* a, float* b) {
+  const float d = get_f16(blk), dmin = get_f16(blk + 2);
+  for (int j = 0; j < 8; ++j) {
+    uint8_t sc, m;
+    q4k_unpack_scale_min(j, blk + 4, &sc, &m);
+    for (int i = 0; i < 32; ++i) a[32 * j + i] = d * float(sc), b[32 * j + i] = -(dmin * float(m));
+  }
+}
+void affine_q6_k(const uint8_t* blk, float* a, float* b) {
+  const auto* sc = reinterpret_cast<const int8_t*>(blk + 192);
+  const float d = get_f16(blk + 208);
+  for (int e = 0; e < 256; ++e) a[e] = d * float(sc[e / 16]), b[e] = 0.0f;
+}
+void affine_iq4_xs(const uint8_t* blk, float* a, float* b) {
+  const float d = get_f16(blk);
+  uint16_t scales_h;
+  std::memcpy(&scales_h, blk + 2, 2);
+  for (int j = 0; j < 8; ++j) {
+    const int ls = ((blk[4 + j / 2] >> (4 * (j % 2))) & 15) | (((scales_h >> (2 * j)) & 3) << 4);
+    for (int i = 0; i < 32; ++i) a[32 * j + i] = d * float(ls - 32), b[32 * j + i] = 0.0f;
+  }
+}
+void set_codes_q4_0(uint8_t* blk, const uint8_t* q) { pack_nibbles32(q, blk + 2); }
+void set_codes_q4_1(uint8_t* blk, const uint8_t* q) { pack_nibbles32(q, blk + 4); }
+void set_codes_q8_0(uint8_t* blk, const uint8_t* q) {
+  for (int i = 0; i < 32; ++i) blk[2 + i] = uint8_t(int8_t(int(q[i]) - 128));
+}
+void set_codes_iq4_xs(uint8_t* blk, const uint8_t* q) {
+  for (int j = 0; j < 8; ++j) pack_nibbles32(q + 32 * j, blk + 8 + 16 * j);
+}
+
+// Encoders whose weights use only the block ignore the row statistic.
+template <void (*F)(const float*, int64_t, uint8_t*, const float*)>
+void part(const float* x, int64_t n, uint8_t* dst, const float* imp, float) {
+  F(x, n, dst, imp);
+}
+
 const std::array<GgmlTypeTraits, 10> kTypes = {{
-    {GgmlType::F32, "f32", 1, 4, encode_f32, decode_f32},
-    {GgmlType::F16, "f16", 1, 2, encode_f16, decode_f16},
-    {GgmlType::Q4_0, "q4_0", kQ4Block, kQ4_0Bytes, encode_q4_0, decode_q4_0},
-    {GgmlType::Q4_1, "q4_1", kQ4Block, kQ4_1Bytes, encode_q4_1, decode_q4_1},
-    {GgmlType::Q8_0, "q8_0", kQ8Block, kQ8Bytes, encode_q8_0, decode_q8_0},
-    {GgmlType::Q4_K, "q4_k", kSuper, kQ4KBytes, encode_q4_k, decode_q4_k},
-    {GgmlType::Q5_K, "q5_k", kSuper, kQ5KBytes, encode_q5_k, decode_q5_k},
-    {GgmlType::Q6_K, "q6_k", kSuper, kQ6KBytes, encode_q6_k, decode_q6_k},
-    {GgmlType::IQ4_NL, "iq4_nl", kQ4Block, kIq4NlBytes, encode_iq4_nl, decode_iq4_nl},
-    {GgmlType::IQ4_XS, "iq4_xs", kSuper, kIq4XsBytes, encode_iq4_xs, decode_iq4_xs},
+    {GgmlType::F32, "f32", 1, 4, encode_f32, decode_f32, part<encode_f32>, 0, 0, nullptr, nullptr, nullptr},
+    {GgmlType::F16, "f16", 1, 2, encode_f16, decode_f16, part<encode_f16>, 0, 0, nullptr, nullptr, nullptr},
+    {GgmlType::Q4_0, "q4_0", kQ4Block, kQ4_0Bytes, encode_q4_0, decode_q4_0, encode_q4_0_ms, 16, 8, nullptr,
+     affine_q4_0, set_codes_q4_0},
+    {GgmlType::Q4_1, "q4_1", kQ4Block, kQ4_1Bytes, encode_q4_1, decode_q4_1, encode_q4_1_ms, 16, 0, nullptr,
+     affine_q4_1, set_codes_q4_1},
+    {GgmlType::Q8_0, "q8_0", kQ8Block, kQ8Bytes, encode_q8_0, decode_q8_0, part<encode_q8_0>, 256, 128, nullptr,
+     affine_q4_0, set_codes_q8_0},
+    {GgmlType::Q4_K, "q4_k", kSuper, kQ4KBytes, encode_q4_k, decode_q4_k, part<encode_q4_k>, 16, 0, nullptr,
+     affine_kquant, set_codes_q4_k},
+    {GgmlType::Q5_K, "q5_k", kSuper, kQ5KBytes, encode_q5_k, decode_q5_k, part<encode_q5_k>, 32, 0, nullptr,
+     affine_kquant, set_codes_q5_k},
+    {GgmlType::Q6_K, "q6_k", kSuper, kQ6KBytes, encode_q6_k, decode_q6_k, part<encode_q6_k>, 64, 32, nullptr,
+     affine_q6_k, set_codes_q6_k},
+    {GgmlType::IQ4_NL, "iq4_nl", kQ4Block, kIq4NlBytes, encode_iq4_nl, decode_iq4_nl, part<encode_iq4_nl>, 16, 0,
+     kIq4nlGrid, affine_q4_0, set_codes_q4_0},
+    {GgmlType::IQ4_XS, "iq4_xs", kSuper, kIq4XsBytes, encode_iq4_xs, decode_iq4_xs, part<encode_iq4_xs>, 16, 0,
+     kIq4nlGrid, affine_iq4_xs, set_codes_iq4_xs},
 }};
 
 }  // namespace

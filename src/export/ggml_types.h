@@ -46,6 +46,18 @@ struct GgmlTypeTraits {
   void (*encode)(const float* x, int64_t n, uint8_t* dst, const float* importance);
   // Decodes n elements back into f32.
   void (*decode)(const uint8_t* src, int64_t n, float* y);
+  // As encode, for a part of a row (whole blocks): `row_mean_sq` is the whole row's mean x^2, which
+  // Q4_0 / Q4_1 weigh elements with (the other types use their block's own statistics).
+  void (*encode_part)(const float* x, int64_t n, uint8_t* dst, const float* importance, float row_mean_sq);
+  // The code grid of the quantized types (n_codes = 0 for f32 / f16): element i of a block decodes to
+  // a[i] * grid(code) + b[i], bit for bit as `decode` computes it, with (a, b) from the block's scale
+  // fields (`block_affine`, block_elems values each) and grid(c) = nl_grid[c] (IQ4: kIq4nlGrid) or
+  // c - grid_zero. `set_codes` rewrites a block's code fields (codes 0..n_codes-1), leaving its scales.
+  int n_codes;
+  int grid_zero;
+  const int8_t* nl_grid;
+  void (*block_affine)(const uint8_t* block, float* a, float* b);
+  void (*set_codes)(uint8_t* block, const uint8_t* codes);
 };
 
 const GgmlTypeTraits& ggml_traits(GgmlType t);

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "export/ggml_gptq.h"
 #include "io/error.h"
 
 namespace lq::exporter {
@@ -144,7 +145,8 @@ const GgufTensorInfo& GgufWriter::next_tensor(const std::string& name) {
   return t;
 }
 
-void GgufWriter::write_tensor(const std::string& name, const float* data, const float* importance) {
+void GgufWriter::write_tensor(const std::string& name, const float* data, const float* importance,
+                              const GptqFactor* gptq) {
   const GgufTensorInfo& t = next_tensor(name);
   std::vector<uint8_t> encoded(t.nbytes);
   const GgmlTypeTraits& tr = ggml_traits(t.type);
@@ -159,7 +161,8 @@ void GgufWriter::write_tensor(const std::string& name, const float* data, const 
   std::atomic<int64_t> next_row{0};
   auto work = [&] {
     for (int64_t r; (r = next_row.fetch_add(1)) < rows;)
-      tr.encode(data + r * row, row, encoded.data() + size_t(r) * row_bytes, importance);
+      if (gptq) gptq_encode_row(tr, data + r * row, row, importance, *gptq, encoded.data() + size_t(r) * row_bytes);
+      else tr.encode(data + r * row, row, encoded.data() + size_t(r) * row_bytes, importance);
   };
   std::vector<std::thread> pool;
   for (int64_t k = 1; k < n_threads; ++k) pool.emplace_back(work);
