@@ -10,7 +10,8 @@
    Exports with calibration statistics (`--stats`, the und path calibrated on data/calib/text.txt)
    carry llama-quantize's per-tensor types for their file type (Q4_K_M: output Q6_K, attn_v and
    ffn_down of layers 2-3 Q6_K, ...), and their importance-weighted weight error is lower than that
-   of the same type without statistics.
+   of the same type without statistics. With `--gptq` (GPTQ codes from the calibration X^T X) the files keep
+   the same types and layout, and the linears' output error on the calibration rows is lower still.
 2. A numpy evaluation of llama.cpp's `qwen3` graph (src/models/qwen3.cpp: RMSNorm, q/k/v with the
    optional biases, per-head q/k RMSNorm, NEOX RoPE, GQA attention, SwiGLU, output_norm, output),
    driven only by the GGUF's metadata and gguf-py-dequantized tensors, on the 4 golden und
@@ -51,11 +52,13 @@ BUDGET = {"F16": 1e-3, "Q8_0": 1e-2, "Q6_K": 0.08, "Q5_K": 0.12, "Q4_0": 0.2, "Q
 SOURCE = os.environ.get("LQ_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-def export(out_root, typ, stats=None):
-    out = os.path.join(out_root, typ + ("-stats" if stats else ""))
+def export(out_root, typ, stats=None, gptq=False):
+    out = os.path.join(out_root, typ + ("-stats" if stats else "") + ("-gptq" if gptq else ""))
     cmd = [EXE, "export", MINI, "--to", "gguf", "--path", "und", "--type", typ, "--out", out]
     if stats:
         cmd += ["--stats", stats]
+    if gptq:
+        cmd += ["--gptq"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     return os.path.join(out, "model.gguf")
 
@@ -155,6 +158,27 @@ def importance_weighted_error(path, src, imp):
         got = dequantize(t.data, t.tensor_type).reshape(ref.shape).astype(np.float64)
         num += float((imp[name][None, :] * (got - ref) ** 2).sum())
         den += float((imp[name][None, :] * ref ** 2).sum())
+    return num / den
+
+
+def output_error(path, src, xtx):
+    """sum over the und linears of tr(dW H dW^T) / tr(W H W^T), H = the calibration X^T X: the squared
+    error of the linears' outputs on the calibration rows, relative."""
+    r = gguf.GGUFReader(path)
+    num = den = 0.0
+    for t in r.tensors:
+        if not t.name.startswith("blk.") or len(t.shape) != 2:
+            continue
+        i, kind = int(t.name.split(".")[1]), t.name.split(".")[2]
+        key = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+               "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+               "ffn_down": "mlp.down_proj"}[kind]
+        name = f"language_model.model.layers.{i}.{key}"
+        ref = src[name + ".weight"].astype(np.float64)
+        d = dequantize(t.data, t.tensor_type).reshape(ref.shape).astype(np.float64) - ref
+        h = xtx[name].astype(np.float64).reshape(ref.shape[1], ref.shape[1])
+        num += float(np.einsum("ij,jk,ik->", d, h, d))
+        den += float(np.einsum("ij,jk,ik->", ref, h, ref))
     return num / den
 
 
@@ -269,7 +293,7 @@ def main():
         # With calibration statistics: every file type, decoded by gguf-py and by ours.
         stats = os.path.join(tmp, "stats.safetensors")
         subprocess.run([EXE, "calibrate", MINI, "--calib", "text:" + os.path.join(SOURCE, "data", "calib", "text.txt"),
-                        "--seq-len", "256", "--max-tokens", "4096", "--allow-partial", "--out", stats],
+                        "--seq-len", "256", "--max-tokens", "4096", "--allow-partial", "--hessian", "--out", stats],
                        check=True, stdout=subprocess.DEVNULL)
         seen = set()
         for typ in ("q4_0", "q4_1", "q4_k_s", "q4_k_m", "q5_k_m", "q6_k", "iq4_xs"):
@@ -336,6 +360,22 @@ def main():
             weighted = importance_weighted_error(os.path.join(tmp, typ + "-stats", "model.gguf"), src, imp)
             print(f"{typ}: importance-weighted relative error {plain:.4g} without statistics, {weighted:.4g} with")
             assert weighted < 0.97 * plain, (typ, plain, weighted)  # measured: 0.94x (q4_0), 0.89x, 0.86x
+
+        # GPTQ codes (--gptq, X^T X from calibrate --hessian): same tensor types and layout (gguf-py and our
+        # decoders agree bit for bit), lower output error on the calibration rows than the searches alone.
+        st = load_file(stats)
+        xtx = {k[: -len(".xtx")]: v for k, v in st.items() if k.endswith(".xtx")}
+        for typ in ("q4_0", "q4_k_m", "iq4_xs"):
+            path = export(tmp, typ, stats, gptq=True)
+            assert tensor_types(path) == tensor_types(os.path.join(tmp, typ + "-stats", "model.gguf")), typ
+            check_our_decoders(path, tmp, typ + "-gptq")
+            searched = output_error(os.path.join(tmp, typ + "-stats", "model.gguf"), src, xtx)
+            gptq = output_error(path, src, xtx)
+            print(f"{typ}: calibration output error {searched:.4g} with --stats, {gptq:.4g} with --stats --gptq")
+            assert gptq < 0.85 * searched, (typ, searched, gptq)
+        bad = subprocess.run([EXE, "export", MINI, "--to", "gguf", "--type", "q4_0", "--gptq", "--out",
+                              os.path.join(tmp, "no-stats")], capture_output=True, text=True)
+        assert bad.returncode != 0 and "--stats" in bad.stderr, bad.stderr
 
 
 if __name__ == "__main__":
