@@ -54,11 +54,15 @@ cat "$M/val_tinystories.txt" "$M/val_brown.txt" > "$OUT/heldout.txt"
   -b "$CTX" -t "$T" --kl-divergence-base "$OUT/base.kld" > "$OUT/base.log" 2>&1
 
 kld() {  # FILE.gguf NAME -> "mean_kl+-err top1" (a finished log is reused)
-  grep -q '^Same top p:' "$OUT/kld-$2.log" 2>/dev/null || \
+  grep -q '^Mean *KLD:' "$OUT/kld-$2.log" 2>/dev/null || \
     run "$LLAMA/bin/llama-perplexity" -m "$1" -f "$OUT/heldout.txt" -c "$CTX" -b "$CTX" -t "$T" \
-      --kl-divergence-base "$OUT/base.kld" --kl-divergence > "$OUT/kld-$2.log" 2>&1
+      --kl-divergence-base "$OUT/base.kld" --kl-divergence > "$OUT/kld-$2.log" 2>&1 || true
   kl=$(awk '/^Mean +KLD:/ {print $3 "+-" $5; exit}' "$OUT/kld-$2.log")
+  # Same top-1 from the summary, else from the last chunk's running value (a run that died while printing
+  # its summary after the last chunk).
   top=$(awk '/^Same top p:/ {print $4; exit}' "$OUT/kld-$2.log")
+  [ -n "$top" ] || top=$(awk '$3 == "±" && $15 ~ /^[0-9.]+$/ {t = $15} END {print t}' "$OUT/kld-$2.log")
+  [ -n "$kl" ] || { echo "llama-perplexity gave no mean KLD: $OUT/kld-$2.log" >&2; exit 1; }
   echo "$kl $top"
 }
 bpw() {  # FILE.gguf NAME -> "layer-linear bpw, whole-file bpw" (all tensors: bytes * 8 / elements, as
