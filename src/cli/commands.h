@@ -16,6 +16,7 @@ int cmd_run(const Args& args);
 int cmd_bench(const Args& args);
 int cmd_calibrate(const Args& args);
 int cmd_export(const Args& args);
+int cmd_import(const Args& args);
 int cmd_merge_stats(const Args& args);
 int cmd_eval(const Args& args);
 int cmd_demo(const Args& args);

@@ -28,6 +28,7 @@ const Command kCommands[] = {
     {"demo", lq::cli::cmd_demo, "quantize the default model (rtn-int4, awq-int4, nvfp4) and compare the reports"},
     {"eval", lq::cli::cmd_eval, "compare QUANT with BASE on held-out data: report.md/json + plots"},
     {"export", lq::cli::cmd_export, "export the understanding path: gguf (llama.cpp), mlx (mlx-lm), hf"},
+    {"import", lq::cli::cmd_import, "read a GGUF of the und path (ours or llama-quantize's) back into a dense checkpoint"},
     {"run", lq::cli::cmd_run, "run a model: --task text | t2i | t2v | edit | x2t"},
     {"bench", lq::cli::cmd_bench, "benchmarks: kernels, forward, decode"},
 };

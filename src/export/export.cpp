@@ -1,6 +1,9 @@
 #include "export/export.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <map>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -8,7 +11,13 @@
 #include <optional>
 #include <set>
 
+#include "calib/calibrate.h"
+#include "calib/stats.h"
+#include "export/ggml_gptq.h"
+#include "export/ggml_search.h"
 #include "export/gguf.h"
+#include "export/type_mix.h"
+#include "io/progress.h"
 #include "formats/checkpoint.h"
 #include "io/error.h"
 #include "io/model_files.h"
@@ -237,29 +246,185 @@ void set_tokenizer_metadata(GgufWriter& w, const Source& src) {
   w.set("tokenizer.ggml.add_bos_token", false);
 }
 
-// llama_ftype of a file whose linears are all `t`.
-uint32_t file_type_of(GgmlType t) {
-  switch (t) {
-    case GgmlType::F32: return 0;
-    case GgmlType::F16: return 1;
-    case GgmlType::Q4_0: return 2;
-    case GgmlType::Q8_0: return 7;
-    case GgmlType::Q4_K: return 14;  // Q4_K_S: every quantized tensor is Q4_K
+TensorCategory category_of(const UndTensor& t) {
+  switch (t.kind) {
+    case TensorKind::Embedding: return TensorCategory::TokenEmbd;
+    case TensorKind::LmHead: return TensorCategory::Output;
+    case TensorKind::LinearWeight: break;
+    default: return TensorCategory::Other;
   }
-  return 0;
+  const auto has = [&](const char* s) { return t.gguf_name.find(s) != std::string::npos; };
+  if (has(".attn_q.")) return TensorCategory::AttnQ;
+  if (has(".attn_k.")) return TensorCategory::AttnK;
+  if (has(".attn_v.")) return TensorCategory::AttnV;
+  if (has(".attn_output.")) return TensorCategory::AttnOutput;
+  if (has(".ffn_gate.")) return TensorCategory::FfnGate;
+  if (has(".ffn_up.")) return TensorCategory::FfnUp;
+  if (has(".ffn_down.")) return TensorCategory::FfnDown;
+  return TensorCategory::Other;
 }
 
-ExportResult export_gguf(const Source& src, const ExportOptions& o) {
-  const GgmlType linear_type = parse_ggml_type(o.type.empty() ? "f16" : o.type, "export --type");
-  const GgmlType embed_type = linear_type == GgmlType::F32 ? GgmlType::F32 : GgmlType::F16;
+int layer_of(const std::string& gguf_name) {
+  if (gguf_name.rfind("blk.", 0) != 0) return -1;
+  return std::stoi(gguf_name.substr(4));
+}
+
+// Per-column importance of every und linear: the calibration mean of x^2 (llama.cpp's imatrix holds
+// the same quantity), and with `hessians` each linear's X^T X (calibrate --hessian). Throws naming the
+// linear when the statistics lack one or disagree in width.
+std::map<std::string, std::vector<float>> load_importance(const std::string& stats_path, const std::string& model_dir,
+                                                          const std::vector<UndTensor>& tensors,
+                                                          std::map<std::string, std::vector<double>>* hessians = nullptr) {
+  calib::StatsFile stats = calib::StatsFile::load(stats_path);
+  const std::string fp = calib::model_fingerprint(model_dir);
+  if (!stats.model_fingerprint.empty() && stats.model_fingerprint != fp)
+    fail(stats_path, "statistics were gathered on another model (fingerprint " + stats.model_fingerprint + ", " +
+                         model_dir + " has " + fp + ")");
+  std::map<std::string, std::vector<float>> out;
+  for (const auto& t : tensors) {
+    if (t.kind != TensorKind::LinearWeight) continue;
+    const auto it = stats.linears.find(t.linear_base);
+    if (it == stats.linears.end() || it->second.all.count == 0)
+      fail(stats_path, "no calibration rows for " + t.linear_base + " (calibrate the und path, e.g. --calib text:FILE)");
+    if (it->second.all.width() != t.shape.back())
+      fail(stats_path, t.linear_base + ": statistics of width " + std::to_string(it->second.all.width()) +
+                           " for a linear with " + std::to_string(t.shape.back()) + " inputs");
+    out[t.gguf_name] = it->second.all.mean_sq();
+    if (hessians) {
+      if (it->second.xtx.empty())
+        fail(stats_path, "no X^T X for " + t.linear_base + ": --gptq needs statistics from `calibrate --hessian`");
+      (*hessians)[t.gguf_name] = std::move(it->second.xtx);
+    }
+  }
+  return out;
+}
+
+// A quantized linear whose grid a ggml block type holds exactly: INT4 symmetric group 32 -> Q4_0,
+// INT4 asymmetric group 32 -> Q4_1 (m = -scale * zero must be an f16 value), INT8 symmetric group 32
+// -> Q8_0; scales must be f16 values. Returns the blocks, or nothing when some group does not fit.
+std::optional<std::vector<uint8_t>> exact_blocks(const quant::QTensor& q, GgmlType type) {
+  if (q.group != 32 || !quant::scheme_is_integer(q.scheme)) return std::nullopt;
+  const bool f16_ok = std::all_of(q.scales.begin(), q.scales.end(), [](float s) { return search::f16_round(s) == s; });
+  if (!f16_ok) return std::nullopt;
+  const int64_t groups = q.out * q.groups_per_row();
+  std::vector<uint8_t> out(size_t(groups) * ggml_traits(type).block_bytes);
+  auto f16 = [](uint8_t* p, float v) {
+    const uint16_t h = num::f32_to_f16(v);
+    std::memcpy(p, &h, 2);
+  };
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* c = q.codes.data() + g * 32;  // groups are consecutive along rows
+    const float s = q.scales[size_t(g)];
+    uint8_t* b = out.data() + size_t(g) * ggml_traits(type).block_bytes;
+    if (type == GgmlType::Q4_0 && q.scheme == quant::Scheme::Int4Sym) {
+      f16(b, s);
+      for (int i = 0; i < 16; ++i) b[2 + i] = uint8_t(c[i] | (c[i + 16] << 4));
+    } else if (type == GgmlType::Q4_1 && q.scheme == quant::Scheme::Int4Asym) {
+      const float m = -s * float(q.zeros[size_t(g)]);
+      if (search::f16_round(m) != m) return std::nullopt;
+      f16(b, s);
+      f16(b + 2, m);
+      for (int i = 0; i < 16; ++i) b[4 + i] = uint8_t(c[i] | (c[i + 16] << 4));
+    } else if (type == GgmlType::Q8_0 && q.scheme == quant::Scheme::Int8Sym) {
+      f16(b, s);
+      for (int i = 0; i < 32; ++i) b[2 + i] = uint8_t(int8_t(int(c[i]) - 128));
+    } else {
+      return std::nullopt;
+    }
+  }
+  return out;
+}
+
+ExportResult export_gguf(const Source& src, const ExportOptions& o, const std::string& model_dir) {
+  const FileType ft = parse_file_type(o.type.empty() ? "f16" : o.type, "export --type");
+  const GgmlType embed_dense = ft.base == GgmlType::F32 ? GgmlType::F32 : GgmlType::F16;
   const auto& c = src.config();
   const bool qk = has_qk_norm(src.spec());
   const std::string arch = qk ? "qwen3" : "qwen2";
+  const auto tensors = und_tensors(src.spec());
+
+  // Statistics first (bad input fails before any work).
+  std::map<std::string, std::vector<float>> importance;
+  std::map<std::string, std::vector<double>> hessians;
+  if (o.gptq && o.stats_path.empty())
+    fail("export --gptq", "needs --stats with X^T X (`lance-quant calibrate MODEL --calib ... --hessian`)");
+  if (o.gptq && !(o.gptq_damp > 0.0)) fail("export --gptq-damp", "must be > 0");
+  if (!o.stats_path.empty()) {
+    if (!src.quantized()) importance = load_importance(o.stats_path, model_dir, tensors, o.gptq ? &hessians : nullptr);
+    else if (o.original_dir.empty())
+      fail("export --stats", "statistics describe a dense model; give them with --original DIR for a quantized MODEL");
+    else load_importance(o.stats_path, o.original_dir, tensors, o.gptq ? &hessians : nullptr);  // checked now
+  }
+
+  MixContext ctx;
+  ctx.n_layer = c.num_layers;
+  ctx.n_head = c.num_heads;
+  ctx.n_head_kv = c.num_kv_heads;
+  ctx.has_importance = !importance.empty();
+  ctx.pure = o.pure;
+  std::vector<MixTensor> mix;
+  for (const auto& t : tensors) mix.push_back({t.gguf_name, category_of(t), layer_of(t.gguf_name), t.shape.back()});
+  std::vector<GgmlType> types = choose_types(ft, mix, ctx);
+  // The embedding is read by row lookup: llama.cpp quantizes it to the file type; dense files keep it
+  // f16 (f32 in an f32 file).
+  for (size_t i = 0; i < tensors.size(); ++i)
+    if (tensors[i].kind == TensorKind::Embedding && (types[i] == GgmlType::F32 || types[i] == GgmlType::F16))
+      types[i] = embed_dense;
+
+  ExportResult res;
+  res.architecture = arch;
+  res.files = {"model.gguf"};
+  res.tensors = int(tensors.size());
+  res.from_quantized = src.quantized();
+  res.file_type = ft.name;
+
+  // A quantized source: its stored codes go in unchanged where a ggml type holds its grid exactly.
+  std::vector<std::optional<std::vector<uint8_t>>> exact(tensors.size());
+  if (src.quantized()) {
+    bool all_exact = true;
+    std::string first_misfit;
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (tensors[i].kind != TensorKind::LinearWeight) continue;
+      const auto q = src.quantized_linear(tensors[i].linear_base);
+      if (!q) continue;
+      exact[i] = exact_blocks(*q, types[i]);
+      if (!exact[i] && all_exact) {
+        all_exact = false;
+        first_misfit = tensors[i].source + " (" + quant::scheme_name(q->scheme) + " g" + std::to_string(q->group) +
+                       " as " + ggml_type_name(types[i]) + ")";
+      }
+    }
+    const bool lossy_type = types.size() && std::any_of(types.begin(), types.end(), [](GgmlType t) {
+                              return t != GgmlType::F32 && t != GgmlType::F16 && t != GgmlType::Q8_0;
+                            });
+    if (all_exact) {
+      res.note = "every quantized linear copied exactly (its grid is the " + ft.name + " layout)";
+    } else if (!o.original_dir.empty()) {
+      // Re-quantize from the dense original with its statistics: the quantized grid does not fit.
+      ExportOptions again = o;
+      again.original_dir.clear();
+      again.base_dir.clear();
+      ExportResult r = export_gguf(Source(o.original_dir, ""), again, o.original_dir);  // into the same OUT
+      r.note = "re-quantized from the original " + o.original_dir + (o.stats_path.empty() ? "" : " with " + o.stats_path) +
+               ": " + first_misfit + " has no exact ggml layout";
+      return r;
+    } else if (lossy_type) {
+      fail("export --type " + o.type, "the stored grid of " + first_misfit +
+                                          " is not exactly representable (only group-32 INT4/INT8 with f16 scales, and "
+                                          "for Q4_1 f16 offsets -scale*zero, map exactly), and re-rounding 4-bit codes into "
+                                          "another 4-bit grid compounds both errors: pass --original DIR (the dense model, "
+                                          "with its --stats) to quantize the original, or export --type f16 / q8_0");
+    } else {
+      res.note = "quantized linears dequantized into " + ft.name;
+      for (auto& e : exact) e.reset();
+    }
+  }
+
   const fs::path out = fs::path(o.out_dir) / "model.gguf";
   GgufWriter w(out.string());
   w.set("general.architecture", arch);
   w.set("general.name", o.name.empty() ? fs::path(o.out_dir).filename().string() : o.name);
-  w.set("general.file_type", file_type_of(linear_type));
+  w.set("general.file_type", ft.llama_ftype);
   w.set("general.quantization_version", uint32_t(2));
   auto key = [&](const std::string& k) { return arch + "." + k; };
   w.set(key("context_length"), uint32_t(c.max_position_embeddings > 0 ? c.max_position_embeddings : 32768));
@@ -274,19 +439,47 @@ ExportResult export_gguf(const Source& src, const ExportOptions& o) {
   w.set(key("attention.layer_norm_rms_epsilon"), float(c.rms_norm_eps));
   set_tokenizer_metadata(w, src);
 
-  const auto tensors = und_tensors(src.spec());
-  auto type_of = [&](const UndTensor& t) {
-    switch (t.kind) {
-      case TensorKind::LinearWeight:
-      case TensorKind::LmHead: return linear_type;
-      case TensorKind::Embedding: return embed_type;
-      default: return GgmlType::F32;
+  for (size_t i = 0; i < tensors.size(); ++i) w.declare(tensors[i].gguf_name, tensors[i].shape, types[i]);
+  io::Progress progress("export gguf", double(tensors.size()), "tensors");
+  uint64_t lin_bytes = 0, all_bytes = 0;
+  int64_t lin_elems = 0, all_elems = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto& t = tensors[i];
+    const auto imp = importance.find(t.gguf_name);
+    const float* imp_ptr = imp != importance.end() ? imp->second.data() : nullptr;
+    const auto hes = hessians.find(t.gguf_name);
+    const bool gptq = !exact[i] && hes != hessians.end() && ggml_traits(types[i]).n_codes > 0;
+    if (exact[i]) {
+      w.write_raw(t.gguf_name, exact[i]->data(), exact[i]->size());
+    } else if (gptq) {
+      const GptqFactor f = gptq_factor(hes->second, t.shape.back(), o.gptq_damp, o.stats_path + ": " + t.linear_base);
+      w.write_tensor(t.gguf_name, src.read(t.source).data(), imp_ptr, &f);
+    } else {
+      w.write_tensor(t.gguf_name, src.read(t.source).data(), imp_ptr);
     }
-  };
-  for (const auto& t : tensors) w.declare(t.gguf_name, t.shape, type_of(t));
-  for (const auto& t : tensors) w.write_tensor(t.gguf_name, src.read(t.source).data());
+    ExportedTensor e;
+    e.name = t.gguf_name;
+    e.type = ggml_type_name(types[i]);
+    e.elements = 1;
+    for (int64_t d : t.shape) e.elements *= d;
+    e.bytes = w.tensor_bytes(t.gguf_name);
+    e.layer_linear = t.kind == TensorKind::LinearWeight;
+    e.importance = imp_ptr != nullptr && types[i] != GgmlType::F32 && types[i] != GgmlType::F16;
+    e.exact = bool(exact[i]);
+    e.gptq = gptq;
+    all_bytes += e.bytes;
+    all_elems += e.elements;
+    if (e.layer_linear) {
+      lin_bytes += e.bytes;
+      lin_elems += e.elements;
+    }
+    res.tensor_report.push_back(std::move(e));
+    progress.update(double(i + 1));
+  }
   w.finish();
-  return {arch, {"model.gguf"}, int(tensors.size()), src.quantized()};
+  res.linear_bpw = lin_elems ? 8.0 * double(lin_bytes) / double(lin_elems) : 0.0;
+  res.file_bpw = all_elems ? 8.0 * double(all_bytes) / double(all_elems) : 0.0;
+  return res;
 }
 
 // ---- safetensors targets (mlx, hf) -----------------------------------------------------------
@@ -413,28 +606,112 @@ ExportResult export_safetensors(const Source& src, const ExportOptions& o) {
 
   const auto& c = src.config();
   write_json(fs::path(o.out_dir) / "config.json", mlx ? glm4_dense_config(c, mq) : qwen3_hf_config(c, has_qk_norm(src.spec())));
-  ExportResult r{mlx ? "glm4_moe" : (has_qk_norm(src.spec()) ? "qwen3" : "qwen2"), {"model.safetensors", "config.json"},
-                 int(tensors.size()), src.quantized()};
+  ExportResult r;
+  r.architecture = mlx ? "glm4_moe" : (has_qk_norm(src.spec()) ? "qwen3" : "qwen2");
+  r.files = {"model.safetensors", "config.json"};
+  r.tensors = int(tensors.size());
+  r.from_quantized = src.quantized();
   for (auto& f : copy_tokenizer_files(src.tokenizer_dir(), o.out_dir)) r.files.push_back(f);
   return r;
 }
 
 }  // namespace
 
+ImportResult import_gguf_und(const std::string& gguf_path, const std::string& base_dir, const std::string& final_out,
+                             bool force) {
+  if (final_out.empty()) fail("import", "--out DIR is required");
+  io::require_file(gguf_path, "GGUF file");
+  io::require_directory(base_dir, "--base directory");
+  io::check_output_dir(final_out, force, {gguf_path, base_dir}, "import --out");
+  const Source src(base_dir, "");
+  if (src.quantized()) fail(base_dir, "BASE must be a dense checkpoint");
+  const GgufFile g(gguf_path);
+  const auto& c = src.config();
+  const auto arch_it = g.metadata().find("general.architecture");
+  if (arch_it == g.metadata().end()) fail(gguf_path, "no general.architecture");
+  const std::string arch = std::get<std::string>(arch_it->second);
+  const auto block_count = g.metadata().find(arch + ".block_count");
+  if (block_count == g.metadata().end() || std::get<uint32_t>(block_count->second) != uint32_t(c.num_layers))
+    fail(gguf_path, "block count differs from " + base_dir + "'s " + std::to_string(c.num_layers) + " layers");
+
+  // Which source tensor each GGUF tensor replaces (a tied model exports its embedding as the head too).
+  std::map<std::string, std::string> replace;  // source name -> gguf name
+  ImportResult res;
+  uint64_t lin_bytes = 0, all_bytes = 0;
+  int64_t lin_elems = 0, all_elems = 0;
+  for (const auto& t : und_tensors(src.spec())) {
+    const GgufTensorInfo* info = nullptr;
+    for (const auto& gi : g.tensors())
+      if (gi.name == t.gguf_name) info = &gi;
+    if (!info) fail(gguf_path, "has no tensor " + t.gguf_name + " (for " + t.source + ")");
+    if (info->shape != t.shape)
+      fail(gguf_path, t.gguf_name + " has another shape than " + base_dir + "'s " + t.source);
+    int64_t n = 1;
+    for (int64_t d : t.shape) n *= d;
+    all_bytes += info->nbytes;
+    all_elems += n;
+    if (t.kind == TensorKind::LinearWeight) {
+      lin_bytes += info->nbytes;
+      lin_elems += n;
+    }
+    ++res.types[ggml_type_name(info->type)];
+    if (replace.count(t.source)) continue;  // tied head: the embedding already maps there
+    replace[t.source] = t.gguf_name;
+  }
+
+  io::PartialOutputDir dir(final_out, "import");  // renamed into place when complete
+  const std::string out_dir = dir.path().string();
+  const io::TensorStore store(base_dir);
+  io::SafetensorsWriter w((fs::path(out_dir) / "model.safetensors").string(), {{"format", "pt"}});
+  const auto names = store.names();
+  for (const auto& n : names) w.declare(n, io::DType::F32, store.info(n).shape);
+  io::Progress progress("import gguf", double(names.size()), "tensors");
+  for (size_t i = 0; i < names.size(); ++i) {
+    const auto it = replace.find(names[i]);
+    const std::vector<float> v = it != replace.end() ? g.read_f32(it->second) : store.read_f32(names[i]);
+    w.write(v.data(), v.size() * 4);
+    if (it != replace.end()) ++res.replaced;
+    progress.update(double(i + 1));
+  }
+  w.finish();
+  // BASE's configs and tokenizer come along, by name and under the symlink rule (io/model_files.h), so OUT
+  // is a complete model.
+  for (const char* name : {"config.json", "llm_config.json", "lance_config.json", "generation_config.json",
+                           "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                           "vocab.json", "merges.txt"}) {
+    const std::string from = io::model_file(base_dir, name);
+    if (!from.empty()) fs::copy_file(fs::canonical(from), fs::path(out_dir) / name);
+  }
+  dir.commit(nlohmann::json{{"source", gguf_path}, {"base", base_dir}}.dump());
+  res.linear_bpw = lin_elems ? 8.0 * double(lin_bytes) / double(lin_elems) : 0.0;
+  res.file_bpw = all_elems ? 8.0 * double(all_bytes) / double(all_elems) : 0.0;
+  return res;
+}
+
 ExportResult export_und(const std::string& model_dir, const ExportOptions& options) {
   if (options.out_dir.empty()) fail("export", "--out DIR is required");
   // Everything the user chose is checked before anything is read or created.
-  if (options.target == ExportTarget::Gguf) parse_ggml_type(options.type.empty() ? "f16" : options.type, "export --type");
+  if (options.target == ExportTarget::Gguf) parse_file_type(options.type.empty() ? "f16" : options.type, "export --type");
   else dense_dtype(options);
   io::require_directory(model_dir, "model directory");
   if (!options.base_dir.empty()) io::require_directory(options.base_dir, "--base directory");
-  io::check_output_dir(options.out_dir, options.force, {model_dir, options.base_dir}, "export --out");
+  if (!options.original_dir.empty()) io::require_directory(options.original_dir, "--original directory");
+  if (!options.stats_path.empty()) io::require_file(options.stats_path, "--stats file");
+  io::check_output_dir(options.out_dir, options.force,
+                       {model_dir, options.base_dir, options.original_dir, options.stats_path}, "export --out");
   const Source src(model_dir, options.base_dir);
   io::PartialOutputDir dir(options.out_dir, "export");  // renamed into place when complete
   ExportOptions o = options;
   o.out_dir = dir.path().string();
   if (o.name.empty()) o.name = dir.final_path().filename().string();
-  ExportResult r = options.target == ExportTarget::Gguf ? export_gguf(src, o) : export_safetensors(src, o);
+  ExportResult r;
+  if (o.target == ExportTarget::Gguf) {
+    r = export_gguf(src, o, model_dir);
+  } else {
+    if (!o.stats_path.empty() || !o.original_dir.empty() || o.pure)
+      fail("export", "--stats, --original and --pure apply to --to gguf");
+    r = export_safetensors(src, o);
+  }
   dir.commit(nlohmann::json{{"source", model_dir}, {"architecture", r.architecture}}.dump());
   return r;
 }

@@ -3,11 +3,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
+#include <thread>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
+#include "export/ggml_gptq.h"
 #include "io/error.h"
 
 namespace lq::exporter {
@@ -130,7 +134,7 @@ void GgufWriter::write_header() {
   header_written_ = true;
 }
 
-void GgufWriter::write_tensor(const std::string& name, const float* data) {
+const GgufTensorInfo& GgufWriter::next_tensor(const std::string& name) {
   if (!header_written_) write_header();
   if (next_ >= tensors_.size() || tensors_[next_].name != name)
     fail(path_, "tensor '" + name + "' written out of declaration order");
@@ -138,13 +142,48 @@ void GgufWriter::write_tensor(const std::string& name, const float* data) {
   // Pad up to this tensor's aligned offset.
   const std::vector<uint8_t> pad(t.offset - data_written_, 0);
   write_all(fd_, pad.data(), pad.size(), tmp_path_);
+  return t;
+}
+
+void GgufWriter::write_tensor(const std::string& name, const float* data, const float* importance,
+                              const GptqFactor* gptq) {
+  const GgufTensorInfo& t = next_tensor(name);
   std::vector<uint8_t> encoded(t.nbytes);
   const GgmlTypeTraits& tr = ggml_traits(t.type);
-  int64_t numel = 1;
-  for (int64_t d : t.shape) numel *= d;
-  tr.encode(data, numel, encoded.data());
+  const int64_t row = t.shape.back();
+  int64_t rows = 1;
+  for (size_t i = 0; i + 1 < t.shape.size(); ++i) rows *= t.shape[i];
+  const size_t row_bytes = t.nbytes / uint64_t(rows);
+  // Rows are independent: encode them on all cores (each row's bytes depend on that row alone, so the
+  // result does not depend on the thread count).
+  const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t n_threads = std::min<int64_t>(int64_t(hw), std::max<int64_t>(1, rows / 16));
+  std::atomic<int64_t> next_row{0};
+  auto work = [&] {
+    for (int64_t r; (r = next_row.fetch_add(1)) < rows;)
+      if (gptq) gptq_encode_row(tr, data + r * row, row, importance, *gptq, encoded.data() + size_t(r) * row_bytes);
+      else tr.encode(data + r * row, row, encoded.data() + size_t(r) * row_bytes, importance);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t k = 1; k < n_threads; ++k) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
   write_all(fd_, encoded.data(), encoded.size(), tmp_path_);
   data_written_ = t.offset + t.nbytes;
+}
+
+void GgufWriter::write_raw(const std::string& name, const uint8_t* bytes, size_t n) {
+  const GgufTensorInfo& t = next_tensor(name);
+  if (n != t.nbytes)
+    fail(path_, "tensor '" + name + "': " + std::to_string(n) + " bytes given, " + std::to_string(t.nbytes) + " declared");
+  write_all(fd_, bytes, n, tmp_path_);
+  data_written_ = t.offset + t.nbytes;
+}
+
+uint64_t GgufWriter::tensor_bytes(const std::string& name) const {
+  for (const auto& t : tensors_)
+    if (t.name == name) return t.nbytes;
+  fail(path_, "tensor '" + name + "' not declared");
 }
 
 void GgufWriter::finish() {

@@ -19,6 +19,8 @@
 
 namespace lq::exporter {
 
+struct GptqFactor;
+
 // Metadata value types (gguf_type).
 enum class GgufValueType : uint32_t {
   U8 = 0, I8 = 1, U16 = 2, I16 = 3, U32 = 4, I32 = 5, F32 = 6, BOOL = 7, STRING = 8, ARRAY = 9,
@@ -48,12 +50,19 @@ class GgufWriter {
   // Declares a tensor of `shape` [outer..., inner] stored as `type`; the inner dim must be a
   // multiple of the type's block size.
   void declare(const std::string& name, std::vector<int64_t> shape, GgmlType type);
-  // Encodes `data` (numel floats, row-major) as the declared type. Declaration order.
-  void write_tensor(const std::string& name, const float* data);
+  // Encodes `data` (numel floats, row-major) as the declared type, row by row; `importance` (one value
+  // per column, or nullptr) steers the quantized types' scale searches; with `gptq` (export/ggml_gptq.h,
+  // a factor of the row width) the codes are GPTQ's. Declaration order.
+  void write_tensor(const std::string& name, const float* data, const float* importance = nullptr,
+                    const GptqFactor* gptq = nullptr);
+  // Writes already-encoded bytes (exactly the declared tensor's size). Declaration order.
+  void write_raw(const std::string& name, const uint8_t* bytes, size_t n);
+  uint64_t tensor_bytes(const std::string& name) const;  // encoded size of a declared tensor
   void finish();
 
  private:
   void write_header();
+  const GgufTensorInfo& next_tensor(const std::string& name);
   std::string path_, tmp_path_;
   uint32_t alignment_;
   std::vector<std::pair<std::string, GgufValue>> metadata_;
