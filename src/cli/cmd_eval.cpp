@@ -7,6 +7,7 @@
 #include <optional>
 #include <unistd.h>
 
+#include "api/api.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "formats/fold_scales.h"
@@ -50,22 +51,12 @@ void usage(FILE* out) {
                "256");
 }
 
-struct EvalCli {
-  std::string base, quant, out, data_dir;
-  eval::EvalData data;
-  bool no_text = false, no_chat = false, no_t2i = false, quiet = false;
-  eval::EvalOptions options;
-  std::optional<int> steps;
-  std::string fake_quant;
-  fwd::WeightStorage storage = fwd::WeightStorage::F32;
-  fwd::HeadFormat quant_head = fwd::HeadFormat::Stored;
+struct EvalCli : api::EvalRequest {
+  bool quiet = false;
 };
 
 EvalCli parse(const Args& args) {
-  EvalCli c;
-  c.options.max_chat = 16;
-  c.options.max_new_tokens = 48;
-  c.options.max_t2i = 8;
+  EvalCli c;  // options start from the CLI defaults: 16 chat prompts, 48 new tokens, 8 t2i prompts
   ArgReader r(args, "eval");
   auto positive = [&](int64_t v, const char* flag) {
     if (v < 1) fail(std::string("eval ") + flag, "must be >= 1");
@@ -108,30 +99,6 @@ EvalCli parse(const Args& args) {
   return c;
 }
 
-std::string eval_data_dir(const std::string& given) {
-  if (!given.empty()) return given;
-  if (const char* env = std::getenv("LQ_DATA_DIR")) return env;
-  return eval::find_data_dir("eval");
-}
-
-void fill_default_data(EvalCli& c, const fwd::T2iSettings& t2i) {
-  const bool need = (!c.no_text && c.data.text_files.empty()) || (!c.no_chat && c.data.chat_file.empty()) ||
-                    (!c.no_t2i && c.data.t2i_file.empty());
-  if (!need) return;
-  const std::string dir = eval_data_dir(c.data_dir);
-  if (dir.empty())
-    fail("eval", "no evaluation data given and data/eval not found (pass --text/--chat/--t2i-prompts, --data-dir, "
-                 "or set LQ_DATA_DIR)");
-  auto file = [&](const char* name) {
-    const fs::path p = fs::path(dir) / name;
-    if (!fs::exists(p)) fail(p.string(), "default evaluation file is missing");
-    return p.string();
-  };
-  if (!c.no_text && c.data.text_files.empty()) c.data.text_files.push_back(file("text.txt"));
-  if (!c.no_chat && c.data.chat_file.empty()) c.data.chat_file = file("chat.jsonl");
-  if (!c.no_t2i && c.data.t2i_file.empty()) c.data.t2i_file = file(t2i.has_toy_vae ? "t2i_toy_prompts.txt" : "t2i_prompts.txt");
-}
-
 }  // namespace
 
 int cmd_eval(const Args& args) {
@@ -141,46 +108,15 @@ int cmd_eval(const Args& args) {
       return 0;
     }
   EvalCli c = parse(args);
-  const fwd::T2iSettings t2i = fwd::load_t2i_settings(c.base);
-  fill_default_data(c, t2i);
-  if (c.no_text) c.data.text_files.clear();
-  if (c.no_chat) c.data.chat_file.clear();
-  if (c.no_t2i) c.data.t2i_file.clear();
-  if (!c.data.t2i_file.empty() && !t2i.grid_from_config)
-    fail("eval", "BASE's lance_config.json has no t2i_latent_grid_thw; pass --no-t2i");
-  c.options.sampler = t2i.sampler;
-  if (c.steps) c.options.sampler.steps = *c.steps;
-
-  const auto t0 = std::chrono::steady_clock::now();
-  const tok::Tokenizer tok = tok::Tokenizer::load(c.base);
-  fwd::LoadOptions load;
-  load.storage = c.storage;
-  fwd::Engine base = fwd::Engine::load(c.base, load);
-  fwd::LoadOptions quant_load = load;
-  quant_load.head = c.quant_head;
-  fwd::Engine quant = fwd::Engine::load(c.quant, quant_load);  // a quantized directory loads its own linears
-  if (!c.fake_quant.empty()) eval::fake_quantize_engine(quant, eval::parse_fake_quant(c.fake_quant, "eval --fake-quant"));
-  else c.options.quant_folds = formats::read_fold_scales(c.quant);  // AWQ checkpoints: per-linear errors in the original basis
-
   io::Progress progress("eval", 1, "units");
   if (!c.quiet)
     c.options.progress = [&progress](int64_t done, int64_t total, const std::string& stage) {
       progress.set_total(double(total));
       progress.update(double(done), stage);
     };
-  const eval::EvalResult r = eval::evaluate(base, quant, tok, t2i, c.data, c.options);
+  const api::EvalOutcome outcome = api::evaluate(c);
   progress.finish();
-
-  eval::ReportMeta meta;
-  meta.base_dir = c.base;
-  meta.quant_dir = c.quant + (c.fake_quant.empty() ? "" : " (fake-quantized " + c.fake_quant + ")");
-  meta.data = c.data;
-  meta.options = c.options;
-  meta.num_layers = base.num_layers();
-  meta.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  meta.toy_vae = t2i.has_toy_vae;
-  meta.t2i = t2i;
-  eval::write_report(c.out, r, meta);
+  const eval::EvalResult& r = outcome.result;
 
   if (r.has_und)
     std::printf("perplexity %.4f -> %.4f  KL mean %.4g p99 %.4g  top-1 %.2f%%\n", r.und.base_perplexity,

@@ -1,23 +1,20 @@
 // `lance-quant run MODEL --task text|t2i`: greedy text answers (KV cache) and text-to-image
 // sampling (rectified flow + CFG) on the native forward.
-#include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "api/api.h"
 #include "cli/commands.h"
 #include "forward/forward.h"
 #include "forward/prompts.h"
 #include "forward/t2i.h"
-#include "forward/text.h"
 #include "forward/toy_vae.h"
 #include "io/error.h"
 #include "io/png.h"
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
-#include "tokenizer/tokenizer.h"
 
 namespace lq::cli {
 
@@ -38,7 +35,7 @@ void usage(FILE* out) {
 }
 
 struct RunOptions {
-  std::string model, task, prompt, out, png;
+  std::string model, task, prompt, out, png, logits;
   int max_new_tokens = 256;
   bool raw = false, json = false;
   uint64_t seed = 0;
@@ -96,6 +93,7 @@ RunOptions parse(const Args& args) {
       o.cfg_max = parse_double(a, v.substr(comma + 1));
     } else if (a == "--out") o.out = value();
     else if (a == "--png") o.png = value();
+    else if (a == "--logits") o.logits = value();
     else if (a == "--height") o.height = int(parse_int(a, value()));
     else if (a == "--width") o.width = int(parse_int(a, value()));
     else if (a == "--threads") kernels::set_num_threads(int(parse_int(a, value())));
@@ -123,53 +121,26 @@ fwd::LoadOptions load_options(const RunOptions& o) {
   return lo;
 }
 
-tok::Tokenizer load_tokenizer(const std::string& dir) {
-  namespace fs = std::filesystem;
-  const bool has = fs::exists(fs::path(dir) / "tokenizer.json") ||
-                   (fs::exists(fs::path(dir) / "vocab.json") && fs::exists(fs::path(dir) / "merges.txt"));
-  if (!has) fail(dir, "model directory has no tokenizer (tokenizer.json, or vocab.json + merges.txt)");
-  return tok::Tokenizer::load(dir);
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 int run_text(const RunOptions& o) {
-  const tok::Tokenizer tok = load_tokenizer(o.model);
-  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
-  const std::vector<int32_t> prompt = tok.encode(o.raw ? o.prompt : fwd::chat_prompt(o.prompt));
-  const int64_t limit = e.config().max_position_embeddings;
-  if (int64_t(prompt.size()) >= limit)
-    fail("--prompt", "prompt is " + std::to_string(prompt.size()) + " tokens; the model's position limit " +
-                         "(max_position_embeddings) is " + std::to_string(limit));
-  fwd::GreedyOptions g;
-  g.max_new_tokens = o.max_new_tokens;
-  g.vocab_limit = e.config().len_tokenizer;
-  if (const auto end = tok.token_id("<|im_end|>")) g.stop_id = *end;
-  const auto t0 = std::chrono::steady_clock::now();
-  const std::vector<int32_t> answer = fwd::greedy_decode(e, prompt, g);
-  const double secs = seconds_since(t0);
-  const std::string text = tok.decode(answer);
-  if (o.json) {
-    nlohmann::json j = {{"prompt_tokens", prompt.size()}, {"generated_ids", answer}, {"text", text},
-                        {"seconds", secs}};
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::printf("%s\n", text.c_str());
+  const api::Model m = api::load_model(o.model, load_options(o));
+  if (!o.logits.empty()) {
+    const std::vector<int32_t> ids = api::prompt_ids(m, o.prompt, o.raw);
+    const std::vector<float> lg = api::logits(m, ids);
+    io::SafetensorsWriter w(o.logits, {{"prompt", o.prompt}, {"producer", "lance-quant run"}});
+    w.declare("ids", io::DType::I32, {int64_t(ids.size())});
+    w.declare("logits", io::DType::F32, {int64_t(ids.size()), int64_t(m.engine.config().vocab_size)});
+    w.write(ids.data(), ids.size() * sizeof(int32_t));
+    w.write(lg.data(), lg.size() * sizeof(float));
+    w.finish();
   }
+  api::TextRequest r;
+  r.prompt = o.prompt;
+  r.max_new_tokens = o.max_new_tokens;
+  r.raw = o.raw;
+  const api::TextResult res = api::generate(m, r);
+  if (o.json) std::printf("%s\n", res.to_json().dump().c_str());
+  else std::printf("%s\n", res.text.c_str());
   return 0;
-}
-
-fwd::LatentGrid choose_grid(const RunOptions& o, const fwd::T2iSettings& s) {
-  if (o.height > 0 || o.width > 0) {
-    if (o.height <= 0 || o.width <= 0 || o.height % 16 || o.width % 16)
-      fail("--height/--width", "both needed, positive multiples of 16 (latent grid = size / 16)");
-    return {1, o.height / 16, o.width / 16};
-  }
-  if (!s.grid_from_config)
-    fail("t2i", "lance_config.json has no t2i_latent_grid_thw: give --height and --width in pixels");
-  return s.grid;
 }
 
 void write_latents(const std::string& path, const std::vector<float>& x, const fwd::LatentGrid& g, int channels,
@@ -180,32 +151,33 @@ void write_latents(const std::string& path, const std::vector<float>& x, const f
   w.finish();
 }
 
+api::T2iRequest t2i_request(const RunOptions& o) {
+  api::T2iRequest r;
+  r.prompt = o.prompt;
+  r.seed = o.seed;
+  r.steps = o.steps;
+  r.shift = o.shift;
+  r.cfg = o.cfg;
+  r.cfg_min = o.cfg_min;
+  r.cfg_max = o.cfg_max;
+  r.height = o.height;
+  r.width = o.width;
+  return r;
+}
+
 int run_t2i(const RunOptions& o) {
   if (!o.have_seed) fail("--seed", "t2i needs a noise seed");
   if (o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
-  const fwd::T2iSettings s = fwd::load_t2i_settings(o.model);
-  const fwd::LatentGrid grid = choose_grid(o, s);
+  const api::T2iRequest req = t2i_request(o);
+  const api::T2iPlan plan = api::plan_t2i(o.model, req);
+  const fwd::T2iSettings& s = plan.settings;
   if (!o.png.empty() && !s.has_toy_vae)
     fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"); decode the latents with the Wan2.2 VAE");
-  const tok::Tokenizer tok = load_tokenizer(o.model);
-  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
-  fwd::check_latent_grid(grid, e.config());
-  fwd::SamplerOptions so = s.sampler;
-  if (o.steps) so.steps = *o.steps;
-  if (o.shift) so.shift = *o.shift;
-  if (o.cfg) so.cfg_scale = *o.cfg;
-  if (o.cfg_min) so.cfg_min = *o.cfg_min;
-  if (o.cfg_max) so.cfg_max = *o.cfg_max;
-  fwd::T2iPrompt prompt = fwd::t2i_prompt(tok, o.prompt, s.instruction, grid);
-  const int64_t needed = prompt.cond.noise_positions.back()[0] + 1;
-  if (needed > e.config().max_position_embeddings)
-    fail("--prompt", "the t2i sequence needs positions up to " + std::to_string(needed) +
-                         ", beyond max_position_embeddings = " + std::to_string(e.config().max_position_embeddings));
-  const int channels = e.config().latent_channels;
-  const auto t0 = std::chrono::steady_clock::now();
-  fwd::T2iSampler sampler(e, std::move(prompt));
-  const std::vector<float> x = sampler.sample(fwd::normal_noise(o.seed, grid.tokens() * channels), so);
-  const double secs = seconds_since(t0);
+  const api::Model m = api::load_model(o.model, load_options(o));
+  const api::T2iResult res = api::text_to_image(m, req);
+  const fwd::LatentGrid& grid = res.grid;
+  const std::vector<float>& x = res.latents;
+  const int channels = res.channels;
   write_latents(o.out, x, grid, channels, o);
   if (!o.png.empty()) {
     const fwd::ToyVae vae{s.toy_patch, s.toy_mean, s.toy_std};
@@ -217,13 +189,13 @@ int run_t2i(const RunOptions& o) {
     io::write_png_rgb(o.png, rgb.data(), w * kScale, h * kScale);
   }
   if (o.json) {
-    nlohmann::json j = {{"latents", o.out}, {"grid_thw", {grid.t, grid.h, grid.w}}, {"steps", so.steps},
-                        {"seconds", secs}};
+    nlohmann::json j = {{"latents", o.out}, {"grid_thw", {grid.t, grid.h, grid.w}}, {"steps", res.steps},
+                        {"seconds", res.seconds}};
     if (!o.png.empty()) j["png"] = o.png;
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("wrote %s (%dx%dx%d latents, %d steps, %.2f s)%s%s\n", o.out.c_str(), grid.t, grid.h, grid.w, so.steps,
-                secs, o.png.empty() ? "" : " and ", o.png.c_str());
+    std::printf("wrote %s (%dx%dx%d latents, %d steps, %.2f s)%s%s\n", o.out.c_str(), grid.t, grid.h, grid.w, res.steps,
+                res.seconds, o.png.empty() ? "" : " and ", o.png.c_str());
   }
   return 0;
 }

@@ -1,0 +1,151 @@
+// The library facade shared by the CLI (`run`, `calibrate`, `quantize`, `eval`) and the Python package:
+// each function takes a request that the caller filled in (from flags or keyword arguments) and returns
+// the result the CLI prints with --json, so both front ends compute the same thing with the same
+// checks and messages.
+//
+//   load_model      engine + tokenizer of one directory (dense or quantized)
+//   generate        chat-template (or raw) prompt -> greedy answer with a KV cache
+//   logits          token ids at positions 0.. (one causal split) -> logits [n, vocab_size]
+//   plan_t2i / text_to_image
+//                   caption + seed -> final latents [t, h, w, C] of the CFG sampler (raster, channels last)
+//   calibrate       activation statistics written to a file; the coverage summary
+//   quantize_options / quantize
+//                   scheme names and format specs -> pipeline::QuantizeOptions -> a checkpoint + report
+//   evaluate        BASE vs QUANT -> report directory; the report.json document
+// Errors are lq::Error with the messages the CLI prints. Progress callbacks run on the calling thread.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "calib/calibrate.h"
+#include "eval/evaluate.h"
+#include "forward/forward.h"
+#include "forward/prompts.h"
+#include "forward/t2i.h"
+#include "pipeline/quantize.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lq::api {
+
+// Throws naming `dir` when it has neither tokenizer.json nor vocab.json + merges.txt.
+tok::Tokenizer load_tokenizer(const std::string& dir);
+
+struct Model {
+  std::string dir;
+  tok::Tokenizer tokenizer;
+  fwd::Engine engine;
+};
+// Tokenizer first (cheap, fails fast), then the engine (a quantized directory loads its own linears).
+Model load_model(const std::string& dir, const fwd::LoadOptions& options = {});
+
+// ---- text ----------------------------------------------------------------------------------------
+
+struct TextRequest {
+  std::string prompt;
+  int max_new_tokens = 256;
+  bool raw = false;  // false: the Qwen chat template around the prompt
+};
+struct TextResult {
+  std::vector<int32_t> prompt_ids, generated_ids;
+  std::string text;
+  double seconds = 0;
+  nlohmann::json to_json() const;  // `run --task text --json`
+};
+// The prompt's token ids as `generate` feeds them (template applied unless raw).
+std::vector<int32_t> prompt_ids(const Model& m, const std::string& prompt, bool raw);
+TextResult generate(const Model& m, const TextRequest& request);
+
+// Logits of every position of `ids` [n, vocab_size] (row-major), a full forward without a cache.
+// Throws when ids is empty, an id is outside the embedding or n exceeds max_position_embeddings.
+std::vector<float> logits(const Model& m, const std::vector<int32_t>& ids);
+
+// ---- text-to-image -------------------------------------------------------------------------------
+
+struct T2iRequest {
+  std::string prompt;
+  uint64_t seed = 0;
+  // Unset: lance_config.json / Lance's defaults.
+  std::optional<int> steps;
+  std::optional<double> shift, cfg, cfg_min, cfg_max;
+  int height = 0, width = 0;  // pixels (latent grid = size / 16); 0 = the model's t2i_latent_grid_thw
+  std::function<void(int step, int steps)> on_step;  // before each sampler step
+};
+struct T2iPlan {
+  fwd::T2iSettings settings;
+  fwd::LatentGrid grid;
+};
+// Settings and latent grid of a request, from the model directory alone (no weights read): callers
+// check their own options against it before the model loads.
+T2iPlan plan_t2i(const std::string& model_dir, const T2iRequest& request);
+struct T2iResult {
+  std::vector<float> latents;  // [t * h * w, channels], raster (f, r, c), the sampler's final x
+  fwd::LatentGrid grid;
+  int channels = 0, steps = 0;
+  double seconds = 0;
+};
+T2iResult text_to_image(const Model& m, const T2iRequest& request);
+
+// ---- calibration ---------------------------------------------------------------------------------
+
+struct CalibrateRequest {
+  std::string model_dir, out;
+  std::vector<calib::Source> sources;
+  calib::CalibOptions options;  // options.sampler is filled from the model; `steps` overrides its steps
+  fwd::LoadOptions load;
+  int steps = -1;
+  bool allow_partial = false, force = false;
+};
+struct PathCoverage {
+  int linears = 0, covered = 0;
+  int64_t min_rows = -1, max_rows = 0;
+};
+struct CalibrateResult {
+  std::string out;
+  double seconds = 0, forward_seconds = 0;
+  bool written = false;  // false for options.capture == false (nothing written)
+  std::vector<std::string> sources, uncovered;
+  std::string model_fingerprint;
+  std::map<std::string, PathCoverage> coverage;  // "und" / "gen"
+  nlohmann::json to_json() const;  // `calibrate --json`
+};
+// Refuses an existing `out` (unless force) before loading; refuses uncovered target linears unless
+// allow_partial. `progress(done, total)` per sample.
+CalibrateResult calibrate(const CalibrateRequest& request, const std::function<void(int64_t, int64_t)>& progress = {});
+
+// ---- quantization --------------------------------------------------------------------------------
+
+// Completes `o` from the scheme name and number-format specs exactly as `quantize` does with its flags
+// (--scheme, --group-size, --sym, --gen-scheme, --override): throws naming the bad one.
+pipeline::QuantizeOptions quantize_options(pipeline::QuantizeOptions o, const std::string& scheme, int64_t group,
+                                           bool sym, const std::string& gen_scheme,
+                                           const std::vector<std::string>& overrides);
+// Checks the output directory before any slow work, then quantizes (`report.to_json()` is `quantize --json`).
+pipeline::QuantizeReport quantize(const pipeline::QuantizeOptions& o);
+
+// ---- evaluation ----------------------------------------------------------------------------------
+
+struct EvalRequest {
+  std::string base, quant, out, data_dir;
+  eval::EvalData data;
+  bool no_text = false, no_chat = false, no_t2i = false;
+  eval::EvalOptions options = default_eval_options();
+  std::optional<int> steps;
+  std::string fake_quant;
+  fwd::WeightStorage storage = fwd::WeightStorage::F32;
+  fwd::HeadFormat quant_head = fwd::HeadFormat::Stored;
+  static eval::EvalOptions default_eval_options();  // the CLI's defaults: 16 chat prompts, 48 tokens, 8 t2i
+};
+struct EvalOutcome {
+  eval::EvalResult result;
+  nlohmann::json report;  // the report.json document
+  std::string report_md;  // path of report.md
+};
+// Fills the default data (data/eval), loads both engines, evaluates, writes the report directory.
+EvalOutcome evaluate(EvalRequest request);
+
+}  // namespace lq::api
