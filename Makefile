@@ -1,10 +1,12 @@
 # Entry points. `make demo` installs what is missing (Debian packages, as root), builds and runs the
-# main job on the embedded default; `make test` builds and runs the whole test suite.
+# main job on the embedded default; `make test` builds and runs the whole test suite; `make python`
+# installs the lance_quant Python package into $(PYTHON)'s environment (`pip install .`).
 BUILD ?= build
 JOBS ?= $(shell nproc)
+PYTHON ?= python3
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test bench fuzz clean
+.PHONY: all deps build demo test bench fuzz clean python
 
 all: build
 
@@ -22,6 +24,9 @@ demo: build
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+python: deps
+	$(PYTHON) -m pip install .
 
 fuzz: deps
 	sh tools/fuzz/run.sh 60
