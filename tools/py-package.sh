@@ -11,6 +11,8 @@ SRC=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=$(mkdir -p "$BUILD" && cd "$BUILD" && pwd)
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 export SKBUILD_BUILD_DIR="$BUILD/py-build"
+# ccache, when installed, makes rebuilds after a clean cheap (scikit-build-core passes CMAKE_ARGS to CMake).
+command -v ccache >/dev/null 2>&1 && export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_CXX_COMPILER_LAUNCHER=ccache"
 make -s -C "$SRC" python PYTHON="$(cd "$(dirname "$VENV/bin/python")" && pwd)/python"
 "$VENV/bin/python" -c "import lance_quant; print('lance_quant', lance_quant.__version__, 'kernels:', lance_quant.kernel_path())"
 PKG=$("$VENV/bin/python" -c "import lance_quant, os; print(os.path.dirname(lance_quant.__file__))")

@@ -120,6 +120,24 @@ def test_f16_weights_are_rounded_copies(mini, exe, tmp_path):
             assert w.dtype == np.float16 and np.array_equal(w, ours.astype(np.float16))
 
 
+def test_int8_weights_read_back_exactly(mini, exe, tmp_path):
+    ck_dir = str(tmp_path / "mini-int8")
+    lq.quantize(mini, ck_dir, scheme="rtn-int8", group_size=128)
+    out = str(tmp_path / "mini-int8.mlpackage")
+    export_cli(ck_dir, out)  # default type: the checkpoint's INT8
+    m, spec, prog = load_program(out)
+    assert dict(spec.description.metadata.userDefined)["lance_quant.type"] == "int8"
+    ops = ops_by_name(prog)
+    ck = lq.Checkpoint(ck_dir)
+    for kind in KINDS:
+        sub = "self_attn" if kind in KINDS[:4] else "mlp"
+        op = ops[f"layers_1_{kind}_weight"]
+        d, s_, o = (op.data.val.astype(np.float32), op.scale.val.astype(np.float32), op.offset.val.astype(np.float32))
+        g = d.shape[1] // s_.shape[1]
+        w = np.repeat(s_, g, axis=1) * (d - np.repeat(o, g, axis=1))
+        assert np.array_equal(w, ck.dequantize(f"language_model.model.layers.1.{sub}.{kind}")), kind
+
+
 def consumers(prog):
     out = {}
     for op in prog.functions["main"].operations:

@@ -56,6 +56,22 @@ def test_custom_op_is_registered_and_traceable():
             q(x.cuda())
 
 
+def test_dlpack_without_copies(mini):
+    """Torch tensors go into the kernels in place (DLPack), results come back as shared memory."""
+    codes, scales, zeros, w = random_int4(16, 128, 64, seed=2)
+    p = lq.PackedLinear.from_int4(codes, scales, zeros, 64)
+    x = torch.randn(2, 128)
+    y = torch.full((2, 16), float("nan"))
+    p.apply(x, y)  # torch tensors passed directly: written in place
+    assert torch.isfinite(y).all() and ((y - x @ w.T).norm() / (x @ w.T).norm()).item() < 1e-2
+    model = lq.load(mini)
+    lg = model.logits(np.asarray(model.tokenize("a dog"), np.int32))
+    t = torch.from_dlpack(lg)
+    assert t.data_ptr() == lg.__array_interface__["data"][0]  # the same buffer, no copy
+    t[0, 0] = 123.0
+    assert lg[0, 0] == 123.0
+
+
 def test_names_match():
     assert names_match("model.layers.0.self_attn.q_proj", "language_model.model.layers.0.self_attn.q_proj")
     assert names_match("language_model.model.layers.0.mlp_moe_gen.up_proj",
