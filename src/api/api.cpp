@@ -6,12 +6,22 @@
 #include <filesystem>
 #include <fstream>
 
+#include <cstdio>
+#include <memory>
+#include <optional>
+
 #include "eval/fake_quant.h"
 #include "eval/locate.h"
+#include "eval/pictures.h"
 #include "eval/report.h"
+#include "eval/x2t_eval.h"
 #include "formats/fold_scales.h"
+#include "forward/gen_sequence.h"
 #include "forward/text.h"
+#include "forward/toy_vae.h"
 #include "io/error.h"
+#include "io/png.h"
+#include "media/video_writer.h"
 
 namespace lq::api {
 
@@ -98,10 +108,61 @@ T2iPlan plan_t2i(const std::string& model_dir, const T2iRequest& r) {
 }
 
 T2iResult text_to_image(const Model& m, const T2iRequest& r) {
+  GenRequest g;
+  static_cast<T2iRequest&>(g) = r;
+  GenResult res = generate_latents(m, g);
+  T2iResult out;
+  out.latents = std::move(res.latents);
+  out.grid = res.grid;
+  out.channels = res.channels;
+  out.steps = res.steps;
+  out.seconds = res.seconds;
+  return out;
+}
+
+// ---- generation with a VAE -----------------------------------------------------------------------
+
+vae::WanVae load_vae(const std::string& path, kernels::ConvBackend backend) {
+  if (path.empty()) fail("--vae", "no VAE path given");
+  return vae::WanVae::load(path, backend);
+}
+
+namespace {
+
+void check_task(const GenRequest& r) {
+  if (r.task != "t2i" && r.task != "t2v" && r.task != "edit")
+    fail("task", "expected t2i, t2v or edit, got '" + r.task + "'");
+  if (r.task == "t2v" && r.frames < 1) fail("--frames", "t2v needs --frames N (pixel frames; Lance uses 4k + 1)");
+  if (r.task != "t2v" && r.frames != 0) fail("--frames", "only for --task t2v");
+  if (r.task == "edit" && r.edit.image.empty() == r.edit.video.empty())
+    fail("edit", "give exactly one of --image SRC or --video SRC");
+  if (r.task != "edit" && (!r.edit.image.empty() || !r.edit.video.empty()))
+    fail("--image/--video", "only for --task edit or x2t");
+}
+
+}  // namespace
+
+T2iPlan plan_generation(const std::string& model_dir, const GenRequest& r) {
+  check_task(r);
+  T2iPlan p;
+  if (r.task == "edit") {  // the grid follows the source (known after encoding)
+    p.settings = fwd::load_t2i_settings(model_dir);
+    return p;
+  }
+  p = plan_t2i(model_dir, r);
+  if (r.task == "t2v") p.grid.t = (r.frames - 1) / 4 + 1;
+  return p;
+}
+
+GenResult generate_latents(const Model& m, const GenRequest& r, const vae::WanVae* vae) {
   if (r.prompt.empty()) fail("--prompt", "missing or empty");
-  const T2iPlan plan = plan_t2i(m.dir, r);
+  const T2iPlan plan = plan_generation(m.dir, r);
   const fwd::Engine& e = m.engine;
-  fwd::check_latent_grid(plan.grid, e.config());
+  const int channels = e.config().latent_channels;
+  if (r.task == "edit" && !vae) fail("--vae", "--task edit needs the Wan2.2 VAE (--vae PATH) to encode its source");
+  if (vae && vae->config().z_dim != channels)
+    fail(vae->source(), "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " +
+                            std::to_string(channels));
   fwd::SamplerOptions so = plan.settings.sampler;
   if (r.steps) so.steps = *r.steps;
   if (r.shift) so.shift = *r.shift;
@@ -113,19 +174,186 @@ T2iResult text_to_image(const Model& m, const T2iRequest& r) {
     const int steps = so.steps;
     so.on_step = [&r, steps](int step, double) { r.on_step(step, steps); };
   }
-  fwd::T2iPrompt prompt = fwd::t2i_prompt(m.tokenizer, r.prompt, plan.settings.instruction, plan.grid);
-  const int64_t needed = prompt.cond.noise_positions.back()[0] + 1;
-  if (needed > e.config().max_position_embeddings)
-    fail("--prompt", "the t2i sequence needs positions up to " + std::to_string(needed) +
-                         ", beyond max_position_embeddings = " + std::to_string(e.config().max_position_embeddings));
-  T2iResult out;
-  out.grid = plan.grid;
-  out.channels = e.config().latent_channels;
+  const int64_t limit = e.config().max_position_embeddings;
+
+  GenResult out;
+  out.task = r.task;
+  out.channels = channels;
   out.steps = so.steps;
   const auto t0 = std::chrono::steady_clock::now();
-  fwd::T2iSampler sampler(e, std::move(prompt));
-  out.latents = sampler.sample(fwd::normal_noise(r.seed, plan.grid.tokens() * out.channels), so);
+  std::unique_ptr<fwd::T2iSampler> sampler;
+  if (r.task == "edit") {
+    const fwd::EncodedSource src = fwd::encode_edit_source(*vae, r.edit, r.seed, r.show_progress);
+    out.grid = src.grid;
+    fwd::check_latent_grid(out.grid, e.config());
+    const fwd::ConditionedPrompt cp = fwd::edit_prompt(m.tokenizer, r.prompt, fwd::edit_instruction(src.vision_type), out.grid);
+    // Hook: with a native ViT, pass edit_prompt a vit_grid and prefix_chunk the reference rows.
+    const fwd::T2iPrompt prompt = cp.sampler_prompt();
+    for (const auto& p : cp.cond().positions)
+      for (int32_t v : p)
+        if (v >= limit)
+          fail("edit", "the sequence needs position " + std::to_string(v) + ", beyond max_position_embeddings = " +
+                           std::to_string(limit));
+    sampler = std::make_unique<fwd::T2iSampler>(e, prompt, cp.prefix_chunk(e, true, {&src.latents}, {}),
+                                                cp.prefix_chunk(e, false, {&src.latents}, {}));
+    out.edit = {{"source", r.edit.image.empty() ? r.edit.video : r.edit.image}, {"source_frames", src.frames},
+                {"source_size", {src.width, src.height}}, {"vit_reference", false}};
+  } else {
+    out.grid = plan.grid;
+    fwd::check_latent_grid(out.grid, e.config());
+    fwd::T2iPrompt prompt = fwd::t2i_prompt(m.tokenizer, r.prompt,
+                                            r.task == "t2v" ? plan.settings.t2v_instruction : plan.settings.instruction, out.grid);
+    const int64_t needed = prompt.cond.noise_positions.back()[0] + 1;
+    if (needed > limit)
+      fail("--prompt", "the " + r.task + " sequence needs positions up to " + std::to_string(needed) +
+                           ", beyond max_position_embeddings = " + std::to_string(limit));
+    sampler = std::make_unique<fwd::T2iSampler>(e, std::move(prompt));
+  }
+  out.latents = sampler->sample(fwd::normal_noise(r.seed, out.grid.tokens() * channels), so);
   out.seconds = seconds_since(t0);
+  return out;
+}
+
+namespace {
+
+void check_latents(const vae::WanVae& vae, const std::vector<float>& latents, const fwd::LatentGrid& g) {
+  const int z = vae.config().z_dim;
+  if (g.t < 1 || g.h < 1 || g.w < 1 || latents.size() != size_t(g.tokens()) * size_t(z))
+    fail("decode", "latents hold " + std::to_string(latents.size()) + " values; grid " + std::to_string(g.t) + "x" +
+                       std::to_string(g.h) + "x" + std::to_string(g.w) + " with the VAE's " + std::to_string(z) +
+                       " channels needs " + std::to_string(int64_t(g.tokens()) * z));
+}
+
+}  // namespace
+
+Frames decode_rgb8(const vae::WanVae& vae, const std::vector<float>& latents, const fwd::LatentGrid& g,
+                   const std::function<void(int, int)>& progress) {
+  check_latents(vae, latents, g);
+  const auto t0 = std::chrono::steady_clock::now();
+  Frames out;
+  vae.decode(
+      latents.data(), g.t, g.h, g.w,
+      [&](const float* rgb, int n, int H, int W) {
+        out.height = H;
+        out.width = W;
+        const std::vector<uint8_t> px = vae::to_rgb8(rgb, size_t(n) * H * W * 3);
+        out.rgb.insert(out.rgb.end(), px.begin(), px.end());
+        out.frames += n;
+      },
+      true, progress);
+  out.seconds = seconds_since(t0);
+  return out;
+}
+
+nlohmann::json write_visuals(const vae::WanVae& vae, const std::vector<float>& latents, const fwd::LatentGrid& grid,
+                             const VisualOutputs& out, const std::function<void(int, int)>& progress) {
+  check_latents(vae, latents, grid);
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!out.frames_dir.empty()) fs::create_directories(out.frames_dir);
+  std::unique_ptr<media::VideoWriter> mp4;
+  int frames = 0, width = 0, height = 0;
+  vae.decode(
+      latents.data(), grid.t, grid.h, grid.w,
+      [&](const float* rgb, int n, int H, int W) {
+        width = W;
+        height = H;
+        const std::vector<uint8_t> px = vae::to_rgb8(rgb, size_t(n) * H * W * 3);
+        for (int f = 0; f < n; ++f, ++frames) {
+          const uint8_t* frame = px.data() + size_t(f) * H * W * 3;
+          if (frames == 0 && !out.png.empty()) io::write_png_rgb(out.png, frame, W, H);
+          if (!out.frames_dir.empty()) {
+            char name[32];
+            std::snprintf(name, sizeof name, "frame_%04d.png", frames);
+            io::write_png_rgb((fs::path(out.frames_dir) / name).string(), frame, W, H);
+          }
+          if (!out.mp4.empty()) {
+            if (!mp4) mp4 = std::make_unique<media::VideoWriter>(out.mp4, W, H, media::VideoWriterOptions{out.fps});
+            mp4->add_frame(frame);
+          }
+        }
+      },
+      true, progress);
+  if (mp4) mp4->finish();
+  nlohmann::json j = {{"frames", frames}, {"width", width}, {"height", height}, {"decode_seconds", seconds_since(t0)}};
+  if (!out.png.empty()) j["png"] = out.png;
+  if (!out.mp4.empty()) j["mp4"] = out.mp4, j["fps"] = out.fps, j["codec"] = mp4 ? mp4->codec() : "";
+  if (!out.frames_dir.empty()) j["frames_dir"] = out.frames_dir;
+  return j;
+}
+
+Frames toy_decode_rgb8(const std::string& model_dir, const std::vector<float>& latents, const fwd::LatentGrid& grid,
+                       int channels, int scale) {
+  const fwd::T2iSettings s = fwd::load_t2i_settings(model_dir);
+  if (!s.has_toy_vae)
+    fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"): give the Wan2.2 VAE with --vae PATH");
+  const fwd::ToyVae toy{s.toy_patch, s.toy_mean, s.toy_std};
+  if (toy.patch * toy.patch * 3 != channels) fail("--png", "toy VAE patch does not match the latent channels");
+  if (scale < 1) fail("toy decode", "scale must be >= 1");
+  if (latents.size() != size_t(grid.tokens()) * size_t(channels)) fail("toy decode", "latents do not match the grid");
+  const auto pixels = fwd::toy_vae_decode(latents.data(), grid, toy);
+  Frames f;
+  f.width = grid.w * toy.patch * scale;
+  f.height = grid.h * toy.patch * scale;
+  f.frames = 1;
+  f.rgb = fwd::to_rgb8_upscaled(pixels, grid.w * toy.patch, grid.h * toy.patch, scale);
+  return f;
+}
+
+// ---- understanding: x2t ----------------------------------------------------------------------------
+
+vit::Vit load_vit(const std::string& model_dir, const std::string& vit_dir, fwd::WeightStorage storage) {
+  std::string where = vit_dir;
+  if (where.empty()) {
+    if (!vit::model_has_vit(model_dir))
+      fail("--task x2t", model_dir + " has no vit_model.* tensors: give the ViT directory with --vit DIR "
+                                     "(vit.safetensors + config.json, as Lance_3B keeps it)");
+    where = model_dir;
+  }
+  vit::VitLoadOptions vo;
+  vo.storage = storage;
+  return vit::Vit::load(where, vo);
+}
+
+nlohmann::json X2tResult::to_json() const {
+  return {{"prompt_tokens", prompt_tokens}, {"vit_tokens", vit_tokens},
+          {"grid_thw", {grid_thw[0], grid_thw[1], grid_thw[2]}}, {"frames", frames},
+          {"generated_ids", generated_ids}, {"text", text}, {"vit_seconds", vit_seconds}, {"seconds", seconds}};
+}
+
+X2tResult understand(const Model& m, const vit::Vit& v, const X2tRequest& r) {
+  if (r.image.empty() == r.video.empty()) fail("--task x2t", "give exactly one of --image FILE or --video FILE|DIR");
+  if (r.resolution < 0 || (r.resolution > 0 && r.resolution < 28)) fail("--resolution", "must be at least 28 pixels");
+  if (!(r.fps > 0)) fail("--fps", "must be positive");
+  if (r.prompt.empty()) fail("--prompt", "missing or empty");
+  if (r.max_new_tokens < 1) fail("--max-new-tokens", "must be >= 1");
+  const fwd::Engine& e = m.engine;
+  vit::check_vit_matches(v, e);
+  const bool image = !r.image.empty();
+  vit::X2tSettings xs;
+  if (r.resolution > 0) xs.image_resolution = xs.video_resolution = r.resolution;
+  xs.folder_fps = r.fps;
+  vit::X2tItem item;
+  item.kind = image ? vit::MediaKind::Image : vit::MediaKind::Video;
+  item.path = image ? r.image : r.video;
+  item.question = r.prompt;
+  item.system = r.system;
+  const auto t0 = std::chrono::steady_clock::now();
+  const vit::VitFeatures f = vit::encode_media(v, item.kind, item.path, xs);
+  X2tResult out;
+  out.vit_seconds = seconds_since(t0);
+  const vit::X2tSample s = vit::x2t_sample(e, m.tokenizer, f, item, vit::temporal_step(m.dir, v.config()));
+  fwd::GreedyOptions g;
+  g.max_new_tokens = r.max_new_tokens;
+  g.vocab_limit = e.config().len_tokenizer;
+  if (const auto end = m.tokenizer.token_id("<|im_end|>")) g.stop_id = *end;
+  const auto t1 = std::chrono::steady_clock::now();
+  out.generated_ids = fwd::greedy_decode_chunk(e, s.chunk, s.prompt.next_position, g);
+  out.seconds = seconds_since(t1);
+  out.text = m.tokenizer.decode(out.generated_ids);
+  out.prompt_tokens = int64_t(s.prompt.ids.size());
+  out.vit_tokens = s.prompt.vision_tokens;
+  out.grid_thw = f.merged_grid;
+  out.frames = f.frames;
   return out;
 }
 
@@ -171,7 +399,23 @@ CalibrateResult calibrate(const CalibrateRequest& r, const std::function<void(in
   calib::CalibOptions o = r.options;
   if (o.capture) check_output(r.out, r.force);
 
+  const bool any_x2t =
+      std::any_of(r.sources.begin(), r.sources.end(), [](const calib::Source& s) { return calib::is_x2t(s.kind); });
+  if (!any_x2t && (!r.vit_dir.empty() || r.x2t_resolution))
+    fail("calibrate --vit", "only used by x2t_image / x2t_video sources");
+  if (r.x2t_resolution && r.x2t_resolution < 28) fail("calibrate --x2t-resolution", "must be at least 28 pixels");
   const auto t0 = std::chrono::steady_clock::now();
+  std::optional<vit::Vit> vit_model;
+  if (any_x2t) {
+    if (r.vit_dir.empty() && !vit::model_has_vit(r.model_dir))
+      fail("calibrate", "x2t sources need the ViT: give --vit DIR (vit.safetensors + config.json) or a checkpoint with vit_model.* tensors");
+    vit::VitLoadOptions vo;
+    vo.storage = r.load.storage;
+    vo.release_pages = r.load.release_layer_pages;
+    vit_model.emplace(vit::Vit::load(r.vit_dir.empty() ? r.model_dir : r.vit_dir, vo));
+    o.vit = &*vit_model;
+    if (r.x2t_resolution) o.x2t.image_resolution = o.x2t.video_resolution = r.x2t_resolution;
+  }
   fwd::Engine engine = fwd::Engine::load(r.model_dir, r.load);
   const tok::Tokenizer tokenizer = tok::Tokenizer::load(r.model_dir);
   o.sampler = fwd::load_t2i_settings(r.model_dir).sampler;
@@ -275,6 +519,20 @@ EvalOutcome evaluate(EvalRequest c) {
   c.options.sampler = t2i.sampler;
   if (c.steps) c.options.sampler.steps = *c.steps;
 
+  // The VAE, the x2t items (their media) and the ViT are checked before the long evaluation starts.
+  std::optional<vae::WanVae> vae;
+  if (!c.vae.empty()) vae.emplace(vae::WanVae::load(c.vae));
+  if (!c.vit_quant.empty() && c.vit_quant != "int4") fail("eval --vit-quant", "expected int4, got '" + c.vit_quant + "'");
+  std::vector<vit::X2tItem> x2t_items;
+  if (!c.x2t_image.empty()) x2t_items = vit::read_x2t_jsonl(c.x2t_image, vit::MediaKind::Image);
+  if (!c.x2t_video.empty())
+    for (auto& it : vit::read_x2t_jsonl(c.x2t_video, vit::MediaKind::Video)) x2t_items.push_back(std::move(it));
+  if (c.max_x2t > 0 && int(x2t_items.size()) > c.max_x2t) x2t_items.resize(size_t(c.max_x2t));
+  if (x2t_items.empty() && (!c.vit.empty() || !c.vit_quant.empty()))
+    fail("eval --vit", "only used with --x2t-image / --x2t-video");
+  if (!x2t_items.empty() && c.vit.empty() && !vit::model_has_vit(c.base))
+    fail("eval", "x2t data needs the ViT: --vit DIR (vit.safetensors + config.json) or a BASE with vit_model.* tensors");
+
   const auto t0 = std::chrono::steady_clock::now();
   const tok::Tokenizer tok = tok::Tokenizer::load(c.base);
   fwd::LoadOptions load;
@@ -286,8 +544,40 @@ EvalOutcome evaluate(EvalRequest c) {
   if (!c.fake_quant.empty()) eval::fake_quantize_engine(quant, eval::parse_fake_quant(c.fake_quant, "eval --fake-quant"));
   else c.options.quant_folds = formats::read_fold_scales(c.quant);  // AWQ checkpoints: per-linear errors in the original basis
 
+  std::optional<vit::Vit> base_vit, quant_vit;
+  std::string vit_note;
+  if (!x2t_items.empty()) {
+    vit::VitLoadOptions vo;
+    vo.storage = c.storage;
+    const std::string where = c.vit.empty() ? c.base : c.vit;
+    base_vit.emplace(vit::Vit::load(where, vo));
+    if (c.vit_quant == "int4") {
+      quant_vit.emplace(vit::Vit::load(where, vo));
+      vit_note = "ViT linears RTN INT4 at load (" + vit::quantize_linears_rtn_int4(*quant_vit) + ")";
+    }
+  }
+
   EvalOutcome out;
   out.result = eval::evaluate(base, quant, tok, t2i, c.data, c.options);
+  eval::EvalResult& r = out.result;
+  if (!x2t_items.empty()) {
+    vit::X2tSettings xs;
+    if (c.x2t_resolution) xs.image_resolution = xs.video_resolution = c.x2t_resolution;
+    int done = 0;
+    r.x2t = eval::evaluate_x2t(base, quant, *base_vit, quant_vit ? *quant_vit : *base_vit, tok, x2t_items, xs,
+                               vit::temporal_step(c.base, base_vit->config()), c.options.max_new_tokens, [&] {
+                                 if (c.options.progress) c.options.progress(++done, int64_t(x2t_items.size()), "x2t");
+                               });
+    r.x2t.quant_vit_note = vit_note;
+    r.has_x2t = true;
+  }
+  if (vae && r.has_gen) {
+    if (vae->config().z_dim != base.config().latent_channels)
+      fail(c.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " +
+                      std::to_string(base.config().latent_channels));
+    fs::create_directories(c.out);
+    eval::compare_pictures(*vae, r.gen, (fs::path(c.out) / "t2i_side_by_side.png").string());
+  }
 
   eval::ReportMeta meta;
   meta.base_dir = c.base;
@@ -298,7 +588,7 @@ EvalOutcome evaluate(EvalRequest c) {
   meta.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   meta.toy_vae = t2i.has_toy_vae;
   meta.t2i = t2i;
-  eval::write_report(c.out, out.result, meta);
+  eval::write_report(c.out, r, meta);
   std::ifstream written(fs::path(c.out) / "report.json");  // exactly what the CLI leaves behind
   out.report = nlohmann::json::parse(written);
   out.report_md = (fs::path(c.out) / "report.md").string();

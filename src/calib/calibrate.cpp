@@ -1,11 +1,15 @@
 #include "calib/calibrate.h"
 
 #include <algorithm>
+#include <cmath>
+#include <optional>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "forward/edit_source.h"
+#include "forward/gen_sequence.h"
 #include "forward/prompts.h"
 #include "forward/t2i.h"
 #include "io/error.h"
@@ -15,6 +19,7 @@
 #include "model/spec.h"
 #include "num/formats.h"
 #include "tokenizer/tokenizer.h"
+#include "vae/wan_vae.h"
 
 namespace lq::calib {
 
@@ -25,20 +30,31 @@ const char* source_kind_name(SourceKind k) {
     case SourceKind::Text: return "text";
     case SourceKind::Chat: return "chat";
     case SourceKind::T2i: return "t2i";
+    case SourceKind::T2v: return "t2v";
+    case SourceKind::ImageEdit: return "image_edit";
+    case SourceKind::VideoEdit: return "video_edit";
+    case SourceKind::X2tImage: return "x2t_image";
+    case SourceKind::X2tVideo: return "x2t_video";
   }
   return "?";
 }
 
 Source parse_source(const std::string& arg) {
   const auto colon = arg.find(':');
-  if (colon == std::string::npos) fail("--calib " + arg, "expected KIND:FILE with KIND one of text, chat, t2i");
+  if (colon == std::string::npos)
+    fail("--calib " + arg, "expected KIND:FILE with KIND one of text, chat, t2i, t2v, image_edit, video_edit, x2t_image, x2t_video");
   const std::string kind = arg.substr(0, colon), path = arg.substr(colon + 1);
   Source s;
   s.path = path;
   if (kind == "text") s.kind = SourceKind::Text;
   else if (kind == "chat") s.kind = SourceKind::Chat;
   else if (kind == "t2i") s.kind = SourceKind::T2i;
-  else fail("--calib " + arg, "unknown kind '" + kind + "' (expected text, chat or t2i)");
+  else if (kind == "t2v") s.kind = SourceKind::T2v;
+  else if (kind == "image_edit") s.kind = SourceKind::ImageEdit;
+  else if (kind == "video_edit") s.kind = SourceKind::VideoEdit;
+  else if (kind == "x2t_image") s.kind = SourceKind::X2tImage;
+  else if (kind == "x2t_video") s.kind = SourceKind::X2tVideo;
+  else fail("--calib " + arg, "unknown kind '" + kind + "' (expected text, chat, t2i, t2v, image_edit, video_edit, x2t_image or x2t_video)");
   if (!fs::is_regular_file(path)) fail("--calib " + arg, "file not found: " + path);
   return s;
 }
@@ -106,14 +122,73 @@ std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tok, c
     case SourceKind::Text: out = text_samples(io::read_file(src.path, "calibration file"), tok, o); break;
     case SourceKind::Chat: out = chat_samples(src.path, tok, o); break;
     case SourceKind::T2i:
+    case SourceKind::T2v:
       for (const auto& line : io::nonempty_lines(io::read_file(src.path, "calibration file"))) {
         if (o.max_prompts > 0 && int64_t(out.size()) >= o.max_prompts) break;
-        out.push_back({SourceKind::T2i, {}, line});
+        out.push_back({src.kind, {}, line, {}});
+      }
+      break;
+    case SourceKind::ImageEdit:
+    case SourceKind::VideoEdit: {
+      const char* key = src.kind == SourceKind::ImageEdit ? "image" : "video";
+      for (const auto& [line_no, j] : io::read_jsonl_objects(src.path, "calibration file")) {
+        if (o.max_prompts > 0 && int64_t(out.size()) >= o.max_prompts) break;
+        const std::string where = src.path + ":" + std::to_string(line_no);
+        if (!j.contains(key) || !j[key].is_string() || !j.contains("prompt") || !j["prompt"].is_string())
+          fail(where, std::string("expected {\"") + key + "\": path, \"prompt\": instruction}");
+        fs::path media = j[key].get<std::string>();
+        if (media.is_relative()) media = fs::path(src.path).parent_path() / media;
+        if (!fs::exists(media)) fail(where, std::string(key) + " not found: " + media.string());
+        out.push_back({src.kind, {}, j["prompt"].get<std::string>(), media.string()});
+      }
+      break;
+    }
+    case SourceKind::X2tImage:
+    case SourceKind::X2tVideo:
+      for (auto& item : vit::read_x2t_jsonl(src.path, src.kind == SourceKind::X2tImage ? vit::MediaKind::Image : vit::MediaKind::Video)) {
+        if (o.max_prompts > 0 && int64_t(out.size()) >= o.max_prompts) break;
+        Sample s{src.kind, {}, {}, {}, std::move(item)};
+        out.push_back(std::move(s));
       }
       break;
   }
   if (out.empty()) fail(src.path, std::string("no calibration samples in this ") + source_kind_name(src.kind) + " file");
   return out;
+}
+
+namespace {
+// Content digest of an image or video file, or of every file of a folder of frames (sorted by name).
+std::string media_digest(const std::string& path) {
+  if (!fs::is_directory(path)) return digest_hex(io::read_file(path, "medium"));
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(path))
+    if (e.is_regular_file()) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  std::string all;
+  for (const auto& f : files) all += fs::path(f).filename().string() + digest_hex(io::read_file(f, "frame"));
+  return digest_hex(all);
+}
+}  // namespace
+
+bool is_x2t(SourceKind k) { return k == SourceKind::X2tImage || k == SourceKind::X2tVideo; }
+
+fwd::Chunk x2t_calibration_chunk(const fwd::Engine& e, const tok::Tokenizer& t, vit::FeatureCache& cache,
+                                 const vit::X2tItem& item, int temporal_step) {
+  const vit::VitFeatures& f = cache.get(item.kind, item.path);
+  vit::X2tSample s = vit::x2t_sample(e, t, f, item, temporal_step);
+  if (item.answer.empty()) return std::move(s.chunk);
+  // The answer continues the last (causal) split, as generated text would.
+  const std::vector<int32_t> ans = t.encode(item.answer + "<|im_end|>");
+  const int64_t H = e.config().hidden_size, n0 = s.chunk.rows(), na = int64_t(ans.size());
+  if (s.prompt.next_position + na > e.config().max_position_embeddings)
+    fail(item.path, "question and answer exceed max_position_embeddings");
+  s.chunk.embeddings.resize(size_t((n0 + na) * H));
+  e.embed_tokens(ans.data(), na, s.chunk.embeddings.data() + n0 * H);
+  s.chunk.paths.resize(size_t(n0 + na), fwd::Path::Und);
+  const auto pos = fwd::text_positions(na, s.prompt.next_position);
+  s.chunk.positions.insert(s.chunk.positions.end(), pos.begin(), pos.end());
+  s.chunk.splits.back().len += na;
+  return std::move(s.chunk);
 }
 
 namespace {
@@ -126,14 +201,34 @@ void run_token_sample(const fwd::Engine& e, const std::vector<int32_t>& ids) {
   e.forward(chunk, nullptr, fwd::CacheWrite::No);
 }
 
-void run_t2i_sample(const fwd::Engine& e, const tok::Tokenizer& tok, const fwd::T2iSettings& t2i, const std::string& caption,
-                    uint64_t seed, const fwd::SamplerOptions& sampler, StatsObserver& obs) {
-  fwd::check_latent_grid(t2i.grid, e.config());
+void run_t2i_sample(const fwd::Engine& e, const tok::Tokenizer& tok, const std::string& instruction, const fwd::LatentGrid& grid,
+                    const std::string& caption, uint64_t seed, const fwd::SamplerOptions& sampler, StatsObserver& obs) {
+  fwd::check_latent_grid(grid, e.config());
   obs.set_tau(-1.0);  // the prefix prefill is text (und rows)
-  fwd::T2iSampler s(e, fwd::t2i_prompt(tok, caption, t2i.instruction, t2i.grid));
+  fwd::T2iSampler s(e, fwd::t2i_prompt(tok, caption, instruction, grid));
   fwd::SamplerOptions o = sampler;
   o.on_step = [&obs](int, double tau) { obs.set_tau(tau); };
-  s.sample(fwd::normal_noise(seed, t2i.grid.tokens() * e.config().latent_channels), o);
+  s.sample(fwd::normal_noise(seed, grid.tokens() * e.config().latent_channels), o);
+  obs.set_tau(-1.0);
+}
+
+// An edit through the sampler: the clean source rows are computed with the prefix (observed at tau 0),
+// the target rows at every step.
+void run_edit_sample(const fwd::Engine& e, const tok::Tokenizer& tok, const vae::WanVae& vae, const Sample& s, const fwd::LatentGrid& t2i_grid,
+                     const CalibOptions& co, uint64_t seed, StatsObserver& obs) {
+  fwd::EditSource src;
+  (s.kind == SourceKind::ImageEdit ? src.image : src.video) = s.media;
+  src.resolution = co.edit_resolution > 0 ? co.edit_resolution : 16 * int(std::lround(std::sqrt(double(t2i_grid.h) * t2i_grid.w)));
+  src.max_frames = co.edit_max_frames;
+  const fwd::EncodedSource enc = fwd::encode_edit_source(vae, src, seed, false);
+  fwd::check_latent_grid(enc.grid, e.config());
+  const fwd::ConditionedPrompt cp = fwd::edit_prompt(tok, s.caption, fwd::edit_instruction(enc.vision_type), enc.grid);
+  obs.set_tau(0.0);  // clean condition rows enter at tau = 0
+  fwd::T2iSampler sampler(e, cp.sampler_prompt(), cp.prefix_chunk(e, true, {&enc.latents}, {}),
+                          cp.prefix_chunk(e, false, {&enc.latents}, {}));
+  fwd::SamplerOptions o = co.sampler;
+  o.on_step = [&obs](int, double tau) { obs.set_tau(tau); };
+  sampler.sample(fwd::normal_noise(seed, enc.grid.tokens() * e.config().latent_channels), o);
   obs.set_tau(-1.0);
 }
 
@@ -149,13 +244,41 @@ StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok
   std::vector<Sample> samples;
   for (const auto& src : sources) {
     auto s = load_samples(src, tokenizer, o);
-    stats.data_sources.push_back(std::string(source_kind_name(src.kind)) + ":" + digest_hex(io::read_file(src.path)) + ":" +
+    std::string content = io::read_file(src.path);
+    if (is_x2t(src.kind)) {  // the media are part of the data's identity
+      if (!o.vit) fail("--calib " + src.path, "x2t sources need the ViT (--vit DIR, or a checkpoint with vit_model.* tensors)");
+      for (const auto& smp : s) content += media_digest(smp.x2t.path);
+    }
+    stats.data_sources.push_back(std::string(source_kind_name(src.kind)) + ":" + digest_hex(content) + ":" +
                                  fs::path(src.path).filename().string() + ":shard" + std::to_string(o.shard_index) + "/" +
                                  std::to_string(o.shard_count));
     samples.insert(samples.end(), std::make_move_iterator(s.begin()), std::make_move_iterator(s.end()));
   }
   std::sort(stats.data_sources.begin(), stats.data_sources.end());
   const fwd::T2iSettings t2i = fwd::load_t2i_settings(model_dir);
+  const fwd::LatentGrid t2v_grid = t2v_calib_grid(t2i.grid, engine.config().max_latent_frames, o.t2v_frames);
+  // Edits need the VAE: checked before any sample runs.
+  std::optional<vae::WanVae> vae;
+  const bool edits = std::any_of(samples.begin(), samples.end(), [](const Sample& s) {
+    return s.kind == SourceKind::ImageEdit || s.kind == SourceKind::VideoEdit;
+  });
+  if (edits) {
+    if (o.vae.empty()) fail("calibrate", "image_edit / video_edit sources need the Wan2.2 VAE (--vae PATH) to encode their sources");
+    vae.emplace(vae::WanVae::load(o.vae));
+    if (vae->config().z_dim != engine.config().latent_channels)
+      fail(o.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " +
+                      std::to_string(engine.config().latent_channels));
+    stats.extra_metadata["vae"] = fs::path(o.vae).filename().string();
+  }
+  if (std::any_of(samples.begin(), samples.end(), [](const Sample& s) { return s.kind == SourceKind::T2v; }))
+    stats.extra_metadata["t2v_grid"] = std::to_string(t2v_grid.t) + "x" + std::to_string(t2v_grid.h) + "x" + std::to_string(t2v_grid.w);
+  std::unique_ptr<vit::FeatureCache> features;
+  int step = 2;
+  if (o.vit) {
+    vit::check_vit_matches(*o.vit, engine);
+    features = std::make_unique<vit::FeatureCache>(*o.vit, o.x2t);
+    step = vit::temporal_step(model_dir, o.vit->config());
+  }
   StatsObserver obs(stats, o.hessian);
   struct ObserverScope {  // detach even when a sample throws
     fwd::Engine& e;
@@ -168,12 +291,32 @@ StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok
   for (size_t k = 0; k < samples.size(); ++k) {
     if (int64_t(k % size_t(o.shard_count)) != o.shard_index) continue;
     const Sample& s = samples[k];
-    if (s.kind == SourceKind::T2i) run_t2i_sample(engine, tokenizer, t2i, s.caption, o.seed + k, o.sampler, obs);
-    else run_token_sample(engine, s.ids);
+    switch (s.kind) {
+      case SourceKind::T2i: run_t2i_sample(engine, tokenizer, t2i.instruction, t2i.grid, s.caption, o.seed + k, o.sampler, obs); break;
+      case SourceKind::T2v: run_t2i_sample(engine, tokenizer, t2i.t2v_instruction, t2v_grid, s.caption, o.seed + k, o.sampler, obs); break;
+      case SourceKind::ImageEdit:
+      case SourceKind::VideoEdit: run_edit_sample(engine, tokenizer, *vae, s, t2i.grid, o, o.seed + k, obs); break;
+      case SourceKind::X2tImage:
+      case SourceKind::X2tVideo:
+        // The ViT's own linears are not targets (nothing observes them); the prompt prefill is observed.
+        engine.forward(x2t_calibration_chunk(engine, tokenizer, *features, s.x2t, step), nullptr, fwd::CacheWrite::No);
+        break;
+      default: run_token_sample(engine, s.ids);
+    }
     if (o.progress) o.progress(++done, mine);
   }
   stats.extra_metadata["shard"] = std::to_string(o.shard_index) + "/" + std::to_string(o.shard_count);
   return stats;
+}
+
+fwd::LatentGrid t2v_calib_grid(const fwd::LatentGrid& g, int max_latent_frames, int t2v_frames) {
+  const int max_t = std::max(1, max_latent_frames);
+  const int frames = t2v_frames > 0 ? t2v_frames : std::min(17, 4 * (max_t - 1) + 1);
+  const int t = (frames - 1) / 4 + 1;
+  if (frames < 1 || t > max_t)
+    fail("--t2v-frames", std::to_string(frames) + " frames need " + std::to_string(t) + " latent frames; the model allows " +
+                             std::to_string(max_t) + " (max_num_latent_frames)");
+  return {t, g.h, g.w};
 }
 
 std::vector<std::string> uncovered_linears(const StatsFile& stats, const std::string& model_dir) {

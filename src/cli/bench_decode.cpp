@@ -48,19 +48,21 @@ struct Options {
   std::vector<fwd::HeadFormat> quant_heads = {fwd::HeadFormat::Stored};  // one quantized run per entry
 };
 
-const char* head_name(fwd::HeadFormat h) { return h == fwd::HeadFormat::Int4 ? "int4" : "stored"; }
+const char* head_name(fwd::HeadFormat h) {
+  return h == fwd::HeadFormat::Int4 ? "int4" : h == fwd::HeadFormat::Int8 ? "int8" : "stored";
+}
 
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: lance-quant bench decode BASE_DIR QUANT_DIR [--prompt-tokens N] [--decode-tokens N]\n"
-               "                                [--layers L] [--threads N] [--quant-head stored,int4] [--rounds R]\n"
+               "                                [--layers L] [--threads N] [--quant-head stored,int8,int4] [--rounds R]\n"
                "                                [--json]\n\n"
                "Greedy decode (und path, KV cache, lm_head) of a full-precision model (bf16 weights) and a\n"
                "quantized checkpoint, each in its own child process: decode tokens/s, their ratio, the lm_head's\n"
                "share of decode time, and resident memory (peak and at the end; anonymous vs file-backed)\n"
                "against the checkpoint's size on disk. --layers L loads only the first L decoder layers.\n"
-               "--quant-head: the quantized model's lm_head as stored (bf16) and / or quantized at load to INT4\n"
-               "(run --head int4); one quantized run per entry, all in this invocation.\n"
+               "--quant-head: the quantized model's lm_head as stored (bf16) and / or quantized at load to INT8 / INT4\n"
+               "(run --head int8|int4); one quantized run per entry, all in this invocation.\n"
                "--rounds R (default 3): every model stays loaded in its child and decodes R times, the models\n"
                "taking turns, so drift of the machine's memory bandwidth hits all alike; decode/s is the best\n"
                "round (the median is reported beside it).\n");
@@ -280,7 +282,7 @@ int bench_decode(const Args& args) {
       std::string list = r.value() + ",";
       for (size_t b = 0, e; (e = list.find(',', b)) != std::string::npos; b = e + 1)
         if (e > b) o.quant_heads.push_back(fwd::parse_head_format(list.substr(b, e - b)));
-      if (o.quant_heads.empty()) fail("bench decode --quant-head", "expected stored, int4 or stored,int4");
+      if (o.quant_heads.empty()) fail("bench decode --quant-head", "expected a list of stored, int8, int4");
     }
     else if (r.positional() && o.base.empty()) o.base = r.current();
     else if (r.positional() && o.quant.empty()) o.quant = r.current();

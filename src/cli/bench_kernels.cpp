@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -38,7 +39,22 @@ struct Options {
   std::vector<int64_t> batches = {1, 2, 4, 8, 16, 32, 64};
   std::string kernels;  // comma-separated kind names; empty: all
   int rounds = 3;       // every measurement repeated, interleaved with the others; the best is kept
+  std::vector<std::string> gemm_paths;  // --gemm-paths: each kernel on each GEMM path (empty: the current one)
+  bool cpu_time = false;                // --cpu-time: process CPU seconds instead of wall seconds
 };
+
+// Wall or process CPU time (all threads). On a machine shared with other jobs a process may get a
+// small fraction of the cores: CPU time then measures the work of a call where wall time measures
+// the scheduler (with --threads 1 it is the call's single-thread time).
+bool g_cpu_time = false;
+double now_seconds() {
+  if (g_cpu_time) {
+    timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  }
+  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+}
 
 // "a,b,c" -> integers (each positive), naming the flag in errors.
 std::vector<int64_t> parse_list(const std::string& text, const std::string& flag) {
@@ -142,6 +158,7 @@ const char* kind_name(Kind k) {
 // One weight of a kind, replicated `copies` times so the cycle does not fit the caches.
 struct Weights {
   Kind kind;
+  std::string gemm;  // GEMM path this entry runs on ("" = the current one)
   std::vector<std::vector<uint8_t>> dense;   // f32 / bf16 bytes per copy
   std::vector<kernels::Q4Matrix> q4;         // per copy
   int64_t rows = 0, cols = 0;
@@ -159,7 +176,7 @@ struct Weights {
 };
 
 Weights make_weights(Kind kind, Shape s, int64_t working_set_bytes, std::mt19937& rng) {
-  Weights w{kind, {}, {}, s.out, s.in, 0};
+  Weights w{kind, "", {}, {}, s.out, s.in, 0};
   const size_t numel = size_t(s.out * s.in);
   if (kind == Kind::F32 || kind == Kind::BF16) {
     std::vector<float> f(numel);
@@ -195,15 +212,33 @@ Weights make_weights(Kind kind, Shape s, int64_t working_set_bytes, std::mt19937
   return w;
 }
 
-// Seconds per call: repeated cycles over the copies until min_seconds, then the best cycle's mean.
+// Seconds per call. Up to kCycleMaxTokens tokens (memory-bound): repeated cycles over the copies until
+// min_seconds, then the best cycle's mean. Beyond (compute-bound: a call reuses each weight for every
+// token and takes far longer than reading it): calls in turn over the copies until min_seconds and at
+// least 3 calls, the best call.
+constexpr int64_t kCycleMaxTokens = 32;
+
 double time_per_call(const Weights& w, const float* x, int64_t n, float* y, double min_seconds) {
+  if (!w.gemm.empty()) kernels::set_gemm_path(w.gemm);
+  if (n > kCycleMaxTokens) {
+    w.apply(0, x, n, y);  // warm up
+    double best = 1e30, total = 0.0;
+    for (size_t call = 0; total < min_seconds || call < 3; ++call) {
+      const double t0 = now_seconds();
+      w.apply(call % w.copies(), x, n, y);
+      const double s = now_seconds() - t0;
+      best = std::min(best, s);
+      total += s;
+    }
+    return best;
+  }
   for (size_t c = 0; c < w.copies(); ++c) w.apply(c, x, n, y);  // warm up (page faults, pool)
   double best = 1e30, total = 0.0;
   int cycles = 0;
   while (total < min_seconds || cycles < 3) {
-    const auto t0 = Clock::now();
+    const double t0 = now_seconds();
     for (size_t c = 0; c < w.copies(); ++c) w.apply(c, x, n, y);
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    const double s = now_seconds() - t0;
     best = std::min(best, s / double(w.copies()));
     total += s;
     ++cycles;
@@ -216,11 +251,17 @@ void usage(FILE* out) {
                "usage: lance-quant bench kernels [--json] [--working-set-mb N] [--min-seconds S] [--rounds N]\n"
                "                                 [--shapes INxOUT,...] [--batches N,...] [--threads N]\n"
                "                                 [--kernels f32,bf16,int4-g64,int4-g128,nvfp4] [--int8-max-tokens N]\n"
+               "                                 [--gemm-paths avx2,avx512,amx,...] [--cpu-time]\n"
                "  times f32, bf16, int4 g64, int4 g128 and nvfp4 linears on Lance's shapes (2048->2048,\n"
                "  2048->256, 2048->11008, 11008->2048) at batch 1..64; weights cycle through a working set of\n"
                "  N MiB (default 256) so they come from memory; reports bytes/s against a streaming-read probe\n"
                "  and each 4-bit kernel's speed-up over bf16. Every number is the best of --rounds (default 3)\n"
-               "  interleaved rounds (probe, then every kernel), so drift on a shared machine hits all alike.\n");
+               "  interleaved rounds (probe, then every kernel), so drift on a shared machine hits all alike.\n"
+               "  Above 32 tokens (compute-bound) a number is the best single call, calls rotating over the copies.\n"
+               "  --gemm-paths runs every kernel on each listed GEMM path (kernels::gemm_path(): the dense GEMM and\n"
+               "  the 4-bit kernels above --int8-max-tokens), interleaved; vs-bf16 is then against bf16 on the\n"
+               "  first listed path. --cpu-time: process CPU seconds (all threads) instead of wall seconds, for\n"
+               "  machines shared with other jobs (with --threads 1: each call's single-thread time).\n");
 }
 
 }  // namespace
@@ -237,12 +278,26 @@ int bench_kernels(const Args& args) {
     else if (r.is("--batches")) o.batches = parse_list(r.value(), "--batches");
     else if (r.is("--kernels")) o.kernels = r.value();
     else if (r.is("--int8-max-tokens")) kernels::set_q4_int8_max_tokens(r.int_value());
+    else if (r.is("--cpu-time")) o.cpu_time = true;
+    else if (r.is("--gemm-paths")) {
+      const std::string list = r.value();
+      for (size_t b = 0; b <= list.size();) {
+        const size_t e = std::min(list.find(',', b), list.size());
+        if (e > b) {
+          kernels::set_gemm_path(list.substr(b, e - b));  // checks the name and that this CPU runs it
+          o.gemm_paths.push_back(list.substr(b, e - b));
+        }
+        b = e + 1;
+      }
+      kernels::set_gemm_path("");
+    }
     else if (r.is("--threads")) kernels::set_num_threads(int(parse_list(r.value(), "--threads").at(0)));
     else if (r.is("-h") || r.is("--help")) { usage(stdout); return 0; }
     else r.unknown();
   }
   if (o.working_set_mb < 1) fail("bench kernels --working-set-mb", "must be at least 1");
   if (o.rounds < 1) fail("bench kernels --rounds", "must be at least 1");
+  g_cpu_time = o.cpu_time;
   const std::vector<uint64_t> probe_buf(size_t(std::max<int64_t>(o.working_set_mb, 256) << 20) / sizeof(uint64_t), 1);
   double bw = 0.0;
   const std::vector<Shape>& shapes = o.shapes;
@@ -264,19 +319,30 @@ int bench_kernels(const Args& args) {
     Shape shape;
     int64_t batch;
     Kind kind;
+    std::string gemm;
     uint64_t bytes;
     double seconds;
   };
   std::vector<Result> results;
   for (const Shape& s : shapes) {
     std::vector<Weights> ws;
-    for (Kind k : kinds) ws.push_back(make_weights(k, s, o.working_set_mb << 20, rng));
+    for (Kind k : kinds) {
+      Weights w = make_weights(k, s, o.working_set_mb << 20, rng);
+      if (o.gemm_paths.empty()) {
+        ws.push_back(std::move(w));
+        continue;
+      }
+      for (const std::string& p : o.gemm_paths) {
+        ws.push_back(w);
+        ws.back().gemm = p;
+      }
+    }
     std::vector<float> x(size_t(max_batch * s.in)), y(size_t(max_batch * s.out));
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (auto& v : x) v = nd(rng);
     const size_t first = results.size();
     for (int64_t n : batches)
-      for (const Weights& w : ws) results.push_back({s, n, w.kind, w.bytes, 1e30});
+      for (const Weights& w : ws) results.push_back({s, n, w.kind, w.gemm, w.bytes, 1e30});
     for (int round = 0; round < o.rounds; ++round) {
       bw = std::max(bw, read_bandwidth(probe_buf));
       size_t k = first;
@@ -289,37 +355,48 @@ int bench_kernels(const Args& args) {
   }
   nlohmann::json rows = nlohmann::json::array();
   if (!o.json) {
-    std::printf("threads %d, dense %s, 4-bit %s (int8 activations up to %lld tokens), read bandwidth %.2f GB/s\n"
+    if (o.cpu_time) std::printf("times are process CPU seconds (--cpu-time), not wall time\n");
+    std::printf("threads %d, dense %s, GEMM %s, 4-bit %s (int8 activations up to %lld tokens), read bandwidth %.2f GB/s\n"
                 "each kernel cycles through copies of its weight totalling >= %lld MiB (L3 is 32 MiB), so weights come\n"
                 "from DRAM; best of %d interleaved rounds for every number, the bandwidth probe included\n",
-                kernels::num_threads(), kernels::simd_path(), kernels::q4_simd_path(),
+                kernels::num_threads(), kernels::simd_path(), kernels::gemm_path(), kernels::q4_simd_path(),
                 (long long)kernels::q4_int8_max_tokens(), bw / 1e9, (long long)o.working_set_mb, o.rounds);
-    std::printf("%-13s %5s %-10s %11s %9s %8s %8s %8s\n", "shape", "batch", "kernel", "us/call", "GB/s", "of-bw",
+    std::printf("%-13s %5s %-16s %11s %9s %8s %8s %8s\n", "shape", "batch", "kernel", "us/call", "GB/s", "of-bw",
                 "GFLOP/s", "vs-bf16");
   }
-  double bf16_s = 0.0;
+  // vs-bf16: against the bf16 row of the same shape and batch (on the first listed GEMM path).
+  auto bf16_time = [&](const Result& r) {
+    for (const Result& b : results)
+      if (b.kind == Kind::BF16 && b.batch == r.batch && b.shape.in == r.shape.in && b.shape.out == r.shape.out &&
+          (o.gemm_paths.empty() || b.gemm == o.gemm_paths.front()))
+        return b.seconds;
+    return 0.0;
+  };
   for (const Result& r : results) {
     const double t = r.seconds;
-    if (r.kind == Kind::F32) bf16_s = 0.0;  // kinds are in order: f32, bf16, 4-bit ones
-    if (r.kind == Kind::BF16) bf16_s = t;
+    const double bf16_s = bf16_time(r);
     const double gbs = double(r.bytes) / t / 1e9;
     const double gflops = 2.0 * double(r.batch * r.shape.in * r.shape.out) / t / 1e9;
     const double vs_bf16 = bf16_s > 0.0 ? bf16_s / t : 0.0;
     const std::string shape = std::to_string(r.shape.in) + "->" + std::to_string(r.shape.out);
+    const std::string name = std::string(kind_name(r.kind)) + (r.gemm.empty() ? "" : "@" + r.gemm);
     if (o.json) {
       rows.push_back({{"in", r.shape.in}, {"out", r.shape.out}, {"batch", r.batch}, {"kernel", kind_name(r.kind)},
+                      {"gemm_path", r.gemm.empty() ? std::string(kernels::gemm_path()) : r.gemm},
                       {"seconds_per_call", t}, {"weight_bytes", r.bytes}, {"gb_per_s", gbs},
                       {"fraction_of_read_bandwidth", gbs * 1e9 / bw}, {"gflops", gflops},
                       {"speedup_vs_bf16", vs_bf16}});
     } else {
       char ratio[32] = "";
-      if (r.kind != Kind::F32 && r.kind != Kind::BF16 && vs_bf16 > 0.0) std::snprintf(ratio, sizeof ratio, "%.2fx", vs_bf16);
-      std::printf("%-13s %5lld %-10s %11.1f %9.2f %7.0f%% %8.1f %8s\n", shape.c_str(), (long long)r.batch,
-                  kind_name(r.kind), t * 1e6, gbs, 100.0 * gbs * 1e9 / bw, gflops, ratio);
+      const bool is_ref = r.kind == Kind::BF16 && (o.gemm_paths.empty() || r.gemm == o.gemm_paths.front());
+      if (r.kind != Kind::F32 && !is_ref && vs_bf16 > 0.0) std::snprintf(ratio, sizeof ratio, "%.2fx", vs_bf16);
+      std::printf("%-13s %5lld %-16s %11.1f %9.2f %7.0f%% %8.1f %8s\n", shape.c_str(), (long long)r.batch,
+                  name.c_str(), t * 1e6, gbs, 100.0 * gbs * 1e9 / bw, gflops, ratio);
     }
   }
   if (o.json) {
     nlohmann::json j = {{"threads", kernels::num_threads()}, {"dense_simd", kernels::simd_path()},
+                        {"gemm", kernels::gemm_path()},
                         {"q4_simd", kernels::q4_simd_path()}, {"read_bandwidth_gb_per_s", bw / 1e9},
                         {"working_set_mb", o.working_set_mb}, {"rounds", o.rounds}, {"rows", rows}};
     std::printf("%s\n", j.dump(2).c_str());

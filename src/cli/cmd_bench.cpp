@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -16,10 +17,12 @@
 #include "cli/bench_kernels.h"
 #include "cli/commands.h"
 #include "forward/forward.h"
+#include "forward/t2i.h"
 #include "forward/text.h"
 #include "io/error.h"
 #include "kernels/linear.h"
 #include "kernels/parallel.h"
+#include "kernels/q4.h"
 
 namespace lq::cli {
 
@@ -102,17 +105,26 @@ double measure_read_bandwidth(size_t bytes, int passes) {
 
 void forward_usage(FILE* out) {
   std::fprintf(out,
-               "usage: lance-quant bench forward MODEL [--dtype f32|bf16] [--prompt-tokens N] [--decode-tokens N]\n"
-               "                                 [--layers N] [--threads N] [--probe-mb MB] [--json]\n\n"
-               "Prefill of N prompt tokens (und path, one chunk, KV cache written) and D greedy decode steps\n"
-               "(one token each from the cache, lm_head included). Reports tokens/s, implied FLOP/s and weight\n"
-               "bytes/s, and the streaming memory-read bandwidth of this machine for comparison.\n"
+               "usage: lance-quant bench forward MODEL [--task text|t2i] [--dtype f32|bf16] [--prompt-tokens N]\n"
+               "                                 [--decode-tokens N] [--grid TxHxW] [--steps N] [--layers N]\n"
+               "                                 [--threads N] [--probe-mb MB] [--json]\n\n"
+               "--task text (default): prefill of N prompt tokens (und path, one chunk, KV cache written) and D\n"
+               "greedy decode steps (one token each from the cache, lm_head included). Reports tokens/s, implied\n"
+               "FLOP/s and weight bytes/s, and the streaming memory-read bandwidth of this machine for comparison.\n"
+               "--task t2i: denoising steps of the text-to-image sampler at a latent grid (default 1x32x32): both\n"
+               "CFG branches' prefixes prefilled once (synthetic token ids: speed does not depend on them), then\n"
+               "each step evaluates the cond and the uncond velocity (two forwards of the grid's latents plus\n"
+               "<|vision_start|> / <|vision_end|>, gen path). Reports seconds per step (best and mean of --steps,\n"
+               "default 2) and GFLOP/s. MODEL may be a quantized checkpoint (its 4-bit kernels run).\n"
                "f32 storage of an F32 checkpoint maps the weights in place (no copy); --layers N loads only\n"
                "the first N decoder layers (e.g. f32 from a BF16 checkpoint in limited RAM).\n");
 }
 
 struct ForwardBenchOptions {
   std::string model;
+  std::string task = "text";
+  fwd::LatentGrid grid{1, 32, 32};
+  int steps = 2;
   fwd::WeightStorage storage = fwd::WeightStorage::BF16;
   int64_t prompt_tokens = 128, decode_tokens = 32;
   int layers = -1;
@@ -145,7 +157,18 @@ ForwardBenchOptions parse_forward(const Args& args) {
       if (v == "f32") o.storage = fwd::WeightStorage::F32;
       else if (v == "bf16") o.storage = fwd::WeightStorage::BF16;
       else fail(a, "expected f32 or bf16, got '" + v + "'");
-    } else if (a == "--prompt-tokens") o.prompt_tokens = integer(1);
+    } else if (a == "--task") {
+      o.task = value();
+      if (o.task != "text" && o.task != "t2i") fail(a, "expected text or t2i, got '" + o.task + "'");
+    } else if (a == "--grid") {
+      const std::string v = value();
+      int t = 0, h = 0, w = 0;
+      char x1 = 0, x2 = 0;
+      if (std::sscanf(v.c_str(), "%d%c%d%c%d", &t, &x1, &h, &x2, &w) != 5 || x1 != 'x' || x2 != 'x' || t < 1 || h < 1 || w < 1)
+        fail(a, "expected TxHxW such as 1x32x32, got '" + v + "'");
+      o.grid = {t, h, w};
+    } else if (a == "--steps") o.steps = int(integer(1));
+    else if (a == "--prompt-tokens") o.prompt_tokens = integer(1);
     else if (a == "--decode-tokens") o.decode_tokens = integer(0);
     else if (a == "--layers") o.layers = int(integer(1));
     else if (a == "--threads") kernels::set_num_threads(int(integer(1)));
@@ -159,6 +182,77 @@ ForwardBenchOptions parse_forward(const Args& args) {
   return o;
 }
 
+// Multiply-adds of one forward over `rows` rows of the gen path (the latent rows) with `keys` visible
+// keys each: the linears of every loaded layer and QK^T + PV.
+double gen_forward_flops(const fwd::Engine& e, int64_t rows, int64_t keys) {
+  uint64_t params = 0;
+  for (int l = 0; l < e.num_layers(); ++l)
+    for (auto k : model::kAllLinearKinds) {
+      const auto& w = e.linear({l, fwd::Path::Gen, k});
+      params += uint64_t(w.in_features() * w.out_features());
+    }
+  const auto& c = e.config();
+  return 2.0 * double(params) * double(rows) + 4.0 * c.num_heads * c.head_dim * e.num_layers() * double(rows) * double(keys);
+}
+
+double cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+int bench_t2i(const fwd::Engine& e, const ForwardBenchOptions& o, double load_s) {
+  const auto& c = e.config();
+  fwd::check_latent_grid(o.grid, c);
+  const std::vector<int32_t> ids = bench::synthetic_prompt_ids(c, 48);
+  const std::vector<int32_t> s1(ids.begin(), ids.begin() + 26), s2(ids.begin() + 26, ids.begin() + 42),
+      s3(ids.begin() + 42, ids.end());
+  const fwd::T2iPrompt prompt = fwd::build_t2i_prompt(s1, s2, s3, ids[0], ids[1], o.grid);
+  const auto t0 = Clock::now();
+  fwd::T2iSampler sampler(e, prompt);
+  const double prefix_s = seconds(t0, Clock::now());
+  const int64_t K = o.grid.tokens();
+  const std::vector<float> x = fwd::normal_noise(7, K * c.latent_channels);
+  std::vector<double> step_s, step_cpu;
+  double checksum = 0.0;
+  for (int s = 0; s < o.steps; ++s) {
+    const double tau = 1.0 - double(s) / double(o.steps + 1);
+    const auto t1 = Clock::now();
+    const double c1 = cpu_seconds();
+    const std::vector<float> vc = sampler.velocity(true, x.data(), tau), vu = sampler.velocity(false, x.data(), tau);
+    const std::vector<float> v = fwd::cfg_combine(vc, vu, 4.0);
+    step_s.push_back(seconds(t1, Clock::now()));
+    step_cpu.push_back(cpu_seconds() - c1);
+    for (float f : v) checksum += double(f);
+  }
+  const double best = *std::min_element(step_s.begin(), step_s.end());
+  double mean = 0.0;
+  for (double v : step_s) mean += v / double(step_s.size());
+  const int64_t rows = K + 2;
+  const double flops = gen_forward_flops(e, rows, int64_t(prompt.cond.prefix_ids.size()) + rows) +
+                       gen_forward_flops(e, rows, int64_t(prompt.uncond.prefix_ids.size()) + rows);
+  if (o.json) {
+    nlohmann::json j = {{"model", o.model},      {"task", "t2i"},
+                        {"layers", e.num_layers()}, {"threads", kernels::num_threads()},
+                        {"gemm", kernels::gemm_path()}, {"q4", kernels::q4_simd_path()},
+                        {"load_s", load_s},      {"grid", {o.grid.t, o.grid.h, o.grid.w}},
+                        {"latent_tokens", K},    {"prefix_s", prefix_s},
+                        {"steps", o.steps},      {"step_s_best", best},
+                        {"step_s_mean", mean},   {"step_gflops", flops / best / 1e9},
+                        {"step_cpu_s_best", *std::min_element(step_cpu.begin(), step_cpu.end())},
+                        {"checksum", checksum}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("model %s: %d/%d layers, %d threads, GEMM %s, 4-bit %s (load %.1f s)\n", o.model.c_str(), e.num_layers(),
+              c.num_layers, kernels::num_threads(), kernels::gemm_path(), kernels::q4_simd_path(), load_s);
+  std::printf("t2i      grid %dx%dx%d (%lld latent tokens), prefixes %.2f s\n", o.grid.t, o.grid.h, o.grid.w,
+              (long long)K, prefix_s);
+  std::printf("step     %d CFG steps (cond + uncond): best %.3f s, mean %.3f s, %.1f GFLOP/s (best %.3f CPU s)\n", o.steps,
+              best, mean, flops / best / 1e9, *std::min_element(step_cpu.begin(), step_cpu.end()));
+  return 0;
+}
+
 int bench_forward(const Args& args) {
   for (const auto& a : args)
     if (a == "--help" || a == "-h") {
@@ -169,6 +263,7 @@ int bench_forward(const Args& args) {
   const auto t_load = Clock::now();
   const fwd::Engine e = fwd::Engine::load(o.model, load_options(o.storage, o.layers));
   const double load_s = seconds(t_load, Clock::now());
+  if (o.task == "t2i") return bench_t2i(e, o, load_s);
   const auto& c = e.config();
   if (o.prompt_tokens + o.decode_tokens > c.max_position_embeddings)
     fail("--prompt-tokens", "prompt + decode tokens exceed max_position_embeddings");
@@ -192,9 +287,10 @@ int bench_forward(const Args& args) {
   fwd::KvCache cache;
   const int64_t N = o.prompt_tokens;
   const auto t0 = Clock::now();
+  const double c0 = cpu_seconds();
   auto normed = bench::feed_text(e, ids, 0, cache);
   auto logits = e.logits(normed.data() + (N - 1) * c.hidden_size, 1);
-  const double prefill_s = seconds(t0, Clock::now());
+  const double prefill_s = seconds(t0, Clock::now()), prefill_cpu_s = cpu_seconds() - c0;
   const double prefill_flops = 2.0 * double(und_params) * N + 2.0 * double(head_params) +
                                attn_flops_per_key * double(N) * double(N + 1) / 2.0;
 
@@ -224,6 +320,7 @@ int bench_forward(const Args& args) {
                         {"load_s", load_s},
                         {"prompt_tokens", N},
                         {"prefill_s", prefill_s},
+                        {"prefill_cpu_s", prefill_cpu_s},
                         {"prefill_tokens_per_s", prefill_tps},
                         {"prefill_gflops", prefill_flops / prefill_s / 1e9},
                         {"decode_tokens", o.decode_tokens},
@@ -257,7 +354,7 @@ struct BenchCommand {
 
 // Every bench subcommand, one row each.
 const BenchCommand kBenchCommands[] = {
-    {"forward", bench_forward, "native forward: prefill / decode tokens/s, FLOP/s, bytes/s vs memory bandwidth"},
+    {"forward", bench_forward, "native forward: prefill / decode tokens/s or t2i denoising steps, FLOP/s, bytes/s"},
     {"kernels", bench_kernels, "linear kernels (f32, bf16, int4 g64/g128, nvfp4) on Lance shapes vs memory bandwidth"},
     {"decode", bench_decode, "decode tokens/s and resident memory of a model and its quantized checkpoint"},
 };

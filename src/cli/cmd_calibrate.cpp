@@ -1,7 +1,9 @@
 // `lance-quant calibrate` and `lance-quant merge-stats`: activation statistics of both paths.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -14,6 +16,7 @@
 #include "io/progress.h"
 #include "kernels/linear.h"
 #include "tokenizer/tokenizer.h"
+#include "vit/x2t_input.h"
 
 namespace lq::cli {
 
@@ -22,10 +25,18 @@ namespace {
 const char* kCalibrateUsage =
     "usage: lance-quant calibrate MODEL --calib KIND:FILE [--calib KIND:FILE ...] --out STATS.safetensors\n"
     "         [--max-tokens N] [--max-prompts N] [--seq-len N] [--shard I/N] [--hessian] [--steps N]\n"
-    "         [--seed S] [--threads N] [--dtype f32|bf16] [--stream-weights] [--allow-partial] [--force] [--json]\n\n"
+    "         [--seed S] [--threads N] [--dtype f32|bf16] [--stream-weights] [--allow-partial] [--force] [--json]\n"
+    "         [--vae VAE] [--t2v-frames N] [--edit-resolution R] [--edit-max-frames N] [--vit DIR] [--x2t-resolution R]\n\n"
     "KIND: text (plain text, cut into --seq-len windows), chat (JSONL {\"question\", \"answer\"}),\n"
-    "t2i (one prompt per line, run through the full CFG sampler; every step is observed).\n"
-    "--max-tokens caps the tokens taken from each text/chat file, --max-prompts the prompts of each t2i file.\n"
+    "t2i / t2v (one prompt per line, run through the full CFG sampler; every step is observed; t2v on the\n"
+    "t2i grid with t = (--t2v-frames - 1) / 4 + 1, default 17 frames or what the model allows),\n"
+    "image_edit / video_edit (JSONL {\"image\" | \"video\": path relative to the file, \"prompt\": instruction};\n"
+    "the source is encoded by the Wan2.2 VAE given with --vae at --edit-resolution (default 16 sqrt(h w) of the\n"
+    "t2i grid), videos cut to --edit-max-frames (default 17); the clean source rows are observed at tau 0),\n"
+    "x2t_image / x2t_video (JSONL {\"image\"|\"video\": path, \"question\"[, \"answer\"]}: the ViT's tokens in\n"
+    "Lance's understanding prompt; the ViT from --vit DIR or the checkpoint's vit_model.* tensors; images at\n"
+    "R = 672, video at 616 unless --x2t-resolution).\n"
+    "--max-tokens caps the tokens taken from each text/chat file, --max-prompts the prompts of each t2i/t2v/edit/x2t file.\n"
     "--shard I/N keeps samples k with k %% N == I; merge the shards with merge-stats.\n"
     "--no-capture runs the same forwards without observing and writes nothing (capture overhead benchmark).\n"
     "--stream-weights releases each layer's mapped weights after it runs (bounded memory for a checkpoint\n"
@@ -51,6 +62,8 @@ int cmd_calibrate(const Args& args) {
   bool allow_partial = false, force = false, json_out = false;
   fwd::LoadOptions load;
   int steps = -1;
+  std::string vit_dir;
+  int x2t_resolution = 0;
   while (r.next()) {
     if (r.is("--help") || r.is("-h")) {
       std::printf("%s", kCalibrateUsage);
@@ -66,6 +79,10 @@ int cmd_calibrate(const Args& args) {
     } else if (r.is("--hessian")) o.hessian = true;
     else if (r.is("--steps")) steps = int(r.int_value());
     else if (r.is("--seed")) o.seed = uint64_t(r.int_value());
+    else if (r.is("--vae")) o.vae = r.value();
+    else if (r.is("--t2v-frames")) o.t2v_frames = int(r.int_value());
+    else if (r.is("--edit-resolution")) o.edit_resolution = int(r.int_value());
+    else if (r.is("--edit-max-frames")) o.edit_max_frames = int(r.int_value());
     else if (r.is("--threads")) kernels::set_num_threads(int(r.int_value()));
     else if (r.is("--dtype")) {
       const std::string d = r.value();
@@ -74,6 +91,11 @@ int cmd_calibrate(const Args& args) {
     } else if (r.is("--allow-partial")) allow_partial = true;
     else if (r.is("--no-capture")) o.capture = false;
     else if (r.is("--stream-weights")) load.release_layer_pages = true;
+    else if (r.is("--vit")) vit_dir = r.value();
+    else if (r.is("--x2t-resolution")) {
+      x2t_resolution = int(r.int_value());
+      if (x2t_resolution < 28) fail("calibrate --x2t-resolution", "must be at least 28 pixels");
+    }
     else if (r.is("--force")) force = true;
     else if (r.is("--json")) json_out = true;
     else if (r.positional() && model_dir.empty()) model_dir = r.current();
@@ -88,6 +110,8 @@ int cmd_calibrate(const Args& args) {
   req.steps = steps;
   req.allow_partial = allow_partial;
   req.force = force;
+  req.vit_dir = vit_dir;
+  req.x2t_resolution = x2t_resolution;
   io::Progress progress("calibrate", 0, "samples");
   const api::CalibrateResult res = api::calibrate(req, [&progress](int64_t done, int64_t total) {
     progress.set_total(double(total));

@@ -14,12 +14,15 @@
 #include "eval/evaluate.h"
 #include "eval/fake_quant.h"
 #include "eval/locate.h"
+#include "eval/pictures.h"
 #include "eval/report.h"
 #include "forward/prompts.h"
 #include "io/error.h"
 #include "io/progress.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
+#include "vae/wan_vae.h"
+#include "vit/x2t_input.h"
 
 namespace lq::cli {
 
@@ -36,6 +39,10 @@ void usage(FILE* out) {
                "  --chat FILE           JSONL {\"question\": ...} prompts for greedy answers\n"
                "  --t2i-prompts FILE    captions, one per line\n"
                "  --no-text | --no-chat | --no-t2i   skip a part\n"
+               "  --x2t-image FILE      JSONL {\"image\", \"question\"}: answers about images, KL on answer tokens\n"
+               "  --x2t-video FILE      JSONL {\"video\", \"question\"} (both need the ViT: --vit DIR or vit_model.* in BASE)\n"
+               "  --vit DIR             the ViT (vit.safetensors + config.json)   --x2t-resolution R   --max-x2t N\n"
+               "  --vit-quant int4      QUANT's ViT linears in 4-bit (RTN at load): the cost of a 4-bit ViT\n"
                "  --data-dir DIR        where the defaults live (else $LQ_DATA_DIR, else data/eval found above\n"
                "                        the executable or the working directory)\n"
                "bounds:\n"
@@ -47,7 +54,9 @@ void usage(FILE* out) {
                "  --fake-quant SCHEME[:GROUP]  replace QUANT's linears by fake-quantized dense weights\n"
                "                        (int4_asym:64, int4_sym:128, int8_sym:0, nvfp4): a what-if without a checkpoint\n"
                "  --dtype f32|bf16      weight storage of both engines   --threads N   --quiet (no progress line)\n"
-               "  --head stored|int4    QUANT's lm_head as stored, or quantized at load (run --head int4)\n",
+               "  --head stored|int8|int4  QUANT's lm_head as stored, or quantized at load (run --head)\n"
+               "  --vae PATH            the Wan2.2 VAE: decode both models' t2i results and compare pictures (PSNR,\n"
+               "                        SSIM, side-by-side PNG), not only latents\n",
                "256");
 }
 
@@ -82,6 +91,16 @@ EvalCli parse(const Args& args) {
     else if (r.is("--threads")) kernels::set_num_threads(int(positive(r.int_value(), "--threads")));
     else if (r.is("--quiet")) c.quiet = true;
     else if (r.is("--head")) c.quant_head = fwd::parse_head_format(r.value());
+    else if (r.is("--vae")) c.vae = r.value();
+    else if (r.is("--x2t-image")) c.x2t_image = r.value();
+    else if (r.is("--x2t-video")) c.x2t_video = r.value();
+    else if (r.is("--vit")) c.vit = r.value();
+    else if (r.is("--x2t-resolution")) c.x2t_resolution = int(positive(r.int_value(), "--x2t-resolution"));
+    else if (r.is("--max-x2t")) c.max_x2t = int(positive(r.int_value(), "--max-x2t"));
+    else if (r.is("--vit-quant")) {
+      c.vit_quant = r.value();
+      if (c.vit_quant != "int4") fail("eval --vit-quant", "expected int4, got '" + c.vit_quant + "'");
+    }
     else if (r.is("--dtype")) {
       const std::string v = r.value();
       if (v == "f32") c.storage = fwd::WeightStorage::F32;
@@ -122,7 +141,12 @@ int cmd_eval(const Args& args) {
     std::printf("perplexity %.4f -> %.4f  KL mean %.4g p99 %.4g  top-1 %.2f%%\n", r.und.base_perplexity,
                 r.und.quant_perplexity, r.und.kl_mean, r.und.kl_p99, 100 * r.und.top1_agreement);
   if (r.has_chat) std::printf("chat exact %.1f%%  Levenshtein %.4f\n", 100 * r.und.chat_exact_match, r.und.chat_levenshtein);
+  if (r.has_x2t)
+    std::printf("x2t exact %.1f%%  KL mean %.4g  top-1 %.2f%% (%zu questions%s)\n", 100 * r.x2t.exact_match, r.x2t.kl_mean,
+                100 * r.x2t.top1, r.x2t.items.size(), r.x2t.quant_vit_note.empty() ? "" : ", QUANT with a 4-bit ViT");
   if (r.has_gen) std::printf("t2i latent rel. error %.4g  PSNR %.2f dB\n", r.gen.latent_rel_error, r.gen.latent_psnr_db);
+  if (r.has_gen && r.gen.has_pictures)
+    std::printf("t2i pictures PSNR %.2f dB  SSIM %.4f\n", r.gen.image_psnr_db, r.gen.image_ssim);
   std::printf("report: %s\n", (fs::path(c.out) / "report.md").string().c_str());
   return 0;
 }

@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/spec.h"
+#include "vit/vit_config.h"
 
 namespace lq::cli {
 
@@ -178,11 +179,55 @@ void print_text(const model::ModelSpec& spec, const Facts& facts, const std::str
   for (const auto& t : spec.kept) std::printf("    %s\n", t.name.c_str());
 }
 
+// The vision tower (a ViT directory, or vit_model.* inside a checkpoint), strictly checked.
+json vit_json(const vit::VitLocation& loc) {
+  const io::TensorStore store(loc.weights);
+  vit::check_vit_tensors(loc.config, store, loc.prefix, loc.weights);
+  const auto& c = loc.config;
+  int64_t weights = 0, linear_weights = 0;
+  std::map<std::string, int> dtypes;
+  for (const auto& t : vit::vit_tensors(c)) {
+    const auto& info = store.info(loc.prefix + t.name);
+    weights += info.numel();
+    if (info.shape.size() >= 2) linear_weights += info.numel();
+    ++dtypes[io::dtype_name(info.dtype)];
+  }
+  // Lance's 672 x 672 image: 48 x 48 patches, 2 frames -> 1 temporal patch, 576 LLM tokens.
+  const int64_t side = 672 / c.patch_size, tokens = (side / c.spatial_merge_size) * (side / c.spatial_merge_size);
+  return {{"weights", loc.weights},
+          {"prefix", loc.prefix},
+          {"config_source", c.source},
+          {"config", c.to_json()},
+          {"num_tensors", vit::vit_tensors(c).size()},
+          {"dtypes", dtypes},
+          {"num_weights", weights},
+          {"linear_weights", linear_weights},
+          {"tokens_672_image", tokens}};
+}
+
+void print_vit(const json& v) {
+  const auto& c = v["config"];
+  std::string dtypes;
+  for (const auto& [d, n] : v["dtypes"].items()) dtypes += (dtypes.empty() ? "" : ", ") + d + " " + std::to_string(n.get<int>());
+  std::printf("  vit            %d blocks, width %d, %d heads, MLP %d, window %d px, full attention in",
+              c["depth"].get<int>(), c["hidden_size"].get<int>(), c["num_heads"].get<int>(), c["intermediate_size"].get<int>(),
+              c["window_size"].get<int>());
+  for (int b : c["fullatt_block_indexes"]) std::printf(" %d", b);
+  std::printf(", merger -> %d\n", c["out_hidden_size"].get<int>());
+  std::printf("                 %zu tensors%s%s (%s), %s weights; a 672x672 image gives %lld LLM tokens\n",
+              v["num_tensors"].get<size_t>(), v["prefix"].get<std::string>().empty() ? "" : " with prefix ",
+              v["prefix"].get<std::string>().c_str(), dtypes.c_str(), with_commas(v["num_weights"].get<uint64_t>()).c_str(),
+              (long long)v["tokens_672_image"].get<int64_t>());
+  std::printf("                 config from %s\n", v["config_source"].get<std::string>().c_str());
+}
+
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: lance-quant inspect DIR [--json] [--list]\n\n"
                "Recognises a Lance MoT or plain Qwen2 checkpoint, validates every tensor name and shape against\n"
-               "its config (missing, unexpected or mis-shaped tensors are an error) and describes it.\n"
+               "its config (missing, unexpected or mis-shaped tensors are an error) and describes it. A ViT\n"
+               "directory (vit.safetensors + config.json) or a checkpoint's vit_model.* tensors are checked and\n"
+               "described the same way.\n"
                "  --json   machine-readable output (includes the full target, fusion and kept lists)\n"
                "  --list   also list every target linear, fusion pair and kept tensor\n");
 }
@@ -211,12 +256,29 @@ int cmd_inspect(const Args& args) {
     usage(stderr);
     return 2;
   }
+  if (fs::is_regular_file(fs::path(dir) / "vit.safetensors") && !fs::exists(fs::path(dir) / "model.safetensors") &&
+      !fs::exists(fs::path(dir) / "model.safetensors.index.json")) {  // a ViT directory
+    const json v = vit_json(vit::locate_vit(dir));
+    if (json_out) std::printf("%s\n", json({{"path", dir}, {"architecture", "qwen2.5-vl-vit"}, {"vit", v}}).dump(2).c_str());
+    else {
+      std::printf("%s\n  architecture   qwen2.5-vl vision tower\n", dir.c_str());
+      print_vit(v);
+    }
+    return 0;
+  }
   const model::ModelConfig config = model::load_config(fs::is_directory(dir) ? dir : fs::path(dir).parent_path().string());
   const io::TensorStore store(dir);
   const model::ModelSpec spec = model::build_spec(config, store);
   const Facts facts = gather(store);
-  if (json_out) std::printf("%s\n", to_json(spec, facts, dir).dump(2).c_str());
-  else print_text(spec, facts, dir, list);
+  const json vit = spec.has_vit ? vit_json(vit::locate_vit(dir)) : json();
+  if (json_out) {
+    json j = to_json(spec, facts, dir);
+    if (spec.has_vit) j["vit"] = vit;
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    print_text(spec, facts, dir, list);
+    if (spec.has_vit) print_vit(vit);
+  }
   return 0;
 }
 

@@ -20,11 +20,13 @@ const char* kQuantizeUsage =
     "         [--keep PATTERN ...] [--gen-scheme SPEC] [--override PATTERN=SPEC ...] [--keep-dtype bf16|f32]\n"
     "         [--threads N] [--force] [--json]\n"
     "         [--awq-rows N] [--clip-rows N] [--no-clip] [--seq-len N] [--max-tokens N] [--max-prompts N]\n"
-    "         [--t2i-taus N] [--steps N] [--dense-out DIR]\n\n"
+    "         [--t2i-taus N] [--steps N] [--dense-out DIR] [--vit-dir DIR] [--x2t-resolution R]\n\n"
     "Schemes: awq-int4 (default; AWQ on real activations of the --calib inputs, layer by layer through the\n"
     "native forward), rtn-int4 (min-max, the floor), awq-proxy (AWQ folds from --stats only), legacy-awq\n"
     "(the original Python lance-quant's method, from --stats), nvfp4, awq-nvfp4, rtn-int8.\n"
-    "--calib takes the inputs of `calibrate` (text:FILE, chat:FILE, t2i:FILE; repeatable).\n"
+    "--calib takes the inputs of `calibrate` (text:FILE, chat:FILE, t2i:FILE, x2t_image:FILE, x2t_video:FILE;\n"
+    "repeatable). x2t inputs run through the ViT of the checkpoint (vit_model.*) or of --vit-dir DIR\n"
+    "(vit.safetensors + config.json), at Lance's resolutions unless --x2t-resolution; they get half the und rows.\n"
     "--keep PATTERN leaves matching linears (glob or substring of the base name) in bf16.\n"
     "Per-linear number formats (the method stays the one of --scheme; AWQ searches each linear with its own format):\n"
     "  --gen-scheme SPEC          every linear of the gen path (*_moe_gen), e.g. --gen-scheme int8\n"
@@ -80,6 +82,12 @@ int cmd_quantize(const Args& args) {
     else if (r.is("--t2i-taus")) o.awq.t2i_taus = int(r.int_value());
     else if (r.is("--steps")) o.awq.t2i_steps = int(r.int_value());
     else if (r.is("--dense-out")) o.dense_out = r.value();
+    else if (r.is("--vit-dir")) o.vit_dir = r.value();
+    else if (r.is("--x2t-resolution")) {
+      const int64_t res = r.int_value();
+      if (res < 28) fail("quantize --x2t-resolution", "must be at least 28 pixels");
+      o.x2t.image_resolution = o.x2t.video_resolution = int(res);
+    }
     else if (r.positional() && o.model_dir.empty()) o.model_dir = r.current();
     else r.unknown();
   }

@@ -1,18 +1,20 @@
-// `lance-quant run MODEL --task text|t2i`: greedy text answers (KV cache) and text-to-image
-// sampling (rectified flow + CFG) on the native forward.
+// `lance-quant run MODEL --task text|t2i|t2v|edit|x2t`: greedy text answers (KV cache), text-to-image /
+// text-to-video sampling (rectified flow + CFG), image / video editing, and answers about an image or video
+// (ViT + x2t prompt) on the native forward; the Wan2.2 VAE (--vae) turns latents into pictures and videos and
+// encodes an edit's source.
 #include <cstdio>
+#include <filesystem>
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "api/api.h"
 #include "cli/commands.h"
+#include "forward/edit_source.h"
 #include "forward/forward.h"
-#include "forward/prompts.h"
-#include "forward/t2i.h"
-#include "forward/toy_vae.h"
 #include "io/error.h"
 #include "io/png.h"
+#include "io/progress.h"
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
 
@@ -23,19 +25,44 @@ namespace {
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: lance-quant run MODEL --task text --prompt TEXT [--max-new-tokens N] [--raw] [--json]\n"
+               "                             [--logits FILE.safetensors]   (ids + logits of every prompt position)\n"
                "       lance-quant run MODEL --task t2i --prompt CAPTION --seed S --out FILE.safetensors [--png FILE.png]\n"
                "                             [--steps 30] [--shift 3.5] [--cfg 4.0] [--cfg-interval 0.4,1.0]\n"
                "                             [--height H --width W]   (pixels; latent grid h = H/16, when\n"
                "                                                       lance_config.json has no t2i_latent_grid_thw)\n"
+               "       lance-quant run MODEL --task t2v --prompt CAPTION --seed S --frames N --vae VAE --mp4 FILE.mp4\n"
+               "                             [--frames-dir DIR] [--fps 12] [--out FILE.safetensors] (+ the t2i options)\n"
+               "       lance-quant run MODEL --task edit (--image SRC | --video SRC) --prompt INSTRUCTION --seed S --vae VAE\n"
+               "                             (--png OUT.png | --mp4 OUT.mp4 | --frames-dir DIR) [--resolution R] [--max-frames N]\n"
+               "       lance-quant run MODEL --task x2t (--image FILE | --video FILE|DIR) --prompt QUESTION [--vit DIR]\n"
+               "                             [--system TEXT] [--resolution R] [--fps F] [--max-new-tokens N]\n"
                "common: [--dtype f32|bf16] (weight storage, default f32) [--threads N]\n"
-               "        [--head stored|int4] (int4: the lm_head quantized at load, RTN INT4 g64, for faster decoding)\n\n"
+               "        [--head stored|int8|int4] (the lm_head quantized at load: RTN INT8 / INT4 g64, for faster decoding)\n\n"
                "text: Qwen chat template (unless --raw), greedy decoding with a KV cache, stops at <|im_end|>.\n"
-               "t2i:  writes the final latents [t, h, w, C]; --png decodes them with the toy VAE of lance-mini\n"
-               "      (4x nearest upscale).\n");
+               "t2i:  writes the final latents [t, h, w, C]; --png decodes them with the Wan2.2 VAE given by --vae\n"
+               "      (a diffusers directory, Wan2.2_VAE.pth, or `synth-vae` output), or with lance-mini's toy VAE\n"
+               "      (4x nearest upscale) when the model has one.\n"
+               "t2v:  --frames N pixel frames: latent grid t = (N - 1) / 4 + 1 (Lance), 4 (t - 1) + 1 frames decoded;\n"
+               "      --mp4 writes H.264 at --fps (default 12, as Lance saves), --frames-dir every frame as PNG, --png the first.\n"
+               "edit: the source is resized to Lance's bucket near --resolution^2 pixels (default 768 for images,\n"
+               "      640 for videos; sides multiples of 16), a video sampled at 12 fps over at most 6 s (4k + 1\n"
+               "      frames, --max-frames caps them), VAE-encoded (reparameterised sample, noise seeded from --seed)\n"
+               "      and given as a clean condition block; the target has the source's size. Lance also conditions\n"
+               "      on a ViT reference of the source; this build has no ViT yet, so edits run without it.\n"
+               "x2t:  Lance's understanding prompt: the ViT's tokens in a bidirectional block, greedy answer with a KV\n"
+               "      cache. The ViT comes from --vit DIR (vit.safetensors + config.json) or the checkpoint's vit_model.*\n"
+               "      tensors. Images: bucket resize at R = 672 (--resolution), 2 frames; video files or folders of\n"
+               "      frames (--fps: the folder's frame rate, default 24): 12 fps, <= 6 s, 4k+1 frames, R = 616.\n"
+               "      --system defaults to Lance's instruction for the kind.\n"
+               "--vae-conv auto|gemm|dnnl chooses the VAE's convolution backend (default auto).\n");
 }
 
 struct RunOptions {
   std::string model, task, prompt, out, png, logits;
+  std::string image, video, vit, system;  // x2t
+  int resolution = 0;
+  double fps = 24.0;       // x2t: a folder's frame rate; t2v / edit: written videos (--fps given)
+  bool fps_given = false;
   int max_new_tokens = 256;
   bool raw = false, json = false;
   uint64_t seed = 0;
@@ -46,6 +73,12 @@ struct RunOptions {
   std::optional<int> steps;
   std::optional<double> shift, cfg, cfg_min, cfg_max;
   int height = 0, width = 0;
+  // Pictures and videos (t2i / t2v / edit).
+  std::string vae;
+  kernels::ConvBackend vae_conv = kernels::ConvBackend::Auto;
+  api::VisualOutputs visuals;
+  int frames = 0;
+  fwd::EditSource edit;
 };
 
 long long parse_int(const std::string& flag, const std::string& v) {
@@ -94,6 +127,18 @@ RunOptions parse(const Args& args) {
     } else if (a == "--out") o.out = value();
     else if (a == "--png") o.png = value();
     else if (a == "--logits") o.logits = value();
+    else if (a == "--vae") o.vae = value();
+    else if (a == "--vae-conv") o.vae_conv = kernels::parse_conv_backend(value().c_str());
+    else if (a == "--mp4") o.visuals.mp4 = value();
+    else if (a == "--frames-dir") o.visuals.frames_dir = value();
+    else if (a == "--frames") o.frames = int(parse_int(a, value()));
+    else if (a == "--max-frames") o.edit.max_frames = int(parse_int(a, value()));
+    else if (a == "--image") o.image = value();
+    else if (a == "--video") o.video = value();
+    else if (a == "--vit") o.vit = value();
+    else if (a == "--system") o.system = value();
+    else if (a == "--resolution") o.resolution = int(parse_int(a, value()));
+    else if (a == "--fps") { o.fps = parse_double(a, value()); o.fps_given = true; }
     else if (a == "--height") o.height = int(parse_int(a, value()));
     else if (a == "--width") o.width = int(parse_int(a, value()));
     else if (a == "--threads") kernels::set_num_threads(int(parse_int(a, value())));
@@ -108,7 +153,42 @@ RunOptions parse(const Args& args) {
     else fail(a, "unexpected argument (MODEL already given as '" + o.model + "')");
   }
   if (o.model.empty()) fail("run", "missing MODEL directory");
-  if (o.task != "text" && o.task != "t2i") fail("--task", "expected text or t2i, got '" + o.task + "'");
+  if (o.task != "text" && o.task != "t2i" && o.task != "t2v" && o.task != "edit" && o.task != "x2t")
+    fail("--task", "expected text, t2i, t2v, edit or x2t, got '" + o.task + "'");
+  if (o.task == "x2t") {
+    if (o.image.empty() == o.video.empty()) fail("--task x2t", "give exactly one of --image FILE or --video FILE|DIR");
+    if (o.resolution < 0 || (o.resolution > 0 && o.resolution < 28)) fail("--resolution", "must be at least 28 pixels");
+    if (!(o.fps > 0)) fail("--fps", "must be positive");
+  } else {
+    if (!o.vit.empty()) fail("--vit", "only for --task x2t");
+    if (o.task != "edit" && (!o.image.empty() || !o.video.empty())) fail("--image/--video", "only for --task edit or x2t");
+    // --image / --video / --resolution give an edit's source; --fps the frame rate of written videos.
+    o.edit.image = o.image;
+    o.edit.video = o.video;
+    o.edit.resolution = o.resolution;
+    if (o.fps_given) {
+      if (o.fps < 1 || o.fps != double(int(o.fps))) fail("--fps", "the frame rate of written videos: an integer >= 1");
+      o.visuals.fps = int(o.fps);
+    }
+  }
+  o.visuals.png = o.png;
+  if (o.task == "t2v" && o.frames < 1) fail("--frames", "t2v needs --frames N (pixel frames; Lance uses 4k + 1)");
+  if (o.task != "t2v" && o.frames != 0) fail("--frames", "only for --task t2v");
+  if (o.task == "edit" && o.edit.image.empty() == o.edit.video.empty()) fail("edit", "give exactly one of --image SRC or --video SRC");
+  if (o.vae.empty()) {
+    if (o.task == "edit") fail("--vae", "--task edit needs the Wan2.2 VAE (--vae PATH) to encode its source");
+    if (!o.visuals.mp4.empty() || !o.visuals.frames_dir.empty())
+      fail("--vae", "--mp4 / --frames-dir decode with the Wan2.2 VAE: give --vae PATH");
+    if (o.task == "t2v" && !o.png.empty()) fail("--png", "t2v frames are decoded with the Wan2.2 VAE: give --vae PATH");
+  }
+  if ((o.task == "t2v" || o.task == "edit") && !o.visuals.any() && o.out.empty())
+    fail(o.task, "nothing to write: give --mp4, --frames-dir, --png and/or --out");
+  // Outputs must never replace an input.
+  for (const std::string* out : {&o.out, &o.visuals.png, &o.visuals.mp4})
+    for (const std::string* in : {&o.edit.image, &o.edit.video, &o.vae})
+      if (!out->empty() && !in->empty() && std::filesystem::weakly_canonical(*out) == std::filesystem::weakly_canonical(*in))
+        fail(*out, "is also an input; refusing to overwrite it");
+  if (!o.logits.empty() && o.task != "text") fail("--logits", "only for --task text");
   if (o.prompt.empty()) fail("--prompt", "missing or empty");
   if (o.max_new_tokens < 1) fail("--max-new-tokens", "must be >= 1");
   return o;
@@ -151,8 +231,9 @@ void write_latents(const std::string& path, const std::vector<float>& x, const f
   w.finish();
 }
 
-api::T2iRequest t2i_request(const RunOptions& o) {
-  api::T2iRequest r;
+api::GenRequest gen_request(const RunOptions& o) {
+  api::GenRequest r;
+  r.task = o.task;
   r.prompt = o.prompt;
   r.seed = o.seed;
   r.steps = o.steps;
@@ -162,41 +243,74 @@ api::T2iRequest t2i_request(const RunOptions& o) {
   r.cfg_max = o.cfg_max;
   r.height = o.height;
   r.width = o.width;
+  r.frames = o.frames;
+  r.edit = o.edit;
+  r.show_progress = !o.json;
   return r;
 }
 
-int run_t2i(const RunOptions& o) {
-  if (!o.have_seed) fail("--seed", "t2i needs a noise seed");
-  if (o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
-  const api::T2iRequest req = t2i_request(o);
-  const api::T2iPlan plan = api::plan_t2i(o.model, req);
-  const fwd::T2iSettings& s = plan.settings;
-  if (!o.png.empty() && !s.has_toy_vae)
-    fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"); decode the latents with the Wan2.2 VAE");
+int run_generation(const RunOptions& o) {
+  if (!o.have_seed) fail("--seed", o.task + " needs a noise seed");
+  if (o.task == "t2i" && o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
+  const api::GenRequest req = gen_request(o);
+  const api::T2iPlan plan = api::plan_generation(o.model, req);  // grid and settings checked before loading
+  if (o.task == "t2i" && !o.png.empty() && o.vae.empty() && !plan.settings.has_toy_vae)
+    fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"): give the Wan2.2 VAE with --vae PATH");
+  // Check the VAE (names, shapes) before the model loads and sampling starts.
+  std::optional<vae::WanVae> vae;
+  if (!o.vae.empty()) vae.emplace(api::load_vae(o.vae, o.vae_conv));
   const api::Model m = api::load_model(o.model, load_options(o));
-  const api::T2iResult res = api::text_to_image(m, req);
+  const api::GenResult res = api::generate_latents(m, req, vae ? &*vae : nullptr);
   const fwd::LatentGrid& grid = res.grid;
-  const std::vector<float>& x = res.latents;
-  const int channels = res.channels;
-  write_latents(o.out, x, grid, channels, o);
-  if (!o.png.empty()) {
-    const fwd::ToyVae vae{s.toy_patch, s.toy_mean, s.toy_std};
-    if (vae.patch * vae.patch * 3 != channels) fail("--png", "toy VAE patch does not match the latent channels");
-    const auto pixels = fwd::toy_vae_decode(x.data(), grid, vae);
+  if (!o.out.empty()) write_latents(o.out, res.latents, grid, res.channels, o);
+  nlohmann::json visuals;
+  if (vae && o.visuals.any()) {
+    io::Progress progress("VAE decode", 1, "latent frames");
+    progress.set_total(grid.t);
+    visuals = api::write_visuals(*vae, res.latents, grid, o.visuals, [&](int done, int) { progress.update(done); });
+    progress.finish();
+  } else if (!o.png.empty()) {  // lance-mini's toy VAE
     constexpr int kScale = 4;  // so a person can see a 32x32 image
-    const int w = grid.w * vae.patch, h = grid.h * vae.patch;
-    const auto rgb = fwd::to_rgb8_upscaled(pixels, w, h, kScale);
-    io::write_png_rgb(o.png, rgb.data(), w * kScale, h * kScale);
+    const api::Frames f = api::toy_decode_rgb8(o.model, res.latents, grid, res.channels, kScale);
+    io::write_png_rgb(o.png, f.rgb.data(), f.width, f.height);
   }
+  if (!res.edit.is_null() && !o.json)
+    std::fprintf(stderr, "note: Lance also conditions edits on a ViT reference of the source; this build runs without it\n");
   if (o.json) {
-    nlohmann::json j = {{"latents", o.out}, {"grid_thw", {grid.t, grid.h, grid.w}}, {"steps", res.steps},
-                        {"seconds", res.seconds}};
+    nlohmann::json j = {{"task", o.task}, {"grid_thw", {grid.t, grid.h, grid.w}}, {"steps", res.steps}, {"seconds", res.seconds}};
+    if (!o.out.empty()) j["latents"] = o.out;
     if (!o.png.empty()) j["png"] = o.png;
+    if (!visuals.is_null()) j["decoded"] = visuals;
+    if (!res.edit.is_null()) j["edit"] = res.edit;
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("wrote %s (%dx%dx%d latents, %d steps, %.2f s)%s%s\n", o.out.c_str(), grid.t, grid.h, grid.w, res.steps,
-                res.seconds, o.png.empty() ? "" : " and ", o.png.c_str());
+    std::printf("%s: %dx%dx%d latents, %d steps, %.2f s", o.task.c_str(), grid.t, grid.h, grid.w, res.steps, res.seconds);
+    if (!o.out.empty()) std::printf("; wrote %s", o.out.c_str());
+    if (!o.png.empty()) std::printf("; %s", o.png.c_str());
+    if (!o.visuals.mp4.empty()) std::printf("; %s", o.visuals.mp4.c_str());
+    if (!o.visuals.frames_dir.empty()) std::printf("; frames in %s", o.visuals.frames_dir.c_str());
+    if (!visuals.is_null())
+      std::printf(" (%d frames %dx%d, VAE %.1f s)", visuals["frames"].get<int>(), visuals["width"].get<int>(), visuals["height"].get<int>(),
+                  visuals["decode_seconds"].get<double>());
+    std::printf("\n");
   }
+  return 0;
+}
+
+int run_x2t(const RunOptions& o) {
+  api::X2tRequest r;
+  r.image = o.image;
+  r.video = o.video;
+  r.prompt = o.prompt;
+  r.system = o.system;
+  r.resolution = o.resolution;
+  r.fps = o.fps;
+  r.max_new_tokens = o.max_new_tokens;
+  const vit::Vit v = api::load_vit(o.model, o.vit, o.storage);
+  const api::Model m = api::load_model(o.model, load_options(o));
+  const api::X2tResult res = api::understand(m, v, r);
+  if (o.json) std::printf("%s\n", res.to_json().dump().c_str());
+  else std::printf("%s\n", res.text.c_str());
   return 0;
 }
 
@@ -213,7 +327,8 @@ int cmd_run(const Args& args) {
     return 2;
   }
   const RunOptions o = parse(args);
-  return o.task == "text" ? run_text(o) : run_t2i(o);
+  if (o.task == "x2t") return run_x2t(o);
+  return o.task == "text" ? run_text(o) : run_generation(o);
 }
 
 }  // namespace lq::cli

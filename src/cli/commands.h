@@ -10,6 +10,7 @@ using Args = std::vector<std::string>;
 
 int cmd_inspect(const Args& args);
 int cmd_synth(const Args& args);
+int cmd_synth_vae(const Args& args);
 int cmd_tokenize(const Args& args);
 int cmd_run(const Args& args);
 int cmd_bench(const Args& args);

@@ -18,6 +18,7 @@ struct Command {
 const Command kCommands[] = {
     {"inspect", lq::cli::cmd_inspect, "describe a checkpoint: architecture, targets, sizes per scheme"},
     {"synth", lq::cli::cmd_synth, "write a synthetic Lance-shaped checkpoint (streaming)"},
+    {"synth-vae", lq::cli::cmd_synth_vae, "write a synthetic Wan2.2 VAE (exact shapes, random weights)"},
     {"tokenize", lq::cli::cmd_tokenize, "encode stdin lines to ids (or --decode ids to text)"},
     {"calibrate", lq::cli::cmd_calibrate, "activation statistics of both paths (text, chat, t2i inputs)"},
     {"merge-stats", lq::cli::cmd_merge_stats, "merge calibration statistics (shards) of one model"},
@@ -25,7 +26,7 @@ const Command kCommands[] = {
     {"demo", lq::cli::cmd_demo, "quantize the default model (rtn-int4, awq-int4, nvfp4) and compare the reports"},
     {"eval", lq::cli::cmd_eval, "compare QUANT with BASE on held-out data: report.md/json + plots"},
     {"export", lq::cli::cmd_export, "export the understanding path: gguf (llama.cpp), mlx (mlx-lm), hf"},
-    {"run", lq::cli::cmd_run, "run a model: --task text | t2i"},
+    {"run", lq::cli::cmd_run, "run a model: --task text | t2i | t2v | edit"},
     {"bench", lq::cli::cmd_bench, "benchmarks: conversions, forward"},
 };
 

@@ -18,6 +18,7 @@
 #include "formats/fold_scales.h"
 #include "forward/forward.h"
 #include "forward/prompts.h"
+#include "eval/x2t_eval.h"
 
 namespace lq::tok {
 class Tokenizer;
@@ -87,6 +88,8 @@ struct GenPrompt {
   uint64_t seed = 0;
   double latent_rel_error = 0, latent_psnr_db = 0;
   std::vector<float> base_latents, quant_latents;  // [K, C]
+  // Decoded pictures (eval --vae, eval/pictures.h): 8-bit RGB of BASE vs QUANT, every frame.
+  double image_psnr_db = 0, image_ssim = 0;
 };
 
 struct GenResult {
@@ -97,6 +100,8 @@ struct GenResult {
   std::vector<TauBucket> buckets;
   double latent_rel_error = 0, latent_psnr_db = 0;  // means over prompts
   double velocity_cosine = 0, velocity_rel_error = 0;  // means over all step evaluations
+  bool has_pictures = false;                          // decoded with the Wan2.2 VAE (eval --vae)
+  double image_psnr_db = 0, image_ssim = 0;           // means over prompts
 };
 
 struct LinearError {
@@ -115,6 +120,8 @@ struct LayerResult {
 
 struct EvalResult {
   bool has_und = false, has_chat = false, has_gen = false, has_layers = false;
+  bool has_x2t = false;  // filled by the caller (eval/x2t_eval.h) when x2t data is given
+  X2tEvalResult x2t;
   UndResult und;
   GenResult gen;
   LayerResult layers;

@@ -105,6 +105,19 @@ std::string report_json(const EvalResult& r, const ReportMeta& m) {
     }
     j["und"] = u;
   }
+  if (r.has_x2t) {
+    json items = json::array();
+    for (const auto& it : r.x2t.items)
+      items.push_back({{"kind", it.kind}, {"path", it.path}, {"question", it.question}, {"reference", it.reference},
+                       {"base_answer", it.base_answer}, {"quant_answer", it.quant_answer}, {"exact", it.exact},
+                       {"levenshtein_similarity", it.levenshtein}, {"vit_tokens", it.vit_tokens},
+                       {"answer_tokens", it.answer_tokens}, {"kl_mean", it.kl_mean}, {"kl_max", it.kl_max},
+                       {"top1_agreement", it.top1}, {"vit_rel_error", it.vit_rel_error}});
+    j["x2t"] = {{"items", items}, {"exact_match", r.x2t.exact_match}, {"levenshtein_similarity", r.x2t.levenshtein},
+                {"answer_tokens", r.x2t.tokens}, {"kl_mean", r.x2t.kl_mean}, {"top1_agreement", r.x2t.top1},
+                {"quant_vit", r.x2t.quant_vit}, {"quant_vit_note", r.x2t.quant_vit_note},
+                {"vit_rel_error", r.x2t.vit_rel_error}};
+  }
   if (r.has_gen) {
     json g;
     g["prompts"] = r.gen.prompts.size();
@@ -113,6 +126,10 @@ std::string report_json(const EvalResult& r, const ReportMeta& m) {
     g["latent_psnr_db"] = number(r.gen.latent_psnr_db);
     g["velocity_cosine"] = r.gen.velocity_cosine;
     g["velocity_rel_error"] = number(r.gen.velocity_rel_error);
+    if (r.gen.has_pictures) {
+      g["image_psnr_db"] = number(r.gen.image_psnr_db);
+      g["image_ssim"] = r.gen.image_ssim;
+    }
     json steps = json::array(), buckets = json::array(), prompts = json::array();
     for (const auto& s : r.gen.velocity)
       steps.push_back({{"step", s.step}, {"tau", s.tau}, {"cfg", s.cfg}, {"cosine", s.cosine}, {"rel_error", number(s.rel_error)}});
@@ -120,9 +137,12 @@ std::string report_json(const EvalResult& r, const ReportMeta& m) {
       buckets.push_back({{"tau_lo", b.lo}, {"tau_hi", b.hi}, {"evaluations", b.steps},
                          {"cosine", b.steps ? json(b.cosine) : json(nullptr)},
                          {"rel_error", b.steps ? number(b.rel_error) : json(nullptr)}});
-    for (const auto& p : r.gen.prompts)
-      prompts.push_back({{"caption", p.caption}, {"seed", p.seed}, {"latent_rel_error", number(p.latent_rel_error)},
-                         {"latent_psnr_db", number(p.latent_psnr_db)}});
+    for (const auto& p : r.gen.prompts) {
+      json pj = {{"caption", p.caption}, {"seed", p.seed}, {"latent_rel_error", number(p.latent_rel_error)},
+                 {"latent_psnr_db", number(p.latent_psnr_db)}};
+      if (r.gen.has_pictures) pj["image_psnr_db"] = number(p.image_psnr_db), pj["image_ssim"] = p.image_ssim;
+      prompts.push_back(pj);
+    }
     g["velocity_per_step"] = steps;
     g["velocity_per_tau_bucket"] = buckets;
     g["per_prompt"] = prompts;
@@ -270,6 +290,25 @@ void md_und(std::ostringstream& md, const EvalResult& r) {
   }
 }
 
+void md_x2t(std::ostringstream& md, const EvalResult& r) {
+  if (!r.has_x2t) return;
+  const auto& x = r.x2t;
+  md << "## Image and video understanding (x2t)\n\n";
+  md << "Each medium through " << (x.quant_vit ? "each model's own ViT (QUANT: " + x.quant_vit_note + ")" : "the same ViT")
+     << " and Lance's x2t prompt; greedy answers of both models, and on BASE's answer (teacher forcing, with its "
+        "closing `<|im_end|>`) KL(BASE || QUANT) per answer token and top-1 agreement.\n\n"
+        "| items | answer tokens | exact match | Levenshtein sim. | KL mean | top-1 agreement |"
+     << (x.quant_vit ? " ViT feature rel. error |" : "") << "\n|---:|---:|---:|---:|---:|---:|" << (x.quant_vit ? "---:|" : "")
+     << "\n| " << x.items.size() << " | " << x.tokens << " | " << pct(x.exact_match) << " | " << f(x.levenshtein, 3) << " | "
+     << f(x.kl_mean) << " | " << pct(x.top1) << " |" << (x.quant_vit ? " " + f(x.vit_rel_error) + " |" : "") << "\n\n";
+  md << "| medium | question | BASE | QUANT | KL mean | top-1 |\n|---|---|---|---|---:|---:|\n";
+  for (const auto& it : x.items)
+    md << "| " << it.kind << " `" << std::filesystem::path(it.path).filename().string() << "` (" << it.vit_tokens
+       << " tokens) | " << cell(it.question, 60) << " | " << cell(it.base_answer) << " | " << cell(it.quant_answer) << " | "
+       << f(it.kl_mean) << " | " << pct(it.top1) << " |\n";
+  md << "\n";
+}
+
 void md_gen(std::ostringstream& md, const EvalResult& r, bool images) {
   if (!r.has_gen) return;
   const auto& g = r.gen;
@@ -285,12 +324,23 @@ void md_gen(std::ostringstream& md, const EvalResult& r, bool images) {
     md << "| " << f(b.lo, 2) << " - " << f(b.hi, 2) << " | " << b.steps << " | " << (b.steps ? f(b.cosine, 6) : "-")
        << " | " << (b.steps ? f(b.rel_error) : "-") << " |\n";
   md << "\n![velocity error per tau](velocity_per_tau.svg)\n\n";
-  md << "| caption | seed | latent rel. error | PSNR dB |\n|---|---:|---:|---:|\n";
-  for (const auto& p : g.prompts)
-    md << "| " << cell(p.caption) << " | " << p.seed << " | " << f(p.latent_rel_error) << " | " << f(p.latent_psnr_db) << " |\n";
+  if (g.has_pictures) {
+    md << "Decoded pictures (Wan2.2 VAE, 8-bit RGB as saved): PSNR **" << f(g.image_psnr_db) << " dB**, SSIM **"
+       << f(g.image_ssim, 4) << "** (means over prompts; SSIM of Wang et al. with an 11 x 11 Gaussian window, as "
+          "scikit-image computes it, averaged over frames and colour channels).\n\n";
+    md << "| caption | seed | latent rel. error | latent PSNR dB | image PSNR dB | SSIM |\n|---|---:|---:|---:|---:|---:|\n";
+    for (const auto& p : g.prompts)
+      md << "| " << cell(p.caption) << " | " << p.seed << " | " << f(p.latent_rel_error) << " | " << f(p.latent_psnr_db) << " | "
+         << f(p.image_psnr_db) << " | " << f(p.image_ssim, 4) << " |\n";
+  } else {
+    md << "| caption | seed | latent rel. error | PSNR dB |\n|---|---:|---:|---:|\n";
+    for (const auto& p : g.prompts)
+      md << "| " << cell(p.caption) << " | " << p.seed << " | " << f(p.latent_rel_error) << " | " << f(p.latent_psnr_db) << " |\n";
+  }
   md << "\n";
   if (images)
-    md << "Decoded with the toy VAE, one row per caption in the table's order: **BASE | QUANT | 4 x |BASE - QUANT|**.\n\n"
+    md << "Decoded with " << (g.has_pictures ? "the Wan2.2 VAE (first frame)" : "the toy VAE")
+       << ", one row per caption in the table's order: **BASE | QUANT | 4 x |BASE - QUANT|**.\n\n"
           "![side by side](t2i_side_by_side.png)\n\n";
 }
 
@@ -338,17 +388,16 @@ std::vector<std::string> write_report(const std::string& out_dir, const EvalResu
     write_text_file((fs::path(out_dir) / name).string(), text);
     written.push_back(name);
   };
-  const bool images = r.has_gen && m.toy_vae && !r.gen.prompts.empty() && r.gen.grid.t == 1;
+  const bool toy_images = r.has_gen && m.toy_vae && !r.gen.has_pictures && !r.gen.prompts.empty() && r.gen.grid.t == 1;
+  const bool images = toy_images || (r.has_gen && r.gen.has_pictures);
   if (r.has_layers) {
     put("linear_error_und.svg", linear_plot(r.layers, fwd::Path::Und, m.num_layers));
     if (r.layers.gen_rows) put("linear_error_gen.svg", linear_plot(r.layers, fwd::Path::Gen, m.num_layers));
     put("hidden_error.svg", hidden_plot(r.layers));
   }
   if (r.has_gen) put("velocity_per_tau.svg", velocity_plot(r.gen));
-  if (images) {
-    write_side_by_side((fs::path(out_dir) / "t2i_side_by_side.png").string(), r.gen, m.t2i);
-    written.push_back("t2i_side_by_side.png");
-  }
+  if (toy_images) write_side_by_side((fs::path(out_dir) / "t2i_side_by_side.png").string(), r.gen, m.t2i);
+  if (images) written.push_back("t2i_side_by_side.png");  // the Wan2.2 pictures: written by compare_pictures
   std::ostringstream md;
   md << "# lance-quant evaluation report\n\n- BASE: `" << m.base_dir << "`\n- QUANT: `" << m.quant_dir << "`\n- run time: "
      << f(m.seconds, 3) << " s\n\n";
@@ -360,12 +409,18 @@ std::vector<std::string> write_report(const std::string& out_dir, const EvalResu
   if (r.has_chat)
     md << "| chat exact match / Levenshtein sim. | " << pct(r.und.chat_exact_match) << " / " << f(r.und.chat_levenshtein, 3)
        << " |\n";
+  if (r.has_x2t)
+    md << "| x2t exact match / KL mean / top-1 (" << r.x2t.items.size() << " questions) | " << pct(r.x2t.exact_match) << " / "
+       << f(r.x2t.kl_mean) << " / " << pct(r.x2t.top1) << " |\n";
   if (r.has_gen)
     md << "| t2i final latent rel. error / PSNR | " << f(r.gen.latent_rel_error) << " / " << f(r.gen.latent_psnr_db)
        << " dB |\n| t2i velocity cosine (mean) | " << f(r.gen.velocity_cosine, 6) << " |\n";
+  if (r.has_gen && r.gen.has_pictures)
+    md << "| t2i decoded pictures PSNR / SSIM | " << f(r.gen.image_psnr_db) << " dB / " << f(r.gen.image_ssim, 4) << " |\n";
   md << "\n";
   md_data(md, r, m);
   md_und(md, r);
+  md_x2t(md, r);
   md_gen(md, r, images);
   md_layers(md, r, m);
   put("report.json", report_json(r, m));

@@ -38,9 +38,21 @@ struct AttentionLayout {
 AttentionLayout make_attention_layout(const std::vector<Split>& key_splits, int64_t prefix, int64_t rows);
 
 // q: [rows, heads*hd], k/v: [keys, kv_heads*hd] (after RoPE), out: [rows, heads*hd].
-// Scale 1/sqrt(hd), max-subtracted softmax; threaded over (head, query block).
+// Scale 1/sqrt(hd), max-subtracted softmax, f32. From 8 query rows attention_blocked, below
+// attention_rowwise; both within ~1e-6 relative of attention_ref (tests/forward/attention_test.cpp).
 void attention(const AttentionShape& s, const AttentionLayout& layout, const float* q, const float* k,
                const float* v, float* out);
+// Per query row and head, two passes over its visible keys (scores and max, then the weighted sum);
+// threaded over (head, 16-row block). Decode and short chunks.
+void attention_rowwise(const AttentionShape& s, const AttentionLayout& layout, const float* q, const float* k,
+                       const float* v, float* out);
+// Blocked ("flash") attention for long chunks (the latent noise blocks of t2i / t2v): blocks of 16
+// query rows x one K/V head (its GQA group of query heads), keys in tiles of 64 over the union of
+// the block's visible ranges, online softmax, AVX2 outer-product micro-kernels; never materialises
+// more than a tile of scores. Threaded over (block, K/V head). Needs AVX2 + FMA and head_dim % 16 ==
+// 0, else runs attention_rowwise.
+void attention_blocked(const AttentionShape& s, const AttentionLayout& layout, const float* q, const float* k,
+                       const float* v, float* out);
 
 // Plain reference: materialises the boolean mask from the rule above (tests only).
 void attention_ref(const AttentionShape& s, const std::vector<Split>& key_splits, int64_t prefix, int64_t rows,

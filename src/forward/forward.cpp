@@ -7,6 +7,7 @@
 
 #include "forward/attention.h"
 #include "forward/quant_linear.h"
+#include "forward/vec_math.h"
 #include "kernels/parallel.h"
 #include "io/error.h"
 #include "io/safetensors.h"
@@ -106,16 +107,17 @@ std::vector<float> load_vector(const io::TensorStore& st, const std::string& nam
   return v;
 }
 
-// HeadFormat::Int4: the head read and quantized a block of rows at a time (the f32 copy of a
+// HeadFormat::Int4 / Int8: the head read and quantized a block of rows at a time (the f32 copy of a
 // 151936 x 2048 head would be 1.2 GB), each block's mapped pages released after it is read.
-std::unique_ptr<LinearWeights> load_head_int4(const io::TensorStore& st, const std::string& name) {
+std::unique_ptr<LinearWeights> load_head_quantized(const io::TensorStore& st, const std::string& name, HeadFormat format) {
   const io::TensorInfo& info = st.info(name);
   if (info.shape.size() != 2) fail(name, "lm_head must be 2-D");
   const int64_t rows = info.shape[0], cols = info.shape[1];
   quant::QuantParams p;
-  p.scheme = quant::Scheme::Int4Asym;
+  p.scheme = format == HeadFormat::Int8 ? quant::Scheme::Int8Sym : quant::Scheme::Int4Asym;
   p.group = 64;
-  if (cols % p.group != 0) fail(name, "hidden size " + std::to_string(cols) + " is not a multiple of 64 (--head int4)");
+  const char* flag = format == HeadFormat::Int8 ? " (--head int8)" : " (--head int4)";
+  if (cols % p.group != 0) fail(name, "hidden size " + std::to_string(cols) + " is not a multiple of 64" + flag);
   quant::QTensor q = quant::QTensor::integer(p.scheme, rows, cols, p.group, p.scale_dtype);
   constexpr int64_t kBlockRows = 4096;
   std::vector<float> block;
@@ -137,7 +139,8 @@ std::unique_ptr<LinearWeights> load_head_int4(const io::TensorStore& st, const s
 HeadFormat parse_head_format(const std::string& text) {
   if (text == "stored" || text == "bf16") return HeadFormat::Stored;
   if (text == "int4") return HeadFormat::Int4;
-  fail("--head", "expected stored (or bf16) or int4, got '" + text + "'");
+  if (text == "int8") return HeadFormat::Int8;
+  fail("--head", "expected stored (or bf16), int8 or int4, got '" + text + "'");
 }
 
 struct Engine::Impl {
@@ -233,8 +236,8 @@ Engine Engine::load(const std::string& model_dir, const LoadOptions& opts) {
   const io::TensorStore& st = *m->store;
   m->embed = load_dense(st, "language_model.model.embed_tokens.weight", "", opts.storage);
   check_linear_shape(*m->embed, c.vocab_size, c.hidden_size, "language_model.model.embed_tokens.weight");
-  m->lm_head = opts.head == HeadFormat::Int4 ? load_head_int4(st, "language_model.lm_head.weight")
-                                             : load_dense(st, "language_model.lm_head.weight", "", opts.storage);
+  m->lm_head = opts.head != HeadFormat::Stored ? load_head_quantized(st, "language_model.lm_head.weight", opts.head)
+                                                : load_dense(st, "language_model.lm_head.weight", "", opts.storage);
   check_linear_shape(*m->lm_head, c.vocab_size, c.hidden_size, "language_model.lm_head.weight");
   m->final_norm[0] = load_vector(st, "language_model.model.norm.weight", c.hidden_size);
   m->final_norm[1] = load_vector(st, "language_model.model.norm_moe_gen.weight", c.hidden_size);
@@ -426,42 +429,37 @@ void routed_linear(const Engine::Impl& m, int layer, LinearKind kind, const Rout
   }
 }
 
-// RMSNorm of `dim`-wide vectors: x / sqrt(mean(x^2) + eps) * w, reduction in double.
-void rms_norm(const float* x, const float* w, int64_t dim, double eps, float* y) {
-  double ss = 0;
-  for (int64_t i = 0; i < dim; ++i) ss += double(x[i]) * x[i];
-  const float inv = float(1.0 / std::sqrt(ss / dim + eps));
-  for (int64_t i = 0; i < dim; ++i) y[i] = w[i] * (x[i] * inv);
-}
-
 // Per-row RMSNorm with the row's path weights; `groups` vectors of `dim` per row (q/k heads).
+// x / sqrt(mean(x^2) + eps) * w with the reduction in double (vec_math.h), threaded over vectors.
 void routed_rms_norm(const Chunk& c, const std::array<std::vector<float>, kNumPaths>& w, const float* x,
                      int64_t groups, int64_t dim, double eps, float* y) {
-  for (int64_t i = 0; i < c.rows(); ++i) {
-    const float* wp = w[static_cast<int>(c.paths[i])].data();
-    for (int64_t g = 0; g < groups; ++g) rms_norm(x + (i * groups + g) * dim, wp, dim, eps, y + (i * groups + g) * dim);
-  }
+  std::vector<const float*> weights(size_t(c.rows() * groups));
+  for (int64_t i = 0; i < c.rows(); ++i)
+    for (int64_t g = 0; g < groups; ++g) weights[size_t(i * groups + g)] = w[static_cast<int>(c.paths[i])].data();
+  rms_norm_rows(x, c.rows() * groups, dim, eps, weights.data(), y);
+}
+
+// cos / sin of every row's rotation angles (position of the frequency's axis x inv_freq, in double),
+// [rows][head_dim / 2]; computed once per forward and shared by the layers.
+void rope_tables(const Engine::Impl& m, const Chunk& c, std::vector<float>& cs, std::vector<float>& sn) {
+  const int half = m.cfg.head_dim / 2;
+  cs.resize(size_t(c.rows() * half));
+  sn.resize(cs.size());
+  kernels::parallel_for(c.rows(), 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i)
+      for (int j = 0; j < half; ++j) {
+        const double a = double(c.positions[i][m.rope_axis[j]]) * m.inv_freq[j];
+        cs[size_t(i * half + j)] = float(std::cos(a));
+        sn[size_t(i * half + j)] = float(std::sin(a));
+      }
+  });
 }
 
 // Half-split rotation x' = x cos + rotate_half(x) sin, angles from the row's 3-D position.
-void apply_rope(const Engine::Impl& m, const Chunk& c, float* x, int64_t heads) {
-  const int hd = m.cfg.head_dim, half = hd / 2;
-  std::vector<float> cs(half), sn(half);
-  for (int64_t i = 0; i < c.rows(); ++i) {
-    for (int j = 0; j < half; ++j) {
-      const double a = double(c.positions[i][m.rope_axis[j]]) * m.inv_freq[j];
-      cs[j] = float(std::cos(a));
-      sn[j] = float(std::sin(a));
-    }
-    for (int64_t h = 0; h < heads; ++h) {
-      float* v = x + (i * heads + h) * hd;
-      for (int j = 0; j < half; ++j) {
-        const float a = v[j], b = v[j + half];
-        v[j] = a * cs[j] - b * sn[j];
-        v[j + half] = b * cs[j] + a * sn[j];
-      }
-    }
-  }
+void apply_rope(const Engine::Impl& m, const Chunk& c, float* x, int64_t heads, std::vector<float>& cs,
+                std::vector<float>& sn) {
+  if (cs.empty()) rope_tables(m, c, cs, sn);
+  rope_rotate(x, c.rows(), heads, m.cfg.head_dim / 2, cs.data(), sn.data());
 }
 
 void check_chunk(const Engine::Impl& m, const Chunk& c) {
@@ -488,7 +486,7 @@ namespace {
 
 // Work buffers of one decoder layer over L rows (reused across layers).
 struct LayerScratch {
-  std::vector<float> h, q, k, v, o, tmp, gate, up, k_all, v_all;
+  std::vector<float> h, q, k, v, o, tmp, gate, up, k_all, v_all, rope_cos, rope_sin;
   LayerScratch(int64_t L, int64_t H, int64_t QD, int64_t KD, int64_t I)
       : h(L * H), q(L * QD), k(L * KD), v(L * KD), o(L * QD), tmp(L * H), gate(L * I), up(L * I) {}
 };
@@ -508,8 +506,8 @@ void run_layer(const Engine::Impl& m, int l, const Chunk& chunk, const Routing& 
   routed_linear(m, l, LinearKind::V, rt, s.h.data(), H, s.v.data(), KD);
   routed_rms_norm(chunk, lw.q_norm, s.q.data(), c.num_heads, c.head_dim, c.rms_norm_eps, s.q.data());
   routed_rms_norm(chunk, lw.k_norm, s.k.data(), c.num_kv_heads, c.head_dim, c.rms_norm_eps, s.k.data());
-  apply_rope(m, chunk, s.q.data(), c.num_heads);
-  apply_rope(m, chunk, s.k.data(), c.num_kv_heads);
+  apply_rope(m, chunk, s.q.data(), c.num_heads, s.rope_cos, s.rope_sin);
+  apply_rope(m, chunk, s.k.data(), c.num_kv_heads, s.rope_cos, s.rope_sin);
 
   // Keys/values over [cache rows, chunk rows].
   const float *keys = s.k.data(), *vals = s.v.data();
@@ -535,7 +533,7 @@ void run_layer(const Engine::Impl& m, int l, const Chunk& chunk, const Routing& 
   routed_rms_norm(chunk, lw.post_norm, x, 1, H, c.rms_norm_eps, s.h.data());
   routed_linear(m, l, LinearKind::Gate, rt, s.h.data(), H, s.gate.data(), I);
   routed_linear(m, l, LinearKind::Up, rt, s.h.data(), H, s.up.data(), I);
-  for (int64_t i = 0; i < L * I; ++i) s.gate[i] = s.gate[i] / (1.0f + std::exp(-s.gate[i])) * s.up[i];
+  silu_mul(s.gate.data(), s.up.data(), L * I);
   routed_linear(m, l, LinearKind::Down, rt, s.gate.data(), I, s.tmp.data(), H);
   for (int64_t i = 0; i < L * H; ++i) x[i] += s.tmp[i];
 }

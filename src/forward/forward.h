@@ -150,8 +150,11 @@ using LinearFactory = std::function<std::unique_ptr<LinearWeights>(const model::
 //           by the fused 4-bit kernel: the head is the largest single matrix (vocab x hidden, 0.62 GB
 //           in bf16 at Lance's size) and decoding reads it whole for every token. An opt-in
 //           trade of a little accuracy for speed, like llama.cpp's quantized output tensor.
-enum class HeadFormat { Stored, Int4 };
-HeadFormat parse_head_format(const std::string& text);  // "stored" | "bf16" (= stored) | "int4"
+//   Int8:   quantized at load time to symmetric INT8 g64 by round-to-nearest (bf16 scales; 8.25 bits
+//           per weight) and run by the fused 8-bit kernel (kernels/q8.h): half the bytes of bf16, far
+//           less error than Int4 (llama.cpp keeps its output tensor at Q6_K / Q8_0 for that reason).
+enum class HeadFormat { Stored, Int4, Int8 };
+HeadFormat parse_head_format(const std::string& text);  // "stored" | "bf16" (= stored) | "int4" | "int8"
 
 struct LoadOptions {
   WeightStorage storage = WeightStorage::F32;

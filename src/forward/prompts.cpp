@@ -14,6 +14,14 @@ std::string chat_prompt(const std::string& user, const std::string& system) {
          "<|im_end|>\n<|im_start|>assistant\n";
 }
 
+std::string edit_instruction(const std::string& v) {
+  return "Describe the key features of the input " + v +
+         " (color, shape, size, texture, objects, background), then explain how the user\u2019s text instruction should "
+         "alter or modify the " + v + ". Generate a new " + v +
+         " that meets the user\u2019s requirements while maintaining consistency with the original input where "
+         "appropriate.";
+}
+
 T2iSettings load_t2i_settings(const std::string& model_dir) {
   T2iSettings s;
   const auto path = std::filesystem::path(model_dir) / "lance_config.json";
@@ -26,6 +34,7 @@ T2iSettings load_t2i_settings(const std::string& model_dir) {
     fail(path.string(), std::string("not valid JSON: ") + e.what());
   }
   if (j.contains("t2i_system_instruction")) s.instruction = j["t2i_system_instruction"].get<std::string>();
+  if (j.contains("t2v_system_instruction")) s.t2v_instruction = j["t2v_system_instruction"].get<std::string>();
   if (j.contains("t2i_latent_grid_thw")) {
     const auto& g = j["t2i_latent_grid_thw"];
     if (!g.is_array() || g.size() != 3) fail(path.string(), "t2i_latent_grid_thw must be [t, h, w]");

@@ -17,6 +17,14 @@ inline constexpr const char* kDefaultT2iInstruction =
     "Describe the image by detailing the color, quantity, text, shape, size, texture, spatial relationships of the "
     "objects and background:";
 
+// Lance's t2v instruction (data/common.py generate_system_prompt("t2v", "video")).
+inline constexpr const char* kDefaultT2vInstruction =
+    "Describe the video by detailing the color, quantity, visible text, shape, size, texture, spatial relationships and "
+    "motion/camera movements of the objects and background:";
+// Lance's editing instruction for a source of type `vision_type` ("image" or "video"):
+// generate_system_prompt("image_edit" / "video_edit", vision_type).
+std::string edit_instruction(const std::string& vision_type);
+
 // "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
 std::string chat_prompt(const std::string& user, const std::string& system = kDefaultSystemPrompt);
 
@@ -24,6 +32,7 @@ std::string chat_prompt(const std::string& user, const std::string& system = kDe
 // Lance_3B defaults otherwise (a 768x768 image: latent grid 1 x 48 x 48).
 struct T2iSettings {
   std::string instruction = kDefaultT2iInstruction;
+  std::string t2v_instruction = kDefaultT2vInstruction;  // lance_config.json t2v_system_instruction
   LatentGrid grid{1, 48, 48};
   bool grid_from_config = false;  // true when lance_config.json gave t2i_latent_grid_thw
   SamplerOptions sampler;         // num_timesteps, timestep_shift, cfg_text_scale, cfg_interval

@@ -19,9 +19,18 @@ void QuantLinear::apply(const float* x, int64_t n, float* y) const {
   kernels::q4_linear(x, n, w_, bias_.empty() ? nullptr : bias_.data(), y);
 }
 
+Q8Linear::Q8Linear(kernels::Q8Matrix w, std::vector<float> bias) : w_(std::move(w)), bias_(std::move(bias)) {
+  if (!bias_.empty() && int64_t(bias_.size()) != w_.rows)
+    fail("Q8Linear", "bias has " + std::to_string(bias_.size()) + " entries, weight has " + std::to_string(w_.rows) + " rows");
+}
+
+void Q8Linear::apply(const float* x, int64_t n, float* y) const {
+  kernels::q8_linear(x, n, w_, bias_.empty() ? nullptr : bias_.data(), y);
+}
+
 namespace {
 
-// INT8 has no fused kernel: the dequantized values rounded to bf16 (half the f32 size).
+// INT8 without a fused-kernel shape: the dequantized values rounded to bf16 (half the f32 size).
 std::unique_ptr<LinearWeights> bf16_fallback(const quant::QTensor& qt, std::vector<float> bias) {
   std::vector<uint8_t> storage(size_t(qt.numel()) * sizeof(uint16_t));
   auto* dst = reinterpret_cast<uint16_t*>(storage.data());
@@ -50,6 +59,10 @@ std::unique_ptr<LinearWeights> make_quant_linear(const quant::QTensor& qt, std::
                                                                qt.tensor_scale, where.c_str()),
                                            std::move(bias));
     case quant::Scheme::Int8Sym:
+      if (qt.group % 64 == 0 && qt.in % qt.group == 0)
+        return std::make_unique<Q8Linear>(kernels::pack_int8(qt.out, qt.in, qt.group, qt.codes.data(), qt.scales.data(),
+                                                             where.c_str()),
+                                          std::move(bias));
       return bf16_fallback(qt, std::move(bias));
   }
   fail(where, "unsupported quantization scheme");

@@ -2,7 +2,8 @@
 // a full-precision copy of a quantized weight.
 //
 //   QuantLinear          fwd::LinearWeights over kernels::Q4Matrix (INT4 asym / sym, NVFP4), bias fused
-//   make_quant_linear    QTensor -> LinearWeights (INT8 has no fused kernel yet: bf16 DenseLinear)
+//   Q8Linear             the same over kernels::Q8Matrix (INT8)
+//   make_quant_linear    QTensor -> LinearWeights
 //   is_quantized_checkpoint / load_quantized
 //                        any directory formats::CheckpointReader reads (lance-quant-v1, autoawq,
 //                        compressed-tensors, modelopt) plus its config (llm_config.json / config.json,
@@ -15,6 +16,7 @@
 
 #include "forward/forward.h"
 #include "kernels/q4.h"
+#include "kernels/q8.h"
 #include "quant/qtensor.h"
 
 namespace lq::fwd {
@@ -34,8 +36,23 @@ class QuantLinear final : public LinearWeights {
   std::vector<float> bias_;
 };
 
+// fwd::LinearWeights over kernels::Q8Matrix (INT8 with groups of 64k inputs), bias fused.
+class Q8Linear final : public LinearWeights {
+ public:
+  Q8Linear(kernels::Q8Matrix w, std::vector<float> bias);
+  int64_t in_features() const override { return w_.cols; }
+  int64_t out_features() const override { return w_.rows; }
+  void apply(const float* x, int64_t n, float* y) const override;
+  uint64_t weight_bytes() const override { return w_.weight_bytes() + bias_.size() * sizeof(float); }
+
+ private:
+  kernels::Q8Matrix w_;
+  std::vector<float> bias_;
+};
+
 // The kernel form of a canonical quantized tensor (`where` names it in errors). INT4 (asym / sym)
-// and NVFP4 become a QuantLinear; INT8 becomes a bf16 DenseLinear (no fused INT8 kernel yet).
+// and NVFP4 become a QuantLinear; INT8 a Q8Linear when its group is a multiple of 64 dividing
+// in_features, else a bf16 DenseLinear.
 std::unique_ptr<LinearWeights> make_quant_linear(const quant::QTensor& qt, std::vector<float> bias,
                                                  const std::string& where);
 

@@ -105,6 +105,13 @@ T2iSampler::T2iSampler(const Engine& e, T2iPrompt prompt) : e_(e), prompt_(std::
   }
 }
 
+T2iSampler::T2iSampler(const Engine& e, T2iPrompt prompt, const Chunk& cond_prefix, const Chunk& uncond_prefix)
+    : e_(e), prompt_(std::move(prompt)) {
+  check_latent_grid(prompt_.grid, e.config());
+  e.forward(cond_prefix, &cond_cache_, CacheWrite::Append);
+  e.forward(uncond_prefix, &uncond_cache_, CacheWrite::Append);
+}
+
 std::vector<float> T2iSampler::velocity(bool cond, const float* x, double tau) {
   const T2iBranch& b = cond ? prompt_.cond : prompt_.uncond;
   const Chunk c = noise_chunk(e_, b, prompt_.vision_start, prompt_.vision_end, prompt_.grid, x, tau);

@@ -73,6 +73,9 @@ std::vector<double> shifted_taus(int steps, double shift);
 class T2iSampler {
  public:
   T2iSampler(const Engine& e, T2iPrompt prompt);
+  // Conditioned generation (editing, forward/gen_sequence.h): each branch's prefix rows are given
+  // (clean VAE condition rows on the gen path included) instead of the prompt's text prefix.
+  T2iSampler(const Engine& e, T2iPrompt prompt, const Chunk& cond_prefix, const Chunk& uncond_prefix);
   // Velocity [K, latent_channels] of the cond (true) or uncond (false) branch.
   std::vector<float> velocity(bool cond, const float* x, double tau);
   // Runs the Euler sampler from `noise` [K, latent_channels]; returns the final latents.

@@ -29,26 +29,40 @@ std::vector<int32_t> greedy_decode(const Engine& e, const std::vector<int32_t>& 
   if (int64_t(prompt.size()) > limit)
     fail("greedy_decode", "prompt has " + std::to_string(prompt.size()) + " tokens, more than max_position_embeddings = " +
                               std::to_string(limit));
-  std::vector<int32_t> seq = prompt, out;
-  KvCache cache;
   const int64_t n0 = int64_t(prompt.size());
-  std::vector<float> normed = e.forward(text_chunk(e, seq, text_positions(n0), {{n0, SplitMode::Causal}}),
-                                        o.use_cache ? &cache : nullptr, o.use_cache ? CacheWrite::Append : CacheWrite::No);
-  int64_t rows = n0;
+  return greedy_decode_chunk(e, text_chunk(e, prompt, text_positions(n0), {{n0, SplitMode::Causal}}), int32_t(n0), o);
+}
+
+std::vector<int32_t> greedy_decode_chunk(const Engine& e, const Chunk& prompt, int32_t next_position, const GreedyOptions& o) {
+  if (prompt.rows() == 0) fail("greedy_decode", "empty prompt");
+  const int64_t limit = e.config().max_position_embeddings, H = e.config().hidden_size;
+  if (next_position > limit)
+    fail("greedy_decode", "the prompt reaches position " + std::to_string(next_position) +
+                              ", beyond max_position_embeddings = " + std::to_string(limit));
+  std::vector<int32_t> out;
+  KvCache cache;
+  std::vector<float> normed = e.forward(prompt, o.use_cache ? &cache : nullptr, o.use_cache ? CacheWrite::Append : CacheWrite::No);
+  int64_t rows = prompt.rows();
   while (int(out.size()) < o.max_new_tokens) {
     const int32_t tok = next_token(e, normed, rows, o);
     if (tok == o.stop_id) break;
     out.push_back(tok);
-    seq.push_back(tok);
-    if (int(out.size()) == o.max_new_tokens || int64_t(seq.size()) > limit) break;
-    const int64_t n = int64_t(seq.size());
+    const int32_t pos = next_position + int32_t(out.size()) - 1;
+    if (int(out.size()) == o.max_new_tokens || pos + 1 > limit) break;
     if (o.use_cache) {
-      normed = e.forward(text_chunk(e, {tok}, text_positions(1, int32_t(n - 1)), {{1, SplitMode::Causal}}), &cache,
-                         CacheWrite::Append);
+      normed = e.forward(text_chunk(e, {tok}, text_positions(1, pos), {{1, SplitMode::Causal}}), &cache, CacheWrite::Append);
       rows = 1;
-    } else {
-      normed = e.forward(text_chunk(e, seq, text_positions(n), {{n, SplitMode::Causal}}), nullptr, CacheWrite::No);
-      rows = n;
+    } else {  // the prompt chunk, then the generated tokens as one causal split
+      Chunk all = prompt;
+      const int64_t g = int64_t(out.size());
+      all.embeddings.resize(size_t((prompt.rows() + g) * H));
+      e.embed_tokens(out.data(), g, all.embeddings.data() + prompt.rows() * H);
+      all.paths.resize(size_t(prompt.rows() + g), Path::Und);
+      const auto gp = text_positions(g, next_position);
+      all.positions.insert(all.positions.end(), gp.begin(), gp.end());
+      all.splits.push_back({g, SplitMode::Causal});
+      normed = e.forward(all, nullptr, CacheWrite::No);
+      rows = all.rows();
     }
   }
   return out;

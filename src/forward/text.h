@@ -21,4 +21,9 @@ int32_t argmax_masked(const float* logits, int64_t n, int64_t limit);
 // exceed max_position_embeddings.
 std::vector<int32_t> greedy_decode(const Engine& e, const std::vector<int32_t>& prompt, const GreedyOptions& o);
 
+// Greedy continuation of a prompt chunk with any rows, splits and positions (x2t: ViT rows in a full
+// split); generated tokens are causal text at positions next_position, next_position + 1, ...
+// Without the cache (o.use_cache false) every step reruns the prompt chunk plus the generated tokens.
+std::vector<int32_t> greedy_decode_chunk(const Engine& e, const Chunk& prompt, int32_t next_position, const GreedyOptions& o);
+
 }  // namespace lq::fwd

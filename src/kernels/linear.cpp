@@ -280,7 +280,8 @@ void linear(const float* x, int64_t n, const DenseMatrix& w, const float* bias, 
 void linear_gemm(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y) {
   validate(x, n, w, y);
   if (n == 0 || w.rows == 0) return;
-  if (detail::gemm_avx2_available()) return detail::gemm_avx2(x, n, w, bias, y);
+  if (detail::gemm_avx2_available() && std::string(gemm_path()) != "scalar")
+    return detail::gemm(x, n, detail::dense_panels(w), bias, y, w.type == WeightType::F32);
   linear_scalar(x, n, w, bias, y);
 }
 

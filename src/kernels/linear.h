@@ -4,6 +4,8 @@
 // specification every path is tested against.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "kernels/parallel.h"  // num_threads(), set_num_threads(), parallel_for
 
@@ -35,7 +37,7 @@ void linear(const float* x, int64_t n, const DenseMatrix& w, const float* bias, 
 // linear_dot: every output owns an 8-lane accumulator walking k, reduced horizontally; a row of the
 // result does not depend on the other tokens of the call (its n = 1 value).
 void linear_dot(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y);
-// linear_gemm: packed outer-product GEMM (6 tokens x 16 outputs register tile); sums each output in
+// linear_gemm: packed outer-product GEMM (gemm_path(): register or AMX tiles); sums each output in
 // 256-wide k blocks, each block one FMA chain. Rows are independent of n and of the other tokens too.
 void linear_gemm(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y);
 
@@ -44,8 +46,28 @@ void linear_ref(const float* x, int64_t n, const DenseMatrix& w, const float* bi
 // Portable f32 path used when the CPU lacks AVX2+FMA (threaded; not bit-identical to the SIMD path).
 void linear_scalar(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y);
 
-// Name of the SIMD path the dispatcher selected ("avx2" or "scalar"). The dense kernels have no
-// AVX-512 path yet (it would speed up their compute-bound batches on CPUs that have it).
+// Name of the SIMD path of linear_dot ("avx2" or "scalar").
 const char* simd_path();
+
+// The GEMM path (linear_gemm, and the 4-bit kernels' W4A16 path beyond q4_int8_max_tokens() tokens),
+// chosen at run time: "avx512" where the CPU has AVX-512F, else "avx2", else "scalar"; "amx" only when
+// asked for (LQ_GEMM_PATH=amx or set_gemm_path), as it changes the numerics:
+//   "amx"         AMX-BF16 tiles: x and W rounded to bf16 (RNE), f32 accumulation (kernels/amx.h).
+//                 Used for bf16 and 4-bit weights; f32 weights take the best f32 path below.
+//   "avx512"      AVX-512F, 12 tokens x 32 outputs register tiles, f32
+//   "avx2"        AVX2 + FMA, 6 tokens x 16 outputs, f32
+//   "scalar"      linear_scalar
+// and, for tests on CPUs without the instructions: "avx512-emu" (the avx512 path's exact computation
+// with each 512-bit vector as two AVX2 vectors) and "amx-emu" (the amx path over a scalar model of
+// the tile instructions, written from Intel's SDM). The f32 paths give identical bits (each output is
+// one FMA chain per 256-k block, blocks added in order, bias last); the amx paths differ from them by
+// the bf16 rounding of x (and of 4-bit weights, whose dequantized values need up to 12 bits).
+const char* gemm_path();
+// Force one of the names above (lq::Error if this CPU cannot run it); "" restores the default: the
+// environment variable LQ_GEMM_PATH when set (the same names), else the best. Not meant to change
+// while another thread runs a kernel.
+void set_gemm_path(const std::string& path);
+// The GEMM paths this CPU can run (including the emulated ones).
+std::vector<std::string> gemm_paths_available();
 
 }  // namespace lq::kernels

@@ -2,33 +2,39 @@
 //
 // The dot-product formulation (one 8-lane accumulator per output, horizontal reduce) needs a
 // reduction per output and loads both operands for every FMA; here the inner loop is an outer
-// product instead: a micro-kernel keeps a 6-token x 16-output tile of y in 12 ymm registers and, per
-// k, loads 16 weights (2 vectors) and broadcasts 6 activations, feeding 12 FMAs (15 of the 16 ymm
-// registers; 8 loads per 12 FMAs, within Zen 3's 3 loads per 2 FMAs per cycle). The weights are repacked for it, k-major in 16-output panels and
-// converted from bf16 to f32 on the way, so W itself (often a read-only mmap) is only read.
+// product instead: a micro-kernel keeps an MR-token x NR-output tile of y in registers and, per k,
+// loads NR weights (2 vectors) and broadcasts MR activations, feeding 2 MR FMAs. The weights reach
+// it as packed panels (k-major, NR outputs wide, f32) written by a PanelSource (linear_gemm.h): dense
+// f32 / bf16 matrices (read in place; bf16 widened on the way) or 4-bit codes (q4.cpp).
 //
-// Loops, outermost first (per thread, over its static range of output columns):
-//   jc: kColBlock outputs        - their packed weights (kKBlock x kColBlock f32 = 512 KiB) stay in
-//                                  L2/L3 (512 KiB blocks beat 256 and 384 KiB on a 512 KiB-L2 Zen)
-//    pc: kKBlock k               - pack W[jc block, pc block] once, reused by every token
-//     ic: kTokenBlock tokens     - pack their activations (96 x 256 f32 = 96 KiB, stays in L2),
-//                                  6-token tiles interleaved k-major
-//      jr: 16-output panels      - the panel (256 x 16 f32 = 16 KiB) stays in L1 ...
-//       ir: 6-token tiles        - ... while every token tile of the block sweeps over it
-// Each weight is packed once per call; activations once per column block (per kColBlock outputs),
-// or not at all for ranges under 64 columns (read in place). Scratch per thread: 608 KiB.
+// Paths (gemm_path(), run-time dispatch):
+//   avx2        MR 6 x NR 16 (12 ymm accumulators; 8 loads per 12 FMAs, within Zen 3's 3 loads per
+//               2 FMAs per cycle)
+//   avx512      MR 12 x NR 32 (24 zmm accumulators), AVX-512F
+//   avx512-emu  the avx512 tiling with each 512-bit vector emulated by two AVX2 vectors: the exact
+//               computation of the avx512 path on CPUs without AVX-512 (tests)
+//   amx, amx-emu  AMX-BF16 tiles (amx_gemm.cpp): bf16 and 4-bit weights only
+// The f32 paths sum every output element in the same order (one FMA chain per kGemmKBlock block of
+// k, blocks added in order, the bias last), so they agree bit for bit; nothing depends on the thread
+// count, on n or on the tile an element lands in, so results are deterministic. Shorter chains (256)
+// also keep the f32 rounding error near that of the lane-split dot product.
 //
-// Summation order, identical for every output element: for each k block in order (k0 = 0, 256, ...),
-// one FMA chain over the block's k in order starting from 0, added to the running sum; the bias is
-// added last. Nothing depends on the thread count, on n or on the tile an element lands in, so
-// results are deterministic (and equal for any num_threads()). Shorter chains (256) also keep the
-// f32 rounding error near that of the lane-split dot product.
+// Loops (gemm_f32.inc): jc kColBlock outputs - their packed weights (256 x 512 f32 = 512 KiB) stay in
+// L2/L3 (512 KiB blocks beat 256 and 384 KiB on a 512 KiB-L2 Zen); pc kGemmKBlock k - pack W[jc, pc]
+// once, reused by every token; ic kTokenBlock tokens - pack their activations (96 x 256 f32 = 96 KiB,
+// stays in L2), MR-token tiles interleaved k-major; jr panels (256 x 16 f32 = 16 KiB stays in L1 ...)
+// ir token tiles (... while every tile of the block sweeps over it). Each weight is packed once per
+// call; activations once per column block, or not at all for ranges under 64 columns (read in place).
 #include "kernels/linear_gemm.h"
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cstdlib>
+#include <iterator>
 #include <memory>
 #include <string>
+#include <utility>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -36,10 +42,13 @@
 #endif
 
 #include "io/error.h"
+#include "kernels/amx.h"
 #include "kernels/parallel.h"
 #include "num/formats.h"
 
-namespace lq::kernels::detail {
+namespace lq::kernels {
+
+namespace detail {
 
 #ifdef LQ_GEMM_X86
 
@@ -47,12 +56,9 @@ namespace {
 
 #define LQ_AVX2_FMA __attribute__((target("avx2,fma")))
 
-constexpr int kTileTokens = 6;    // MR: y rows per micro-tile
-constexpr int kPanel = 16;        // NR: y columns per micro-tile = outputs per packed panel
-constexpr int64_t kKBlock = 256;  // KC
-constexpr int64_t kTokenBlock = 96;   // MC, a multiple of kTileTokens
-constexpr int64_t kColBlock = 512;    // NC, a multiple of kPanel
-constexpr int64_t kPackTokensMinColumns = 4 * kPanel;
+constexpr int64_t kTokenBlock = 96;   // MC, a multiple of every path's MR
+constexpr int64_t kColBlock = 512;    // NC, a multiple of every path's NR
+constexpr int64_t kPackTokensMinColumns = 64;
 // Work below this many multiply-adds runs on the calling thread (thread hand-off costs more).
 constexpr int64_t kMinParallelMacs = 1 << 16;
 
@@ -78,21 +84,6 @@ class ScratchBuffer {
   size_t size_ = 0;
 };
 
-struct F32Weights {
-  using Elem = float;
-  LQ_AVX2_FMA static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-  static float load1(const float* p) { return *p; }
-};
-
-struct Bf16Weights {
-  using Elem = uint16_t;
-  LQ_AVX2_FMA static __m256 load8(const uint16_t* p) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-  }
-  static float load1(const uint16_t* p) { return num::bf16_to_f32(*p); }
-};
-
 // In-register 8x8 transpose: r[i][j] becomes r[j][i].
 LQ_AVX2_FMA inline void transpose8x8(__m256 r[8]) {
   const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -113,171 +104,126 @@ LQ_AVX2_FMA inline void transpose8x8(__m256 r[8]) {
   r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
-// Elements ahead of the current one that pack_panel prefetches in each weight row.
+// ---- dense panel sources ---------------------------------------------------------------------
+
+struct F32Weights {
+  using Elem = float;
+  LQ_AVX2_FMA static __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+  static float load1(const float* p) { return *p; }
+};
+
+struct Bf16Weights {
+  using Elem = uint16_t;
+  LQ_AVX2_FMA static __m256 load8(const uint16_t* p) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  }
+  static float load1(const uint16_t* p) { return num::bf16_to_f32(*p); }
+};
+
+// Elements ahead of the current one that pack_dense prefetches in each weight row.
 constexpr int64_t kPrefetchAhead = 64;
 
-// dst[k * 16 + j] = W[o0 + j, k0 + k] as f32 for k < kc, j < rows (<= 16); columns j >= rows are 0.
-// Full panels go through 8x8 register transposes; the k tail and short panels element by element.
+// PanelSource::pack of a dense matrix. Full panels go through 8x8 register transposes, eight rows
+// at a time (rows a power-of-two apart share L1 sets, and sixteen would evict each other's lines
+// between the two 8-wide steps that read one line); the k tail and short panels element by element.
 template <class Weights>
-LQ_AVX2_FMA void pack_panel(const typename Weights::Elem* w, int64_t cols, int64_t o0, int rows,
-                            int64_t k0, int64_t kc, float* dst) {
-  const typename Weights::Elem* base = w + o0 * cols + k0;
+LQ_AVX2_FMA void pack_dense(const void* ctx, int64_t o0, int rows, int64_t k0, int64_t kc, int width, float* dst) {
+  const DenseMatrix& w = *static_cast<const DenseMatrix*>(ctx);
+  const int64_t cols = w.cols;
+  const typename Weights::Elem* base = static_cast<const typename Weights::Elem*>(w.data) + o0 * cols + k0;
   int64_t k = 0;
-  if (rows == kPanel) {
-    // Eight rows at a time: rows a power-of-two apart share L1 sets, and sixteen would evict each
-    // other's lines between the two 8-wide steps that read one line.
+  if (rows == width) {
     const int64_t k8 = kc & ~int64_t(7);
-    for (int half = 0; half < 2; ++half)
+    for (int part = 0; part < width / 8; ++part)
       for (k = 0; k < k8; k += 8) {
         __m256 r[8];
         for (int i = 0; i < 8; ++i) {
           // Short row segments in many streams: the hardware prefetchers do not pick them up.
-          const typename Weights::Elem* row = base + (half * 8 + i) * cols + k;
+          const typename Weights::Elem* row = base + (part * 8 + i) * cols + k;
           _mm_prefetch(reinterpret_cast<const char*>(row + kPrefetchAhead), _MM_HINT_T0);
           r[i] = Weights::load8(row);
         }
         transpose8x8(r);
-        for (int i = 0; i < 8; ++i) _mm256_store_ps(dst + (k + i) * kPanel + half * 8, r[i]);
+        for (int i = 0; i < 8; ++i) _mm256_store_ps(dst + (k + i) * width + part * 8, r[i]);
       }
   }
   for (; k < kc; ++k)
-    for (int j = 0; j < kPanel; ++j)
-      dst[k * kPanel + j] = j < rows ? Weights::load1(base + j * cols + k) : 0.0f;
+    for (int j = 0; j < width; ++j) dst[k * width + j] = j < rows ? Weights::load1(base + j * cols + k) : 0.0f;
 }
 
-// dst[k * tokens + r] = x[(t0 + r) * cols + k0 + k] for k < kc, r < tokens: a token tile's
-// activations interleaved so the micro-kernel reads one sequential stream. Full tiles go through
-// 8x8 transposes (rows 6 and 7 zero) whose 8-float columns are stored 6 apart in increasing order,
-// each overwriting the previous one's 2 padding floats; the last one writes 2 floats past the tile
-// (into the next tile, packed afterwards, or the buffer's slack).
-LQ_AVX2_FMA void pack_tokens(const float* x, int64_t cols, int64_t t0, int tokens, int64_t k0,
-                             int64_t kc, float* dst) {
-  const float* src = x + t0 * cols + k0;
-  int64_t k = 0;
-  if (tokens == kTileTokens) {
-    for (; k + 8 <= kc; k += 8) {
-      __m256 r[8];
-      for (int i = 0; i < kTileTokens; ++i) r[i] = _mm256_loadu_ps(src + i * cols + k);
-      r[6] = r[7] = _mm256_setzero_ps();
-      transpose8x8(r);
-      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(dst + (k + i) * kTileTokens, r[i]);
-    }
-  }
-  for (; k < kc; ++k)
-    for (int r = 0; r < tokens; ++r) dst[k * tokens + r] = src[r * cols + k];
-}
+// ---- the f32 paths, one instantiation per vector policy (gemm_f32.inc) ---------------------------
 
-// c[t, 0..16) (=|+=) sum_{k < kc} A(t, k) * b[k * 16 + 0..16) for t < MR, then + bias when given.
-// A(t, k) is a[k * MR + t] when `PackedA` (pack_tokens), else a[t * lda + k] (rows of x in place);
-// `b` is a packed, 32-byte aligned panel. The sum is one FMA chain per element, from 0, either way.
-template <int MR, bool PackedA>
-LQ_AVX2_FMA void micro_kernel(int64_t kc, const float* a, int64_t lda, const float* b, float* c,
-                              int64_t ldc, bool accumulate, const float* bias) {
-  // y rows are far apart (one page each for wide layers) and y is usually beyond L2: start fetching
-  // the tile's rows now, they are read (and written) after the k loop.
-#pragma GCC unroll 8
-  for (int t = 0; t < MR; ++t) {
-    _mm_prefetch(reinterpret_cast<const char*>(c + t * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + t * ldc + kPanel - 1), _MM_HINT_T0);
-  }
-  // The token loops are unrolled so the 2 * MR accumulators live in registers.
-  __m256 lo[MR], hi[MR];
-#pragma GCC unroll 8
-  for (int t = 0; t < MR; ++t) lo[t] = hi[t] = _mm256_setzero_ps();
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m256 b0 = _mm256_load_ps(b + k * kPanel), b1 = _mm256_load_ps(b + k * kPanel + 8);
-#pragma GCC unroll 8
-    for (int t = 0; t < MR; ++t) {
-      const __m256 at = _mm256_broadcast_ss(PackedA ? a + k * MR + t : a + t * lda + k);
-      lo[t] = _mm256_fmadd_ps(at, b0, lo[t]);
-      hi[t] = _mm256_fmadd_ps(at, b1, hi[t]);
-    }
-  }
-#pragma GCC unroll 8
-  for (int t = 0; t < MR; ++t) {
-    float* ct = c + t * ldc;
-    __m256 r0 = lo[t], r1 = hi[t];
-    if (accumulate) {
-      r0 = _mm256_add_ps(_mm256_loadu_ps(ct), r0);
-      r1 = _mm256_add_ps(_mm256_loadu_ps(ct + 8), r1);
-    }
-    if (bias) {
-      r0 = _mm256_add_ps(r0, _mm256_loadu_ps(bias));
-      r1 = _mm256_add_ps(r1, _mm256_loadu_ps(bias + 8));
-    }
-    _mm256_storeu_ps(ct, r0);
-    _mm256_storeu_ps(ct + 8, r1);
-  }
-}
+namespace avx2 {
+#define LQ_GEMM_TARGET __attribute__((target("avx2,fma")))
+struct V {
+  using T = __m256;
+  static constexpr int kLanes = 8;
+  LQ_GEMM_TARGET static T zero() { return _mm256_setzero_ps(); }
+  LQ_GEMM_TARGET static T load(const float* p) { return _mm256_load_ps(p); }
+  LQ_GEMM_TARGET static T loadu(const float* p) { return _mm256_loadu_ps(p); }
+  LQ_GEMM_TARGET static void storeu(float* p, T v) { _mm256_storeu_ps(p, v); }
+  LQ_GEMM_TARGET static T broadcast(const float* p) { return _mm256_broadcast_ss(p); }
+  LQ_GEMM_TARGET static T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  LQ_GEMM_TARGET static T add(T a, T b) { return _mm256_add_ps(a, b); }
+};
+constexpr int kMR = 6;
+#include "kernels/gemm_f32.inc"
+#undef LQ_GEMM_TARGET
+}  // namespace avx2
 
-using MicroKernel = void (*)(int64_t, const float*, int64_t, const float*, float*, int64_t, bool, const float*);
-// Indexed [PackedA][tokens].
-constexpr MicroKernel kMicroKernels[2][kTileTokens + 1] = {
-    {nullptr, micro_kernel<1, false>, micro_kernel<2, false>, micro_kernel<3, false>,
-     micro_kernel<4, false>, micro_kernel<5, false>, micro_kernel<6, false>},
-    {nullptr, micro_kernel<1, true>, micro_kernel<2, true>, micro_kernel<3, true>,
-     micro_kernel<4, true>, micro_kernel<5, true>, micro_kernel<6, true>}};
+namespace avx512 {
+#define LQ_GEMM_TARGET __attribute__((target("avx2,fma,avx512f")))
+struct V {
+  using T = __m512;
+  static constexpr int kLanes = 16;
+  LQ_GEMM_TARGET static T zero() { return _mm512_setzero_ps(); }
+  LQ_GEMM_TARGET static T load(const float* p) { return _mm512_load_ps(p); }
+  LQ_GEMM_TARGET static T loadu(const float* p) { return _mm512_loadu_ps(p); }
+  LQ_GEMM_TARGET static void storeu(float* p, T v) { _mm512_storeu_ps(p, v); }
+  LQ_GEMM_TARGET static T broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  LQ_GEMM_TARGET static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  LQ_GEMM_TARGET static T add(T a, T b) { return _mm512_add_ps(a, b); }
+};
+constexpr int kMR = 12;
+#include "kernels/gemm_f32.inc"
+#undef LQ_GEMM_TARGET
+}  // namespace avx512
 
-// One micro-tile of `tokens` x `outputs` (outputs < 16 for the last panel): full tiles write y in
-// place; short ones go through a 16-wide copy so the kernel never touches columns beyond the range.
-LQ_AVX2_FMA void run_tile(int tokens, int outputs, int64_t kc, bool packed_a, const float* a,
-                          int64_t lda, const float* panel, float* c, int64_t ldc, bool accumulate,
-                          const float* bias) {
-  const MicroKernel kernel = kMicroKernels[packed_a][tokens];
-  if (outputs == kPanel) return kernel(kc, a, lda, panel, c, ldc, accumulate, bias);
-  alignas(32) float tile[kTileTokens * kPanel] = {};
-  alignas(32) float bias_pad[kPanel] = {};
-  for (int t = 0; t < tokens && accumulate; ++t) std::copy_n(c + t * ldc, outputs, tile + t * kPanel);
-  if (bias) std::copy_n(bias, outputs, bias_pad);
-  kernel(kc, a, lda, panel, tile, kPanel, accumulate, bias ? bias_pad : nullptr);
-  for (int t = 0; t < tokens; ++t) std::copy_n(tile + t * kPanel, outputs, c + t * ldc);
-}
-
-// Output columns [col_begin, col_end) for all n tokens (one thread's share).
-template <class Weights>
-LQ_AVX2_FMA void gemm_columns(const float* x, int64_t n, const DenseMatrix& w, const float* bias,
-                              float* y, int64_t col_begin, int64_t col_end) {
-  const auto* wdata = static_cast<const typename Weights::Elem*>(w.data);
-  const int64_t cols = w.cols, ldy = w.rows;
-  thread_local ScratchBuffer weight_buffer, token_buffer;
-  float* packed = weight_buffer.get(size_t(kKBlock * kColBlock));
-  float* tokens = token_buffer.get(size_t(kTokenBlock * kKBlock + 8));  // + pack_tokens' spill
-  for (int64_t jc = col_begin; jc < col_end; jc += kColBlock) {
-    const int64_t nc = std::min(kColBlock, col_end - jc);
-    // Packing the activations pays off only when several panels reuse them (not for the narrow
-    // 16-row blocks q4_linear passes, say); otherwise the kernel reads the rows of x in place.
-    const bool pack_x = nc >= kPackTokensMinColumns;
-    for (int64_t pc = 0; pc < cols; pc += kKBlock) {
-      const int64_t kc = std::min(kKBlock, cols - pc);
-      const bool first = pc == 0, last = pc + kc == cols;
-      for (int64_t p = 0; p < nc; p += kPanel)
-        pack_panel<Weights>(wdata, cols, jc + p, int(std::min<int64_t>(kPanel, nc - p)), pc, kc,
-                            packed + p * kc);
-      for (int64_t ic = 0; ic < n; ic += kTokenBlock) {
-        const int64_t mc = std::min(kTokenBlock, n - ic);
-        // Tile t of the block starts at (t - ic) * kc: all tiles but the last hold 6 tokens.
-        for (int64_t t = ic; t < ic + mc && pack_x; t += kTileTokens)
-          pack_tokens(x, cols, t, int(std::min<int64_t>(kTileTokens, ic + mc - t)), pc, kc,
-                      tokens + (t - ic) * kc);
-        for (int64_t p = 0; p < nc; p += kPanel) {
-          const int outputs = int(std::min<int64_t>(kPanel, nc - p));
-          const int64_t o = jc + p;
-          for (int64_t t = ic; t < ic + mc; t += kTileTokens) {
-            const float* a = pack_x ? tokens + (t - ic) * kc : x + t * cols + pc;
-            run_tile(int(std::min<int64_t>(kTileTokens, ic + mc - t)), outputs, kc, pack_x, a, cols,
-                     packed + p * kc, y + t * ldy + o, ldy, !first, last && bias ? bias + o : nullptr);
-          }
-        }
-      }
-    }
+// The avx512 path's exact computation on AVX2: a 512-bit vector is two 256-bit halves, each lane
+// operated on as vfmadd231ps / vaddps would (the same IEEE operation per lane, no lane interaction).
+namespace avx512_emu {
+#define LQ_GEMM_TARGET __attribute__((target("avx2,fma")))
+struct V {
+  struct T {
+    __m256 lo, hi;
+  };
+  static constexpr int kLanes = 16;
+  LQ_GEMM_TARGET static T zero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+  LQ_GEMM_TARGET static T load(const float* p) { return {_mm256_load_ps(p), _mm256_load_ps(p + 8)}; }
+  LQ_GEMM_TARGET static T loadu(const float* p) { return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+  LQ_GEMM_TARGET static void storeu(float* p, T v) {
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
   }
-}
+  LQ_GEMM_TARGET static T broadcast(const float* p) { return {_mm256_broadcast_ss(p), _mm256_broadcast_ss(p)}; }
+  LQ_GEMM_TARGET static T fmadd(T a, T b, T c) { return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; }
+  LQ_GEMM_TARGET static T add(T a, T b) { return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)}; }
+};
+constexpr int kMR = 12;
+#include "kernels/gemm_f32.inc"
+#undef LQ_GEMM_TARGET
+}  // namespace avx512_emu
 
 // No input features: y = bias (or 0).
 void fill_bias(int64_t n, int64_t rows, const float* bias, float* y) {
   for (int64_t t = 0; t < n; ++t)
     for (int64_t o = 0; o < rows; ++o) y[t * rows + o] = bias ? bias[o] : 0.0f;
+}
+
+bool cpu_has_avx512f() {
+  static const bool ok = gemm_avx2_available() && __builtin_cpu_supports("avx512f");
+  return ok;
 }
 
 }  // namespace
@@ -287,24 +233,133 @@ bool gemm_avx2_available() {
   return ok;
 }
 
-void gemm_avx2(const float* x, int64_t n, const DenseMatrix& w, const float* bias, float* y) {
-  if (w.cols == 0) return fill_bias(n, w.rows, bias, y);
-  const int64_t macs = n * w.rows * w.cols;
-  // Ranges in whole panels so only the last thread has a short one.
-  const int64_t grain = macs < kMinParallelMacs ? w.rows : kPanel;
-  parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
-    if (w.type == WeightType::F32) gemm_columns<F32Weights>(x, n, w, bias, y, begin, end);
-    else gemm_columns<Bf16Weights>(x, n, w, bias, y, begin, end);
-  });
+PanelSource dense_panels(const DenseMatrix& w) {
+  PanelSource s;
+  s.rows = w.rows;
+  s.cols = w.cols;
+  s.ctx = &w;
+  s.pack = w.type == WeightType::F32 ? pack_dense<F32Weights> : pack_dense<Bf16Weights>;
+  s.bf16_exact = w.type == WeightType::BF16;
+  return s;
 }
 
 #else  // not x86
 
 bool gemm_avx2_available() { return false; }
-void gemm_avx2(const float*, int64_t, const DenseMatrix&, const float*, float*) {
-  fail("linear", "the AVX2 GEMM path is not available on this CPU");
-}
+PanelSource dense_panels(const DenseMatrix& w) { return PanelSource{w.rows, w.cols, &w, nullptr, false}; }
 
 #endif
 
-}  // namespace lq::kernels::detail
+}  // namespace detail
+
+// ---- path selection ----------------------------------------------------------------------------
+
+namespace {
+
+enum class GemmPath { Scalar, Avx2, Avx512Emu, Avx512, AmxEmu, Amx };
+constexpr const char* kGemmPathNames[] = {"scalar", "avx2", "avx512-emu", "avx512", "amx-emu", "amx"};
+std::atomic<int> g_forced_gemm{-1};
+
+bool can_run(GemmPath p) {
+#ifdef LQ_GEMM_X86
+  switch (p) {
+    case GemmPath::Scalar: return true;
+    case GemmPath::Avx2:
+    case GemmPath::Avx512Emu:
+    case GemmPath::AmxEmu: return detail::gemm_avx2_available();
+    case GemmPath::Avx512: return detail::cpu_has_avx512f();
+    case GemmPath::Amx: return detail::cpu_has_avx512f() && detail::amx_available();
+  }
+#endif
+  return p == GemmPath::Scalar;
+}
+
+// AMX is opt-in (LQ_GEMM_PATH=amx or set_gemm_path("amx")): it rounds activations to bf16, which
+// changes what evaluation and the f32 tests measure, and it has not run on hardware in this project yet.
+GemmPath best_gemm_path() {
+  for (GemmPath p : {GemmPath::Avx512, GemmPath::Avx2})
+    if (can_run(p)) return p;
+  return GemmPath::Scalar;
+}
+
+// LQ_GEMM_PATH=name in the environment forces a path for the whole process (benchmarks of one build
+// on several paths); read once, an unknown or unrunnable name is an error at the first GEMM.
+int env_gemm_path() {
+  static const int v = [] {
+    const char* e = std::getenv("LQ_GEMM_PATH");
+    if (!e || !*e) return -1;
+    for (int k = 0; k < int(std::size(kGemmPathNames)); ++k)
+      if (std::string(e) == kGemmPathNames[k]) {
+        if (!can_run(GemmPath(k))) fail("LQ_GEMM_PATH", std::string("this CPU cannot run the ") + e + " GEMM path");
+        return k;
+      }
+    fail("LQ_GEMM_PATH", std::string("unknown GEMM path '") + e + "' (scalar, avx2, avx512-emu, avx512, amx-emu, amx)");
+  }();
+  return v;
+}
+
+GemmPath current_gemm_path() {
+  const int forced = g_forced_gemm.load(std::memory_order_relaxed);
+  if (forced >= 0) return GemmPath(forced);
+  const int env = env_gemm_path();
+  return env >= 0 ? GemmPath(env) : best_gemm_path();
+}
+
+}  // namespace
+
+const char* gemm_path() { return kGemmPathNames[int(current_gemm_path())]; }
+
+void set_gemm_path(const std::string& path) {
+  if (path.empty()) {  // back to LQ_GEMM_PATH or the best path
+    g_forced_gemm.store(-1, std::memory_order_relaxed);
+    return;
+  }
+  for (int k = 0; k < int(std::size(kGemmPathNames)); ++k)
+    if (path == kGemmPathNames[k]) {
+      if (!can_run(GemmPath(k))) fail("set_gemm_path", "this CPU cannot run the " + path + " GEMM path");
+      g_forced_gemm.store(k, std::memory_order_relaxed);
+      return;
+    }
+  fail("set_gemm_path", "unknown GEMM path '" + path + "' (scalar, avx2, avx512-emu, avx512, amx-emu, amx)");
+}
+
+std::vector<std::string> gemm_paths_available() {
+  std::vector<std::string> out;
+  for (int k = 0; k < int(std::size(kGemmPathNames)); ++k)
+    if (can_run(GemmPath(k))) out.push_back(kGemmPathNames[k]);
+  return out;
+}
+
+namespace detail {
+
+#ifdef LQ_GEMM_X86
+void gemm(const float* x, int64_t n, const PanelSource& w, const float* bias, float* y, bool f32_weights) {
+  if (w.cols == 0) return fill_bias(n, w.rows, bias, y);
+  GemmPath path = current_gemm_path();
+  if (path == GemmPath::Scalar) fail("linear", "internal: detail::gemm called on the scalar path");
+  const bool amx = path == GemmPath::Amx || path == GemmPath::AmxEmu;
+  if (amx && f32_weights) path = cpu_has_avx512f() ? GemmPath::Avx512 : GemmPath::Avx2;  // f32 stays f32
+  const int64_t panel = path == GemmPath::Avx2 ? avx2::kNR : path == GemmPath::Amx || path == GemmPath::AmxEmu ? kAmxPanel : avx512::kNR;
+  const int64_t macs = n * w.rows * w.cols;
+  // Ranges in whole panels so only the last thread has a short one.
+  const int64_t grain = macs < kMinParallelMacs ? w.rows : panel;
+  parallel_for(w.rows, grain, [&](int64_t begin, int64_t end) {
+    switch (path) {
+      case GemmPath::Avx2: return avx2::gemm_columns(x, n, w, bias, y, begin, end);
+      case GemmPath::Avx512: return avx512::gemm_columns(x, n, w, bias, y, begin, end);
+      case GemmPath::Avx512Emu: return avx512_emu::gemm_columns(x, n, w, bias, y, begin, end);
+      case GemmPath::Amx: return gemm_amx_bf16(x, n, w, bias, y, begin, end, false);
+      case GemmPath::AmxEmu: return gemm_amx_bf16(x, n, w, bias, y, begin, end, true);
+      case GemmPath::Scalar: break;
+    }
+  });
+}
+#else
+void gemm(const float*, int64_t, const PanelSource&, const float*, float*, bool) {
+  fail("linear", "the vector GEMM paths are not available on this CPU");
+}
+#endif
+
+}  // namespace detail
+
+}  // namespace lq::kernels

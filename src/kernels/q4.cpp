@@ -15,8 +15,9 @@
 //    Int4 groups 16, 32, 48, ... use the same structure with per-16-input scales and a per-group
 //    zero-point term s z sum(x^) computed with 8 groups per vector after the row.
 //
-// Batches above q4_int8_max_tokens(): each thread dequantizes 16-row blocks to f32 once per call
-// and reuses the dense f32 GEMM (kernels::linear) over them.
+// Batches above q4_int8_max_tokens(): the Lanes layout is a panel source of the dense GEMM
+// (pack_lanes_panel, W4A16); the Rows layout dequantizes 16-row blocks to f32 once per call and reuses
+// the dense f32 GEMM (kernels::linear) over them.
 #include "kernels/q4.h"
 
 #include <algorithm>
@@ -34,6 +35,8 @@
 
 #include "io/error.h"
 #include "kernels/linear.h"
+#include "kernels/linear_gemm.h"
+#include "kernels/q8.h"
 #include "num/formats.h"
 
 namespace lq::kernels {
@@ -715,6 +718,143 @@ LQ_AVX2 void avx2_decoded_rows(const float* x, int64_t n, const Q4Matrix& w, con
   }
 }
 
+// ---- W4A16: the Lanes layout as the GEMM's panel source ------------------------------------------
+//
+// A Lanes step (32 bytes) holds 8 rows x 8 inputs with row r in 32-bit lane r: the code of input e of
+// the step is (lane >> s_e) & 15 with s_e = 8 e (e < 4) or 8 (e - 4) + 4, i.e. one shift and one mask
+// give a whole panel column (8 rows) of one k. Each 8-row part of a panel is decoded step by step
+// into the packed f32 panel with the values dequantize_lanes writes (q s - s z; 2 e2m1 * bs / 2), so
+// the GEMM over these panels gives exactly the result of the dense f32 GEMM over the dequantized
+// matrix (the old 16-row path's result) while the codes are read once per call and never expanded
+// beyond one panel block.
+LQ_AVX2 void pack_lanes_panel(const void* ctx, int64_t o0, int rows, int64_t k0, int64_t kc, int width, float* dst) {
+  const Q4Matrix& w = *static_cast<const Q4Matrix*>(ctx);
+  const int64_t G = w.groups_per_row();
+  const __m256i low4 = _mm256_set1_epi32(15);
+  const __m256i table = _mm256_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12,  //
+                                         0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+  const __m256i nibbles = _mm256_set1_epi8(15);
+  for (int part = 0; part < width / 8; ++part) {
+    const int64_t b = o0 / kLaneRows + part;
+    float* d = dst + part * 8;
+    if (part * 8 >= rows || b >= w.row_blocks()) {
+      for (int64_t k = 0; k < kc; ++k) _mm256_store_ps(d + k * width, _mm256_setzero_ps());
+      continue;
+    }
+    const uint8_t* p = w.packed.data() + b * w.cols * 4 + k0 / kStep * kStepBytes;
+    if (w.scheme == Q4Scheme::Int4) {
+      const uint8_t* z = w.zeros.data() + b * G * kLaneRows;
+      int64_t g_loaded = -1;
+      __m256 sc = _mm256_setzero_ps(), sz = sc;
+      for (int64_t k = 0; k < kc; k += kStep, p += kStepBytes) {
+        const int64_t g = (k0 + k) / w.group;  // groups are multiples of 64: a step never straddles two
+        if (g != g_loaded) {
+          sc = avx2_lanes::lane_scales8(w, b, g);
+          const __m256 zf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(z + g * kLaneRows))));
+          sz = _mm256_mul_ps(sc, zf);
+          g_loaded = g;
+        }
+        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        for (int e = 0; e < 8; ++e) {
+          const int shift = e < 4 ? 8 * e : 8 * (e - 4) + 4;
+          const __m256 q = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srl_epi32(bytes, _mm_cvtsi32_si128(shift)), low4));
+          _mm256_store_ps(d + (k + e) * width, _mm256_sub_ps(_mm256_mul_ps(q, sc), sz));
+        }
+      }
+    } else {
+      const uint8_t* bs = w.block_scales.data() + b * G * kLaneRows;
+      alignas(32) float s8[kLaneRows];
+      for (int64_t k = 0; k < kc; k += kStep, p += kStepBytes) {
+        const int64_t g = (k0 + k) / 16;
+        if ((k0 + k) % 16 == 0)
+          for (int r = 0; r < kLaneRows; ++r) s8[r] = w.scale_lut[bs[g * kLaneRows + r]];
+        const __m256 sc = _mm256_load_ps(s8);
+        const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        const __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(bytes, nibbles));
+        const __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(bytes, 4), nibbles));
+        for (int e = 0; e < 8; ++e) {
+          const __m256i src = e < 4 ? lo : hi;
+          const int up = 24 - 8 * (e % 4);  // the byte of input e to the top, then an arithmetic shift back
+          const __m256i v = _mm256_srai_epi32(_mm256_sll_epi32(src, _mm_cvtsi32_si128(up)), 24);
+          _mm256_store_ps(d + (k + e) * width, _mm256_mul_ps(_mm256_cvtepi32_ps(v), sc));
+        }
+      }
+    }
+  }
+}
+
+detail::PanelSource lanes_panels(const Q4Matrix& w) {
+  detail::PanelSource s;
+  s.rows = w.rows;
+  s.cols = w.cols;
+  s.ctx = &w;
+  s.pack = pack_lanes_panel;
+  return s;
+}
+
+// ---- 8-bit weights (q8.h) ----------------------------------------------------------------------
+
+// Dots of one row with NT tokens: per 64-input block the exact int32 dot of the signed codes and the
+// int8 activations (maddubs(|c|, sign(q, c)): pairs sum to at most 2 x 128 x 127 < 2^15), converted
+// and scaled by d_b * s_b into 8 f32 lanes; the lanes summed in hsum's order at the end.
+template <int NT>
+LQ_AVX2 void q8_row_dots(const Q8Matrix& w, const Q8Acts& a, int64_t o, int64_t t0, float* out) {
+  const int8_t* c = w.codes.data() + o * w.cols;
+  const float* s = w.scales.data() + o * (w.cols / w.group);
+  const int64_t per_group = w.group / kActBlock;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 total[NT];
+  for (int t = 0; t < NT; ++t) total[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < w.cols / kActBlock; ++b) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + b * kActBlock + 1024), _MM_HINT_T0);
+    const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + b * kActBlock));
+    const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + b * kActBlock + 32));
+    const __m256i a0 = _mm256_abs_epi8(w0), a1 = _mm256_abs_epi8(w1);
+    const float sw = s[b / per_group];
+    for (int t = 0; t < NT; ++t) {
+      const int8_t* xq = a.q.data() + (t0 + t) * a.stride + b * kActBlock;
+      const __m256i x0 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq)), w0);
+      const __m256i x1 = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 32)), w1);
+      const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(a0, x0), ones),
+                                           _mm256_madd_epi16(_mm256_maddubs_epi16(a1, x1), ones));
+      const float scale = a.d[size_t((t0 + t) * a.blocks + b)] * sw;
+      total[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(scale), total[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) out[t] = hsum(total[t]);
+}
+
+LQ_AVX2 void q8_rows(const Q8Acts& a, const Q8Matrix& w, const float* bias, float* y, int64_t r0, int64_t r1) {
+  float dots[4];
+  for (int64_t o = r0; o < r1; ++o)
+    for (int64_t t = 0; t < a.n; t += 4) {
+      const int64_t nt = std::min<int64_t>(4, a.n - t);
+      if (nt == 4) q8_row_dots<4>(w, a, o, t, dots);
+      if (nt == 3) q8_row_dots<3>(w, a, o, t, dots);
+      if (nt == 2) q8_row_dots<2>(w, a, o, t, dots);
+      if (nt == 1) q8_row_dots<1>(w, a, o, t, dots);
+      for (int64_t k = 0; k < nt; ++k) y[(t + k) * w.rows + o] = dots[k] + (bias ? bias[o] : 0.0f);
+    }
+}
+
+#endif  // LQ_X86 (the Q8 panel source below is portable)
+
+// W8A16: the codes of a panel block decoded into the GEMM's packed f32 panel.
+void pack_q8_panel(const void* ctx, int64_t o0, int rows, int64_t k0, int64_t kc, int width, float* dst) {
+  const Q8Matrix& w = *static_cast<const Q8Matrix*>(ctx);
+  const int64_t G = w.cols / w.group;
+  for (int j = 0; j < width; ++j) {
+    if (j >= rows) {
+      for (int64_t k = 0; k < kc; ++k) dst[k * width + j] = 0.0f;
+      continue;
+    }
+    const int8_t* c = w.codes.data() + (o0 + j) * w.cols + k0;
+    const float* s = w.scales.data() + (o0 + j) * G;
+    for (int64_t k = 0; k < kc; ++k) dst[k * width + j] = float(c[k]) * s[(k0 + k) / w.group];
+  }
+}
+
+#if LQ_X86
 bool have_avx2() {
   static const bool ok =
       __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
@@ -890,6 +1030,8 @@ void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, 
     validate_call(x, n, w, y);
     if (n == 0) return;
     if (n > q4_int8_max_tokens()) {
+      if (w.layout == Q4Layout::Lanes && detail::gemm_avx2_available() && std::string(gemm_path()) != "scalar")
+        return detail::gemm(x, n, lanes_panels(w), bias, y, false);
       parallel_for(w.rows, kDecodedRows, [&](int64_t r0, int64_t r1) {
         if (w.scheme == Q4Scheme::Int4)
           avx2_decoded_rows<Q4Scheme::Int4>(x, n, w, bias, y, r0, r1);
@@ -917,6 +1059,54 @@ void q4_linear(const float* x, int64_t n, const Q4Matrix& w, const float* bias, 
   }
 #endif
   q4_linear_scalar(x, n, w, bias, y);
+}
+
+// ---- 8-bit weights -------------------------------------------------------------------------------
+
+Q8Matrix pack_int8(int64_t rows, int64_t cols, int64_t group, const uint8_t* codes, const float* scales, const char* where) {
+  if (rows < 0 || cols < 0) fail(where, "negative shape");
+  if (group < kActBlock || group % kActBlock != 0 || (cols > 0 && cols % group != 0))
+    fail(where, "group " + std::to_string(group) + " must be a multiple of 64 dividing in_features " + std::to_string(cols));
+  Q8Matrix m;
+  m.rows = rows;
+  m.cols = cols;
+  m.group = group;
+  m.codes.resize(size_t(rows * cols));
+  for (size_t k = 0; k < m.codes.size(); ++k) m.codes[k] = int8_t(int(codes[k]) - 128);
+  m.scales.assign(scales, scales + rows * (cols / group));
+  return m;
+}
+
+void q8_linear_ref(const float* x, int64_t n, const Q8Matrix& w, const float* bias, float* y) {
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t o = 0; o < w.rows; ++o) {
+      double acc = bias ? double(bias[o]) : 0.0;
+      for (int64_t i = 0; i < w.cols; ++i) acc += double(w.weight(o, i)) * double(x[t * w.cols + i]);
+      y[t * w.rows + o] = float(acc);
+    }
+}
+
+void q8_linear(const float* x, int64_t n, const Q8Matrix& w, const float* bias, float* y) {
+  if (n < 0) fail("q8_linear", "negative token count " + std::to_string(n));
+  if (int64_t(w.codes.size()) != w.rows * w.cols || w.group <= 0 || w.cols % w.group != 0 || w.group % kActBlock != 0 ||
+      int64_t(w.scales.size()) != w.rows * (w.cols / w.group))
+    fail("q8_linear", "inconsistent Q8Matrix (built outside pack_int8?)");
+  if (n == 0 || w.rows == 0) return;
+  if (n > q4_int8_max_tokens() || !have_avx2()) {
+    detail::PanelSource src;
+    src.rows = w.rows;
+    src.cols = w.cols;
+    src.ctx = &w;
+    src.pack = pack_q8_panel;
+    if (detail::gemm_avx2_available() && std::string(gemm_path()) != "scalar") return detail::gemm(x, n, src, bias, y, false);
+    return q8_linear_ref(x, n, w, bias, y);
+  }
+#if LQ_X86
+  const Q8Acts a = quantize_avx2(x, n, w.cols);
+  const int64_t macs = n * w.rows * w.cols;
+  parallel_for(w.rows, macs < kMinParallelMacs ? std::max<int64_t>(w.rows, 1) : 8,
+               [&](int64_t r0, int64_t r1) { q8_rows(a, w, bias, y, r0, r1); });
+#endif
 }
 
 const char* q4_simd_path() { return kPathNames[int(current_path())]; }

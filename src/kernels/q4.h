@@ -52,9 +52,11 @@
 // Up to q4_int8_max_tokens() tokens: int8 dot products (AVX2 maddubs / madd), up to 4 tokens share
 // each decoded step or chunk; the int8 activations are prepared once per call. Batch 1 on the Lanes
 // layout reads two blocks from distant rows side by side (two streams per core: the memory system
-// of the 2-core EPYC delivers about a third more than to one stream). More tokens: each thread
-// dequantizes blocks of 16 rows to f32 once per call and runs the dense f32 kernel
-// (kernels::linear) over them with the f32 activations.
+// of the 2-core EPYC delivers about a third more than to one stream). More tokens (W4A16): the Lanes
+// codes are decoded straight into the packed panels of the dense GEMM (linear_gemm.h, any
+// gemm_path(); f32 activations), one panel block at a time, so the result equals the dense f32 GEMM
+// over the dequantized matrix bit for bit on the f32 paths (the AMX path rounds x and W to bf16);
+// the Rows layout dequantizes blocks of 16 rows to f32 and runs kernels::linear over them.
 //
 // A second backend (CUDA) would take the same Q4Matrix (plain arrays, no host pointers inside
 // other than the vectors) and upload it; the Lanes layout suits a warp as well (one row per lane).

@@ -1,8 +1,9 @@
 // AWQ on real activations, layer by layer through the native forward (awq-int4 / awq-nvfp4).
 //
-// Calibration rows: text windows (und) and t2i sequences (the cached prefix + the noise block at a few
-// taus of the full-precision sampler's trajectory, cond and, where CFG is active, uncond: und and gen
-// rows in one chunk). The residual stream entering the current layer is cached per sample; after the
+// Calibration rows: text windows (und), x2t prompts (und: ViT tokens in Lance's understanding prompt,
+// half the und budget when given) and t2i sequences (the cached prefix + the noise block at a few taus of
+// the full-precision sampler's trajectory, cond and, where CFG is active, uncond: und and gen rows in
+// one chunk). The residual stream entering the current layer is cached per sample; after the
 // layer is quantized, the QUANTIZED layer produces the next layer's inputs.
 //
 // Per path, from the full-precision layer on those inputs:
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "calib/calibrate.h"
 #include "forward/prompts.h"
@@ -252,6 +254,7 @@ class ForwardAwq final : public LayerSearch {
     const int64_t budget = o_.awq.rows_per_layer;
     std::vector<std::vector<int32_t>> windows;
     std::vector<std::string> captions;
+    std::vector<vit::X2tItem> x2t_items;
     calib::CalibOptions co;
     co.seq_len = o_.awq.seq_len;
     co.max_tokens = o_.awq.max_tokens;
@@ -262,22 +265,65 @@ class ForwardAwq final : public LayerSearch {
           captions.push_back(std::move(sample.caption));
           continue;
         }
+        if (calib::is_x2t(sample.kind)) {
+          x2t_items.push_back(std::move(sample.x2t));
+          continue;
+        }
+        if (sample.kind != calib::SourceKind::Text && sample.kind != calib::SourceKind::Chat)
+          fail("quantize --calib", std::string(calib::source_kind_name(sample.kind)) +
+                                       " inputs are read by `calibrate` only (layer-by-layer AWQ takes text, chat and t2i)");
         report.calib_tokens_und += int64_t(sample.ids.size());
         windows.push_back(std::move(sample.ids));
       }
-    // Text: evenly spaced windows until the und budget is met.
+    // Text: evenly spaced windows until the und budget (half of it when there are x2t inputs) is met.
+    const int64_t text_budget = x2t_items.empty() ? budget : (budget + 1) / 2;
     int64_t text_rows = 0;
-    const size_t take = windows.empty() ? 0 : size_t(std::min<int64_t>(int64_t(windows.size()), std::max<int64_t>(1, budget / o_.awq.seq_len + 1)));
-    for (size_t i = 0; i < take && text_rows < budget; ++i) {
+    const size_t take = windows.empty() ? 0 : size_t(std::min<int64_t>(int64_t(windows.size()), std::max<int64_t>(1, text_budget / o_.awq.seq_len + 1)));
+    for (size_t i = 0; i < take && text_rows < text_budget; ++i) {
       const auto& ids = windows[i * windows.size() / take];
       const int64_t n = int64_t(ids.size());
       add_sample(fwd::text_chunk(engine_, ids, fwd::text_positions(n), {fwd::Split{n, fwd::SplitMode::Causal}}));
       text_rows += n;
     }
+    // x2t: evenly spaced questions (at least one) until the und budget is met.
+    if (!x2t_items.empty()) add_x2t_samples(tok, x2t_items, budget - text_rows, report);
     // t2i: every prompt through the full-precision sampler; sequences at a few taus of its trajectory.
     if (!captions.empty()) add_t2i_samples(tok, captions, budget, report);
     report.calib_rows_und = rows_[0];
     report.calib_rows_gen = rows_[1];
+  }
+
+  // The ViT (the checkpoint's, or QuantizeOptions::vit_dir) runs once per medium, its pages released block
+  // by block, and is unloaded before the layers are quantized.
+  void add_x2t_samples(const tok::Tokenizer& tok, const std::vector<vit::X2tItem>& items, int64_t budget,
+                       QuantizeReport& report) {
+    vit::VitLoadOptions vo;
+    vo.storage = engine_.storage();
+    vo.release_pages = true;
+    const vit::Vit v = vit::Vit::load(o_.vit_dir.empty() ? o_.model_dir : o_.vit_dir, vo);
+    vit::check_vit_matches(v, engine_);
+    vit::FeatureCache cache(v, o_.x2t);
+    const int step = vit::temporal_step(o_.model_dir, v.config());
+    // Round robin over the media (in order of first appearance), so a small budget still sees several.
+    std::vector<std::vector<size_t>> by_medium;
+    std::map<std::string, size_t> slot;
+    for (size_t i = 0; i < items.size(); ++i) {
+      auto [it, fresh] = slot.emplace(items[i].path, by_medium.size());
+      if (fresh) by_medium.emplace_back();
+      by_medium[it->second].push_back(i);
+    }
+    std::vector<size_t> order;
+    for (size_t round = 0; order.size() < items.size(); ++round)
+      for (const auto& g : by_medium)
+        if (round < g.size()) order.push_back(g[round]);
+    int64_t rows = 0;
+    for (size_t j = 0; j < order.size() && (j == 0 || rows < budget); ++j) {
+      const vit::X2tItem& item = items[order[j]];
+      fwd::Chunk c = calib::x2t_calibration_chunk(engine_, tok, cache, item, step);
+      rows += c.rows();
+      report.calib_tokens_und += c.rows();
+      add_sample(std::move(c));
+    }
   }
 
   void add_t2i_samples(const tok::Tokenizer& tok, const std::vector<std::string>& captions, int64_t budget,

@@ -81,6 +81,8 @@ struct QuantizeOptions {
   std::optional<FormatSpec> gen_format;
   std::vector<FormatOverride> overrides;
   std::vector<calib::Source> calib;              // AWQ inputs
+  std::string vit_dir;                           // x2t inputs: the ViT (empty: the checkpoint's vit_model.*)
+  vit::X2tSettings x2t;                          // x2t resolutions and frame sampling
   std::string stats_path;                        // proxy / legacy inputs
   bool allow_partial = false, force = false;
   io::DType kept_dtype = io::DType::BF16;

@@ -189,6 +189,41 @@ TEST(QuantEngine, Int4HeadIsTheRtnQuantizedHead) {
   EXPECT_EQ(parse_head_format("bf16"), HeadFormat::Stored);
 }
 
+// LoadOptions::head = Int8: the RTN INT8 g64 (symmetric) quantization of the stored head, run by the
+// fused 8-bit kernel; its logits sit far closer to the stored head's than the INT4 head's.
+TEST(QuantEngine, Int8HeadIsTheRtnQuantizedHead) {
+  LQ_REQUIRE_SHARED();
+  Engine stored = Engine::load(test::lance_mini_dir());
+  LoadOptions lo;
+  lo.head = HeadFormat::Int8;
+  Engine q = Engine::load(test::lance_mini_dir(), lo);
+  const auto& c = stored.config();
+  const io::TensorStore st(test::lance_mini_dir());
+  const std::vector<float> head = st.read_f32("language_model.lm_head.weight");
+  quant::QuantParams p;
+  p.scheme = quant::Scheme::Int8Sym;
+  p.group = 64;
+  const quant::QTensor qt = quant::quantize(head.data(), c.vocab_size, c.hidden_size, p);
+  std::unique_ptr<DenseLinear> expect_head = dense_of(qt, {});
+  const std::vector<int32_t> ids = {1, 17, 300, 42, 4000, 5};
+  const int64_t T = int64_t(ids.size());
+  const std::vector<Split> splits = {{T, SplitMode::Causal}};
+  const auto hs = stored.forward(text_chunk(stored, ids, text_positions(T), splits), nullptr, CacheWrite::No);
+  const auto hq = q.forward(text_chunk(q, ids, text_positions(T), splits), nullptr, CacheWrite::No);
+  ASSERT_EQ(hs, hq);
+  std::vector<float> want(size_t(T * c.vocab_size));
+  expect_head->apply(hs.data(), T, want.data());
+  kernels::set_q4_int8_max_tokens(0);  // f32 activations: only summation order differs
+  const double err = test::rel_max_err(q.logits(hq.data(), T), want);
+  kernels::set_q4_int8_max_tokens(-1);
+  EXPECT_LT(err, 1e-4);
+  const double vs_stored = test::rel_max_err(q.logits(hq.data(), T), stored.logits(hs.data(), T));
+  EXPECT_GT(vs_stored, 1e-5);
+  EXPECT_LT(vs_stored, 0.02);
+  std::printf("  int8 head: logits rel max err %.2e vs RTN-dequantized head, %.2e vs stored head\n", err, vs_stored);
+  EXPECT_EQ(parse_head_format("int8"), HeadFormat::Int8);
+}
+
 TEST(QuantEngine, PlainDirectoryIsNotQuantized) {
   LQ_REQUIRE_SHARED();
   EXPECT_FALSE(is_quantized_checkpoint(test::lance_mini_dir()));

@@ -78,8 +78,8 @@ void check_gen_int8_checkpoint(const std::string& dir, formats::FormatId format)
     ASSERT_EQ(got.group, 64) << l.name;
     ASSERT_EQ(got.dequantize(), want.dequantize()) << l.name;
   }
-  // The engine loads the checkpoint and its linears compute x W'^T with the stored weights (INT8 runs
-  // as bf16, INT4 through the q4 kernel).
+  // The engine loads the checkpoint and its linears compute x W'^T with the stored weights (INT8
+  // through the q8 kernel, INT4 through the q4 kernel).
   const fwd::Engine e = fwd::load_quantized(dir);
   std::mt19937 rng(3);
   std::normal_distribution<float> nd;
@@ -99,8 +99,7 @@ void check_gen_int8_checkpoint(const std::string& dir, formats::FormatId format)
           for (int64_t c = 0; c < ls.in; ++c) s += double(x[size_t(t * ls.in + c)]) * wq[size_t(o * ls.in + c)];
           ref[size_t(t * ls.out + o)] = float(s);
         }
-      // INT8 runs with bf16 weights (2^-9 relative rounding per weight), INT4 through the q4 kernel
-      // (int8 activations for few tokens, ~0.5% RMS: kernels/q4.h): both well under 2%, while the
+      // Both kernels use int8 activations for few tokens (~0.5% RMS: kernels/q4.h, q8.h): well under 2%, while the
       // wrong stored weights (another format or group: ~10% weight error in INT4) would exceed it.
       EXPECT_LT(max_rel(y, ref), 2e-2) << ls.name;
     }
