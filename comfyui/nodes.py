@@ -79,7 +79,7 @@ class _Progress:
         if self.mm is not None:
             self.mm.throw_exception_if_processing_interrupted()
         if self.bar is not None:
-            self.bar.update_absolute(done + 1 if stage == "t2i" else done, total)
+            self.bar.update_absolute(done + 1 if stage in ("t2i", "t2v", "edit") else done, total)
 
 
 def _resolve_model_path(path: str) -> str:
@@ -178,8 +178,41 @@ class LanceTextToImage:
         return ({"samples": torch.stack(out)},)
 
 
+def _images_u8(image: torch.Tensor):
+    """ComfyUI IMAGE [B, H, W, 3] (0..1) -> uint8 numpy [B, H, W, 3] (rounded)."""
+    import numpy as np
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] != 3:
+        raise lance_quant.Error(f"[Lance] expected an IMAGE [B, H, W, 3], got {getattr(image, 'shape', type(image))}")
+    x = image.detach().float().cpu().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return np.ascontiguousarray(x.numpy())
+
+
+_vit_cache: Dict[str, lance_quant.Vit] = {}
+
+
+def _vit(vit_path: str):
+    """None (the model's own vit_model.* tensors) or a loaded ViT directory (one kept resident)."""
+    vit_path = vit_path.strip()
+    if not vit_path:
+        return None
+    key = os.path.realpath(os.path.expanduser(vit_path))
+    with _cache_lock:
+        if key not in _vit_cache:
+            _vit_cache.clear()
+            _vit_cache[key] = lance_quant.load_vit(key)
+        return _vit_cache[key]
+
+
+def _understand(model, question, image, as_video, fps, max_new_tokens, vit_path=""):
+    frames = _images_u8(image)
+    vit = _vit(vit_path)
+    if as_video:
+        return [model.understand(question, video=frames, fps=fps, vit=vit, max_new_tokens=max_new_tokens)["text"]]
+    return [model.understand(question, image=f, vit=vit, max_new_tokens=max_new_tokens)["text"] for f in frames]
+
+
 class LanceTextGenerate:
-    """Greedy text answers (understanding path); the visual-QA input waits for the native vision tower."""
+    """Greedy text answers (understanding path); with an IMAGE, a question about it (the model's own ViT)."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -200,14 +233,230 @@ class LanceTextGenerate:
     FUNCTION = "generate"
     OUTPUT_NODE = True
     CATEGORY = CATEGORY
-    DESCRIPTION = "Answers a question (Qwen chat template, greedy, KV cache). Image questions need the vision tower."
+    DESCRIPTION = ("Answers a question (Qwen chat template, greedy, KV cache). With an image: Lance's visual QA through "
+                   "the checkpoint's vision tower (vit_model.*); use Lance Visual QA for a separate ViT or video.")
 
     def generate(self, lance_model, prompt, max_new_tokens, chat_template, image=None):
         if image is not None:
-            raise lance_quant.Error("[Lance text] visual QA needs Lance's vision tower (ViT), which the native engine "
-                                    "does not run yet: disconnect the image to ask a text question")
-        res = lance_model.generate(prompt, max_new_tokens=max_new_tokens, raw=not chat_template)
-        return {"ui": {"text": [res["text"]]}, "result": (res["text"],)}
+            answers = _understand(lance_model, prompt, image, False, 24.0, max_new_tokens)
+            text = "\n\n".join(answers)
+        else:
+            text = lance_model.generate(prompt, max_new_tokens=max_new_tokens, raw=not chat_template)["text"]
+        return {"ui": {"text": [text]}, "result": (text,)}
+
+
+class LanceVisualQA:
+    """Image / video understanding: the ViT's tokens in Lance's x2t prompt, greedy answer."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "lance_model": ("LANCE_MODEL",),
+                "image": ("IMAGE",),
+                "question": ("STRING", {"multiline": True, "default": "Describe this image."}),
+                "max_new_tokens": ("INT", {"default": 256, "min": 1, "max": 8192}),
+                "as_video": ("BOOLEAN", {"default": False,
+                                         "tooltip": "the batch is the frames of one video (else one answer per image)"}),
+                "fps": ("FLOAT", {"default": 24.0, "min": 0.1, "max": 240.0, "step": 0.1,
+                                  "tooltip": "frame rate of the frames (Lance samples 12 fps over at most 6 s)"}),
+            },
+            "optional": {
+                "vit_path": ("STRING", {"default": "", "tooltip": "ViT directory (vit.safetensors + config.json); "
+                                                                  "empty: the checkpoint's vit_model.* tensors"}),
+            },
+        }
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("text",)
+    FUNCTION = "answer"
+    OUTPUT_NODE = True
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Answers a question about each image of the batch, or about the batch as a video (as_video). "
+                   "Images are bucket-resized as Lance does (R = 672 images, 616 videos).")
+
+    def answer(self, lance_model, image, question, max_new_tokens, as_video, fps, vit_path=""):
+        answers = _understand(lance_model, question, image, as_video, fps, max_new_tokens, vit_path)
+        text = "\n\n".join(answers)
+        return {"ui": {"text": answers}, "result": (text,)}
+
+
+class LanceVAELoader:
+    """Loads the Wan 2.2 VAE into the native engine (for Lance Image Edit and Lance VAE Decode)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae_path": ("STRING", {"default": "Wan2.2_VAE.pth",
+                                        "tooltip": "Wan2.2_VAE.pth, a diffusers directory, or a file under models/vae"}),
+                "conv": (["auto", "gemm", "dnnl"], {"default": "auto", "tooltip": "convolution backend"}),
+            }
+        }
+
+    RETURN_TYPES = ("LANCE_VAE",)
+    RETURN_NAMES = ("lance_vae",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "The native Wan 2.2 VAE (every tensor checked by name and shape)."
+
+    def load(self, vae_path, conv):
+        path = os.path.expanduser(vae_path.strip())
+        if not os.path.exists(path):
+            try:
+                import folder_paths
+                candidate = folder_paths.get_full_path("vae", path)
+                if candidate:
+                    path = candidate
+            except ImportError:
+                pass
+        return (lance_quant.load_vae(path, conv=conv),)
+
+
+class LanceVAEDecode:
+    """Decodes a Wan 2.2 LATENT [B, 48, T, H, W] with the native VAE to IMAGE frames [B * (4 (T - 1) + 1), 16 H, 16 W, 3]."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "lance_vae": ("LANCE_VAE",)}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "decode"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Pictures and video frames exactly as `lance-quant run --png/--mp4` writes them (8-bit), as a "
+                   "ComfyUI IMAGE in 0..1. A video's frames follow each other in the batch.")
+
+    def decode(self, samples, lance_vae):
+        z = latent_to_lance(samples["samples"].float().cpu())  # [B, T, H, W, 48]
+        progress = _Progress(z.shape[0] * z.shape[1])
+        frames = []
+        for b in range(z.shape[0]):
+            def cb(done, total, stage, b=b):
+                progress(b * total + done, total * z.shape[0], stage)
+            px = lance_vae.decode(z[b].numpy(), progress=cb)  # uint8 [T', H', W', 3]
+            frames.append(torch.from_numpy(px).float().div_(255.0))
+        return (torch.cat(frames),)
+
+
+class LanceTextToVideo:
+    """Lance's text-to-video sampler; returns a Wan 2.2 LATENT [B, 48, T, H, W] (T = (frames - 1) / 4 + 1)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "lance_model": ("LANCE_MODEL",),
+                "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": ""}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+                "frames": ("INT", {"default": 33, "min": 1, "max": 1025, "step": 4,
+                                   "tooltip": "pixel frames; Lance uses 4k + 1"}),
+                "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
+                "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+                "shift": ("FLOAT", {"default": 3.5, "min": 0.01, "max": 100.0, "step": 0.05}),
+                "width": ("INT", {"default": 832, "min": 16, "max": 1008, "step": 16}),
+                "height": ("INT", {"default": 480, "min": 16, "max": 1008, "step": 16}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+            }
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Text-to-video with Lance's backbone (its t2v instruction). Video i of the batch uses noise seed + i. "
+                   "Decode with Lance VAE Decode (or ComfyUI's VAE Decode + the Wan 2.2 VAE).")
+
+    def sample(self, lance_model, prompt, seed, frames, steps, cfg, shift, width, height, batch_size):
+        _check_wan22(lance_model, "Lance text to video")
+        progress = _Progress(steps * batch_size)
+        out = []
+        for i in range(batch_size):
+            def cb(done, total, stage, i=i):
+                progress(i * total + done, total * batch_size, stage)
+            x = lance_model.text_to_video(prompt, seed=(seed + i) % (1 << 64), frames=frames, steps=steps, cfg=cfg,
+                                          shift=shift, height=height, width=width, progress=cb)
+            out.append(lance_to_latent(x))
+        return ({"samples": torch.stack(out)},)
+
+
+class LanceImageEdit:
+    """Lance's image editing: the IMAGE is VAE-encoded as a clean condition; returns the edited Wan 2.2 LATENT."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "lance_model": ("LANCE_MODEL",),
+                "lance_vae": ("LANCE_VAE",),
+                "image": ("IMAGE",),
+                "instruction": ("STRING", {"multiline": True, "default": ""}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+                "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
+                "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+                "shift": ("FLOAT", {"default": 3.5, "min": 0.01, "max": 100.0, "step": 0.05}),
+                "resolution": ("INT", {"default": 768, "min": 16, "max": 2048, "step": 16,
+                                       "tooltip": "the source is resized to Lance's bucket near resolution^2 pixels"}),
+            }
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "edit"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Edits each image of the batch (noise seed + i). The result has the source's bucket size; decode it "
+                   "with Lance VAE Decode. Lance also conditions on a ViT reference of the source: not run here.")
+
+    def edit(self, lance_model, lance_vae, image, instruction, seed, steps, cfg, shift, resolution):
+        _check_wan22(lance_model, "Lance image edit")
+        frames = _images_u8(image)
+        progress = _Progress(steps * len(frames))
+        out = []
+        for i, f in enumerate(frames):
+            def cb(done, total, stage, i=i):
+                progress(i * total + done, total * len(frames), stage)
+            x, _ = lance_model.edit(instruction, seed=(seed + i) % (1 << 64), vae=lance_vae, image=f,
+                                    resolution=resolution, steps=steps, cfg=cfg, shift=shift, progress=cb)
+            out.append(lance_to_latent(x))
+        return ({"samples": torch.stack(out)},)
+
+
+class LanceSaveVideo:
+    """Writes IMAGE frames as an H.264 MP4 into ComfyUI's output folder (the writer `run --mp4` uses)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "filename_prefix": ("STRING", {"default": "lance"}),
+                "fps": ("INT", {"default": 12, "min": 1, "max": 240, "tooltip": "Lance saves at 12"}),
+            }
+        }
+
+    RETURN_TYPES = ()
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    CATEGORY = CATEGORY
+    DESCRIPTION = "MP4 of the frames (even width and height)."
+
+    def save(self, images, filename_prefix, fps):
+        try:
+            import folder_paths
+            out_dir = folder_paths.get_output_directory()
+        except ImportError:
+            out_dir = os.getcwd()
+        os.makedirs(out_dir, exist_ok=True)
+        i = 0
+        while os.path.exists(os.path.join(out_dir, f"{filename_prefix}_{i:05d}.mp4")):
+            i += 1
+        name = f"{filename_prefix}_{i:05d}.mp4"
+        info = lance_quant.write_mp4(_images_u8(images), os.path.join(out_dir, name), fps=fps)
+        return {"ui": {"videos": [{"filename": name, "subfolder": "", "type": "output"}], "text": [json.dumps(info)]},
+                "result": ()}
+
+
+def _check_wan22(model, where):
+    if model.latent_channels != len(WAN22_MEAN):
+        raise lance_quant.Error(f"[{where}] the model has {model.latent_channels} latent channels, "
+                                f"not the Wan 2.2 VAE's {len(WAN22_MEAN)}")
 
 
 class LanceQuantize:
@@ -282,6 +531,12 @@ NODE_CLASS_MAPPINGS = {
     "LanceTextGenerate": LanceTextGenerate,
     "LanceQuantize": LanceQuantize,
     "LanceToyVAEDecode": LanceToyVAEDecode,
+    "LanceVisualQA": LanceVisualQA,
+    "LanceVAELoader": LanceVAELoader,
+    "LanceVAEDecode": LanceVAEDecode,
+    "LanceTextToVideo": LanceTextToVideo,
+    "LanceImageEdit": LanceImageEdit,
+    "LanceSaveVideo": LanceSaveVideo,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -290,4 +545,10 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LanceTextGenerate": "Lance Text / Visual QA (lance-quant)",
     "LanceQuantize": "Lance Quantize (lance-quant)",
     "LanceToyVAEDecode": "Lance Toy VAE Decode (lance-mini)",
+    "LanceVisualQA": "Lance Visual QA (lance-quant)",
+    "LanceVAELoader": "Lance Wan 2.2 VAE Loader (lance-quant)",
+    "LanceVAEDecode": "Lance VAE Decode (lance-quant)",
+    "LanceTextToVideo": "Lance Text to Video (lance-quant)",
+    "LanceImageEdit": "Lance Image Edit (lance-quant)",
+    "LanceSaveVideo": "Lance Save Video MP4 (lance-quant)",
 }

@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "api/api.h"
+#include "io/png.h"
+#include "media/video_writer.h"
 #include "formats/checkpoint.h"
 #include "forward/quant_linear.h"
 #include "forward/toy_vae.h"
@@ -71,8 +73,44 @@ std::vector<int32_t> to_ids(const nb::ndarray<const int32_t, nb::ndim<1>, nb::de
 struct Model {
   std::unique_ptr<lq::api::Model> m;
   std::string dtype, head;
+  std::shared_ptr<lq::vit::Vit> own_vit;  // the checkpoint's vit_model.* ViT, loaded on first use
   const lq::model::ModelConfig& cfg() const { return m->engine.config(); }
 };
+
+// ---- the Wan2.2 VAE and the ViT ----------------------------------------------------------------
+
+struct Vae {
+  std::unique_ptr<lq::vae::WanVae> v;
+};
+
+struct Vit {
+  std::shared_ptr<lq::vit::Vit> v;
+  std::string path;
+};
+
+using Latents = nb::ndarray<const float, nb::ndim<4>, nb::c_contig, nb::device::cpu>;
+
+// Latents [t, h, w, C] -> (vector, grid), checking the channels against `channels`.
+std::vector<float> latents_in(const Latents& x, int channels, lq::fwd::LatentGrid& g, const char* where) {
+  if (int(x.shape(3)) != channels)
+    lq::fail(where, "latents have " + std::to_string(x.shape(3)) + " channels, expected " + std::to_string(channels));
+  g = {int(x.shape(0)), int(x.shape(1)), int(x.shape(2))};
+  return std::vector<float>(x.data(), x.data() + x.size());
+}
+
+nb::ndarray<nb::numpy, float> latents_out(lq::api::GenResult&& r) {
+  return owned_array(std::move(r.latents), {size_t(r.grid.t), size_t(r.grid.h), size_t(r.grid.w), size_t(r.channels)});
+}
+
+// Sampler overrides shared by the generation methods.
+void sampler_overrides(lq::api::T2iRequest& r, std::optional<int> steps, std::optional<double> cfg,
+                       std::optional<double> shift, std::optional<double> cfg_min, std::optional<double> cfg_max) {
+  r.steps = steps;
+  r.cfg = cfg;
+  r.shift = shift;
+  r.cfg_min = cfg_min;
+  r.cfg_max = cfg_max;
+}
 
 nb::dict config_dict(const lq::model::ModelConfig& c) {
   nb::dict d;
@@ -365,7 +403,203 @@ NB_MODULE(_core, m) {
           "Final latents [t, h, w, C] (float32, Lance's normalised latent space, channels last) of the rectified-flow\n"
           "CFG sampler for `prompt` from noise seed `seed`, as `lance-quant run --task t2i` writes them.\n"
           "height/width in pixels (multiples of 16; 0: the model's t2i_latent_grid_thw); unset steps/cfg/shift/cfg_min/\n"
-          "cfg_max take lance_config.json's values. progress(step, steps, 't2i') is called before each step.");
+          "cfg_max take lance_config.json's values. progress(step, steps, 't2i') is called before each step.")
+      .def(
+          "text_to_video",
+          [](const Model& x, const std::string& prompt, uint64_t seed, int frames, std::optional<int> steps,
+             std::optional<double> cfg, int height, int width, std::optional<double> shift, std::optional<double> cfg_min,
+             std::optional<double> cfg_max, nb::object progress) {
+            lq::api::GenRequest r;
+            r.task = "t2v";
+            r.prompt = prompt;
+            r.seed = seed;
+            r.frames = frames;
+            r.height = height;
+            r.width = width;
+            sampler_overrides(r, steps, cfg, shift, cfg_min, cfg_max);
+            PyProgress p{progress};
+            if (p.active()) r.on_step = [&p](int step, int total) { p(step, total, "t2v"); };
+            lq::api::GenResult res;
+            {
+              nb::gil_scoped_release release;
+              res = lq::api::generate_latents(*x.m, r);
+            }
+            return latents_out(std::move(res));
+          },
+          "prompt"_a, "seed"_a, "frames"_a, "steps"_a = nb::none(), "cfg"_a = nb::none(), "height"_a = 0, "width"_a = 0,
+          "shift"_a = nb::none(), "cfg_min"_a = nb::none(), "cfg_max"_a = nb::none(), "progress"_a = nb::none(),
+          "Text-to-video (`run --task t2v`): final latents [t, h, w, C] for `frames` pixel frames (Lance: 4k + 1;\n"
+          "t = (frames - 1) / 4 + 1), Lance's t2v instruction, on the t2i grid unless height/width are given.\n"
+          "Decode them with Vae.decode / Vae.write (MP4). progress(step, steps, 't2v') before each step.")
+      .def(
+          "_edit",
+          [](const Model& x, const std::string& prompt, uint64_t seed, const Vae& vae, const std::string& image,
+             const std::string& video, int resolution, int max_frames, double fps, std::optional<int> steps, std::optional<double> cfg,
+             std::optional<double> shift, std::optional<double> cfg_min, std::optional<double> cfg_max,
+             nb::object progress) {
+            lq::api::GenRequest r;
+            r.task = "edit";
+            r.prompt = prompt;
+            r.seed = seed;
+            r.edit.image = image;
+            r.edit.video = video;
+            r.edit.resolution = resolution;
+            r.edit.max_frames = max_frames;
+            if (!(fps > 0)) lq::fail("--fps", "must be positive");
+            r.edit.folder_fps = fps;
+            sampler_overrides(r, steps, cfg, shift, cfg_min, cfg_max);
+            PyProgress p{progress};
+            if (p.active()) r.on_step = [&p](int step, int total) { p(step, total, "edit"); };
+            lq::api::GenResult res;
+            {
+              nb::gil_scoped_release release;
+              res = lq::api::generate_latents(*x.m, r, vae.v.get());
+            }
+            nb::object info = json_to_py(res.edit);
+            return nb::make_tuple(latents_out(std::move(res)), info);
+          },
+          "prompt"_a, "seed"_a, "vae"_a, "image"_a = "", "video"_a = "", "resolution"_a = 0, "max_frames"_a = 0,
+          "fps"_a = 24.0, "steps"_a = nb::none(), "cfg"_a = nb::none(), "shift"_a = nb::none(), "cfg_min"_a = nb::none(),
+          "cfg_max"_a = nb::none(), "progress"_a = nb::none(),
+          "Image / video edit from files (see Model.edit): (latents [t, h, w, C], info dict).")
+      .def(
+          "_understand",
+          [](Model& x, const std::string& question, const std::string& image, const std::string& video,
+             std::optional<Vit> vit, const std::string& system, int resolution, double fps, int max_new_tokens) {
+            lq::api::X2tRequest r;
+            r.image = image;
+            r.video = video;
+            r.prompt = question;
+            r.system = system;
+            r.resolution = resolution;
+            r.fps = fps;
+            r.max_new_tokens = max_new_tokens;
+            std::shared_ptr<lq::vit::Vit> v = vit ? vit->v : x.own_vit;
+            lq::api::X2tResult res;
+            {
+              nb::gil_scoped_release release;
+              if (!v) {
+                v = std::make_shared<lq::vit::Vit>(lq::api::load_vit(x.m->dir, "", lq::fwd::WeightStorage::F32));
+                x.own_vit = v;
+              }
+              res = lq::api::understand(*x.m, *v, r);
+            }
+            return json_to_py(res.to_json());
+          },
+          "question"_a, "image"_a = "", "video"_a = "", "vit"_a = nb::none(), "system"_a = "", "resolution"_a = 0,
+          "fps"_a = 24.0, "max_new_tokens"_a = 256,
+          "Understanding from files (see Model.understand): the dict `run --task x2t --json` prints.");
+
+  nb::class_<Vae>(m, "Vae", "The Wan2.2 VAE (native): latents <-> pictures and videos.")
+      .def_prop_ro("path", [](const Vae& x) { return x.v->source(); }, "Where the weights were read from.")
+      .def_prop_ro("z_dim", [](const Vae& x) { return x.v->config().z_dim; }, "Latent channels (48).")
+      .def_prop_ro("spatial_ratio", [](const Vae& x) { return x.v->config().spatial_ratio(); }, "Pixels per latent (16).")
+      .def_prop_ro("temporal_ratio", [](const Vae& x) { return x.v->config().temporal_ratio(); },
+                   "Frames per latent frame after the first (4).")
+      .def(
+          "decode",
+          [](const Vae& x, Latents latents, nb::object progress) {
+            lq::fwd::LatentGrid g;
+            std::vector<float> z = latents_in(latents, x.v->config().z_dim, g, "Vae.decode");
+            PyProgress p{progress};
+            std::function<void(int, int)> cb;
+            if (p.active()) cb = [&p](int done, int total) { p(done, total, "vae"); };
+            lq::api::Frames f;
+            {
+              nb::gil_scoped_release release;
+              f = lq::api::decode_rgb8(*x.v, z, g, cb);
+            }
+            return owned_array(std::move(f.rgb), {size_t(f.frames), size_t(f.height), size_t(f.width), 3});
+          },
+          "latents"_a, "progress"_a = nb::none(),
+          "Normalised latents [t, h, w, C] (what the samplers return) -> uint8 frames [4 (t - 1) + 1, 16 h, 16 w, 3]\n"
+          "exactly as `run --png/--mp4` writes them (clamped to [-1, 1], x * 127.5 + 127.5 rounded half to even).\n"
+          "progress(done, total, 'vae') after each time chunk.")
+      .def(
+          "write",
+          [](const Vae& x, Latents latents, const std::string& png, const std::string& mp4, const std::string& frames_dir,
+             int fps, nb::object progress) {
+            lq::fwd::LatentGrid g;
+            std::vector<float> z = latents_in(latents, x.v->config().z_dim, g, "Vae.write");
+            lq::api::VisualOutputs o;
+            o.png = png;
+            o.mp4 = mp4;
+            o.frames_dir = frames_dir;
+            if (fps < 1) lq::fail("--fps", "the frame rate of written videos: an integer >= 1");
+            o.fps = fps;
+            if (!o.any()) lq::fail("Vae.write", "nothing to write: give png, mp4 and/or frames_dir");
+            PyProgress p{progress};
+            std::function<void(int, int)> cb;
+            if (p.active()) cb = [&p](int done, int total) { p(done, total, "vae"); };
+            nlohmann::json j;
+            {
+              nb::gil_scoped_release release;
+              j = lq::api::write_visuals(*x.v, z, g, o, cb);
+            }
+            return json_to_py(j);
+          },
+          "latents"_a, "png"_a = "", "mp4"_a = "", "frames_dir"_a = "", "fps"_a = 12, "progress"_a = nb::none(),
+          "Decodes and writes a PNG (the first frame), an H.264 MP4 at `fps` and/or every frame as PNG into\n"
+          "frames_dir, as `run --png/--mp4/--frames-dir` do; returns the summary dict (`decoded` of run --json).");
+  m.def(
+      "_load_vae",
+      [](const std::string& path, const std::string& conv) {
+        Vae out;
+        const lq::kernels::ConvBackend b = lq::kernels::parse_conv_backend(conv.c_str());
+        nb::gil_scoped_release release;
+        out.v = std::make_unique<lq::vae::WanVae>(lq::api::load_vae(path, b));
+        return out;
+      },
+      "path"_a, "conv"_a = "auto", "Loads the Wan2.2 VAE (see lance_quant.load_vae).");
+
+  nb::class_<Vit>(m, "Vit", "Lance's vision tower (Qwen2.5-VL ViT), native.")
+      .def_prop_ro("path", [](const Vit& x) { return x.path; })
+      .def_prop_ro("out_hidden", [](const Vit& x) { return x.v->config().out_hidden_size; },
+                   "Width of the tokens it hands the backbone (the model's hidden size).");
+  m.def(
+      "_load_vit",
+      [](const std::string& path, const std::string& dtype) {
+        Vit out;
+        out.path = path;
+        lq::vit::VitLoadOptions vo;
+        vo.storage = parse_storage(dtype, "load_vit dtype");
+        nb::gil_scoped_release release;
+        out.v = std::make_shared<lq::vit::Vit>(lq::vit::Vit::load(path, vo));
+        return out;
+      },
+      "path"_a, "dtype"_a = "f32", "Loads a ViT (see lance_quant.load_vit).");
+
+  m.def(
+      "write_png",
+      [](nb::ndarray<const uint8_t, nb::ndim<3>, nb::c_contig, nb::device::cpu> rgb, const std::string& path) {
+        if (rgb.shape(2) != 3) lq::fail(path, "write_png takes uint8 [H, W, 3]");
+        nb::gil_scoped_release release;
+        lq::io::write_png_rgb(path, rgb.data(), int(rgb.shape(1)), int(rgb.shape(0)));
+      },
+      "rgb"_a, "path"_a, "Writes uint8 [H, W, 3] as an 8-bit RGB PNG.");
+  m.def(
+      "write_mp4",
+      [](nb::ndarray<const uint8_t, nb::ndim<4>, nb::c_contig, nb::device::cpu> frames, const std::string& path, int fps) {
+        if (frames.shape(3) != 3 || frames.shape(0) < 1) lq::fail(path, "write_mp4 takes uint8 frames [T >= 1, H, W, 3]");
+        if (fps < 1) lq::fail("--fps", "the frame rate of written videos: an integer >= 1");
+        const int h = int(frames.shape(1)), w = int(frames.shape(2));
+        std::string codec;
+        {
+          nb::gil_scoped_release release;
+          lq::media::VideoWriter vw(path, w, h, lq::media::VideoWriterOptions{fps});
+          for (size_t t = 0; t < frames.shape(0); ++t) vw.add_frame(frames.data() + t * size_t(h) * w * 3);
+          vw.finish();
+          codec = vw.codec();
+        }
+        nb::dict d;
+        d["mp4"] = path;
+        d["frames"] = frames.shape(0);
+        d["fps"] = fps;
+        d["codec"] = codec;
+        return d;
+      },
+      "frames"_a, "path"_a, "fps"_a = 12,
+      "Writes uint8 frames [T, H, W, 3] (H, W even) as an H.264 MP4 (the writer `run --mp4` uses); returns a summary.");
 
   m.def("_load", &load, "path"_a, "dtype"_a = "f32", "head"_a = "stored", "num_layers"_a = -1,
         "Loads a model directory (see lance_quant.load).");
@@ -375,8 +609,16 @@ NB_MODULE(_core, m) {
       "calibrate",
       [](const std::string& model, const std::vector<std::string>& calib, const std::string& out, int64_t max_tokens,
          int64_t max_prompts, int64_t seq_len, int shard_index, int shard_count, bool hessian, int steps, uint64_t seed,
-         const std::string& dtype, bool stream_weights, bool allow_partial, bool force, nb::object progress) {
+         const std::string& dtype, bool stream_weights, bool allow_partial, bool force, const std::string& vae,
+         int t2v_frames, int edit_resolution, int edit_max_frames, const std::string& vit, int x2t_resolution,
+         nb::object progress) {
         lq::api::CalibrateRequest r;
+        r.options.vae = vae;
+        r.options.t2v_frames = t2v_frames;
+        r.options.edit_resolution = edit_resolution;
+        r.options.edit_max_frames = edit_max_frames;
+        r.vit_dir = vit;
+        r.x2t_resolution = x2t_resolution;
         r.model_dir = model;
         r.out = out;
         for (const auto& s : calib) r.sources.push_back(lq::calib::parse_source(s));
@@ -407,9 +649,11 @@ NB_MODULE(_core, m) {
       },
       "model"_a, "calib"_a, "out"_a, nb::kw_only(), "max_tokens"_a = 0, "max_prompts"_a = 0, "seq_len"_a = 512,
       "shard_index"_a = 0, "shard_count"_a = 1, "hessian"_a = false, "steps"_a = -1, "seed"_a = 0, "dtype"_a = "f32",
-      "stream_weights"_a = false, "allow_partial"_a = false, "force"_a = false, "progress"_a = nb::none(),
-      "Activation statistics of both paths (`lance-quant calibrate`): `calib` holds 'text:FILE', 'chat:FILE' or\n"
-      "'t2i:FILE' sources. Writes `out` and returns the dict `calibrate --json` prints.\n"
+      "stream_weights"_a = false, "allow_partial"_a = false, "force"_a = false, "vae"_a = "", "t2v_frames"_a = 0,
+      "edit_resolution"_a = 0, "edit_max_frames"_a = 17, "vit"_a = "", "x2t_resolution"_a = 0, "progress"_a = nb::none(),
+      "Activation statistics of both paths (`lance-quant calibrate`): `calib` holds KIND:FILE sources, KIND one of\n"
+      "text, chat, t2i, t2v, image_edit, video_edit (need `vae`), x2t_image, x2t_video (need the ViT: `vit` DIR or\n"
+      "the checkpoint's vit_model.*). Writes `out` and returns the dict `calibrate --json` prints.\n"
       "progress(done, total, 'calibrate') is called after each sample.");
 
   m.def(
@@ -419,8 +663,13 @@ NB_MODULE(_core, m) {
          const std::vector<std::string>& keep, const std::string& gen_scheme, const std::vector<std::string>& overrides,
          const std::string& keep_dtype, bool force, int64_t awq_rows, int64_t clip_rows, bool clip, int64_t seq_len,
          int64_t max_tokens, int64_t max_prompts, int t2i_taus, int steps, const std::string& dense_out,
-         nb::object progress) {
+         const std::string& vit_dir, int x2t_resolution, nb::object progress) {
         lq::pipeline::QuantizeOptions o;
+        o.vit_dir = vit_dir;
+        if (x2t_resolution) {
+          if (x2t_resolution < 28) lq::fail("quantize --x2t-resolution", "must be at least 28 pixels");
+          o.x2t.image_resolution = o.x2t.video_resolution = x2t_resolution;
+        }
         o.model_dir = model;
         o.out_dir = out;
         for (const auto& s : calib) o.calib.push_back(lq::calib::parse_source(s));
@@ -455,7 +704,7 @@ NB_MODULE(_core, m) {
       "keep"_a = std::vector<std::string>{}, "gen_scheme"_a = "", "overrides"_a = std::vector<std::string>{},
       "keep_dtype"_a = "bf16", "force"_a = false, "awq_rows"_a = 2048, "clip_rows"_a = 256, "clip"_a = true,
       "seq_len"_a = 256, "max_tokens"_a = 0, "max_prompts"_a = 0, "t2i_taus"_a = 4, "steps"_a = 0, "dense_out"_a = "",
-      "progress"_a = nb::none(),
+      "vit_dir"_a = "", "x2t_resolution"_a = 0, "progress"_a = nb::none(),
       "Quantizes a checkpoint layer by layer (`lance-quant quantize`) into `out` and returns the dict\n"
       "`quantize --json` prints. Options mirror the CLI flags (--scheme, --group-size, --calib, --format, ...).\n"
       "progress(layer, layers, 'quantize') is called after each layer.");
@@ -466,8 +715,18 @@ NB_MODULE(_core, m) {
          const std::string& chat, const std::string& t2i_prompts, bool no_text, bool no_chat, bool no_t2i,
          const std::string& data_dir, int64_t max_text_tokens, int max_chat, int max_new_tokens, int max_t2i,
          std::optional<int> steps, int64_t window, uint64_t seed, const std::string& fake_quant,
-         const std::string& dtype, const std::string& head, nb::object progress) {
+         const std::string& dtype, const std::string& head, const std::string& vae, const std::string& x2t_image,
+         const std::string& x2t_video, const std::string& vit, const std::string& vit_quant, int x2t_resolution,
+         int max_x2t, nb::object progress) {
         lq::api::EvalRequest r;
+        r.vae = vae;
+        r.x2t_image = x2t_image;
+        r.x2t_video = x2t_video;
+        r.vit = vit;
+        r.vit_quant = vit_quant;
+        if (x2t_resolution < 0 || max_x2t < 0) lq::fail("eval", "x2t_resolution and max_x2t must be >= 0");
+        r.x2t_resolution = x2t_resolution;
+        r.max_x2t = max_x2t;
         r.base = base;
         r.quant = quant;
         r.out = out;
@@ -506,7 +765,8 @@ NB_MODULE(_core, m) {
       "t2i_prompts"_a = "", "no_text"_a = false, "no_chat"_a = false, "no_t2i"_a = false, "data_dir"_a = "",
       "max_text_tokens"_a = 0, "max_chat"_a = 16, "max_new_tokens"_a = 48, "max_t2i"_a = 8, "steps"_a = nb::none(),
       "window"_a = 256, "seed"_a = 0, "fake_quant"_a = "", "dtype"_a = "f32", "head"_a = "stored",
-      "progress"_a = nb::none(),
+      "vae"_a = "", "x2t_image"_a = "", "x2t_video"_a = "", "vit"_a = "", "vit_quant"_a = "", "x2t_resolution"_a = 0,
+      "max_x2t"_a = 0, "progress"_a = nb::none(),
       "Compares QUANT with BASE (`lance-quant eval`): writes the report directory `out` and returns its\n"
       "report.json document. progress(done, total, stage) is called after each unit of work.");
 

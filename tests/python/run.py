@@ -13,7 +13,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUITES = {
-    "api": (["test_api.py"], ["numpy"]),
+    "api": (["test_api.py", "test_media.py"], ["numpy"]),
     "torch": (["test_torch.py"], ["torch", "transformers"]),
     "comfyui": (["test_comfyui.py"], ["torch"]),
     "coreml": (["test_coreml.py"], ["coremltools"]),

@@ -20,6 +20,7 @@ from conftest import SOURCE_DIR, bit_equal
 
 # ComfyUI core nodes that the README workflow uses, transcribed from ComfyUI's nodes.py.
 CORE_NODES = {
+    "LoadImage": {"required": {"image": "COMBO"}, "RETURN_TYPES": ("IMAGE", "MASK")},
     "VAELoader": {"required": {"vae_name": "COMBO"}, "RETURN_TYPES": ("VAE",)},
     "VAEDecode": {"required": {"samples": "LATENT", "vae": "VAE"}, "RETURN_TYPES": ("IMAGE",)},
     "SaveImage": {"required": {"images": "IMAGE", "filename_prefix": "STRING"}, "RETURN_TYPES": ()},
@@ -212,9 +213,80 @@ def test_readme_workflow_is_wired_correctly():
 def test_visual_qa_without_vision_tower_says_so(mini):
     loader = MAPPINGS["LanceModelLoader"]()
     (model,) = loader.load(mini, "cpu", "f32", "stored", 2)
-    with pytest.raises(lq.Error, match="vision tower"):
+    with pytest.raises(lq.Error, match="vit_model"):
         MAPPINGS["LanceTextGenerate"]().generate(model, "What is in the picture?", 8, True,
                                                  image=torch.zeros(1, 32, 32, 3))
+
+
+def comfy_image(frames_u8):
+    """uint8 [B, H, W, 3] -> a ComfyUI IMAGE (float32 0..1), as LoadImage makes it."""
+    return torch.from_numpy(np.array(frames_u8)).float() / 255.0
+
+
+def photo(name):
+    from PIL import Image
+    return np.asarray(Image.open(os.path.join(SOURCE_DIR, "data", "images", name)).convert("RGB"))
+
+
+def test_visual_qa_nodes_answer_about_a_comfyui_image(media):
+    (model,) = MAPPINGS["LanceModelLoader"]().load(media["model"], "cpu", "f32", "stored", 2)
+    img = photo("chelsea.jpg")
+    image = comfy_image(img[None])
+    want = model.understand("what animal is this?", image=img, max_new_tokens=8)["text"]
+    r = MAPPINGS["LanceVisualQA"]().answer(model, image, "what animal is this?", 8, False, 24.0)
+    assert r["result"] == (want,) and r["ui"]["text"] == [want]
+    r = MAPPINGS["LanceVisualQA"]().answer(model, image, "what animal is this?", 8, False, 24.0, vit_path=media["vit"])
+    assert r["result"] == (want,)  # the same ViT, once from the checkpoint and once from its directory
+    r = MAPPINGS["LanceTextGenerate"]().generate(model, "what animal is this?", 8, True, image=image)
+    assert r["result"] == (want,)
+    # A batch as the frames of one video = the API on those frames.
+    frames = np.stack([np.roll(img, 8 * k, axis=1) for k in range(6)])
+    want_v = model.understand("what moves?", video=frames, fps=6.0, max_new_tokens=4)["text"]
+    r = MAPPINGS["LanceVisualQA"]().answer(model, comfy_image(frames), "what moves?", 4, True, 6.0)
+    assert r["result"] == (want_v,)
+
+
+def test_video_and_edit_workflows_run_like_comfyui(media, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # LanceSaveVideo writes into the working directory outside ComfyUI
+    prompt = workflow("lance_t2v_edit_api.json")
+    prompt["1"]["inputs"]["model_path"] = media["model"]
+    prompt["2"]["inputs"]["vae_path"] = media["vae"]
+    src = photo("chelsea.jpg")
+    for node_id in prompt:
+        if prompt[node_id]["class_type"] in MAPPINGS:
+            assert validate(prompt, node_id) == [], node_id
+    outputs = {"7": [[comfy_image(src[None])]]}  # the LoadImage node of the workflow (ComfyUI core)
+    for node_id in prompt:
+        if prompt[node_id]["class_type"] in MAPPINGS:
+            execute(prompt, node_id, outputs)
+    model, vae = outputs["1"][0][0], outputs["2"][0][0]
+    assert isinstance(vae, lq.Vae) and vae.z_dim == 48
+    # Text to video: LATENT [1, 48, 3, 8, 8] in the Wan 2.2 raw space = the API's latents.
+    t2v = prompt["3"]["inputs"]
+    latent = outputs["3"][0][0]["samples"]
+    assert tuple(latent.shape) == (1, 48, 3, 8, 8)
+    x = model.text_to_video(t2v["prompt"], seed=t2v["seed"], frames=t2v["frames"], steps=t2v["steps"], cfg=t2v["cfg"],
+                            shift=t2v["shift"], height=t2v["height"], width=t2v["width"])
+    mean, std = PACK.nodes.wan22_stats()
+    assert torch.equal(latent[0], torch.from_numpy(x).permute(3, 0, 1, 2) * std[0] + mean[0])
+    # VAE Decode: 9 frames as an IMAGE = the API's decode (through the raw-space round trip: within one level).
+    video = outputs["4"][0][0]
+    assert video.dtype == torch.float32 and tuple(video.shape) == (9, 128, 128, 3)
+    assert video.min() >= 0 and video.max() <= 1
+    direct = torch.from_numpy(vae.decode(x)).float() / 255.0
+    assert (video - direct).abs().max() <= 1 / 255 + 1e-6
+    # Save Video: an MP4 in the output folder.
+    mp4s = [f for f in os.listdir(tmp_path) if f.endswith(".mp4")]
+    assert len(mp4s) == 1 and os.path.getsize(tmp_path / mp4s[0]) > 0
+    # Image edit from the IMAGE = the API's edit of the same pixels.
+    ed = prompt["6"]["inputs"]
+    edited = outputs["6"][0][0]["samples"]
+    y, info = model.edit(ed["instruction"], seed=ed["seed"], vae=vae, image=src, resolution=ed["resolution"],
+                         steps=ed["steps"], cfg=ed["cfg"], shift=ed["shift"])
+    assert tuple(edited.shape) == (1, 48) + (y.shape[0], y.shape[1], y.shape[2])
+    assert torch.equal(edited[0], torch.from_numpy(y).permute(3, 0, 1, 2) * std[0] + mean[0])
+    picture = outputs["8"][0][0]
+    assert tuple(picture.shape) == (1, 16 * y.shape[1], 16 * y.shape[2], 3)
 
 
 def test_quantize_node(mini, tmp_path):
