@@ -468,14 +468,19 @@ class LanceQuantize:
             "required": {
                 "model_path": ("STRING", {"default": "Lance_3B"}),
                 "out_dir": ("STRING", {"default": "Lance_3B-awq-int4"}),
-                "scheme": (["awq-int4", "rtn-int4", "nvfp4", "awq-nvfp4", "rtn-int8"], {"default": "awq-int4"}),
+                "scheme": (["awq-int4", "rtn-int4", "gptq-int4", "awq-gptq-int4", "nvfp4", "awq-nvfp4", "gptq-nvfp4",
+                            "awq-gptq-nvfp4", "rtn-int8"], {"default": "awq-int4"}),
                 "group_size": ("INT", {"default": 128, "min": 32, "max": 128, "step": 32}),
                 "format": (["lance-quant-v1", "autoawq", "compressed-tensors", "modelopt"],
                            {"default": "lance-quant-v1"}),
                 "calib_text": ("STRING", {"default": "", "tooltip": "text file (und path), for awq-*"}),
                 "calib_t2i": ("STRING", {"default": "", "tooltip": "t2i prompts, one per line (gen path), for awq-*"}),
                 "force": ("BOOLEAN", {"default": False, "tooltip": "replace an existing output directory"}),
-            }
+            },
+            "optional": {
+                "bpw": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 16.0, "step": 0.05,
+                                  "tooltip": "mixed precision under this many bits per weight (0: off; needs calib)"}),
+            },
         }
 
     RETURN_TYPES = ("STRING", "STRING")
@@ -485,7 +490,7 @@ class LanceQuantize:
     CATEGORY = CATEGORY
     DESCRIPTION = "Writes a 4-bit checkpoint (layer by layer, AWQ on real activations of both paths)."
 
-    def quantize(self, model_path, out_dir, scheme, group_size, format, calib_text, calib_t2i, force):
+    def quantize(self, model_path, out_dir, scheme, group_size, format, calib_text, calib_t2i, force, bpw=0.0):
         model = _resolve_model_path(model_path)
         calib = []
         if calib_text.strip():
@@ -494,7 +499,7 @@ class LanceQuantize:
             calib.append("t2i:" + calib_t2i.strip())
         progress = _Progress(1)
         rep = lance_quant.quantize(model, os.path.expanduser(out_dir.strip()), scheme=scheme, group_size=group_size,
-                                   format=format, calib=calib, force=force, progress=progress)
+                                   format=format, calib=calib, force=force, bpw=bpw, progress=progress)
         text = json.dumps(rep, indent=2)
         return {"ui": {"text": [f"{rep['quantized_linears']} linears -> {rep['out']} ({rep['output_bytes']} bytes)"]},
                 "result": (rep["out"], text)}

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -452,6 +453,9 @@ pipeline::QuantizeOptions quantize_options(pipeline::QuantizeOptions o, const st
                                            bool sym, const std::string& gen_scheme,
                                            const std::vector<std::string>& overrides) {
   if (o.model_dir.empty()) fail("quantize", "a MODEL directory is required (see --help)");
+  if (o.bpw < 0 || !std::isfinite(o.bpw)) fail("--bpw", "expected a positive number of bits per weight");
+  if (o.gptq.gptq.block < 1) fail("--gptq-block", "must be >= 1");
+  if (!(o.gptq.gptq.damp > 0) || !std::isfinite(o.gptq.gptq.damp)) fail("--gptq-damp", "must be a positive fraction");
   o.scheme = pipeline::parse_scheme_choice(scheme, group, sym);
   if (!gen_scheme.empty()) o.gen_format = pipeline::parse_format_spec(gen_scheme, group, sym, "--gen-scheme");
   for (const auto& ov : overrides) o.overrides.push_back(pipeline::parse_override(ov, group, sym));

@@ -212,7 +212,8 @@ CalibrateResult calibrate(const CalibrateRequest& request, const std::function<v
 // ---- quantization --------------------------------------------------------------------------------
 
 // Completes `o` from the scheme name and number-format specs exactly as `quantize` does with its flags
-// (--scheme, --group-size, --sym, --gen-scheme, --override): throws naming the bad one.
+// (--scheme, --group-size, --sym, --gen-scheme, --override) and checks the numbers the caller set
+// (--bpw >= 0, --gptq-block >= 1, --gptq-damp > 0): throws naming the bad one.
 pipeline::QuantizeOptions quantize_options(pipeline::QuantizeOptions o, const std::string& scheme, int64_t group,
                                            bool sym, const std::string& gen_scheme,
                                            const std::vector<std::string>& overrides);

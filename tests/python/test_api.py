@@ -143,7 +143,7 @@ def test_gil_is_released_during_compute(model):
 
 def strip(doc, keys=("seconds", "forward_seconds", "out")):
     if isinstance(doc, dict):
-        return {k: strip(v, keys) for k, v in doc.items() if k not in keys}
+        return {k: strip(v, keys) for k, v in doc.items() if k not in keys and not k.endswith("_seconds")}
     if isinstance(doc, list):
         return [strip(v, keys) for v in doc]
     return doc
@@ -178,6 +178,22 @@ def test_quantize_same_json_and_checkpoint_as_cli(mini, exe, tmp_path):
         assert open(tmp_path / "cli" / f, "rb").read() == open(tmp_path / "py" / f, "rb").read(), f
     layers = lq.model_config(mini)["num_layers"]
     assert calls == [(i, layers, "quantize") for i in range(1, layers + 1)]
+
+
+def test_gptq_with_a_bit_budget_same_checkpoint_as_cli(mini, exe, tmp_path):
+    calib = os.path.join(SOURCE_DIR, "data", "calib", "text.txt")
+    t2i = os.path.join(mini, "calib_prompts.txt")
+    args = ["--scheme", "gptq-int4", "--bpw", "4.5", "--calib", "text:" + calib, "--calib", "t2i:" + t2i,
+            "--max-tokens", "512", "--max-prompts", "1", "--steps", "2", "--awq-rows", "256", "--no-sequential"]
+    cli = json.loads(run_cli("quantize", mini, *args, "--out", tmp_path / "cli", "--json", "--threads", "2").stdout)
+    res = lq.quantize(mini, str(tmp_path / "py"), scheme="gptq-int4", bpw=4.5, calib=["text:" + calib, "t2i:" + t2i],
+                      max_tokens=512, max_prompts=1, steps=2, awq_rows=256, sequential=False)
+    assert strip(res) == strip(cli)
+    assert res["bit_plan"]["average_bpw"] <= 4.5 and res["bit_plan"]["budget_bpw"] == 4.5
+    for f in sorted(os.listdir(tmp_path / "cli")):
+        assert open(tmp_path / "cli" / f, "rb").read() == open(tmp_path / "py" / f, "rb").read(), f
+    with pytest.raises(lq.Error, match="--gptq-damp"):
+        lq.quantize(mini, str(tmp_path / "bad"), scheme="gptq-int4", gptq_damp=0.0)
 
 
 def test_progress_exception_stops_the_work(mini, tmp_path):
