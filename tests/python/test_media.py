@@ -157,3 +157,33 @@ def test_calibrate_on_images_equals_the_cli(media, tmp_path):
     assert res["coverage"]["und"]["covered"] == res["coverage"]["und"]["linears"] > 0
     with open(tmp_path / "api.safetensors", "rb") as f, open(tmp_path / "cli.safetensors", "rb") as g:
         assert f.read() == g.read()
+
+
+def test_evaluate_understanding_and_pictures_same_report_as_cli(media, tmp_path):
+    """eval with x2t questions (4-bit ViT for QUANT) and VAE-decoded t2i pictures: the API's report.json equals
+    the CLI's (timings and paths aside). BASE = QUANT here (the plumbing, not a quantization result)."""
+    m = media["model"]
+    x2t = data_file("calib/x2t_image.jsonl")
+    prompts = os.path.join(os.environ.get("LQ_SHARED_DIR", ""), "fixtures", "lance-mini", "calib_prompts.txt")
+    run_cli("eval", m, m, "--out", tmp_path / "cli", "--no-text", "--no-chat", "--t2i-prompts", prompts, "--max-t2i", 1,
+            "--steps", 2, "--x2t-image", x2t, "--max-x2t", 1, "--x2t-resolution", 224, "--max-new-tokens", 4,
+            "--vit-quant", "int4", "--vae", media["vae"], "--threads", 2, "--quiet")
+    stages = set()
+    rep = lq.evaluate(m, m, str(tmp_path / "py"), no_text=True, no_chat=True, t2i_prompts=prompts, max_t2i=1, steps=2,
+                      x2t_image=x2t, max_x2t=1, x2t_resolution=224, max_new_tokens=4, vit_quant="int4",
+                      vae=media["vae"], progress=lambda d, t, s: stages.add(s))
+    cli = json.load(open(tmp_path / "cli" / "report.json"))
+
+    def strip(doc):
+        skip = ("seconds", "out", "report", "quant_dir", "base_dir", "side_by_side")
+        if isinstance(doc, dict):
+            return {k: strip(v) for k, v in doc.items() if k not in skip and not k.endswith("_seconds")}
+        if isinstance(doc, list):
+            return [strip(v) for v in doc]
+        return doc
+
+    assert strip(rep) == strip(cli)
+    assert "x2t" in stages
+    assert os.path.exists(tmp_path / "py" / "t2i_side_by_side.png")
+    text = json.dumps(rep)
+    assert "RTN INT4" in text  # QUANT's 4-bit ViT is reported
