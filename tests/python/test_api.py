@@ -25,11 +25,13 @@ def test_package_has_stubs_and_docstrings():
     pkg = os.path.dirname(lq.__file__)
     stub = open(os.path.join(pkg, "_core.pyi")).read()
     for name in ["class Model", "def logits", "def text_to_image", "def calibrate", "def quantize", "def evaluate",
-                 "class PackedLinear", "class Checkpoint"]:
+                 "class PackedLinear", "class Checkpoint", "class Vae", "class Vit", "def text_to_video",
+                 "def understand", "def edit", "def write_mp4"]:
         assert name in stub, f"_core.pyi lacks {name}"
     assert os.path.exists(os.path.join(pkg, "py.typed"))
     for f in [lq.load, lq.Model.logits, lq.Model.text_to_image, lq.Model.generate, lq.calibrate, lq.quantize,
-              lq.evaluate, lq.PackedLinear.apply]:
+              lq.evaluate, lq.PackedLinear.apply, lq.Model.text_to_video, lq.Model.understand, lq.Model.edit,
+              lq.Vae.decode, lq.Vae.write, lq.load_vae, lq.load_vit, lq.write_mp4]:
         assert f.__doc__ and len(f.__doc__) > 40, f
 
 
