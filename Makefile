@@ -1,12 +1,14 @@
-# Entry points. `make demo` installs what is missing (Debian packages, as root), builds and runs the
-# main job on the embedded default; `make test` builds and runs the whole test suite; `make python`
-# installs the lance_quant Python package into $(PYTHON)'s environment (`pip install .`).
+# Entry points. `make demo` installs what is missing (Debian packages, as root), builds the one program
+# the demo runs and runs the main job on the embedded default; `make test` builds and runs the whole
+# test suite; `make sanitize` builds everything with ASan + UBSan into build-asan and runs the suite;
+# `make fuzz` runs every libFuzzer target for FUZZ_SECONDS (default 60) each; `make python` installs the
+# lance_quant Python package into $(PYTHON)'s environment (`pip install .`).
 BUILD ?= build
 JOBS ?= $(shell nproc)
 PYTHON ?= python3
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test bench fuzz clean python
+.PHONY: all deps build demo test bench fuzz sanitize clean python
 
 all: build
 
@@ -19,7 +21,9 @@ $(BUILD)/build.ninja: CMakeLists.txt
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
-demo: build
+# Only the lance-quant executable (and the libraries it links): no test or benchmark targets.
+demo: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS) --target lance-quant
 	sh tools/demo.sh $(BUILD)/lance-quant
 
 test: build
@@ -28,8 +32,14 @@ test: build
 python: deps
 	$(PYTHON) -m pip install .
 
+FUZZ_SECONDS ?= 60
 fuzz: deps
-	sh tools/fuzz/run.sh 60
+	sh tools/fuzz/run.sh $(FUZZ_SECONDS)
+
+# The test suite under AddressSanitizer + UndefinedBehaviorSanitizer (gcc), in its own build dir.
+# Tests that cannot run under ASan are excluded in tools/sanitize.sh, each with its reason.
+sanitize: deps
+	sh tools/sanitize.sh build-asan $(JOBS)
 
 clean:
 	rm -rf $(BUILD)

@@ -470,7 +470,8 @@ class LanceQuantize:
                 "out_dir": ("STRING", {"default": "Lance_3B-awq-int4"}),
                 "scheme": (["awq-int4", "rtn-int4", "gptq-int4", "awq-gptq-int4", "nvfp4", "awq-nvfp4", "gptq-nvfp4",
                             "awq-gptq-nvfp4", "rtn-int8"], {"default": "awq-int4"}),
-                "group_size": ("INT", {"default": 128, "min": 32, "max": 128, "step": 32}),
+                "group_size": ("INT", {"default": 128, "min": 32, "max": 128, "step": 32,
+                                       "tooltip": "INT4 / INT8 elements per scale (NVFP4: fixed blocks of 16)"}),
                 "format": (["lance-quant-v1", "autoawq", "compressed-tensors", "modelopt"],
                            {"default": "lance-quant-v1"}),
                 "calib_text": ("STRING", {"default": "", "tooltip": "text file (und path), for awq-*"}),
@@ -498,7 +499,9 @@ class LanceQuantize:
         if calib_t2i.strip():
             calib.append("t2i:" + calib_t2i.strip())
         progress = _Progress(1)
-        rep = lance_quant.quantize(model, os.path.expanduser(out_dir.strip()), scheme=scheme, group_size=group_size,
+        # NVFP4 has fixed blocks of 16: the group size applies to the integer schemes only.
+        group = None if "nvfp4" in scheme else group_size
+        rep = lance_quant.quantize(model, os.path.expanduser(out_dir.strip()), scheme=scheme, group_size=group,
                                    format=format, calib=calib, force=force, bpw=bpw, progress=progress)
         text = json.dumps(rep, indent=2)
         return {"ui": {"text": [f"{rep['quantized_linears']} linears -> {rep['out']} ({rep['output_bytes']} bytes)"]},

@@ -528,6 +528,7 @@ NB_MODULE(_core, m) {
             if (fps < 1) lq::fail("--fps", "the frame rate of written videos: an integer >= 1");
             o.fps = fps;
             if (!o.any()) lq::fail("Vae.write", "nothing to write: give png, mp4 and/or frames_dir");
+            lq::api::check_visual_outputs(o, "", {x.v->source()});  // io/output.h rules, before decoding
             PyProgress p{progress};
             std::function<void(int, int)> cb;
             if (p.active()) cb = [&p](int done, int total) { p(done, total, "vae"); };
@@ -658,7 +659,7 @@ NB_MODULE(_core, m) {
 
   m.def(
       "quantize",
-      [](const std::string& model, const std::string& out, const std::string& scheme, int64_t group_size, bool sym,
+      [](const std::string& model, const std::string& out, const std::string& scheme, std::optional<int64_t> group_size, bool sym,
          const std::vector<std::string>& calib, const std::string& stats, bool allow_partial, const std::string& format,
          const std::vector<std::string>& keep, const std::string& gen_scheme, const std::vector<std::string>& overrides,
          const std::string& keep_dtype, bool force, int64_t awq_rows, int64_t clip_rows, bool clip, int64_t seq_len,
@@ -706,7 +707,7 @@ NB_MODULE(_core, m) {
         }
         return json_to_py(rep.to_json());
       },
-      "model"_a, "out"_a, nb::kw_only(), "scheme"_a = "awq-int4", "group_size"_a = 128, "sym"_a = false,
+      "model"_a, "out"_a, nb::kw_only(), "scheme"_a = "awq-int4", "group_size"_a = nb::none(), "sym"_a = false,
       "calib"_a = std::vector<std::string>{}, "stats"_a = "", "allow_partial"_a = false, "format"_a = "lance-quant-v1",
       "keep"_a = std::vector<std::string>{}, "gen_scheme"_a = "", "overrides"_a = std::vector<std::string>{},
       "keep_dtype"_a = "bf16", "force"_a = false, "awq_rows"_a = 2048, "clip_rows"_a = 256, "clip"_a = true,
@@ -714,7 +715,7 @@ NB_MODULE(_core, m) {
       "vit_dir"_a = "", "x2t_resolution"_a = 0, "bpw"_a = 0.0, "sequential"_a = true, "act_order"_a = true,
       "gptq_block"_a = 128, "gptq_damp"_a = 0.01, "gptq_awq_clip"_a = false, "progress"_a = nb::none(),
       "Quantizes a checkpoint layer by layer (`lance-quant quantize`) into `out` and returns the dict\n"
-      "`quantize --json` prints. Options mirror the CLI flags (--scheme incl. gptq-int4 / awq-gptq-int4 /\n"
+      "`quantize --json` prints (group_size None: 128, or NVFP4's fixed blocks). Options mirror the CLI flags (--scheme incl. gptq-int4 / awq-gptq-int4 /\n"
       "gptq-nvfp4 / awq-gptq-nvfp4, --group-size, --calib, --format, --bpw (mixed precision under a budget; the\n"
       "plan is in the result's 'bit_plan'), sequential=False for --no-sequential, act_order, gptq_block, ...).\n"
       "progress(layer, layers, 'quantize') is called after each layer.");
@@ -727,8 +728,9 @@ NB_MODULE(_core, m) {
          std::optional<int> steps, int64_t window, uint64_t seed, const std::string& fake_quant,
          const std::string& dtype, const std::string& head, const std::string& vae, const std::string& x2t_image,
          const std::string& x2t_video, const std::string& vit, const std::string& vit_quant, int x2t_resolution,
-         int max_x2t, nb::object progress) {
+         int max_x2t, bool force, nb::object progress) {
         lq::api::EvalRequest r;
+        r.force = force;
         r.vae = vae;
         r.x2t_image = x2t_image;
         r.x2t_video = x2t_video;
@@ -776,7 +778,7 @@ NB_MODULE(_core, m) {
       "max_text_tokens"_a = 0, "max_chat"_a = 16, "max_new_tokens"_a = 48, "max_t2i"_a = 8, "steps"_a = nb::none(),
       "window"_a = 256, "seed"_a = 0, "fake_quant"_a = "", "dtype"_a = "f32", "head"_a = "stored",
       "vae"_a = "", "x2t_image"_a = "", "x2t_video"_a = "", "vit"_a = "", "vit_quant"_a = "", "x2t_resolution"_a = 0,
-      "max_x2t"_a = 0, "progress"_a = nb::none(),
+      "max_x2t"_a = 0, "force"_a = false, "progress"_a = nb::none(),
       "Compares QUANT with BASE (`lance-quant eval`): writes the report directory `out` and returns its\n"
       "report.json document. progress(done, total, stage) is called after each unit of work.");
 

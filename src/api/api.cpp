@@ -21,7 +21,9 @@
 #include "forward/text.h"
 #include "forward/toy_vae.h"
 #include "io/error.h"
+#include "io/output.h"
 #include "io/png.h"
+#include "io/text_file.h"
 #include "media/video_writer.h"
 
 namespace lq::api {
@@ -37,6 +39,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 tok::Tokenizer load_tokenizer(const std::string& dir) {
+  io::require_directory(dir, "model directory");
   const bool has = fs::exists(fs::path(dir) / "tokenizer.json") ||
                    (fs::exists(fs::path(dir) / "vocab.json") && fs::exists(fs::path(dir) / "merges.txt"));
   if (!has) fail(dir, "model directory has no tokenizer (tokenizer.json, or vocab.json + merges.txt)");
@@ -61,6 +64,7 @@ std::vector<int32_t> prompt_ids(const Model& m, const std::string& prompt, bool 
 
 TextResult generate(const Model& m, const TextRequest& r) {
   if (r.prompt.empty()) fail("--prompt", "missing or empty");
+  io::check_text(r.prompt, "--prompt");  // invalid UTF-8 is refused before any work
   if (r.max_new_tokens < 1) fail("--max-new-tokens", "must be >= 1");
   TextResult out;
   out.prompt_ids = prompt_ids(m, r.prompt, r.raw);
@@ -157,6 +161,9 @@ T2iPlan plan_generation(const std::string& model_dir, const GenRequest& r) {
 
 GenResult generate_latents(const Model& m, const GenRequest& r, const vae::WanVae* vae) {
   if (r.prompt.empty()) fail("--prompt", "missing or empty");
+  io::check_text(r.prompt, "--prompt");
+  if (!r.edit.image.empty()) io::require_file(r.edit.image, "--image");
+  if (!r.edit.video.empty() && !fs::exists(r.edit.video)) fail(r.edit.video, "does not exist");
   const T2iPlan plan = plan_generation(m.dir, r);
   const fwd::Engine& e = m.engine;
   const int channels = e.config().latent_channels;
@@ -246,11 +253,27 @@ Frames decode_rgb8(const vae::WanVae& vae, const std::vector<float>& latents, co
   return out;
 }
 
+void check_visual_outputs(const VisualOutputs& o, const std::string& latents_out, const std::vector<std::string>& inputs) {
+  auto others = [&](const std::string& self) {
+    std::vector<std::string> v = inputs;
+    for (const std::string* p : {&latents_out, &o.png, &o.mp4, &o.frames_dir})
+      if (&self != p) v.push_back(*p);
+    return v;
+  };
+  if (!latents_out.empty()) io::check_output_file(latents_out, /*force=*/true, others(latents_out), "--out");
+  if (!o.png.empty()) io::check_output_file(o.png, /*force=*/true, others(o.png), "--png", /*allow_existing=*/true);
+  if (!o.mp4.empty()) io::check_output_file(o.mp4, /*force=*/true, others(o.mp4), "--mp4", /*allow_existing=*/true);
+  if (!o.frames_dir.empty()) io::check_output_dir(o.frames_dir, /*force=*/true, others(o.frames_dir), "--frames-dir");
+}
+
 nlohmann::json write_visuals(const vae::WanVae& vae, const std::vector<float>& latents, const fwd::LatentGrid& grid,
                              const VisualOutputs& out, const std::function<void(int, int)>& progress) {
   check_latents(vae, latents, grid);
   const auto t0 = std::chrono::steady_clock::now();
-  if (!out.frames_dir.empty()) fs::create_directories(out.frames_dir);
+  // The frames go to FRAMES_DIR.lq-partial-PID, renamed onto FRAMES_DIR when every frame is written
+  // (io/output.h); callers check the directory with check_visual_outputs before sampling.
+  std::optional<io::PartialOutputDir> frames_dir;
+  if (!out.frames_dir.empty()) frames_dir.emplace(out.frames_dir, "run");
   std::unique_ptr<media::VideoWriter> mp4;
   int frames = 0, width = 0, height = 0;
   vae.decode(
@@ -265,7 +288,7 @@ nlohmann::json write_visuals(const vae::WanVae& vae, const std::vector<float>& l
           if (!out.frames_dir.empty()) {
             char name[32];
             std::snprintf(name, sizeof name, "frame_%04d.png", frames);
-            io::write_png_rgb((fs::path(out.frames_dir) / name).string(), frame, W, H);
+            io::write_png_rgb((frames_dir->path() / name).string(), frame, W, H);
           }
           if (!out.mp4.empty()) {
             if (!mp4) mp4 = std::make_unique<media::VideoWriter>(out.mp4, W, H, media::VideoWriterOptions{out.fps});
@@ -275,6 +298,7 @@ nlohmann::json write_visuals(const vae::WanVae& vae, const std::vector<float>& l
       },
       true, progress);
   if (mp4) mp4->finish();
+  if (frames_dir) frames_dir->commit(nlohmann::json{{"frames", frames}, {"width", width}, {"height", height}}.dump());
   nlohmann::json j = {{"frames", frames}, {"width", width}, {"height", height}, {"decode_seconds", seconds_since(t0)}};
   if (!out.png.empty()) j["png"] = out.png;
   if (!out.mp4.empty()) j["mp4"] = out.mp4, j["fps"] = out.fps, j["codec"] = mp4 ? mp4->codec() : "";
@@ -326,6 +350,10 @@ X2tResult understand(const Model& m, const vit::Vit& v, const X2tRequest& r) {
   if (r.resolution < 0 || (r.resolution > 0 && r.resolution < 28)) fail("--resolution", "must be at least 28 pixels");
   if (!(r.fps > 0)) fail("--fps", "must be positive");
   if (r.prompt.empty()) fail("--prompt", "missing or empty");
+  io::check_text(r.prompt, "--prompt");
+  if (!r.system.empty()) io::check_text(r.system, "--system");
+  if (!r.image.empty()) io::require_file(r.image, "--image");
+  if (!r.video.empty() && !fs::exists(r.video)) fail(r.video, "does not exist");
   if (r.max_new_tokens < 1) fail("--max-new-tokens", "must be >= 1");
   const fwd::Engine& e = m.engine;
   vit::check_vit_matches(v, e);
@@ -379,9 +407,11 @@ std::map<std::string, PathCoverage> coverage(const calib::StatsFile& s, const st
   return out;
 }
 
-void check_output(const std::string& out, bool force) {
+// The statistics file must not be an input; an existing one is replaced only with --force and only
+// when lance-quant wrote it (io/output.h).
+void check_output(const std::string& out, bool force, const std::vector<std::string>& inputs) {
   if (out.empty()) fail("--out", "an output file is required");
-  if (fs::exists(out) && !force) fail(out, "already exists (use --force to overwrite)");
+  io::check_output_file(out, force, inputs, "--out");
 }
 
 }  // namespace
@@ -398,7 +428,14 @@ CalibrateResult calibrate(const CalibrateRequest& r, const std::function<void(in
   if (r.model_dir.empty()) fail("calibrate", "a MODEL directory is required (see --help)");
   if (r.sources.empty()) fail("calibrate", "at least one --calib KIND:FILE is required");
   calib::CalibOptions o = r.options;
-  if (o.capture) check_output(r.out, r.force);
+  io::require_directory(r.model_dir, "model directory");
+  if (o.capture) {
+    std::vector<std::string> inputs = {r.model_dir};
+    for (const auto& src : r.sources) inputs.push_back(src.path);
+    for (const std::string* p : {static_cast<const std::string*>(&o.vae), &r.vit_dir})
+      if (!p->empty()) inputs.push_back(*p);
+    check_output(r.out, r.force, inputs);
+  }
 
   const bool any_x2t =
       std::any_of(r.sources.begin(), r.sources.end(), [](const calib::Source& s) { return calib::is_x2t(s.kind); });
@@ -449,14 +486,18 @@ CalibrateResult calibrate(const CalibrateRequest& r, const std::function<void(in
 
 // ---- quantization --------------------------------------------------------------------------------
 
-pipeline::QuantizeOptions quantize_options(pipeline::QuantizeOptions o, const std::string& scheme, int64_t group,
-                                           bool sym, const std::string& gen_scheme,
+pipeline::QuantizeOptions quantize_options(pipeline::QuantizeOptions o, const std::string& scheme,
+                                           std::optional<int64_t> group_given, bool sym, const std::string& gen_scheme,
                                            const std::vector<std::string>& overrides) {
+  const int64_t group = group_given.value_or(128);
   if (o.model_dir.empty()) fail("quantize", "a MODEL directory is required (see --help)");
   if (o.bpw < 0 || !std::isfinite(o.bpw)) fail("--bpw", "expected a positive number of bits per weight");
   if (o.gptq.gptq.block < 1) fail("--gptq-block", "must be >= 1");
   if (!(o.gptq.gptq.damp > 0) || !std::isfinite(o.gptq.gptq.damp)) fail("--gptq-damp", "must be a positive fraction");
   o.scheme = pipeline::parse_scheme_choice(scheme, group, sym);
+  if (group_given && o.scheme.params.scheme == quant::Scheme::NvFp4 && gen_scheme.empty() && overrides.empty())
+    fail("--group-size " + std::to_string(group), "--scheme " + scheme + " has fixed blocks of 16 elements; --group-size "
+                                                  "applies to integer formats (drop it, or choose an INT4 / INT8 scheme)");
   if (!gen_scheme.empty()) o.gen_format = pipeline::parse_format_spec(gen_scheme, group, sym, "--gen-scheme");
   for (const auto& ov : overrides) o.overrides.push_back(pipeline::parse_override(ov, group, sym));
   // lance-quant-v1 stores NVFP4 block scales as bf16 without a tensor scale: e4m3 * tensor scale must be
@@ -467,7 +508,7 @@ pipeline::QuantizeOptions quantize_options(pipeline::QuantizeOptions o, const st
 }
 
 pipeline::QuantizeReport quantize(const pipeline::QuantizeOptions& o) {
-  pipeline::check_output_dir(o.out_dir, o.force);  // before any slow work
+  pipeline::check_output_dir(o);  // before any slow work
   return pipeline::quantize_model(o);
 }
 
@@ -513,6 +554,8 @@ EvalOutcome evaluate(EvalRequest c) {
   if (c.base.empty() || c.quant.empty()) fail("eval", "needs BASE and QUANT model directories (see --help)");
   if (c.out.empty()) fail("eval", "needs --out REPORT_DIR");
   if (c.options.window < 2) fail("eval --window", "must be >= 2");
+  io::require_directory(c.base, "BASE model directory");
+  io::require_directory(c.quant, "QUANT model directory");
   const fwd::T2iSettings t2i = fwd::load_t2i_settings(c.base);
   fill_default_data(c, t2i);
   if (c.no_text) c.data.text_files.clear();
@@ -523,6 +566,19 @@ EvalOutcome evaluate(EvalRequest c) {
   c.options.sampler = t2i.sampler;
   if (c.steps) c.options.sampler.steps = *c.steps;
 
+  // Inputs are checked before the engines load: text files are UTF-8, the report goes elsewhere.
+  {
+    std::vector<std::string> text_files = {c.data.chat_file, c.data.t2i_file, c.x2t_image, c.x2t_video};
+    for (const auto& f : c.data.text_files) text_files.push_back(f);
+    std::vector<std::string> inputs = {c.base, c.quant, c.vae, c.vit};
+    for (const auto& f : text_files)
+      if (!f.empty()) {
+        io::require_file(f, "evaluation file");
+        io::check_text(io::read_file(f, "evaluation file"), f);
+        inputs.push_back(f);
+      }
+    io::check_output_dir(c.out, c.force, inputs, "eval --out");
+  }
   // The VAE, the x2t items (their media) and the ViT are checked before the long evaluation starts.
   std::optional<vae::WanVae> vae;
   if (!c.vae.empty()) vae.emplace(vae::WanVae::load(c.vae));
@@ -542,6 +598,9 @@ EvalOutcome evaluate(EvalRequest c) {
   fwd::LoadOptions load;
   load.storage = c.storage;
   fwd::Engine base = fwd::Engine::load(c.base, load);
+  if (vae && vae->config().z_dim != base.config().latent_channels)
+    fail(c.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " +
+                    std::to_string(base.config().latent_channels));
   fwd::LoadOptions quant_load = load;
   quant_load.head = c.quant_head;
   fwd::Engine quant = fwd::Engine::load(c.quant, quant_load);  // a quantized directory loads its own linears
@@ -575,13 +634,8 @@ EvalOutcome evaluate(EvalRequest c) {
     r.x2t.quant_vit_note = vit_note;
     r.has_x2t = true;
   }
-  if (vae && r.has_gen) {
-    if (vae->config().z_dim != base.config().latent_channels)
-      fail(c.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " +
-                      std::to_string(base.config().latent_channels));
-    fs::create_directories(c.out);
-    eval::compare_pictures(*vae, r.gen, (fs::path(c.out) / "t2i_side_by_side.png").string());
-  }
+  io::PartialOutputDir report_dir(c.out, "eval");  // every file of the report goes here first
+  if (vae && r.has_gen) eval::compare_pictures(*vae, r.gen, (report_dir.path() / "t2i_side_by_side.png").string());
 
   eval::ReportMeta meta;
   meta.base_dir = c.base;
@@ -592,7 +646,8 @@ EvalOutcome evaluate(EvalRequest c) {
   meta.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   meta.toy_vae = t2i.has_toy_vae;
   meta.t2i = t2i;
-  eval::write_report(c.out, r, meta);
+  eval::write_report(report_dir.path().string(), r, meta);
+  report_dir.commit(nlohmann::json{{"base", c.base}, {"quant", c.quant}}.dump());
   std::ifstream written(fs::path(c.out) / "report.json");  // exactly what the CLI leaves behind
   out.report = nlohmann::json::parse(written);
   out.report_md = (fs::path(c.out) / "report.md").string();

@@ -144,7 +144,12 @@ struct VisualOutputs {
   int fps = 12;            // Lance saves at 12 frames per second
   bool any() const { return !png.empty() || !mp4.empty() || !frames_dir.empty(); }
 };
-// Decodes chunk by chunk and writes the requested outputs. Returns a summary (paths, frames, size,
+// The io/output.h rules for a generation's outputs, checked before any work: none is one of `inputs` or
+// another of the outputs; an existing latents file (`latents_out`) is replaced only when lance-quant wrote
+// it, PNG / MP4 files may be replaced, a frames directory only when it holds lance-quant's marker.
+void check_visual_outputs(const VisualOutputs& out, const std::string& latents_out, const std::vector<std::string>& inputs);
+// Decodes chunk by chunk and writes the requested outputs (frames_dir built as FRAMES_DIR.lq-partial-PID
+// and renamed at the end). Returns a summary (paths, frames, size,
 // decode_seconds, fps / codec for MP4).
 nlohmann::json write_visuals(const vae::WanVae& vae, const std::vector<float>& latents, const fwd::LatentGrid& grid,
                              const VisualOutputs& out, const std::function<void(int done, int total)>& progress = {});
@@ -214,10 +219,13 @@ CalibrateResult calibrate(const CalibrateRequest& request, const std::function<v
 // Completes `o` from the scheme name and number-format specs exactly as `quantize` does with its flags
 // (--scheme, --group-size, --sym, --gen-scheme, --override) and checks the numbers the caller set
 // (--bpw >= 0, --gptq-block >= 1, --gptq-damp > 0): throws naming the bad one.
-pipeline::QuantizeOptions quantize_options(pipeline::QuantizeOptions o, const std::string& scheme, int64_t group,
-                                           bool sym, const std::string& gen_scheme,
+// `group`: --group-size when given (unset: 128); NVFP4 schemes refuse one unless an integer format is also
+// asked for (--gen-scheme / --override).
+pipeline::QuantizeOptions quantize_options(pipeline::QuantizeOptions o, const std::string& scheme,
+                                           std::optional<int64_t> group, bool sym, const std::string& gen_scheme,
                                            const std::vector<std::string>& overrides);
-// Checks the output directory before any slow work, then quantizes (`report.to_json()` is `quantize --json`).
+// Checks the output directories (io/output.h rules: not an input, --force only over lance-quant's own
+// output) before any slow work, then quantizes (`report.to_json()` is `quantize --json`).
 pipeline::QuantizeReport quantize(const pipeline::QuantizeOptions& o);
 
 // ---- evaluation ----------------------------------------------------------------------------------
@@ -231,6 +239,7 @@ struct EvalRequest {
   std::string fake_quant;
   fwd::WeightStorage storage = fwd::WeightStorage::F32;
   fwd::HeadFormat quant_head = fwd::HeadFormat::Stored;
+  bool force = false;  // replace an existing report directory that lance-quant wrote
   std::string vae;  // Wan2.2 VAE: decoded t2i pictures compared (PSNR, SSIM, side by side)
   // Image / video understanding: JSONL files, the ViT (empty: BASE's vit_model.*), QUANT's ViT as int4.
   std::string x2t_image, x2t_video, vit, vit_quant;
@@ -242,7 +251,9 @@ struct EvalOutcome {
   nlohmann::json report;  // the report.json document
   std::string report_md;  // path of report.md
 };
-// Fills the default data (data/eval), loads both engines, evaluates, writes the report directory.
+// Fills the default data (data/eval); checks the inputs (directories exist, text files are UTF-8) and the
+// report directory (io/output.h rules) before the engines load; evaluates; writes the report as
+// OUT.lq-partial-PID and renames it onto OUT.
 EvalOutcome evaluate(EvalRequest request);
 
 }  // namespace lq::api

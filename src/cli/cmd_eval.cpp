@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include <nlohmann/json.hpp>
+
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "formats/fold_scales.h"
@@ -18,7 +20,9 @@
 #include "eval/report.h"
 #include "forward/prompts.h"
 #include "io/error.h"
+#include "io/output.h"
 #include "io/progress.h"
+#include "io/text_file.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
 #include "vae/wan_vae.h"
@@ -56,7 +60,9 @@ void usage(FILE* out) {
                "  --dtype f32|bf16      weight storage of both engines   --threads N   --quiet (no progress line)\n"
                "  --head stored|int8|int4  QUANT's lm_head as stored, or quantized at load (run --head)\n"
                "  --vae PATH            the Wan2.2 VAE: decode both models' t2i results and compare pictures (PSNR,\n"
-               "                        SSIM, side-by-side PNG), not only latents\n",
+               "                        SSIM, side-by-side PNG), not only latents\n"
+               "  --force               replace an existing REPORT_DIR that lance-quant wrote\n"
+               "REPORT_DIR is written as REPORT_DIR.lq-partial-PID and renamed at the end; it must not be an input.\n",
                "256");
 }
 
@@ -90,6 +96,7 @@ EvalCli parse(const Args& args) {
     else if (r.is("--fake-quant")) c.fake_quant = r.value();
     else if (r.is("--threads")) kernels::set_num_threads(int(positive(r.int_value(), "--threads")));
     else if (r.is("--quiet")) c.quiet = true;
+    else if (r.is("--force")) c.force = true;
     else if (r.is("--head")) c.quant_head = fwd::parse_head_format(r.value());
     else if (r.is("--vae")) c.vae = r.value();
     else if (r.is("--x2t-image")) c.x2t_image = r.value();

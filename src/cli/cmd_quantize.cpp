@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "api/api.h"
@@ -16,7 +17,7 @@ namespace lq::cli {
 namespace {
 
 const char* kQuantizeUsage =
-    "usage: lance-quant quantize MODEL --out DIR [--scheme S] [--group-size 32|64|128] [--sym]\n"
+    "usage: lance-quant quantize MODEL --out DIR [--scheme S] [--group-size 32|64|128|0] [--sym]\n"
     "         [--calib KIND:FILE ...] [--stats STATS.safetensors] [--allow-partial] [--format F]\n"
     "         [--keep PATTERN ...] [--gen-scheme SPEC] [--override PATTERN=SPEC ...] [--keep-dtype bf16|f32]\n"
     "         [--threads N] [--force] [--json]\n"
@@ -28,9 +29,14 @@ const char* kQuantizeUsage =
     "(the original Python lance-quant's method, from --stats), nvfp4, awq-nvfp4, rtn-int8, gptq-int4 / gptq-nvfp4\n"
     "(GPTQ: second-order rounding with each linear's H = 2 X^T X / n of the --calib rows), awq-gptq-int4 /\n"
     "awq-gptq-nvfp4 (AWQ's scaling, then GPTQ).\n"
+    "--group-size: INT4 / INT8 elements per scale along the input axis, 32, 64 or 128 (default 128), or 0 for one\n"
+    "  group per row (per channel). NVFP4 has fixed blocks of 16: --group-size with nvfp4 / awq-nvfp4 is an error\n"
+    "  unless an integer format is also asked for (--gen-scheme / --override).\n"
     "--calib takes the inputs of `calibrate` (text:FILE, chat:FILE, t2i:FILE, x2t_image:FILE, x2t_video:FILE;\n"
-    "repeatable). x2t inputs run through the ViT of the checkpoint (vit_model.*) or of --vit-dir DIR\n"
-    "(vit.safetensors + config.json), at Lance's resolutions unless --x2t-resolution; they get half the und rows.\n"
+    "  repeatable). x2t inputs run through the ViT of the checkpoint (vit_model.*) or of --vit-dir DIR\n"
+    "  (vit.safetensors + config.json), at Lance's resolutions unless --x2t-resolution; they get half the und rows.\n"
+    "  AWQ and GPTQ need inputs for both paths (text/chat/x2t reach und, t2i reaches both); a path left without data is\n"
+    "  refused unless --allow-partial, which writes its linears with RTN and records which linears got which method.\n"
     "--keep PATTERN leaves matching linears (glob or substring of the base name) in bf16.\n"
     "Per-linear number formats (the method stays the one of --scheme; AWQ searches each linear with its own format):\n"
     "  --gen-scheme SPEC          every linear of the gen path (*_moe_gen), e.g. --gen-scheme int8\n"
@@ -52,7 +58,9 @@ const char* kQuantizeUsage =
     "16). The plan is printed and stored as DIR/lance-quant.bit-plan.json. Needs --calib.\n"
     "--dense-out DIR also writes the dequantized model, folds undone, as a dense f32 checkpoint (evaluation).\n"
     "Formats: lance-quant-v1 (default), autoawq, compressed-tensors, modelopt.\n"
-    "DIR is written as DIR.lq-partial-PID and renamed at the end; an existing checkpoint needs --force.\n";
+    "DIR is written as DIR.lq-partial-PID and renamed at the end (removed on Ctrl-C / SIGTERM; a later run removes\n"
+    "those of killed processes). DIR must not be or lie inside an input; an existing DIR is replaced only with\n"
+    "--force and only when lance-quant wrote it.\n";
 
 }  // namespace
 
@@ -61,7 +69,7 @@ int cmd_quantize(const Args& args) {
   pipeline::QuantizeOptions o;
   std::string scheme = "awq-int4";
   int64_t group = 128;
-  bool sym = false, json_out = false;
+  bool group_given = false, sym = false, json_out = false;
   std::string gen_spec;
   std::vector<std::string> overrides;  // PATTERN=SPEC, parsed once --group-size / --sym are known
   while (r.next()) {
@@ -70,7 +78,7 @@ int cmd_quantize(const Args& args) {
       return 0;
     } else if (r.is("--out")) o.out_dir = r.value();
     else if (r.is("--scheme")) scheme = r.value();
-    else if (r.is("--group-size")) group = r.int_value();
+    else if (r.is("--group-size")) group = r.int_value(), group_given = true;
     else if (r.is("--sym")) sym = true;
     else if (r.is("--calib")) o.calib.push_back(calib::parse_source(r.value()));
     else if (r.is("--stats")) o.stats_path = r.value();
@@ -115,7 +123,8 @@ int cmd_quantize(const Args& args) {
     else if (r.positional() && o.model_dir.empty()) o.model_dir = r.current();
     else r.unknown();
   }
-  o = api::quantize_options(std::move(o), scheme, group, sym, gen_spec, overrides);
+  o = api::quantize_options(std::move(o), scheme, group_given ? std::optional<int64_t>(group) : std::nullopt, sym,
+                            gen_spec, overrides);
 
   io::Progress progress("quantize", 0, "layers");
   o.on_layer = [&progress](int done, int total) {
@@ -134,6 +143,13 @@ int cmd_quantize(const Args& args) {
                 (long long)rep.kept_linears, rep.scheme.c_str(), rep.out_dir.c_str(), rep.format.c_str(),
                 double(rep.output_bytes) / 1e6, rep.seconds);
     std::printf("  weight relative error: mean %.4f, worst %.4f\n", mean, worst);
+    if (rep.partial_calibration) {
+      std::map<std::string, int> per_method;
+      for (const auto& l : rep.linears) ++per_method[l.method];
+      std::printf("  PARTIAL calibration (--allow-partial):");
+      for (const auto& [m, n] : per_method) std::printf(" %s x%d", m.c_str(), n);
+      std::printf(" (recorded per linear in the checkpoint)\n");
+    }
     if (!rep.bit_plan.is_null()) {
       const auto& bp = rep.bit_plan;
       std::printf("  bit plan: %.4f bits per weight on average (budget %.4f), stored in %s/lance-quant.bit-plan.json\n",

@@ -13,6 +13,8 @@
 #include "forward/edit_source.h"
 #include "forward/forward.h"
 #include "io/error.h"
+#include "io/output.h"
+#include "io/text_file.h"
 #include "io/png.h"
 #include "io/progress.h"
 #include "io/safetensors.h"
@@ -190,6 +192,13 @@ RunOptions parse(const Args& args) {
         fail(*out, "is also an input; refusing to overwrite it");
   if (!o.logits.empty() && o.task != "text") fail("--logits", "only for --task text");
   if (o.prompt.empty()) fail("--prompt", "missing or empty");
+  io::check_text(o.prompt, "--prompt");  // every task: invalid UTF-8 is refused before the model loads
+  if (!o.system.empty()) io::check_text(o.system, "--system");
+  io::require_directory(o.model, "model directory");
+  // Inputs named on the command line exist before anything loads (a video may be a folder of frames).
+  if (!o.image.empty()) io::require_file(o.image, "--image");
+  for (const std::string* p : {&o.video, &o.vae, &o.vit})
+    if (!p->empty() && !std::filesystem::exists(*p)) fail(*p, "does not exist");
   if (o.max_new_tokens < 1) fail("--max-new-tokens", "must be >= 1");
   return o;
 }
@@ -252,7 +261,10 @@ api::GenRequest gen_request(const RunOptions& o) {
 int run_generation(const RunOptions& o) {
   if (!o.have_seed) fail("--seed", o.task + " needs a noise seed");
   if (o.task == "t2i" && o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
-  const api::GenRequest req = gen_request(o);
+  // Outputs never replace an input or each other; an existing latents file is replaced only when
+  // lance-quant wrote it, a frames directory only when it holds lance-quant's marker (io/output.h).
+  api::check_visual_outputs(o.visuals, o.out, {o.model, o.vae, o.edit.image, o.edit.video});
+  api::GenRequest req = gen_request(o);
   const api::T2iPlan plan = api::plan_generation(o.model, req);  // grid and settings checked before loading
   if (o.task == "t2i" && !o.png.empty() && o.vae.empty() && !plan.settings.has_toy_vae)
     fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"): give the Wan2.2 VAE with --vae PATH");
@@ -260,7 +272,15 @@ int run_generation(const RunOptions& o) {
   std::optional<vae::WanVae> vae;
   if (!o.vae.empty()) vae.emplace(api::load_vae(o.vae, o.vae_conv));
   const api::Model m = api::load_model(o.model, load_options(o));
+  // Long on a real model: a progress line on stderr (redrawn on a terminal, plain every few seconds otherwise).
+  io::Progress progress(o.task + " sampling", 0, "steps");
+  req.on_step = [&progress](int step, int steps) {
+    progress.set_total(steps);
+    progress.update(step);
+  };
   const api::GenResult res = api::generate_latents(m, req, vae ? &*vae : nullptr);
+  progress.update(res.steps);
+  progress.finish();
   const fwd::LatentGrid& grid = res.grid;
   if (!o.out.empty()) write_latents(o.out, res.latents, grid, res.channels, o);
   nlohmann::json visuals;

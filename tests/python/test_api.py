@@ -198,6 +198,35 @@ def test_gptq_with_a_bit_budget_same_checkpoint_as_cli(mini, exe, tmp_path):
         lq.quantize(mini, str(tmp_path / "bad"), scheme="gptq-int4", gptq_damp=0.0)
 
 
+def test_output_rules_and_text_checks_as_the_cli(model, mini, exe, tmp_path):
+    """io/output.h's rules and the UTF-8 checks apply to the API as to the CLI, with the same messages."""
+    with pytest.raises(lq.Error, match=r"\[--prompt"):
+        model.generate("a\x00b")  # a NUL byte is not text
+    # An output inside an input is refused before any work.
+    with pytest.raises(lq.Error, match="input"):
+        lq.quantize(mini, os.path.join(mini, "q-inside"), scheme="rtn-int4", group_size=64)
+    assert not os.path.exists(os.path.join(mini, "q-inside"))
+    # NVFP4 has fixed blocks: a group size is refused unless an integer format is asked for too.
+    msg = cli_error("quantize", mini, "--scheme", "nvfp4", "--group-size", "64", "--out", tmp_path / "n")
+    with pytest.raises(lq.Error) as e:
+        lq.quantize(mini, str(tmp_path / "n"), scheme="nvfp4", group_size=64)
+    assert str(e.value) == msg
+    # A report directory that lance-quant did not write is not replaced, even with force.
+    other = tmp_path / "not-ours"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    for force in (False, True):
+        with pytest.raises(lq.Error):
+            lq.evaluate(mini, mini, str(other), no_text=True, no_chat=True, t2i_prompts=os.path.join(mini, "calib_prompts.txt"),
+                        max_t2i=1, steps=1, force=force)
+    assert (other / "notes.txt").read_text() == "mine"
+    # An evaluation file that is not UTF-8 text is refused before the engines load.
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\n\xff\xfe\n")
+    with pytest.raises(lq.Error, match="UTF-8"):
+        lq.evaluate(mini, mini, str(tmp_path / "r"), text=[str(bad)], no_chat=True, no_t2i=True)
+
+
 def test_progress_exception_stops_the_work(mini, tmp_path):
     def stop(done, total, stage):
         raise KeyboardInterrupt("stop here")

@@ -146,6 +146,25 @@ def test_media_errors_carry_the_cli_messages(media, model, vae, mini):
         model.edit("x", seed=1, vae=vae, image="/nonexistent.png")
     with pytest.raises(lq.Error, match="Wan2.2|VAE|vae|exist"):
         lq.load_vae("/nonexistent-vae")
+    with pytest.raises(lq.Error, match="UTF-8|--prompt"):
+        model.text_to_video("a\x00b", seed=1, frames=1)
+
+
+def test_vae_write_follows_the_output_rules(media, vae, tmp_path):
+    x = np.zeros((1, 2, 2, 48), np.float32)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    with pytest.raises(lq.Error):  # a directory lance-quant did not write is not replaced
+        vae.write(x, frames_dir=str(mine))
+    assert (mine / "keep.txt").read_text() == "mine"
+    with pytest.raises(lq.Error):  # an output that is an input (the VAE's own weights)
+        vae.write(x, png=vae.path)
+    assert os.path.exists(vae.path)
+    info = vae.write(x, frames_dir=str(tmp_path / "frames"))
+    assert info["frames"] == 1 and sorted(os.listdir(tmp_path / "frames"))[0].startswith("frame_0000")
+    info = vae.write(x, frames_dir=str(tmp_path / "frames"))  # its own output may be replaced
+    assert info["frames"] == 1
 
 
 def test_calibrate_on_images_equals_the_cli(media, tmp_path):
