@@ -1,12 +1,14 @@
 # Entry points. `make demo` installs what is missing (Debian packages, as root), builds the one program
 # the demo runs and runs the main job on the embedded default; `make test` builds and runs the whole
 # test suite; `make sanitize` builds everything with ASan + UBSan into build-asan and runs the suite;
-# `make fuzz` runs every libFuzzer target for FUZZ_SECONDS (default 60) each.
+# `make fuzz` runs every libFuzzer target for FUZZ_SECONDS (default 60) each; `make python` installs the
+# lance_quant Python package into $(PYTHON)'s environment (`pip install .`).
 BUILD ?= build
 JOBS ?= $(shell nproc)
+PYTHON ?= python3
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test bench fuzz sanitize clean
+.PHONY: all deps build demo test bench fuzz sanitize clean python
 
 all: build
 
@@ -26,6 +28,9 @@ demo: deps $(BUILD)/build.ninja
 
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+python: deps
+	$(PYTHON) -m pip install .
 
 FUZZ_SECONDS ?= 60
 fuzz: deps

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "api/api.h"
 #include "calib/calibrate.h"
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -42,28 +43,6 @@ const char* kCalibrateUsage =
     "--stream-weights releases each layer's mapped weights after it runs (bounded memory for a checkpoint\n"
     "larger than RAM; every forward reads the weights again).\n"
     "A target linear without calibration rows is an error unless --allow-partial.\n";
-
-struct PathCoverage {
-  int linears = 0, covered = 0;
-  int64_t min_rows = -1, max_rows = 0;
-};
-
-// Rows seen per target linear, summarised per path ("und" / "gen").
-std::map<std::string, PathCoverage> coverage(const calib::StatsFile& s, const std::vector<std::string>& uncovered) {
-  std::map<std::string, PathCoverage> out;
-  for (const auto& [name, st] : s.linears) {
-    auto& c = out[name.find("_moe_gen") != std::string::npos ? "gen" : "und"];
-    ++c.linears;
-    c.covered += st.all.count > 0;
-    c.min_rows = c.min_rows < 0 ? st.all.count : std::min(c.min_rows, st.all.count);
-    c.max_rows = std::max(c.max_rows, st.all.count);
-  }
-  for (const auto& name : uncovered) {
-    auto& c = out[name.find("_moe_gen") != std::string::npos ? "gen" : "und"];
-    if (!s.linears.count(name)) ++c.linears, c.min_rows = 0;
-  }
-  return out;
-}
 
 bool parse_shard(const std::string& v, int& index, int& count) {
   return std::sscanf(v.c_str(), "%d/%d", &index, &count) == 2 && count >= 1 && index >= 0 && index < count;
@@ -124,74 +103,36 @@ int cmd_calibrate(const Args& args) {
     else if (r.positional() && model_dir.empty()) model_dir = r.current();
     else r.unknown();
   }
-  if (model_dir.empty()) fail("calibrate", "a MODEL directory is required (see --help)");
-  if (sources.empty()) fail("calibrate", "at least one --calib KIND:FILE is required");
-  io::require_directory(model_dir, "model directory");
-  if (o.capture) {
-    std::vector<std::string> inputs = {model_dir};
-    for (const auto& s : sources) inputs.push_back(s.path);
-    for (const std::string* p : {&o.vae, &vit_dir})
-      if (!p->empty()) inputs.push_back(*p);
-    check_output(out, force, inputs);
-  }
-
-  const bool any_x2t = std::any_of(sources.begin(), sources.end(), [](const calib::Source& s) { return calib::is_x2t(s.kind); });
-  if (!any_x2t && (!vit_dir.empty() || x2t_resolution)) fail("calibrate --vit", "only used by x2t_image / x2t_video sources");
-  const auto t0 = std::chrono::steady_clock::now();
-  std::optional<vit::Vit> vit_model;
-  if (any_x2t) {
-    if (vit_dir.empty() && !vit::model_has_vit(model_dir))
-      fail("calibrate", "x2t sources need the ViT: give --vit DIR (vit.safetensors + config.json) or a checkpoint with vit_model.* tensors");
-    vit::VitLoadOptions vo;
-    vo.storage = load.storage;
-    vo.release_pages = load.release_layer_pages;
-    vit_model.emplace(vit::Vit::load(vit_dir.empty() ? model_dir : vit_dir, vo));
-    o.vit = &*vit_model;
-    if (x2t_resolution) o.x2t.image_resolution = o.x2t.video_resolution = x2t_resolution;
-  }
-  fwd::Engine engine = fwd::Engine::load(model_dir, load);
-  const tok::Tokenizer tokenizer = tok::Tokenizer::load(model_dir);
-  o.sampler = fwd::load_t2i_settings(model_dir).sampler;
-  if (steps > 0) o.sampler.steps = steps;
+  api::CalibrateRequest req;
+  req.model_dir = model_dir;
+  req.out = out;
+  req.sources = sources;
+  req.options = o;
+  req.load = load;
+  req.steps = steps;
+  req.allow_partial = allow_partial;
+  req.force = force;
+  req.vit_dir = vit_dir;
+  req.x2t_resolution = x2t_resolution;
   io::Progress progress("calibrate", 0, "samples");
-  o.progress = [&progress](int64_t done, int64_t total) {
+  const api::CalibrateResult res = api::calibrate(req, [&progress](int64_t done, int64_t total) {
     progress.set_total(double(total));
     progress.update(double(done));
-  };
-  const auto t_run = std::chrono::steady_clock::now();
-  calib::StatsFile stats = calib::calibrate(model_dir, engine, tokenizer, sources, o);
+  });
   progress.finish();
-  const double run_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_run).count();
   if (!o.capture) {
-    std::printf("forwards without capture: %.2f s (model load excluded; nothing written)\n", run_seconds);
+    std::printf("forwards without capture: %.2f s (model load excluded; nothing written)\n", res.forward_seconds);
     return 0;
   }
-  const auto uncovered = calib::uncovered_linears(stats, model_dir);
-  const auto cov = coverage(stats, uncovered);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-
-  if (!uncovered.empty() && !allow_partial) {
-    std::string list;
-    for (size_t i = 0; i < uncovered.size() && i < 8; ++i) list += "\n  " + uncovered[i];
-    if (uncovered.size() > 8) list += "\n  ... (" + std::to_string(uncovered.size() - 8) + " more)";
-    fail(model_dir, std::to_string(uncovered.size()) + " target linears saw no calibration rows (use a source for that path, "
-                    "e.g. t2i:FILE for the gen path, or --allow-partial):" + list);
-  }
-  if (!uncovered.empty()) stats.extra_metadata["partial"] = "true";
-  stats.save(out);
 
   if (json_out) {
-    nlohmann::json j = {{"out", out}, {"seconds", seconds}, {"forward_seconds", run_seconds}, {"sources", stats.data_sources},
-                        {"model_fingerprint", stats.model_fingerprint}, {"uncovered", uncovered}};
-    for (const auto& [path, c] : cov)
-      j["coverage"][path] = {{"linears", c.linears}, {"covered", c.covered}, {"min_rows", c.min_rows}, {"max_rows", c.max_rows}};
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", res.to_json().dump(2).c_str());
   } else {
-    std::printf("calibration statistics: %s (%.1f s, of which forwards %.2f s)\n", out.c_str(), seconds, run_seconds);
-    for (const auto& [path, c] : cov)
+    std::printf("calibration statistics: %s (%.1f s, of which forwards %.2f s)\n", out.c_str(), res.seconds, res.forward_seconds);
+    for (const auto& [path, c] : res.coverage)
       std::printf("  %s: %d/%d target linears covered, rows per linear %lld..%lld\n", path.c_str(), c.covered, c.linears,
                   (long long)c.min_rows, (long long)c.max_rows);
-    if (!uncovered.empty()) std::printf("  PARTIAL: %zu target linears uncovered (--allow-partial)\n", uncovered.size());
+    if (!res.uncovered.empty()) std::printf("  PARTIAL: %zu target linears uncovered (--allow-partial)\n", res.uncovered.size());
   }
   return 0;
 }

@@ -1,9 +1,15 @@
 // `lance-quant export MODEL --to gguf|mlx|hf --path und [--type T] [--base DIR] --out DIR`:
 // the understanding path as a standard decoder other runtimes load (export/export.h, docs/exports.md).
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -16,13 +22,17 @@ namespace lq::cli {
 namespace {
 
 const char* kUsage =
-    "usage: lance-quant export MODEL --to gguf|mlx|hf --out DIR [--path und] [--type T] [--base DIR]\n"
+    "usage: lance-quant export MODEL --to gguf|mlx|hf|coreml --out DIR [--path und] [--type T] [--base DIR]\n"
     "         [--stats STATS.safetensors [--gptq [--gptq-damp F]]] [--pure] [--original DIR] [--force] [--json]\n"
     "  MODEL        a dense checkpoint directory or a quantized one (lance-quant-v1, autoawq, ...)\n"
     "  --to         gguf: llama.cpp 'qwen3' (q/k norm, q/k/v bias, untied output), one model.gguf\n"
     "               mlx:  mlx-lm 'glm4_moe' with all layers dense; integer-quantized linears stay\n"
     "                     quantized (MLX affine, bias = -scale * zero, exact)\n"
     "               hf:   Hugging Face 'qwen3' with attention_bias (dense safetensors)\n"
+    "               coreml: Core ML ML Program (stateful KV cache, iOS 18 / macOS 15), --out DIR.mlpackage,\n"
+    "                     --type int4|int8 (the checkpoint's codes, not re-quantized) or f16, [--max-context N];\n"
+    "                     runs `python -m lance_quant.coreml`: needs the lance_quant Python package with\n"
+    "                     coremltools (pip install '.[coreml]'); $LQ_PYTHON names the python (default python3)\n"
     "  --path       und (the only path with a standard-architecture equivalent)\n"
     "  --type       gguf: a llama.cpp file type: f16 (default), f32, q8_0, q4_0, q4_1, q4_k_s, q4_k_m,\n"
     "                     q4_k (= q4_k_m, as llama-quantize), q5_k_s, q5_k_m, q5_k, q6_k, iq4_nl, iq4_xs;\n"
@@ -44,9 +54,43 @@ const char* kUsage =
     "  --force      replace an existing DIR that lance-quant wrote\n"
     "DIR is written as DIR.lq-partial-PID and renamed at the end; it must not be or lie inside an input.\n";
 
+// `--to coreml` is the Python package's exporter (coremltools): the C++ core has no Python dependency, so
+// the command hands its arguments to `python -m lance_quant.coreml` and becomes that process.
+int run_coreml_export(const Args& args) {
+  std::vector<std::string> rest;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--to") {
+      ++i;  // "coreml"
+      continue;
+    }
+    rest.push_back(args[i]);
+  }
+  const char* env = std::getenv("LQ_PYTHON");
+  const std::string python = env && *env ? env : "python3";
+  const std::string script =
+      "import sys\n"
+      "try:\n"
+      "    import lance_quant.coreml as m, coremltools\n"
+      "except ImportError as e:\n"
+      "    sys.exit('lance-quant export: error: [export --to coreml] needs the lance_quant Python package with '\n"
+      "             'coremltools (pip install \\'.[coreml]\\' from the checkout; LQ_PYTHON names its python): ' + str(e))\n"
+      "sys.exit(m.main(sys.argv[1:]))\n";
+  std::vector<std::string> argv_s = {python, "-c", script};
+  argv_s.insert(argv_s.end(), rest.begin(), rest.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  ::execvp(python.c_str(), argv.data());
+  fail("export --to coreml", "cannot run '" + python + "' (" + std::strerror(errno) +
+                                 "): the Core ML export needs Python with the lance_quant package (set LQ_PYTHON)");
+}
+
 }  // namespace
 
 int cmd_export(const Args& args) {
+  for (size_t i = 0; i + 1 < args.size(); ++i)
+    if (args[i] == "--to" && args[i + 1] == "coreml") return run_coreml_export(args);
   std::string model;
   exporter::ExportOptions o;
   bool have_target = false, json_out = false;

@@ -2,8 +2,10 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 
+#include "api/api.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "io/progress.h"
@@ -121,25 +123,15 @@ int cmd_quantize(const Args& args) {
     else if (r.positional() && o.model_dir.empty()) o.model_dir = r.current();
     else r.unknown();
   }
-  if (o.model_dir.empty()) fail("quantize", "a MODEL directory is required (see --help)");
-  o.scheme = pipeline::parse_scheme_choice(scheme, group, sym);
-  if (group_given && o.scheme.params.scheme == quant::Scheme::NvFp4 && gen_spec.empty() && overrides.empty())
-    fail("--group-size " + std::to_string(group), "--scheme " + scheme + " has fixed blocks of 16 elements; --group-size "
-                                                  "applies to integer formats (drop it, or choose an INT4 / INT8 scheme)");
-  if (!gen_spec.empty()) o.gen_format = pipeline::parse_format_spec(gen_spec, group, sym, "--gen-scheme");
-  for (const auto& ov : overrides) o.overrides.push_back(pipeline::parse_override(ov, group, sym));
-  // lance-quant-v1 stores NVFP4 block scales as bf16 without a tensor scale: e4m3 * tensor scale must be
-  // exact in bf16, which a power-of-two tensor scale guarantees.
-  if (o.scheme.params.scheme == quant::Scheme::NvFp4 && o.format == formats::FormatId::LanceQuantV1)
-    o.scheme.params.nvfp4_pow2_tensor_scale = true;
-  pipeline::check_output_dir(o);  // before any slow work
+  o = api::quantize_options(std::move(o), scheme, group_given ? std::optional<int64_t>(group) : std::nullopt, sym,
+                            gen_spec, overrides);
 
   io::Progress progress("quantize", 0, "layers");
   o.on_layer = [&progress](int done, int total) {
     progress.set_total(double(total));
     progress.update(double(done));
   };
-  const pipeline::QuantizeReport rep = pipeline::quantize_model(o);
+  const pipeline::QuantizeReport rep = api::quantize(o);  // checks the output directory first
   progress.finish();
   if (json_out) {
     std::printf("%s\n", rep.to_json().dump(2).c_str());

@@ -2,24 +2,16 @@
 // text-to-video sampling (rectified flow + CFG), image / video editing, and answers about an image or video
 // (ViT + x2t prompt) on the native forward; the Wan2.2 VAE (--vae) turns latents into pictures and videos and
 // encodes an edit's source.
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <memory>
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "api/api.h"
 #include "cli/commands.h"
-#include "cli/run_gen.h"
-#include "forward/forward.h"
 #include "forward/edit_source.h"
-#include "forward/gen_sequence.h"
-#include "forward/prompts.h"
-#include "forward/t2i.h"
-#include "forward/text.h"
-#include "forward/toy_vae.h"
-#include "forward/x2t.h"
+#include "forward/forward.h"
 #include "io/error.h"
 #include "io/output.h"
 #include "io/text_file.h"
@@ -27,9 +19,6 @@
 #include "io/progress.h"
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
-#include "tokenizer/tokenizer.h"
-#include "vae/wan_vae.h"
-#include "vit/x2t_input.h"
 
 namespace lq::cli {
 
@@ -38,6 +27,7 @@ namespace {
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: lance-quant run MODEL --task text --prompt TEXT [--max-new-tokens N] [--raw] [--json]\n"
+               "                             [--logits FILE.safetensors]   (ids + logits of every prompt position)\n"
                "       lance-quant run MODEL --task t2i --prompt CAPTION --seed S --out FILE.safetensors [--png FILE.png]\n"
                "                             [--steps 30] [--shift 3.5] [--cfg 4.0] [--cfg-interval 0.4,1.0]\n"
                "                             [--height H --width W]   (pixels; latent grid h = H/16, when\n"
@@ -70,7 +60,7 @@ void usage(FILE* out) {
 }
 
 struct RunOptions {
-  std::string model, task, prompt, out, png;
+  std::string model, task, prompt, out, png, logits;
   std::string image, video, vit, system;  // x2t
   int resolution = 0;
   double fps = 24.0;       // x2t: a folder's frame rate; t2v / edit: written videos (--fps given)
@@ -88,7 +78,7 @@ struct RunOptions {
   // Pictures and videos (t2i / t2v / edit).
   std::string vae;
   kernels::ConvBackend vae_conv = kernels::ConvBackend::Auto;
-  VisualOutputs visuals;
+  api::VisualOutputs visuals;
   int frames = 0;
   fwd::EditSource edit;
 };
@@ -138,6 +128,7 @@ RunOptions parse(const Args& args) {
       o.cfg_max = parse_double(a, v.substr(comma + 1));
     } else if (a == "--out") o.out = value();
     else if (a == "--png") o.png = value();
+    else if (a == "--logits") o.logits = value();
     else if (a == "--vae") o.vae = value();
     else if (a == "--vae-conv") o.vae_conv = kernels::parse_conv_backend(value().c_str());
     else if (a == "--mp4") o.visuals.mp4 = value();
@@ -199,6 +190,7 @@ RunOptions parse(const Args& args) {
     for (const std::string* in : {&o.edit.image, &o.edit.video, &o.vae})
       if (!out->empty() && !in->empty() && std::filesystem::weakly_canonical(*out) == std::filesystem::weakly_canonical(*in))
         fail(*out, "is also an input; refusing to overwrite it");
+  if (!o.logits.empty() && o.task != "text") fail("--logits", "only for --task text");
   if (o.prompt.empty()) fail("--prompt", "missing or empty");
   io::check_text(o.prompt, "--prompt");  // every task: invalid UTF-8 is refused before the model loads
   if (!o.system.empty()) io::check_text(o.system, "--system");
@@ -218,54 +210,26 @@ fwd::LoadOptions load_options(const RunOptions& o) {
   return lo;
 }
 
-tok::Tokenizer load_tokenizer(const std::string& dir) {
-  namespace fs = std::filesystem;
-  io::require_directory(dir, "model directory");
-  const bool has = fs::exists(fs::path(dir) / "tokenizer.json") ||
-                   (fs::exists(fs::path(dir) / "vocab.json") && fs::exists(fs::path(dir) / "merges.txt"));
-  if (!has) fail(dir, "model directory has no tokenizer (tokenizer.json, or vocab.json + merges.txt)");
-  return tok::Tokenizer::load(dir);
-}
-
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 int run_text(const RunOptions& o) {
-  const tok::Tokenizer tok = load_tokenizer(o.model);
-  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
-  const std::vector<int32_t> prompt = tok.encode(o.raw ? o.prompt : fwd::chat_prompt(o.prompt));
-  const int64_t limit = e.config().max_position_embeddings;
-  if (int64_t(prompt.size()) >= limit)
-    fail("--prompt", "prompt is " + std::to_string(prompt.size()) + " tokens; the model's position limit " +
-                         "(max_position_embeddings) is " + std::to_string(limit));
-  fwd::GreedyOptions g;
-  g.max_new_tokens = o.max_new_tokens;
-  g.vocab_limit = e.config().len_tokenizer;
-  if (const auto end = tok.token_id("<|im_end|>")) g.stop_id = *end;
-  const auto t0 = std::chrono::steady_clock::now();
-  const std::vector<int32_t> answer = fwd::greedy_decode(e, prompt, g);
-  const double secs = seconds_since(t0);
-  const std::string text = tok.decode(answer);
-  if (o.json) {
-    nlohmann::json j = {{"prompt_tokens", prompt.size()}, {"generated_ids", answer}, {"text", text},
-                        {"seconds", secs}};
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::printf("%s\n", text.c_str());
+  const api::Model m = api::load_model(o.model, load_options(o));
+  if (!o.logits.empty()) {
+    const std::vector<int32_t> ids = api::prompt_ids(m, o.prompt, o.raw);
+    const std::vector<float> lg = api::logits(m, ids);
+    io::SafetensorsWriter w(o.logits, {{"prompt", o.prompt}, {"producer", "lance-quant run"}});
+    w.declare("ids", io::DType::I32, {int64_t(ids.size())});
+    w.declare("logits", io::DType::F32, {int64_t(ids.size()), int64_t(m.engine.config().vocab_size)});
+    w.write(ids.data(), ids.size() * sizeof(int32_t));
+    w.write(lg.data(), lg.size() * sizeof(float));
+    w.finish();
   }
+  api::TextRequest r;
+  r.prompt = o.prompt;
+  r.max_new_tokens = o.max_new_tokens;
+  r.raw = o.raw;
+  const api::TextResult res = api::generate(m, r);
+  if (o.json) std::printf("%s\n", res.to_json().dump().c_str());
+  else std::printf("%s\n", res.text.c_str());
   return 0;
-}
-
-fwd::LatentGrid choose_grid(const RunOptions& o, const fwd::T2iSettings& s) {
-  if (o.height > 0 || o.width > 0) {
-    if (o.height <= 0 || o.width <= 0 || o.height % 16 || o.width % 16)
-      fail("--height/--width", "both needed, positive multiples of 16 (latent grid = size / 16)");
-    return {1, o.height / 16, o.width / 16};
-  }
-  if (!s.grid_from_config)
-    fail("t2i", "lance_config.json has no t2i_latent_grid_thw: give --height and --width in pixels");
-  return s.grid;
 }
 
 void write_latents(const std::string& path, const std::vector<float>& x, const fwd::LatentGrid& g, int channels,
@@ -276,105 +240,71 @@ void write_latents(const std::string& path, const std::vector<float>& x, const f
   w.finish();
 }
 
+api::GenRequest gen_request(const RunOptions& o) {
+  api::GenRequest r;
+  r.task = o.task;
+  r.prompt = o.prompt;
+  r.seed = o.seed;
+  r.steps = o.steps;
+  r.shift = o.shift;
+  r.cfg = o.cfg;
+  r.cfg_min = o.cfg_min;
+  r.cfg_max = o.cfg_max;
+  r.height = o.height;
+  r.width = o.width;
+  r.frames = o.frames;
+  r.edit = o.edit;
+  r.show_progress = !o.json;
+  return r;
+}
+
 int run_generation(const RunOptions& o) {
   if (!o.have_seed) fail("--seed", o.task + " needs a noise seed");
   if (o.task == "t2i" && o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
   // Outputs never replace an input or each other; an existing latents file is replaced only when
   // lance-quant wrote it, a frames directory only when it holds lance-quant's marker (io/output.h).
-  const std::vector<std::string> inputs = {o.model, o.vae, o.edit.image, o.edit.video};
-  auto others = [&](const std::string& self) {
-    std::vector<std::string> v = inputs;
-    for (const std::string* p : {&o.out, &o.visuals.png, &o.visuals.mp4, &o.visuals.frames_dir})
-      if (&self != p) v.push_back(*p);
-    return v;
-  };
-  if (!o.out.empty()) io::check_output_file(o.out, /*force=*/true, others(o.out), "--out");
-  if (!o.visuals.png.empty())
-    io::check_output_file(o.visuals.png, /*force=*/true, others(o.visuals.png), "--png", /*allow_existing=*/true);
-  if (!o.visuals.mp4.empty())
-    io::check_output_file(o.visuals.mp4, /*force=*/true, others(o.visuals.mp4), "--mp4", /*allow_existing=*/true);
-  if (!o.visuals.frames_dir.empty())
-    io::check_output_dir(o.visuals.frames_dir, /*force=*/true, others(o.visuals.frames_dir), "--frames-dir");
-  const fwd::T2iSettings s = fwd::load_t2i_settings(o.model);
-  if (o.task == "t2i" && !o.png.empty() && o.vae.empty() && !s.has_toy_vae)
+  api::check_visual_outputs(o.visuals, o.out, {o.model, o.vae, o.edit.image, o.edit.video});
+  api::GenRequest req = gen_request(o);
+  const api::T2iPlan plan = api::plan_generation(o.model, req);  // grid and settings checked before loading
+  if (o.task == "t2i" && !o.png.empty() && o.vae.empty() && !plan.settings.has_toy_vae)
     fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"): give the Wan2.2 VAE with --vae PATH");
   // Check the VAE (names, shapes) before the model loads and sampling starts.
   std::optional<vae::WanVae> vae;
-  if (!o.vae.empty()) vae.emplace(vae::WanVae::load(o.vae, o.vae_conv));
-  const tok::Tokenizer tok = load_tokenizer(o.model);
-  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
-  const int channels = e.config().latent_channels;
-  if (vae && vae->config().z_dim != channels)
-    fail(o.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " + std::to_string(channels));
-  fwd::SamplerOptions so = s.sampler;
-  if (o.steps) so.steps = *o.steps;
-  if (o.shift) so.shift = *o.shift;
-  if (o.cfg) so.cfg_scale = *o.cfg;
-  if (o.cfg_min) so.cfg_min = *o.cfg_min;
-  if (o.cfg_max) so.cfg_max = *o.cfg_max;
-
-  const auto t0 = std::chrono::steady_clock::now();
-  fwd::LatentGrid grid;
-  std::unique_ptr<fwd::T2iSampler> sampler;
-  nlohmann::json extra;
-  if (o.task == "edit") {
-    const fwd::EncodedSource src = fwd::encode_edit_source(*vae, o.edit, o.seed, !o.json);
-    grid = src.grid;
-    fwd::check_latent_grid(grid, e.config());
-    const fwd::ConditionedPrompt cp = fwd::edit_prompt(tok, o.prompt, fwd::edit_instruction(src.vision_type), grid);
-    // Hook: with a native ViT, pass edit_prompt a vit_grid and prefix_chunk the reference rows.
-    const fwd::T2iPrompt prompt = cp.sampler_prompt();
-    for (const auto& p : cp.cond().positions)
-      for (int32_t v : p)
-        if (v >= e.config().max_position_embeddings)
-          fail("edit", "the sequence needs position " + std::to_string(v) + ", beyond max_position_embeddings = " +
-                           std::to_string(e.config().max_position_embeddings));
-    sampler = std::make_unique<fwd::T2iSampler>(e, prompt, cp.prefix_chunk(e, true, {&src.latents}, {}),
-                                                cp.prefix_chunk(e, false, {&src.latents}, {}));
-    extra = {{"source", o.edit.image.empty() ? o.edit.video : o.edit.image}, {"source_frames", src.frames},
-             {"source_size", {src.width, src.height}}, {"vit_reference", false}};
-    if (!o.json)
-      std::fprintf(stderr, "note: Lance also conditions edits on a ViT reference of the source; this build runs without it\n");
-  } else {
-    grid = choose_grid(o, s);
-    if (o.task == "t2v") grid.t = (o.frames - 1) / 4 + 1;
-    fwd::check_latent_grid(grid, e.config());
-    fwd::T2iPrompt prompt = fwd::t2i_prompt(tok, o.prompt, o.task == "t2v" ? s.t2v_instruction : s.instruction, grid);
-    const int64_t needed = prompt.cond.noise_positions.back()[0] + 1;
-    if (needed > e.config().max_position_embeddings)
-      fail("--prompt", "the " + o.task + " sequence needs positions up to " + std::to_string(needed) +
-                           ", beyond max_position_embeddings = " + std::to_string(e.config().max_position_embeddings));
-    sampler = std::make_unique<fwd::T2iSampler>(e, std::move(prompt));
-  }
+  if (!o.vae.empty()) vae.emplace(api::load_vae(o.vae, o.vae_conv));
+  const api::Model m = api::load_model(o.model, load_options(o));
   // Long on a real model: a progress line on stderr (redrawn on a terminal, plain every few seconds otherwise).
-  io::Progress progress(o.task + " sampling", so.steps, "steps");
-  so.on_step = [&progress](int step, double) { progress.update(step); };
-  const std::vector<float> x = sampler->sample(fwd::normal_noise(o.seed, grid.tokens() * channels), so);
-  progress.update(so.steps);
+  io::Progress progress(o.task + " sampling", 0, "steps");
+  req.on_step = [&progress](int step, int steps) {
+    progress.set_total(steps);
+    progress.update(step);
+  };
+  const api::GenResult res = api::generate_latents(m, req, vae ? &*vae : nullptr);
+  progress.update(res.steps);
   progress.finish();
-  const double secs = seconds_since(t0);
-  if (!o.out.empty()) write_latents(o.out, x, grid, channels, o);
+  const fwd::LatentGrid& grid = res.grid;
+  if (!o.out.empty()) write_latents(o.out, res.latents, grid, res.channels, o);
   nlohmann::json visuals;
   if (vae && o.visuals.any()) {
-    visuals = write_visuals(*vae, x, grid, o.visuals);
+    io::Progress progress("VAE decode", 1, "latent frames");
+    progress.set_total(grid.t);
+    visuals = api::write_visuals(*vae, res.latents, grid, o.visuals, [&](int done, int) { progress.update(done); });
+    progress.finish();
   } else if (!o.png.empty()) {  // lance-mini's toy VAE
-    const fwd::ToyVae toy{s.toy_patch, s.toy_mean, s.toy_std};
-    if (toy.patch * toy.patch * 3 != channels) fail("--png", "toy VAE patch does not match the latent channels");
-    const auto pixels = fwd::toy_vae_decode(x.data(), grid, toy);
     constexpr int kScale = 4;  // so a person can see a 32x32 image
-    const int w = grid.w * toy.patch, h = grid.h * toy.patch;
-    const auto rgb = fwd::to_rgb8_upscaled(pixels, w, h, kScale);
-    io::write_png_rgb(o.png, rgb.data(), w * kScale, h * kScale);
+    const api::Frames f = api::toy_decode_rgb8(o.model, res.latents, grid, res.channels, kScale);
+    io::write_png_rgb(o.png, f.rgb.data(), f.width, f.height);
   }
+  if (!res.edit.is_null() && !o.json)
+    std::fprintf(stderr, "note: Lance also conditions edits on a ViT reference of the source; this build runs without it\n");
   if (o.json) {
-    nlohmann::json j = {{"task", o.task}, {"grid_thw", {grid.t, grid.h, grid.w}}, {"steps", so.steps}, {"seconds", secs}};
+    nlohmann::json j = {{"task", o.task}, {"grid_thw", {grid.t, grid.h, grid.w}}, {"steps", res.steps}, {"seconds", res.seconds}};
     if (!o.out.empty()) j["latents"] = o.out;
     if (!o.png.empty()) j["png"] = o.png;
     if (!visuals.is_null()) j["decoded"] = visuals;
-    if (!extra.is_null()) j["edit"] = extra;
+    if (!res.edit.is_null()) j["edit"] = res.edit;
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf("%s: %dx%dx%d latents, %d steps, %.2f s", o.task.c_str(), grid.t, grid.h, grid.w, so.steps, secs);
+    std::printf("%s: %dx%dx%d latents, %d steps, %.2f s", o.task.c_str(), grid.t, grid.h, grid.w, res.steps, res.seconds);
     if (!o.out.empty()) std::printf("; wrote %s", o.out.c_str());
     if (!o.png.empty()) std::printf("; %s", o.png.c_str());
     if (!o.visuals.mp4.empty()) std::printf("; %s", o.visuals.mp4.c_str());
@@ -388,54 +318,19 @@ int run_generation(const RunOptions& o) {
 }
 
 int run_x2t(const RunOptions& o) {
-  const bool image = !o.image.empty();
-  const std::string media_path = image ? o.image : o.video;
-  const tok::Tokenizer tok = load_tokenizer(o.model);
-  std::string vit_where = o.vit;
-  if (vit_where.empty()) {
-    if (!vit::model_has_vit(o.model))
-      fail("--task x2t", o.model + " has no vit_model.* tensors: give the ViT directory with --vit DIR "
-                                   "(vit.safetensors + config.json, as Lance_3B keeps it)");
-    vit_where = o.model;
-  }
-  vit::VitLoadOptions vo;
-  vo.storage = o.storage;
-  const vit::Vit v = vit::Vit::load(vit_where, vo);
-  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
-  vit::check_vit_matches(v, e);
-  vit::X2tSettings xs;
-  if (o.resolution > 0) xs.image_resolution = xs.video_resolution = o.resolution;
-  xs.folder_fps = o.fps;
-  vit::X2tItem item;
-  item.kind = image ? vit::MediaKind::Image : vit::MediaKind::Video;
-  item.path = media_path;
-  item.question = o.prompt;
-  item.system = o.system;
-  const auto t0 = std::chrono::steady_clock::now();
-  const vit::VitFeatures f = vit::encode_media(v, item.kind, media_path, xs);
-  const double vit_secs = seconds_since(t0);
-  const vit::X2tSample s = vit::x2t_sample(e, tok, f, item, vit::temporal_step(o.model, v.config()));
-  fwd::GreedyOptions g;
-  g.max_new_tokens = o.max_new_tokens;
-  g.vocab_limit = e.config().len_tokenizer;
-  if (const auto end = tok.token_id("<|im_end|>")) g.stop_id = *end;
-  const auto t1 = std::chrono::steady_clock::now();
-  const std::vector<int32_t> answer = fwd::greedy_decode_chunk(e, s.chunk, s.prompt.next_position, g);
-  const double secs = seconds_since(t1);
-  const std::string text = tok.decode(answer);
-  if (o.json) {
-    nlohmann::json j = {{"prompt_tokens", s.prompt.ids.size()},
-                        {"vit_tokens", s.prompt.vision_tokens},
-                        {"grid_thw", {f.merged_grid[0], f.merged_grid[1], f.merged_grid[2]}},
-                        {"frames", f.frames},
-                        {"generated_ids", answer},
-                        {"text", text},
-                        {"vit_seconds", vit_secs},
-                        {"seconds", secs}};
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::printf("%s\n", text.c_str());
-  }
+  api::X2tRequest r;
+  r.image = o.image;
+  r.video = o.video;
+  r.prompt = o.prompt;
+  r.system = o.system;
+  r.resolution = o.resolution;
+  r.fps = o.fps;
+  r.max_new_tokens = o.max_new_tokens;
+  const vit::Vit v = api::load_vit(o.model, o.vit, o.storage);
+  const api::Model m = api::load_model(o.model, load_options(o));
+  const api::X2tResult res = api::understand(m, v, r);
+  if (o.json) std::printf("%s\n", res.to_json().dump().c_str());
+  else std::printf("%s\n", res.text.c_str());
   return 0;
 }
 

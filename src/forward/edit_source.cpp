@@ -19,7 +19,7 @@ EncodedSource encode_edit_source(const vae::WanVae& vae, const EditSource& src, 
     frames.push_back(media::read_image(src.image));
   } else {
     e.vision_type = "video";
-    media::SampledFrames s = media::read_clip(src.video);
+    media::SampledFrames s = media::read_clip(src.video, media::FrameSampling{}, src.folder_fps);
     frames = std::move(s.frames);
     if (src.max_frames > 0 && int(frames.size()) > src.max_frames) {
       if (src.max_frames < 1) fail("--max-frames", "must be >= 1");

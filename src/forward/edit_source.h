@@ -17,6 +17,7 @@ struct EditSource {
   std::string image, video;
   int resolution = 0;  // 0: Lance's defaults, 768 for images, 640 for videos (video_480p)
   int max_frames = 0;  // > 0: keep the first 4k + 1 <= max_frames sampled frames
+  double folder_fps = 24.0;  // `video` a folder of frames: their frame rate
 };
 struct EncodedSource {
   LatentGrid grid;
