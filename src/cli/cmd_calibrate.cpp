@@ -25,13 +25,17 @@ const char* kCalibrateUsage =
     "usage: lance-quant calibrate MODEL --calib KIND:FILE [--calib KIND:FILE ...] --out STATS.safetensors\n"
     "         [--max-tokens N] [--max-prompts N] [--seq-len N] [--shard I/N] [--hessian] [--steps N]\n"
     "         [--seed S] [--threads N] [--dtype f32|bf16] [--stream-weights] [--allow-partial] [--force] [--json]\n"
-    "         [--vae VAE] [--t2v-frames N] [--edit-resolution R] [--edit-max-frames N] [--vit DIR] [--x2t-resolution R]\n\n"
+    "         [--vae VAE] [--t2v-frames N] [--edit-resolution R] [--edit-max-frames N] [--vit DIR] [--x2t-resolution R]\n"
+    "         [--edit-vit-resolution R] [--no-vit-reference]\n\n"
     "KIND: text (plain text, cut into --seq-len windows), chat (JSONL {\"question\", \"answer\"}),\n"
     "t2i / t2v (one prompt per line, run through the full CFG sampler; every step is observed; t2v on the\n"
     "t2i grid with t = (--t2v-frames - 1) / 4 + 1, default 17 frames or what the model allows),\n"
     "image_edit / video_edit (JSONL {\"image\" | \"video\": path relative to the file, \"prompt\": instruction};\n"
     "the source is encoded by the Wan2.2 VAE given with --vae at --edit-resolution (default 16 sqrt(h w) of the\n"
-    "t2i grid), videos cut to --edit-max-frames (default 17); the clean source rows are observed at tau 0),\n"
+    "t2i grid), videos cut to --edit-max-frames (default 17); the clean source rows are observed at tau 0; as in\n"
+    "Lance the same frames also give a ViT reference block (the ViT from --vit DIR or vit_model.*, at the\n"
+    "resolution paired with the VAE's, 7/8 of it off Lance's pairs, or --edit-vit-resolution);\n"
+    "--no-vit-reference calibrates edits without it),\n"
     "x2t_image / x2t_video (JSONL {\"image\"|\"video\": path, \"question\"[, \"answer\"]}: the ViT's tokens in\n"
     "Lance's understanding prompt; the ViT from --vit DIR or the checkpoint's vit_model.* tensors; images at\n"
     "R = 672, video at 616 unless --x2t-resolution).\n"
@@ -104,6 +108,10 @@ int cmd_calibrate(const Args& args) {
     else if (r.is("--t2v-frames")) o.t2v_frames = int(r.int_value());
     else if (r.is("--edit-resolution")) o.edit_resolution = int(r.int_value());
     else if (r.is("--edit-max-frames")) o.edit_max_frames = int(r.int_value());
+    else if (r.is("--edit-vit-resolution")) {
+      o.edit_vit_resolution = int(r.int_value());
+      if (o.edit_vit_resolution < 28) fail("calibrate --edit-vit-resolution", "must be at least 28 pixels");
+    } else if (r.is("--no-vit-reference")) o.edit_without_vit = true;
     else if (r.is("--threads")) kernels::set_num_threads(int(r.int_value()));
     else if (r.is("--dtype")) {
       const std::string d = r.value();
@@ -127,12 +135,20 @@ int cmd_calibrate(const Args& args) {
   if (o.capture) check_output(out, force);
 
   const bool any_x2t = std::any_of(sources.begin(), sources.end(), [](const calib::Source& s) { return calib::is_x2t(s.kind); });
-  if (!any_x2t && (!vit_dir.empty() || x2t_resolution)) fail("calibrate --vit", "only used by x2t_image / x2t_video sources");
+  const bool any_edit = std::any_of(sources.begin(), sources.end(), [](const calib::Source& s) {
+    return s.kind == calib::SourceKind::ImageEdit || s.kind == calib::SourceKind::VideoEdit;
+  });
+  if (!any_x2t && x2t_resolution) fail("calibrate --x2t-resolution", "only used by x2t_image / x2t_video sources");
+  if (!any_edit && (o.edit_vit_resolution || o.edit_without_vit))
+    fail("calibrate --edit-vit-resolution/--no-vit-reference", "only used by image_edit / video_edit sources");
+  const bool need_vit = any_x2t || (any_edit && !o.edit_without_vit);
+  if (!need_vit && !vit_dir.empty()) fail("calibrate --vit", "only used by x2t_image / x2t_video sources and edits with their ViT reference");
   const auto t0 = std::chrono::steady_clock::now();
   std::optional<vit::Vit> vit_model;
-  if (any_x2t) {
+  if (need_vit) {
     if (vit_dir.empty() && !vit::model_has_vit(model_dir))
-      fail("calibrate", "x2t sources need the ViT: give --vit DIR (vit.safetensors + config.json) or a checkpoint with vit_model.* tensors");
+      fail("calibrate", std::string(any_x2t ? "x2t sources need the ViT" : "edits need the ViT for Lance's reference block (or --no-vit-reference)") +
+                            ": give --vit DIR (vit.safetensors + config.json) or a checkpoint with vit_model.* tensors");
     vit::VitLoadOptions vo;
     vo.storage = load.storage;
     vo.release_pages = load.release_layer_pages;

@@ -25,7 +25,9 @@
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
+#include "model/config.h"
 #include "vae/wan_vae.h"
+#include "vit/edit_reference.h"
 #include "vit/x2t_input.h"
 
 namespace lq::cli {
@@ -43,6 +45,7 @@ void usage(FILE* out) {
                "                             [--frames-dir DIR] [--fps 12] [--out FILE.safetensors] (+ the t2i options)\n"
                "       lance-quant run MODEL --task edit (--image SRC | --video SRC) --prompt INSTRUCTION --seed S --vae VAE\n"
                "                             (--png OUT.png | --mp4 OUT.mp4 | --frames-dir DIR) [--resolution R] [--max-frames N]\n"
+               "                             [--vit DIR] [--vit-resolution R] [--no-vit-reference]\n"
                "       lance-quant run MODEL --task x2t (--image FILE | --video FILE|DIR) --prompt QUESTION [--vit DIR]\n"
                "                             [--system TEXT] [--resolution R] [--fps F] [--max-new-tokens N]\n"
                "common: [--dtype f32|bf16] (weight storage, default f32) [--threads N]\n"
@@ -56,8 +59,12 @@ void usage(FILE* out) {
                "edit: the source is resized to Lance's bucket near --resolution^2 pixels (default 768 for images,\n"
                "      640 for videos; sides multiples of 16), a video sampled at 12 fps over at most 6 s (4k + 1\n"
                "      frames, --max-frames caps them), VAE-encoded (reparameterised sample, noise seeded from --seed)\n"
-               "      and given as a clean condition block; the target has the source's size. Lance also conditions\n"
-               "      on a ViT reference of the source; this build has no ViT yet, so edits run without it.\n"
+               "      and given as a clean condition block; the target has the source's size. As in Lance, the same\n"
+               "      frames also go through the ViT (--vit DIR, or the checkpoint's vit_model.* tensors) as a reference\n"
+               "      block before the source block, at the ViT resolution Lance pairs with the VAE's (768 -> 672,\n"
+               "      640 -> 616, 512 -> 448, 480 -> 476, 256 -> 224, else 7/8 of it; --vit-resolution overrides).\n"
+               "      Without a ViT the edit is refused; --no-vit-reference runs it without the reference (not Lance's\n"
+               "      sequence: the result is conditioned on the VAE block only).\n"
                "x2t:  Lance's understanding prompt: the ViT's tokens in a bidirectional block, greedy answer with a KV\n"
                "      cache. The ViT comes from --vit DIR (vit.safetensors + config.json) or the checkpoint's vit_model.*\n"
                "      tensors. Images: bucket resize at R = 672 (--resolution), 2 frames; video files or folders of\n"
@@ -68,8 +75,10 @@ void usage(FILE* out) {
 
 struct RunOptions {
   std::string model, task, prompt, out, png;
-  std::string image, video, vit, system;  // x2t
+  std::string image, video, vit, system;  // x2t (--vit also for edits)
   int resolution = 0;
+  int vit_resolution = 0;        // edit: the ViT reference's resolution (0: paired with the VAE's)
+  bool no_vit_reference = false;  // edit: run without the ViT reference
   double fps = 24.0;       // x2t: a folder's frame rate; t2v / edit: written videos (--fps given)
   bool fps_given = false;
   int max_new_tokens = 256;
@@ -144,6 +153,8 @@ RunOptions parse(const Args& args) {
     else if (a == "--image") o.image = value();
     else if (a == "--video") o.video = value();
     else if (a == "--vit") o.vit = value();
+    else if (a == "--vit-resolution") o.vit_resolution = int(parse_int(a, value()));
+    else if (a == "--no-vit-reference") o.no_vit_reference = true;
     else if (a == "--system") o.system = value();
     else if (a == "--resolution") o.resolution = int(parse_int(a, value()));
     else if (a == "--fps") { o.fps = parse_double(a, value()); o.fps_given = true; }
@@ -168,7 +179,7 @@ RunOptions parse(const Args& args) {
     if (o.resolution < 0 || (o.resolution > 0 && o.resolution < 28)) fail("--resolution", "must be at least 28 pixels");
     if (!(o.fps > 0)) fail("--fps", "must be positive");
   } else {
-    if (!o.vit.empty()) fail("--vit", "only for --task x2t");
+    if (!o.vit.empty() && o.task != "edit") fail("--vit", "only for --task x2t or edit");
     if (o.task != "edit" && (!o.image.empty() || !o.video.empty())) fail("--image/--video", "only for --task edit or x2t");
     // --image / --video / --resolution give an edit's source; --fps the frame rate of written videos.
     o.edit.image = o.image;
@@ -183,6 +194,9 @@ RunOptions parse(const Args& args) {
   if (o.task == "t2v" && o.frames < 1) fail("--frames", "t2v needs --frames N (pixel frames; Lance uses 4k + 1)");
   if (o.task != "t2v" && o.frames != 0) fail("--frames", "only for --task t2v");
   if (o.task == "edit" && o.edit.image.empty() == o.edit.video.empty()) fail("edit", "give exactly one of --image SRC or --video SRC");
+  if (o.task != "edit" && (o.vit_resolution != 0 || o.no_vit_reference)) fail("--vit-resolution/--no-vit-reference", "only for --task edit");
+  if (o.vit_resolution < 0 || (o.vit_resolution > 0 && o.vit_resolution < 28)) fail("--vit-resolution", "must be at least 28 pixels");
+  if (o.no_vit_reference && !o.vit.empty()) fail("--no-vit-reference", "contradicts --vit DIR");
   if (o.vae.empty()) {
     if (o.task == "edit") fail("--vae", "--task edit needs the Wan2.2 VAE (--vae PATH) to encode its source");
     if (!o.visuals.mp4.empty() || !o.visuals.frames_dir.empty())
@@ -275,8 +289,8 @@ int run_generation(const RunOptions& o) {
   std::optional<vae::WanVae> vae;
   if (!o.vae.empty()) vae.emplace(vae::WanVae::load(o.vae, o.vae_conv));
   const tok::Tokenizer tok = load_tokenizer(o.model);
-  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
-  const int channels = e.config().latent_channels;
+  const model::ModelConfig mc = model::load_config(o.model);
+  const int channels = mc.latent_channels;
   if (vae && vae->config().z_dim != channels)
     fail(o.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " + std::to_string(channels));
   fwd::SamplerOptions so = s.sampler;
@@ -287,27 +301,51 @@ int run_generation(const RunOptions& o) {
   if (o.cfg_max) so.cfg_max = *o.cfg_max;
 
   const auto t0 = std::chrono::steady_clock::now();
+  // An edit's conditions (VAE encode, ViT reference) are made before the backbone loads; the ViT is
+  // unloaded before it does.
+  std::optional<vit::EditConditions> edit;
+  if (o.task == "edit") {
+    std::optional<vit::Vit> v;
+    std::string vit_where = o.vit;
+    if (vit_where.empty() && !o.no_vit_reference) {
+      if (!vit::model_has_vit(o.model))
+        fail("--task edit", "Lance conditions every edit on a ViT reference of the source, and " + o.model +
+                                " has no vit_model.* tensors: give the ViT with --vit DIR (vit.safetensors + config.json), "
+                                "or --no-vit-reference to edit without it");
+      vit_where = o.model;
+    }
+    if (!vit_where.empty()) {
+      vit::VitLoadOptions vo;
+      vo.storage = o.storage;
+      v.emplace(vit::Vit::load(vit_where, vo));
+      if (v->config().out_hidden_size != mc.hidden_size)
+        fail(v->weights_path(), "the ViT's merger outputs " + std::to_string(v->config().out_hidden_size) +
+                                    " values per token, the model's hidden size is " + std::to_string(mc.hidden_size));
+    }
+    edit.emplace(vit::edit_conditions(*vae, v ? &*v : nullptr, o.edit, o.vit_resolution, o.seed, !o.json));
+  }
+  const auto tl = std::chrono::steady_clock::now();
+  const fwd::Engine e = fwd::Engine::load(o.model, load_options(o));
+  const double load_secs = seconds_since(tl);  // not part of the reported time
+
   fwd::LatentGrid grid;
   std::unique_ptr<fwd::T2iSampler> sampler;
+  vit::EditJob job;
   nlohmann::json extra;
   if (o.task == "edit") {
-    const fwd::EncodedSource src = fwd::encode_edit_source(*vae, o.edit, o.seed, !o.json);
+    const fwd::EncodedSource& src = edit->source;
     grid = src.grid;
-    fwd::check_latent_grid(grid, e.config());
-    const fwd::ConditionedPrompt cp = fwd::edit_prompt(tok, o.prompt, fwd::edit_instruction(src.vision_type), grid);
-    // Hook: with a native ViT, pass edit_prompt a vit_grid and prefix_chunk the reference rows.
-    const fwd::T2iPrompt prompt = cp.sampler_prompt();
-    for (const auto& p : cp.cond().positions)
-      for (int32_t v : p)
-        if (v >= e.config().max_position_embeddings)
-          fail("edit", "the sequence needs position " + std::to_string(v) + ", beyond max_position_embeddings = " +
-                           std::to_string(e.config().max_position_embeddings));
-    sampler = std::make_unique<fwd::T2iSampler>(e, prompt, cp.prefix_chunk(e, true, {&src.latents}, {}),
-                                                cp.prefix_chunk(e, false, {&src.latents}, {}));
+    job = vit::edit_job(e, tok, o.prompt, *edit);
+    sampler = std::move(job.sampler);
     extra = {{"source", o.edit.image.empty() ? o.edit.video : o.edit.image}, {"source_frames", src.frames},
-             {"source_size", {src.width, src.height}}, {"vit_reference", false}};
-    if (!o.json)
-      std::fprintf(stderr, "note: Lance also conditions edits on a ViT reference of the source; this build runs without it\n");
+             {"source_size", {src.width, src.height}}, {"vit_reference", edit->vit.has_value()}};
+    if (edit->vit) {
+      extra["vit_grid_thw"] = {edit->vit->grid.t, edit->vit->grid.h, edit->vit->grid.w};
+      extra["vit_resolution"] = edit->vit_resolution;
+      extra["vit_frames"] = edit->vit_frames;
+    } else if (!o.json) {
+      std::fprintf(stderr, "note: --no-vit-reference: this edit runs without Lance's ViT reference block (conditioned on the VAE block only)\n");
+    }
   } else {
     grid = choose_grid(o, s);
     if (o.task == "t2v") grid.t = (o.frames - 1) / 4 + 1;
@@ -320,7 +358,7 @@ int run_generation(const RunOptions& o) {
     sampler = std::make_unique<fwd::T2iSampler>(e, std::move(prompt));
   }
   const std::vector<float> x = sampler->sample(fwd::normal_noise(o.seed, grid.tokens() * channels), so);
-  const double secs = seconds_since(t0);
+  const double secs = seconds_since(t0) - load_secs;
   if (!o.out.empty()) write_latents(o.out, x, grid, channels, o);
   nlohmann::json visuals;
   if (vae && o.visuals.any()) {
