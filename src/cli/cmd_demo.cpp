@@ -13,6 +13,7 @@
 #include "eval/locate.h"
 #include "io/error.h"
 #include "model/synth.h"
+#include "pipeline/bit_plan.h"
 
 namespace lq::cli {
 
@@ -28,8 +29,9 @@ void usage(FILE* out) {
                "                  numbers only exercise the pipeline)\n"
                "  --out DIR       work directory (default lance-quant-demo): quantized models and reports\n"
                "  --schemes LIST  default rtn-int4,awq-int4,nvfp4; SCHEME:gN sets the INT4 group size\n"
-               "                  (e.g. rtn-int4:g64,legacy-awq:g64,awq-int4:g64); legacy-awq and awq-proxy run\n"
-               "                  `calibrate` first (same inputs) for their statistics\n"
+               "                  (e.g. rtn-int4:g64,legacy-awq:g64,awq-int4:g64), SCHEME:bpwB a mixed-precision\n"
+               "                  budget (quantize --bpw B, e.g. awq-gptq-int4:bpw4.5), SCHEME:noseq quantize\n"
+               "                  --no-sequential; legacy-awq and awq-proxy run `calibrate` first (same inputs)\n"
                "  --quick         smaller calibration / evaluation budget\n"
                "  --calib-t2i FILE  t2i calibration captions (default data/calib's)\n"
                "  --eval-text FILE  evaluation text instead of data/eval/text.txt (repeatable; e.g. lance-mini's\n"
@@ -56,6 +58,17 @@ void run_step(const char* name, int (*cmd)(const Args&), const Args& args) {
   std::printf("\n$ %s\n", line.c_str());
   std::fflush(stdout);
   if (const int rc = cmd(args); rc != 0) fail(std::string("demo: ") + name, "failed with status " + std::to_string(rc));
+}
+
+std::vector<std::string> split_colons(const std::string& s) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  for (;;) {
+    const size_t e = s.find(':', b);
+    out.push_back(s.substr(b, e == std::string::npos ? std::string::npos : e - b));
+    if (e == std::string::npos) return out;
+    b = e + 1;
+  }
 }
 
 std::string default_model(const fs::path& out) {
@@ -92,21 +105,32 @@ uint64_t dir_bytes(const fs::path& dir) {
   return n;
 }
 
-// One entry of --schemes: "SCHEME" or "SCHEME:gN" (INT4 group size N).
+// One entry of --schemes: "SCHEME" with optional ":gN" (INT4 group size N), ":bpwB" (quantize --bpw B)
+// and ":noseq" (quantize --no-sequential) suffixes.
 struct DemoScheme {
-  std::string text, scheme, group;
-  std::string dir_name() const { return group.empty() ? scheme : scheme + "-g" + group; }
+  std::string text, scheme, group, bpw;
+  bool no_sequential = false;
+  std::string dir_name() const {
+    std::string d = scheme;
+    if (!group.empty()) d += "-g" + group;
+    if (!bpw.empty()) d += "-bpw" + bpw;
+    if (no_sequential) d += "-noseq";
+    return d;
+  }
   bool needs_stats() const { return scheme == "legacy-awq" || scheme == "awq-proxy"; }
 };
 
 DemoScheme parse_demo_scheme(const std::string& text) {
-  DemoScheme d{text, text, ""};
-  if (const size_t colon = text.find(':'); colon != std::string::npos) {
-    d.scheme = text.substr(0, colon);
-    const std::string g = text.substr(colon + 1);
-    if (g.size() < 2 || g[0] != 'g' || g.find_first_not_of("0123456789", 1) != std::string::npos)
-      fail("demo --schemes " + text, "expected SCHEME or SCHEME:gN (e.g. awq-int4:g64)");
-    d.group = g.substr(1);
+  DemoScheme d{text, text, "", ""};
+  const std::vector<std::string> parts = split_colons(text);
+  d.scheme = parts.front();
+  for (size_t i = 1; i < parts.size(); ++i) {
+    const std::string& p = parts[i];
+    if (p.size() >= 2 && p[0] == 'g' && p.find_first_not_of("0123456789", 1) == std::string::npos) d.group = p.substr(1);
+    else if (p.size() > 3 && p.compare(0, 3, "bpw") == 0 && p.find_first_not_of("0123456789.", 3) == std::string::npos)
+      d.bpw = p.substr(3);
+    else if (p == "noseq") d.no_sequential = true;
+    else fail("demo --schemes " + text, "expected SCHEME[:gN][:bpwB][:noseq] (e.g. awq-int4:g64, awq-gptq-int4:bpw4.5)");
   }
   return d;
 }
@@ -174,12 +198,15 @@ int cmd_demo(const Args& args) {
     std::string scheme, report;
     nlohmann::json j;
     uint64_t bytes = 0;
+    double bpw = 0;
   };
   std::vector<Row> rows;
   for (const auto& d : plan) {
     const fs::path qdir = fs::path(out) / d.dir_name(), rdir = fs::path(out) / ("report-" + d.dir_name());
     Args q = {model, "--scheme", d.scheme, "--out", qdir.string(), "--force"};
     if (!d.group.empty()) q.insert(q.end(), {"--group-size", d.group});
+    if (!d.bpw.empty()) q.insert(q.end(), {"--bpw", d.bpw});
+    if (d.no_sequential) q.push_back("--no-sequential");
     if (d.needs_stats()) q.insert(q.end(), {"--stats", stats});
     else q.insert(q.end(), calib_inputs.begin(), calib_inputs.end());
     q.insert(q.end(), common.begin(), common.end());
@@ -191,15 +218,17 @@ int cmd_demo(const Args& args) {
     for (const auto& t : eval_texts) e.insert(e.end(), {"--text", t});
     e.insert(e.end(), common.begin(), common.end());
     run_step("eval", cmd_eval, e);
-    rows.push_back({d.text, (rdir / "report.md").string(), read_json(rdir / "report.json"), dir_bytes(qdir)});
+    rows.push_back({d.text, (rdir / "report.md").string(), read_json(rdir / "report.json"), dir_bytes(qdir),
+                    pipeline::target_bits_per_weight(qdir.string(), model)});
   }
 
+  // bpw: bits per weight of the target linears as --bpw counts them (pipeline/bit_plan.h);
   // ppl: held-out perplexity of the quantized model (delta vs the original); KL / top-1 vs the original's
   // next-token distribution; lin und / gen: mean per-linear output error of each path on held-out
   // probes (original basis); latent error / PSNR: final latents of the full CFG sampler from the same noise.
   std::printf("\nmodel: %s (%.1f MB)\n\n", model.c_str(), double(dir_bytes(model)) / 1e6);
-  std::printf("%-15s %6s %9s %7s %8s %7s %9s %8s %8s %8s %7s  %s\n", "scheme", "MB", "ppl", "dppl %", "KL mean", "top-1",
-              "chat sim", "lin und", "lin gen", "lat err", "PSNR", "report");
+  std::printf("%-20s %6s %6s %9s %7s %8s %7s %9s %8s %8s %8s %7s  %s\n", "scheme", "MB", "bpw", "ppl", "dppl %", "KL mean",
+              "top-1", "chat sim", "lin und", "lin gen", "lat err", "PSNR", "report");
   for (const auto& row : rows) {
     const auto& u = row.j.value("und", nlohmann::json::object());
     const auto& g = row.j.value("gen", nlohmann::json::object());
@@ -207,7 +236,7 @@ int cmd_demo(const Args& args) {
     nlohmann::json dppl;
     if (u.value("base_perplexity", nlohmann::json()).is_number() && u.value("quant_perplexity", nlohmann::json()).is_number())
       dppl = 100.0 * (u["quant_perplexity"].get<double>() / u["base_perplexity"].get<double>() - 1.0);
-    std::printf("%-15s %6.1f %9s %7s %8s %6s%% %9s %8s %8s %8s %7s  %s\n", row.scheme.c_str(), double(row.bytes) / 1e6,
+    std::printf("%-20s %6.1f %6.4f %9s %7s %8s %6s%% %9s %8s %8s %8s %7s  %s\n", row.scheme.c_str(), double(row.bytes) / 1e6, row.bpw,
                 num(u.value("quant_perplexity", nlohmann::json()), "%.2f").c_str(), num(dppl, "%+.3f").c_str(),
                 num(u.value("kl_mean", nlohmann::json()), "%.5f").c_str(),
                 num(u.contains("top1_agreement") ? nlohmann::json(100 * u["top1_agreement"].get<double>()) : nlohmann::json(), "%.1f").c_str(),

@@ -1,4 +1,5 @@
 // `lance-quant quantize`: a Lance checkpoint -> a quantized checkpoint, streaming layer by layer.
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -19,10 +20,13 @@ const char* kQuantizeUsage =
     "         [--keep PATTERN ...] [--gen-scheme SPEC] [--override PATTERN=SPEC ...] [--keep-dtype bf16|f32]\n"
     "         [--threads N] [--force] [--json]\n"
     "         [--awq-rows N] [--clip-rows N] [--no-clip] [--seq-len N] [--max-tokens N] [--max-prompts N]\n"
-    "         [--t2i-taus N] [--steps N] [--dense-out DIR] [--vit-dir DIR] [--x2t-resolution R]\n\n"
+    "         [--t2i-taus N] [--steps N] [--dense-out DIR] [--vit-dir DIR] [--x2t-resolution R]\n"
+    "         [--no-sequential] [--no-act-order] [--gptq-block N] [--gptq-damp F] [--gptq-awq-clip] [--bpw B]\n\n"
     "Schemes: awq-int4 (default; AWQ on real activations of the --calib inputs, layer by layer through the\n"
     "native forward), rtn-int4 (min-max, the floor), awq-proxy (AWQ folds from --stats only), legacy-awq\n"
-    "(the original Python lance-quant's method, from --stats), nvfp4, awq-nvfp4, rtn-int8.\n"
+    "(the original Python lance-quant's method, from --stats), nvfp4, awq-nvfp4, rtn-int8, gptq-int4 / gptq-nvfp4\n"
+    "(GPTQ: second-order rounding with each linear's H = 2 X^T X / n of the --calib rows), awq-gptq-int4 /\n"
+    "awq-gptq-nvfp4 (AWQ's scaling, then GPTQ).\n"
     "--calib takes the inputs of `calibrate` (text:FILE, chat:FILE, t2i:FILE, x2t_image:FILE, x2t_video:FILE;\n"
     "repeatable). x2t inputs run through the ViT of the checkpoint (vit_model.*) or of --vit-dir DIR\n"
     "(vit.safetensors + config.json), at Lance's resolutions unless --x2t-resolution; they get half the und rows.\n"
@@ -36,6 +40,15 @@ const char* kQuantizeUsage =
     "  Precedence: --keep > --override (the last matching one wins) > --gen-scheme > --scheme.\n"
     "  Mixed formats need lance-quant-v1 or compressed-tensors (autoawq and modelopt hold one format).\n"
     "--awq-rows caps the calibration rows per path cached for the search of each layer.\n"
+    "--no-sequential: calibrate every layer on the full-precision model's activations instead of the outputs of\n"
+    "the already quantized layers before it (and, for GPTQ, of the already rounded linears of the layer).\n"
+    "GPTQ: act-order with static groups (standard layouts) unless --no-act-order; lazy blocks of --gptq-block\n"
+    "(128) columns; --gptq-damp (0.01) of the mean diagonal of H, x10 per failed Cholesky; --gptq-awq-clip\n"
+    "applies AWQ's clip ratios where group parameters are fixed.\n"
+    "--bpw B: mixed precision under a budget: each linear gets int4 g128 / g64 / g32, int8 or bf16 (nvfp4 schemes:\n"
+    "nvfp4, int8, bf16) by its measured effect on the calibration rows of both paths, so that the target linears\n"
+    "average at most B bits per weight (codes + bf16 scales + 4-bit zero points, as llama.cpp counts them; bf16 =\n"
+    "16). The plan is printed and stored as DIR/lance-quant.bit-plan.json. Needs --calib.\n"
     "--dense-out DIR also writes the dequantized model, folds undone, as a dense f32 checkpoint (evaluation).\n"
     "Formats: lance-quant-v1 (default), autoawq, compressed-tensors, modelopt.\n"
     "DIR is written as DIR.lq-partial-PID and renamed at the end; an existing checkpoint needs --force.\n";
@@ -87,6 +100,17 @@ int cmd_quantize(const Args& args) {
       if (res < 28) fail("quantize --x2t-resolution", "must be at least 28 pixels");
       o.x2t.image_resolution = o.x2t.video_resolution = int(res);
     }
+    else if (r.is("--sequential")) o.sequential = true;
+    else if (r.is("--no-sequential")) o.sequential = false;
+    else if (r.is("--act-order")) o.gptq.gptq.act_order = true;
+    else if (r.is("--no-act-order")) o.gptq.gptq.act_order = false;
+    else if (r.is("--gptq-block")) o.gptq.gptq.block = r.int_value();
+    else if (r.is("--gptq-damp")) o.gptq.gptq.damp = r.double_value();
+    else if (r.is("--gptq-awq-clip")) o.gptq.awq_clip = true;
+    else if (r.is("--bpw")) {
+      o.bpw = r.double_value();
+      if (!(o.bpw > 0) || !std::isfinite(o.bpw)) fail("--bpw", "expected a positive number of bits per weight");
+    }
     else if (r.positional() && o.model_dir.empty()) o.model_dir = r.current();
     else r.unknown();
   }
@@ -117,6 +141,16 @@ int cmd_quantize(const Args& args) {
                 (long long)rep.kept_linears, rep.scheme.c_str(), rep.out_dir.c_str(), rep.format.c_str(),
                 double(rep.output_bytes) / 1e6, rep.seconds);
     std::printf("  weight relative error: mean %.4f, worst %.4f\n", mean, worst);
+    if (!rep.bit_plan.is_null()) {
+      const auto& bp = rep.bit_plan;
+      std::printf("  bit plan: %.4f bits per weight on average (budget %.4f), stored in %s/lance-quant.bit-plan.json\n",
+                  bp["average_bpw"].get<double>(), bp["budget_bpw"].get<double>(), rep.out_dir.c_str());
+      for (const auto& l : bp["linears"]) {
+        const std::string f = l["format"].get<std::string>();
+        std::printf("    %-58s %-10s %6.3f bits  sensitivity %.3e\n", l["name"].get<std::string>().c_str(), f.c_str(),
+                    l["bits_per_weight"].get<double>(), l["sensitivity"][f].get<double>());
+      }
+    }
     std::map<std::string, int> per_format;
     for (const auto& l : rep.linears) ++per_format[l.format];
     if (per_format.size() > 1) {

@@ -1,10 +1,12 @@
-// AWQ on real activations, layer by layer through the native forward (awq-int4 / awq-nvfp4).
+// AWQ and GPTQ on real activations, layer by layer through the native forward (awq-*, gptq-*,
+// awq-gptq-*; GPTQ itself: pipeline/gptq_layer.h).
 //
 // Calibration rows: text windows (und), x2t prompts (und: ViT tokens in Lance's understanding prompt,
 // half the und budget when given) and t2i sequences (the cached prefix + the noise block at a few taus of
 // the full-precision sampler's trajectory, cond and, where CFG is active, uncond: und and gen rows in
 // one chunk). The residual stream entering the current layer is cached per sample; after the
-// layer is quantized, the QUANTIZED layer produces the next layer's inputs.
+// layer is quantized, the QUANTIZED layer produces the next layer's inputs (sequential, the default),
+// or with --no-sequential the full-precision layer does.
 //
 // Per path, from the full-precision layer on those inputs:
 //   input_layernorm -> q,k,v   loss: attention block output (o_proj's output, the path's rows)
@@ -21,6 +23,8 @@
 #include "forward/prompts.h"
 #include "forward/t2i.h"
 #include "io/error.h"
+#include "pipeline/forward_linears.h"
+#include "pipeline/gptq_layer.h"
 #include "pipeline/searches.h"
 #include "quant/awq.h"
 #include "tokenizer/tokenizer.h"
@@ -32,52 +36,6 @@ namespace {
 using fwd::LinearId;
 using model::LinearKind;
 using model::Path;
-
-// A dense f32 linear, owning its weights or borrowing them (`borrowed` must outlive it), applied to
-// x / s when an input scale is given (the equivalent of the folded norm in front of it).
-class ScaledDense final : public fwd::LinearWeights {
- public:
-  ScaledDense(int64_t out, int64_t in, std::vector<float> w, std::vector<float> bias, std::vector<float> input_scale)
-      : out_(out), in_(in), owned_(std::move(w)), w_(owned_.data()), bias_(std::move(bias)), inv_(std::move(input_scale)) {
-    for (float& v : inv_) v = 1.0f / v;
-  }
-  ScaledDense(int64_t out, int64_t in, const float* borrowed, std::vector<float> bias, std::vector<float> input_scale)
-      : ScaledDense(out, in, std::vector<float>{}, std::move(bias), std::move(input_scale)) {
-    w_ = borrowed;
-  }
-  int64_t in_features() const override { return in_; }
-  int64_t out_features() const override { return out_; }
-  uint64_t weight_bytes() const override { return 4 * uint64_t(out_ * in_); }
-  void apply(const float* x, int64_t n, float* y) const override {
-    kernels::DenseMatrix m{kernels::WeightType::F32, out_, in_, w_};
-    const float* b = bias_.empty() ? nullptr : bias_.data();
-    if (inv_.empty()) return kernels::linear(x, n, m, b, y);
-    std::vector<float> xs(x, x + n * in_);
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t c = 0; c < in_; ++c) xs[size_t(r * in_ + c)] *= inv_[size_t(c)];
-    kernels::linear(xs.data(), n, m, b, y);
-  }
-
- private:
-  int64_t out_, in_;
-  std::vector<float> owned_;
-  const float* w_;
-  std::vector<float> bias_, inv_;
-};
-
-// A finished layer's linear: the layer is never run again.
-class ReleasedLinear final : public fwd::LinearWeights {
- public:
-  ReleasedLinear(int64_t out, int64_t in, std::string name) : out_(out), in_(in), name_(std::move(name)) {}
-  int64_t in_features() const override { return in_; }
-  int64_t out_features() const override { return out_; }
-  uint64_t weight_bytes() const override { return 0; }
-  void apply(const float*, int64_t, float*) const override { fail(name_, "layer already quantized and released"); }
-
- private:
-  int64_t out_, in_;
-  std::string name_;
-};
 
 // Captures the input rows of every target linear of one layer, per (path, kind).
 class LayerCapture final : public fwd::ActivationObserver {
@@ -94,12 +52,6 @@ class LayerCapture final : public fwd::ActivationObserver {
  private:
   int layer_;
   std::array<std::array<std::vector<float>, model::kNumLinearKinds>, 2> rows_;
-};
-
-struct ObserverScope {
-  fwd::Engine& e;
-  ObserverScope(fwd::Engine& eng, fwd::ActivationObserver* o) : e(eng) { e.set_observer(o); }
-  ~ObserverScope() { e.set_observer(nullptr); }
 };
 
 double sum_sq(const float* a, int64_t n) {
@@ -168,12 +120,31 @@ std::vector<float> matmul(const std::vector<float>& x, int64_t in, const float* 
 
 class ForwardAwq final : public LayerSearch {
  public:
-  ForwardAwq(const QuantizeOptions& o, const model::ModelSpec& spec, const LinearFormats& formats, QuantizeReport& report)
-      : o_(o), spec_(spec), formats_(formats), engine_(load_engine(o.model_dir)) {
-    collect_samples(report);
+  ForwardAwq(const QuantizeOptions& o, const model::ModelSpec& spec, const LinearFormats& formats, QuantizeReport& report,
+             CalibRows* rows)
+      : o_(o), spec_(spec), formats_(formats), engine_(load_search_engine(o.model_dir)) {
+    CalibRows own = rows ? std::move(*rows) : collect_calib_rows(o, engine_);
+    samples_ = std::move(own.samples);
+    states_ = std::move(own.states);
+    report.calib_rows_und = own.rows_und;
+    report.calib_rows_gen = own.rows_gen;
+    report.calib_tokens_und = own.tokens_und;
+    report.calib_tokens_gen = own.tokens_gen;
   }
 
   void search(int layer, LayerTensors& t, const std::map<std::string, bool>& quantized, LayerPlans& plans) override {
+    const bool awq = o_.scheme.method == Method::Awq || o_.scheme.method == Method::AwqGptq;
+    const bool gptq = method_uses_gptq(o_.scheme.method);
+    if (awq) awq_search(layer, t, quantized, plans, /*clip=*/!gptq || o_.gptq.awq_clip);
+    if (gptq) gptq_layer(layer, GptqLayerInputs{engine_, spec_, formats_, samples_, states_}, t, quantized, o_.gptq, o_.sequential, plans);
+    if (!o_.sequential)  // the next layer's inputs: this layer in full precision (the engine still runs it)
+      for (size_t i = 0; i < samples_.size(); ++i) engine_.forward_layer(layer, samples_[i], states_[i].data());
+    // The mapped full-precision weights are not run again (layer_done runs the final weights): their
+    // pages leave while the driver quantizes and writes the layer (peak RSS).
+    engine_.drop_layer_pages(layer);
+  }
+
+  void awq_search(int layer, LayerTensors& t, const std::map<std::string, bool>& quantized, LayerPlans& plans, bool clip) {
     LayerCapture cap(layer);
     fold_scale_.clear();
     std::vector<std::vector<float>> attn_ref(samples_.size());
@@ -198,10 +169,7 @@ class ForwardAwq final : public LayerSearch {
       if (partner) search_tied_v_to_o(group, t, cap, plans);
       else search_pair(f, t, cap, attn_ref, plans);
     }
-    clip_search(layer, t, cap, quantized, plans);
-    // The mapped full-precision weights are not run again (layer_done runs the final weights): their
-    // pages leave while the driver quantizes and writes the layer (peak RSS).
-    engine_.drop_layer_pages(layer);
+    if (clip) clip_search(layer, t, cap, quantized, plans);
   }
 
   void layer_done(int layer, const LayerTensors& w, const LayerPlans& plans) override {
@@ -214,7 +182,8 @@ class ForwardAwq final : public LayerSearch {
         engine_.replace_linear({layer, ls.path, ls.kind}, std::make_unique<ScaledDense>(ls.out, ls.in, w.at(ls.weight_name()).data(),
                                                                                         std::move(bias), std::move(scale)));
       }
-    for (size_t i = 0; i < samples_.size(); ++i) engine_.forward_layer(layer, samples_[i], states_[i].data());
+    if (o_.sequential)  // otherwise search() already advanced the states through the full-precision layer
+      for (size_t i = 0; i < samples_.size(); ++i) engine_.forward_layer(layer, samples_[i], states_[i].data());
     for (const auto& path : spec_.layers[size_t(layer)].paths)
       for (const auto& ls : path.linears)
         engine_.replace_linear({layer, ls.path, ls.kind}, std::make_unique<ReleasedLinear>(ls.out, ls.in, ls.name));
@@ -222,141 +191,7 @@ class ForwardAwq final : public LayerSearch {
   }
 
  private:
-  static fwd::Engine load_engine(const std::string& dir) {
-    // Weights in the source dtype are borrowed from the memory map (no copy); pages are dropped per layer.
-    // The full-precision sampler runs every layer per velocity: streaming keeps its resident set at
-    // about one layer (a checkpoint larger than RAM would otherwise be resident whole).
-    io::TensorStore probe(dir);
-    const bool bf16 = probe.has("language_model.model.layers.0.mlp.up_proj.weight") &&
-                      probe.info("language_model.model.layers.0.mlp.up_proj.weight").dtype == io::DType::BF16;
-    fwd::LoadOptions lo;
-    lo.storage = bf16 ? fwd::WeightStorage::BF16 : fwd::WeightStorage::F32;
-    lo.release_layer_pages = true;
-    return fwd::Engine::load(dir, lo);
-  }
-
-  int64_t rows_of(const fwd::Chunk& c, Path p) const {
-    return std::count(c.paths.begin(), c.paths.end(), p);
-  }
-
-  void add_sample(fwd::Chunk c) {
-    rows_[0] += rows_of(c, Path::Und);
-    rows_[1] += rows_of(c, Path::Gen);
-    states_.push_back(std::move(c.embeddings));
-    c.embeddings.clear();
-    samples_.push_back(std::move(c));
-  }
-
-  // Text windows (evenly spaced over all windows) and t2i sequences until each path has its rows.
-  void collect_samples(QuantizeReport& report) {
-    if (o_.calib.empty()) fail("quantize", o_.scheme.name + " needs calibration inputs: --calib text:FILE and --calib t2i:FILE");
-    const tok::Tokenizer tok = tok::Tokenizer::load(o_.model_dir);
-    const int64_t budget = o_.awq.rows_per_layer;
-    std::vector<std::vector<int32_t>> windows;
-    std::vector<std::string> captions;
-    std::vector<vit::X2tItem> x2t_items;
-    calib::CalibOptions co;
-    co.seq_len = o_.awq.seq_len;
-    co.max_tokens = o_.awq.max_tokens;
-    co.max_prompts = o_.awq.max_prompts;
-    for (const auto& src : o_.calib)
-      for (auto& sample : calib::load_samples(src, tok, co)) {
-        if (sample.kind == calib::SourceKind::T2i) {
-          captions.push_back(std::move(sample.caption));
-          continue;
-        }
-        if (calib::is_x2t(sample.kind)) {
-          x2t_items.push_back(std::move(sample.x2t));
-          continue;
-        }
-        if (sample.kind != calib::SourceKind::Text && sample.kind != calib::SourceKind::Chat)
-          fail("quantize --calib", std::string(calib::source_kind_name(sample.kind)) +
-                                       " inputs are read by `calibrate` only (layer-by-layer AWQ takes text, chat and t2i)");
-        report.calib_tokens_und += int64_t(sample.ids.size());
-        windows.push_back(std::move(sample.ids));
-      }
-    // Text: evenly spaced windows until the und budget (half of it when there are x2t inputs) is met.
-    const int64_t text_budget = x2t_items.empty() ? budget : (budget + 1) / 2;
-    int64_t text_rows = 0;
-    const size_t take = windows.empty() ? 0 : size_t(std::min<int64_t>(int64_t(windows.size()), std::max<int64_t>(1, text_budget / o_.awq.seq_len + 1)));
-    for (size_t i = 0; i < take && text_rows < text_budget; ++i) {
-      const auto& ids = windows[i * windows.size() / take];
-      const int64_t n = int64_t(ids.size());
-      add_sample(fwd::text_chunk(engine_, ids, fwd::text_positions(n), {fwd::Split{n, fwd::SplitMode::Causal}}));
-      text_rows += n;
-    }
-    // x2t: evenly spaced questions (at least one) until the und budget is met.
-    if (!x2t_items.empty()) add_x2t_samples(tok, x2t_items, budget - text_rows, report);
-    // t2i: every prompt through the full-precision sampler; sequences at a few taus of its trajectory.
-    if (!captions.empty()) add_t2i_samples(tok, captions, budget, report);
-    report.calib_rows_und = rows_[0];
-    report.calib_rows_gen = rows_[1];
-  }
-
-  // The ViT (the checkpoint's, or QuantizeOptions::vit_dir) runs once per medium, its pages released block
-  // by block, and is unloaded before the layers are quantized.
-  void add_x2t_samples(const tok::Tokenizer& tok, const std::vector<vit::X2tItem>& items, int64_t budget,
-                       QuantizeReport& report) {
-    vit::VitLoadOptions vo;
-    vo.storage = engine_.storage();
-    vo.release_pages = true;
-    const vit::Vit v = vit::Vit::load(o_.vit_dir.empty() ? o_.model_dir : o_.vit_dir, vo);
-    vit::check_vit_matches(v, engine_);
-    vit::FeatureCache cache(v, o_.x2t);
-    const int step = vit::temporal_step(o_.model_dir, v.config());
-    // Round robin over the media (in order of first appearance), so a small budget still sees several.
-    std::vector<std::vector<size_t>> by_medium;
-    std::map<std::string, size_t> slot;
-    for (size_t i = 0; i < items.size(); ++i) {
-      auto [it, fresh] = slot.emplace(items[i].path, by_medium.size());
-      if (fresh) by_medium.emplace_back();
-      by_medium[it->second].push_back(i);
-    }
-    std::vector<size_t> order;
-    for (size_t round = 0; order.size() < items.size(); ++round)
-      for (const auto& g : by_medium)
-        if (round < g.size()) order.push_back(g[round]);
-    int64_t rows = 0;
-    for (size_t j = 0; j < order.size() && (j == 0 || rows < budget); ++j) {
-      const vit::X2tItem& item = items[order[j]];
-      fwd::Chunk c = calib::x2t_calibration_chunk(engine_, tok, cache, item, step);
-      rows += c.rows();
-      report.calib_tokens_und += c.rows();
-      add_sample(std::move(c));
-    }
-  }
-
-  void add_t2i_samples(const tok::Tokenizer& tok, const std::vector<std::string>& captions, int64_t budget,
-                       QuantizeReport& report) {
-    const fwd::T2iSettings st = fwd::load_t2i_settings(o_.model_dir);
-    fwd::check_latent_grid(st.grid, engine_.config());
-    fwd::SamplerOptions so = st.sampler;
-    if (o_.awq.t2i_steps > 0) so.steps = o_.awq.t2i_steps;
-    const std::vector<double> taus = fwd::shifted_taus(so.steps, so.shift);
-    const int64_t k = st.grid.tokens(), ch = engine_.config().latent_channels;
-    int64_t gen_rows = 0;
-    for (size_t pi = 0; pi < captions.size(); ++pi) {
-      const fwd::T2iPrompt prompt = fwd::t2i_prompt(tok, captions[pi], st.instruction, st.grid);
-      fwd::T2iSampler sampler(engine_, prompt);
-      std::vector<float> traj;
-      sampler.sample(fwd::normal_noise(uint64_t(pi), k * ch), so, &traj);
-      report.calib_tokens_gen += k * so.steps;  // gen rows the sampler ran (cond branch)
-      if (gen_rows >= budget) continue;
-      const int nt = std::max(1, std::min(o_.awq.t2i_taus, so.steps));
-      for (int j = 0; j < nt && gen_rows < budget; ++j) {
-        const int step = int((int64_t(j) * so.steps + (pi % size_t(nt))) / nt) % so.steps;  // staggered per prompt
-        const float* x = traj.data() + int64_t(step) * k * ch;
-        const double tau = taus[size_t(step)];
-        add_sample(fwd::full_branch_chunk(engine_, prompt.cond, prompt.vision_start, prompt.vision_end, st.grid, x, tau));
-        gen_rows += k;
-        const bool cfg = so.cfg_scale != 1.0 && tau > so.cfg_min && tau <= so.cfg_max;
-        if (cfg && gen_rows < budget) {
-          add_sample(fwd::full_branch_chunk(engine_, prompt.uncond, prompt.vision_start, prompt.vision_end, st.grid, x, tau));
-          gen_rows += k;
-        }
-      }
-    }
-  }
+  int64_t rows_of(const fwd::Chunk& c, Path p) const { return std::count(c.paths.begin(), c.paths.end(), p); }
 
   // Every row of the samples that hold rows of path p, concatenated.
   std::vector<float> rows_of_samples_with(const std::vector<std::vector<float>>& per_sample, Path p, int64_t width) const {
@@ -577,15 +412,151 @@ class ForwardAwq final : public LayerSearch {
   fwd::Engine engine_;
   std::vector<fwd::Chunk> samples_;       // routing, positions, splits (embeddings dropped)
   std::vector<std::vector<float>> states_;  // residual stream entering the current layer, per sample
-  std::array<int64_t, 2> rows_{0, 0};
   std::map<std::string, std::vector<float>> fold_scale_;  // target base -> s folded into its input (this layer)
 };
 
 }  // namespace
 
+fwd::Engine load_search_engine(const std::string& dir) {
+  // Weights in the source dtype are borrowed from the memory map (no copy); pages are dropped per layer.
+  // The full-precision sampler runs every layer per velocity: streaming keeps its resident set at
+  // about one layer (a checkpoint larger than RAM would otherwise be resident whole).
+  io::TensorStore probe(dir);
+  const bool bf16 = probe.has("language_model.model.layers.0.mlp.up_proj.weight") &&
+                    probe.info("language_model.model.layers.0.mlp.up_proj.weight").dtype == io::DType::BF16;
+  fwd::LoadOptions lo;
+  lo.storage = bf16 ? fwd::WeightStorage::BF16 : fwd::WeightStorage::F32;
+  lo.release_layer_pages = true;
+  return fwd::Engine::load(dir, lo);
+}
+
+namespace {
+
+void add_sample(CalibRows& r, fwd::Chunk c) {
+  r.rows_und += std::count(c.paths.begin(), c.paths.end(), Path::Und);
+  r.rows_gen += std::count(c.paths.begin(), c.paths.end(), Path::Gen);
+  r.states.push_back(std::move(c.embeddings));
+  c.embeddings.clear();
+  r.samples.push_back(std::move(c));
+}
+
+// x2t: the ViT (the checkpoint's, or QuantizeOptions::vit_dir) runs once per medium, its pages released
+// block by block, and is unloaded before the layers are quantized. Evenly spaced questions (at least one)
+// until the und budget is met.
+void add_x2t_samples(const QuantizeOptions& o, fwd::Engine& engine, const tok::Tokenizer& tok,
+                     const std::vector<vit::X2tItem>& items, int64_t budget, CalibRows& rows) {
+  vit::VitLoadOptions vo;
+  vo.storage = engine.storage();
+  vo.release_pages = true;
+  const vit::Vit v = vit::Vit::load(o.vit_dir.empty() ? o.model_dir : o.vit_dir, vo);
+  vit::check_vit_matches(v, engine);
+  vit::FeatureCache cache(v, o.x2t);
+  const int step = vit::temporal_step(o.model_dir, v.config());
+  // Round robin over the media (in order of first appearance), so a small budget still sees several.
+  std::vector<std::vector<size_t>> by_medium;
+  std::map<std::string, size_t> slot;
+  for (size_t i = 0; i < items.size(); ++i) {
+    auto [it, fresh] = slot.emplace(items[i].path, by_medium.size());
+    if (fresh) by_medium.emplace_back();
+    by_medium[it->second].push_back(i);
+  }
+  std::vector<size_t> order;
+  for (size_t round = 0; order.size() < items.size(); ++round)
+    for (const auto& g : by_medium)
+      if (round < g.size()) order.push_back(g[round]);
+  int64_t taken = 0;
+  for (size_t j = 0; j < order.size() && (j == 0 || taken < budget); ++j) {
+    fwd::Chunk c = calib::x2t_calibration_chunk(engine, tok, cache, items[order[j]], step);
+    taken += c.rows();
+    rows.tokens_und += c.rows();
+    add_sample(rows, std::move(c));
+  }
+}
+
+// t2i: every prompt through the full-precision sampler; sequences at a few taus of its trajectory.
+void add_t2i_samples(const QuantizeOptions& o, fwd::Engine& engine, const tok::Tokenizer& tok,
+                     const std::vector<std::string>& captions, int64_t budget, CalibRows& rows) {
+  const fwd::T2iSettings st = fwd::load_t2i_settings(o.model_dir);
+  fwd::check_latent_grid(st.grid, engine.config());
+  fwd::SamplerOptions so = st.sampler;
+  if (o.awq.t2i_steps > 0) so.steps = o.awq.t2i_steps;
+  const std::vector<double> taus = fwd::shifted_taus(so.steps, so.shift);
+  const int64_t k = st.grid.tokens(), ch = engine.config().latent_channels;
+  int64_t gen_rows = 0;
+  for (size_t pi = 0; pi < captions.size(); ++pi) {
+    const fwd::T2iPrompt prompt = fwd::t2i_prompt(tok, captions[pi], st.instruction, st.grid);
+    fwd::T2iSampler sampler(engine, prompt);
+    std::vector<float> traj;
+    sampler.sample(fwd::normal_noise(uint64_t(pi), k * ch), so, &traj);
+    rows.tokens_gen += k * so.steps;  // gen rows the sampler ran (cond branch)
+    if (gen_rows >= budget) continue;
+    const int nt = std::max(1, std::min(o.awq.t2i_taus, so.steps));
+    for (int j = 0; j < nt && gen_rows < budget; ++j) {
+      const int step = int((int64_t(j) * so.steps + (pi % size_t(nt))) / nt) % so.steps;  // staggered per prompt
+      const float* x = traj.data() + int64_t(step) * k * ch;
+      const double tau = taus[size_t(step)];
+      add_sample(rows, fwd::full_branch_chunk(engine, prompt.cond, prompt.vision_start, prompt.vision_end, st.grid, x, tau));
+      gen_rows += k;
+      const bool cfg = so.cfg_scale != 1.0 && tau > so.cfg_min && tau <= so.cfg_max;
+      if (cfg && gen_rows < budget) {
+        add_sample(rows, fwd::full_branch_chunk(engine, prompt.uncond, prompt.vision_start, prompt.vision_end, st.grid, x, tau));
+        gen_rows += k;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// Text windows (evenly spaced over all windows), x2t prompts and t2i sequences until each path has its rows.
+CalibRows collect_calib_rows(const QuantizeOptions& o, fwd::Engine& engine) {
+  CalibRows rows;
+  if (o.calib.empty()) fail("quantize", o.scheme.name + " needs calibration inputs: --calib text:FILE and --calib t2i:FILE");
+  const tok::Tokenizer tok = tok::Tokenizer::load(o.model_dir);
+  const int64_t budget = o.awq.rows_per_layer;
+  std::vector<std::vector<int32_t>> windows;
+  std::vector<std::string> captions;
+  std::vector<vit::X2tItem> x2t_items;
+  calib::CalibOptions co;
+  co.seq_len = o.awq.seq_len;
+  co.max_tokens = o.awq.max_tokens;
+  co.max_prompts = o.awq.max_prompts;
+  for (const auto& src : o.calib)
+    for (auto& sample : calib::load_samples(src, tok, co)) {
+      if (sample.kind == calib::SourceKind::T2i) {
+        captions.push_back(std::move(sample.caption));
+        continue;
+      }
+      if (calib::is_x2t(sample.kind)) {
+        x2t_items.push_back(std::move(sample.x2t));
+        continue;
+      }
+      if (sample.kind != calib::SourceKind::Text && sample.kind != calib::SourceKind::Chat)
+        fail("quantize --calib", std::string(calib::source_kind_name(sample.kind)) +
+                                     " inputs are read by `calibrate` only (layer-by-layer AWQ and GPTQ take text, chat, x2t and t2i)");
+      rows.tokens_und += int64_t(sample.ids.size());
+      windows.push_back(std::move(sample.ids));
+    }
+  // Text: evenly spaced windows until the und budget (half of it when there are x2t inputs) is met.
+  const int64_t text_budget = x2t_items.empty() ? budget : (budget + 1) / 2;
+  int64_t text_rows = 0;
+  const size_t take = windows.empty() ? 0
+                                      : size_t(std::min<int64_t>(int64_t(windows.size()),
+                                                                 std::max<int64_t>(1, text_budget / o.awq.seq_len + 1)));
+  for (size_t i = 0; i < take && text_rows < text_budget; ++i) {
+    const auto& ids = windows[i * windows.size() / take];
+    const int64_t n = int64_t(ids.size());
+    add_sample(rows, fwd::text_chunk(engine, ids, fwd::text_positions(n), {fwd::Split{n, fwd::SplitMode::Causal}}));
+    text_rows += n;
+  }
+  if (!x2t_items.empty()) add_x2t_samples(o, engine, tok, x2t_items, budget - text_rows, rows);
+  if (!captions.empty()) add_t2i_samples(o, engine, tok, captions, budget, rows);
+  return rows;
+}
+
 std::unique_ptr<LayerSearch> make_forward_awq(const QuantizeOptions& o, const model::ModelSpec& spec,
-                                              const LinearFormats& formats, QuantizeReport& report) {
-  return std::make_unique<ForwardAwq>(o, spec, formats, report);
+                                              const LinearFormats& formats, QuantizeReport& report, CalibRows* rows) {
+  return std::make_unique<ForwardAwq>(o, spec, formats, report, rows);
 }
 
 }  // namespace lq::pipeline

@@ -4,10 +4,12 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "model/spec.h"
+#include "quant/qtensor.h"
 #include "quant/quantizer.h"
 
 namespace lq::pipeline {
@@ -25,6 +27,11 @@ struct LinearPlan {
   double alpha = -1;
   bool identity = false;
   double output_rel_error = -1;
+  // Set by searches that round the weights themselves (GPTQ): the driver writes this tensor instead
+  // of quantizing the folded weight.
+  std::shared_ptr<const quant::QTensor> qtensor;
+  double gptq_damp = -1;     // damping fraction GPTQ used (-1: not GPTQ)
+  int64_t gptq_rows = 0;     // calibration rows its H came from
 };
 using LayerPlans = std::map<std::string, LinearPlan>;
 

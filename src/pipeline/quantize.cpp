@@ -16,6 +16,7 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/spec.h"
+#include "pipeline/bit_plan.h"
 #include "pipeline/layer_search.h"
 #include "pipeline/searches.h"
 
@@ -37,7 +38,9 @@ const SchemeRow kSchemes[] = {
     {"rtn-int4", Method::Rtn, quant::Scheme::Int4Asym},   {"awq-int4", Method::Awq, quant::Scheme::Int4Asym},
     {"awq-proxy", Method::Proxy, quant::Scheme::Int4Asym}, {"legacy-awq", Method::Legacy, quant::Scheme::Int4Asym},
     {"nvfp4", Method::Rtn, quant::Scheme::NvFp4},          {"awq-nvfp4", Method::Awq, quant::Scheme::NvFp4},
-    {"rtn-int8", Method::Rtn, quant::Scheme::Int8Sym},
+    {"rtn-int8", Method::Rtn, quant::Scheme::Int8Sym},     {"gptq-int4", Method::Gptq, quant::Scheme::Int4Asym},
+    {"awq-gptq-int4", Method::AwqGptq, quant::Scheme::Int4Asym}, {"gptq-nvfp4", Method::Gptq, quant::Scheme::NvFp4},
+    {"awq-gptq-nvfp4", Method::AwqGptq, quant::Scheme::NvFp4},
 };
 
 void check_group_size(int64_t group, const std::string& where) {
@@ -46,6 +49,9 @@ void check_group_size(int64_t group, const std::string& where) {
 }
 
 }  // namespace
+
+bool method_runs_forward(Method m) { return m == Method::Awq || m == Method::Gptq || m == Method::AwqGptq; }
+bool method_uses_gptq(Method m) { return m == Method::Gptq || m == Method::AwqGptq; }
 
 std::vector<std::string> known_schemes() {
   std::vector<std::string> v;
@@ -153,6 +159,10 @@ LinearFormats::LinearFormats(const model::ModelSpec& spec, const QuantizeOptions
         if (o.overrides[i].format.keep) p.reset();
         else p = o.overrides[i].format.params;
       }
+    if (const auto it = o.per_linear.find(l.name); it != o.per_linear.end()) {
+      if (it->second.keep) p.reset();
+      else p = it->second.params;
+    }
     for (const auto& pat : o.keep)
       if (matches_pattern(l.name, pat)) p.reset();
     if (p) {
@@ -349,10 +359,12 @@ void copy_side_files(const std::string& src, const fs::path& dst) {
 }
 
 std::unique_ptr<LayerSearch> make_search(const QuantizeOptions& o, const model::ModelSpec& spec, const LinearFormats& lf,
-                                         QuantizeReport& report) {
+                                         QuantizeReport& report, CalibRows* rows) {
   switch (o.scheme.method) {
     case Method::Rtn: return nullptr;
-    case Method::Awq: return make_forward_awq(o, spec, lf, report);
+    case Method::Awq:
+    case Method::Gptq:
+    case Method::AwqGptq: return make_forward_awq(o, spec, lf, report, rows);
     case Method::Proxy:
     case Method::Legacy: return make_stats_search(o, spec, lf);
   }
@@ -391,12 +403,35 @@ void write_dense_layer(const model::ModelSpec& spec, int l, const LayerTensors& 
 
 // ---- the driver -----------------------------------------------------------------------------
 
-QuantizeReport quantize_model(const QuantizeOptions& o) {
+QuantizeReport quantize_model(const QuantizeOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
+  QuantizeOptions o = options;  // --bpw fills o.per_linear
   check_output_dir(o.out_dir, o.force);
+  if (method_uses_gptq(o.scheme.method)) {
+    if (o.gptq.gptq.block <= 0) fail("--gptq-block", "must be a positive number of columns");
+    if (!(o.gptq.gptq.damp >= 0.0) || !std::isfinite(o.gptq.gptq.damp)) fail("--gptq-damp", "must be a finite fraction >= 0");
+  }
   const model::ModelConfig cfg = model::load_config(o.model_dir);
   io::TensorStore store(o.model_dir);
   const model::ModelSpec spec = model::build_spec(cfg, store);
+  // --bpw: measure every linear's sensitivity on the calibration rows (one streaming pass), choose the
+  // formats, then quantize with them; the rows are collected once and reused by the search.
+  std::optional<CalibRows> rows;
+  std::optional<BitPlan> bit_plan;
+  if (o.bpw > 0) {
+    if (o.format != formats::FormatId::LanceQuantV1 && o.format != formats::FormatId::CompressedTensors)
+      fail("--bpw", "a mixed-precision plan needs --format lance-quant-v1 or compressed-tensors");
+    if (!o.overrides.empty() || o.gen_format || !o.per_linear.empty())
+      fail("--bpw", "chooses every linear's format itself: drop --override / --gen-scheme (--keep stays bf16 and is counted)");
+    if (o.scheme.method == Method::Legacy || o.scheme.method == Method::Proxy)
+      fail("--bpw", "needs a scheme calibrated on real activations (rtn, awq, gptq, awq-gptq with --calib)");
+    (void)LinearFormats(spec, o);  // validates the options before the slow pass
+    bit_plan = make_bit_plan(o, spec, o.bpw);
+    fwd::Engine engine = load_search_engine(o.model_dir);
+    rows = collect_calib_rows(o, engine);
+    measure_bit_plan(*bit_plan, o, spec, *rows, engine, o.on_layer);
+    for (const auto& l : bit_plan->linears) o.per_linear[l.name] = bit_plan->candidates[size_t(l.chosen)].format;
+  }
   const LinearFormats linear_formats(spec, o);
   Planned plan = make_plan(spec, o, linear_formats);
   // What the output format cannot hold (a scheme, mixed formats in autoawq): refused before any slow work.
@@ -407,13 +442,29 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   report.format = formats::format_name(o.format);
   report.out_dir = o.out_dir;
   TempOutputDir temp(o.out_dir);  // removed again if anything below throws
-  std::unique_ptr<LayerSearch> search = make_search(o, spec, linear_formats, report);  // validates stats / runs calibration inputs
+  std::unique_ptr<LayerSearch> search =
+      make_search(o, spec, linear_formats, report, rows ? &*rows : nullptr);  // validates stats / runs calibration inputs
+  if (bit_plan) {
+    report.bit_plan = bit_plan->to_json();
+    if (!search) {  // rtn: the rows only served the plan
+      report.calib_rows_und = rows->rows_und, report.calib_rows_gen = rows->rows_gen;
+      report.calib_tokens_und = rows->tokens_und, report.calib_tokens_gen = rows->tokens_gen;
+    }
+    rows.reset();
+  }
 
   formats::WriterOptions wo;
   wo.model_config = read_model_config(o.model_dir);
-  wo.method = o.scheme.method == Method::Rtn ? "rtn" : o.scheme.method == Method::Legacy ? "legacy-awq" : "awq";
+  wo.method = o.scheme.method == Method::Rtn      ? "rtn"
+              : o.scheme.method == Method::Legacy ? "legacy-awq"
+              : o.scheme.method == Method::Gptq   ? "gptq"
+              : o.scheme.method == Method::AwqGptq ? "awq-gptq"
+                                                   : "awq";
   wo.extra_meta = {{"scheme", o.scheme.name}, {"producer", "lance-quant quantize"}};
-  if (o.gen_format || !o.overrides.empty()) {  // provenance of a mixed checkpoint (per_weight has each linear's format)
+  if (bit_plan) {
+    wo.extra_meta["bit_plan"] = {{"budget_bpw", bit_plan->budget_bpw}, {"average_bpw", bit_plan->average_bpw()},
+                                 {"file", kBitPlanFile}};
+  } else if (o.gen_format || !o.overrides.empty()) {  // provenance of a mixed checkpoint (per_weight has each linear's format)
     json ov = json::array();
     if (o.gen_format) ov.push_back({{"gen_path", o.gen_format->text}});
     for (const auto& x : o.overrides) ov.push_back({{x.pattern, x.format.text}});
@@ -461,7 +512,12 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
 
   formats::FoldScaleMap fold_scales;  // evaluation aid (formats/fold_scales.h): 2 x (in + out) floats per folded linear
   const int layers = int(spec.layers.size());
+  auto since = [](std::chrono::steady_clock::time_point a) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
+  };
+  report.setup_seconds = since(t0);
   for (int l = 0; l < layers; ++l) {
+    const auto tl = std::chrono::steady_clock::now();
     LayerTensors t;
     for (const auto& name : plan.layer_tensors[size_t(l)]) t[name] = store.read_f32(name);
     // t holds the copy: the mapping's pages leave the resident set now (peak RSS), the cache keeps them.
@@ -480,8 +536,9 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
         const std::vector<float>& w = t.at(ls.weight_name());
         const float* clip = lp && !lp->clip.empty() ? lp->clip.data() : nullptr;
         const quant::QuantParams& qp = linear_formats.params_for(ls.name);
-        quant::QTensor qt = o.scheme.method == Method::Legacy ? legacy_quantize(w.data(), ls.out, ls.in, qp)
-                                                              : quant::quantize(w.data(), ls.out, ls.in, qp, clip);
+        quant::QTensor qt = lp && lp->qtensor              ? *lp->qtensor  // rounded by the search itself (GPTQ)
+                            : o.scheme.method == Method::Legacy ? legacy_quantize(w.data(), ls.out, ls.in, qp)
+                                                                : quant::quantize(w.data(), ls.out, ls.in, qp, clip);
         std::vector<float> deq = qt.dequantize();
         LinearReport r;
         r.name = ls.name;
@@ -491,6 +548,8 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
           r.alpha = lp->alpha;
           r.identity = lp->identity;
           r.output_rel_error = lp->output_rel_error;
+          r.gptq_damp = lp->gptq_damp;
+          r.gptq_rows = lp->gptq_rows;
           if (!lp->clip.empty()) {
             double s = 0;
             for (float c : lp->clip) s += c;
@@ -521,6 +580,7 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
     if (dense) write_dense_layer(spec, l, original, final_weights, plans, plan.layer_tensors[size_t(l)], write_dense);
     if (search) search->layer_done(l, final_weights, plans);
     for (const auto& name : plan.layer_tensors[size_t(l)]) store.drop(name);
+    report.layer_seconds.push_back(since(tl));
     if (o.on_layer) o.on_layer(l + 1, layers);
   }
   for (const auto& [base, q] : plan.quantized) report.kept_linears += !q;
@@ -528,6 +588,7 @@ QuantizeReport quantize_model(const QuantizeOptions& o) {
   if (next_entry != plan.entries.size()) fail(o.out_dir, "internal: plan not fully written");
   writer.finish();
   formats::write_fold_scales(temp.path().string(), fold_scales);
+  if (bit_plan) write_bit_plan(temp.path().string(), *bit_plan);
   copy_side_files(o.model_dir, temp.path());
   if (dense) {
     dense->finish();
@@ -551,9 +612,13 @@ json QuantizeReport::to_json() const {
     if (l.alpha >= 0) e["alpha"] = l.alpha, e["identity"] = l.identity;
     if (l.mean_clip < 1.0) e["mean_clip"] = l.mean_clip;
     if (l.output_rel_error >= 0) e["output_rel_error"] = l.output_rel_error;
+    if (l.gptq_damp >= 0) e["gptq"] = {{"damp", l.gptq_damp}, {"rows", l.gptq_rows}};
     lin.push_back(e);
   }
   j["linears"] = lin;
+  if (!bit_plan.is_null()) j["bit_plan"] = bit_plan;
+  j["setup_seconds"] = setup_seconds;
+  j["layer_seconds"] = layer_seconds;
   return j;
 }
 

@@ -7,6 +7,8 @@
 //            layer's quantized output feeds the next layer
 //   proxy    the same four folds per path, scales chosen from calibration statistics only (no forward)
 //   legacy   the original Python lance-quant's AWQ, kept as a baseline
+//   gptq     GPTQ on each linear's H = 2 X^T X / n from the same cached rows (pipeline/gptq_layer.h);
+//            awq-gptq: AWQ's scale search and folds first, then GPTQ on the folded weights
 // Memory: one decoder layer's weights are resident at a time (read from the memory map, pages dropped
 // once written), plus AWQ's cached residual rows; the output goes to a temporary directory beside
 // DIR that is renamed into place at the very end (a killed run leaves no checkpoint at DIR).
@@ -22,13 +24,17 @@
 #include "calib/calibrate.h"
 #include "formats/checkpoint.h"
 #include "model/spec.h"
+#include "quant/gptq.h"
 #include "quant/quantizer.h"
 
 namespace lq::pipeline {
 
-enum class Method { Rtn, Awq, Proxy, Legacy };
+enum class Method { Rtn, Awq, Proxy, Legacy, Gptq, AwqGptq };
+bool method_runs_forward(Method m);  // AWQ and GPTQ: calibration rows through the native forward
+bool method_uses_gptq(Method m);
 
-// A scheme name: rtn-int4, awq-int4, awq-proxy, legacy-awq, nvfp4, awq-nvfp4, rtn-int8.
+// A scheme name: rtn-int4, awq-int4, awq-proxy, legacy-awq, nvfp4, awq-nvfp4, rtn-int8, gptq-int4,
+// awq-gptq-int4, gptq-nvfp4, awq-gptq-nvfp4.
 struct SchemeChoice {
   std::string name;
   Method method = Method::Rtn;
@@ -71,6 +77,12 @@ struct AwqOptions {
   int t2i_steps = 0;               // 0: the model's prompt settings
 };
 
+// GPTQ inside the pipeline (gptq-*, awq-gptq-*).
+struct GptqSettings {
+  quant::GptqOptions gptq = {.block = 128, .damp = 0.01, .act_order = true};  // act-order: static groups
+  bool awq_clip = false;     // awq-gptq: apply AWQ's clip ratios where GPTQ fixes group parameters
+};
+
 struct QuantizeOptions {
   std::string model_dir, out_dir;
   SchemeChoice scheme;
@@ -80,6 +92,11 @@ struct QuantizeOptions {
   // --gen-scheme (every linear of the gen path) > --scheme.
   std::optional<FormatSpec> gen_format;
   std::vector<FormatOverride> overrides;
+  // Exact per-linear formats by base name (the --bpw plan), applied after --override, before --keep.
+  std::map<std::string, FormatSpec> per_linear;
+  // Mixed precision under a budget (pipeline/bit_plan.h): > 0 chooses per_linear by measured
+  // sensitivity so that the target linears average at most `bpw` bits per weight.
+  double bpw = 0;
   std::vector<calib::Source> calib;              // AWQ inputs
   std::string vit_dir;                           // x2t inputs: the ViT (empty: the checkpoint's vit_model.*)
   vit::X2tSettings x2t;                          // x2t resolutions and frame sampling
@@ -87,6 +104,11 @@ struct QuantizeOptions {
   bool allow_partial = false, force = false;
   io::DType kept_dtype = io::DType::BF16;
   AwqOptions awq;
+  GptqSettings gptq;
+  // Forward-based methods: each layer is calibrated on the outputs of the already QUANTIZED layers
+  // before it (and GPTQ's steps inside a layer on the quantized earlier steps); false: on the
+  // full-precision model's activations.
+  bool sequential = true;
   // Evaluation aid: also write DIR/model.safetensors, a dense f32 model computing what the quantized
   // checkpoint computes with every fold undone (W' / (row x column fold scales), original norms), so
   // the forward and per-linear comparisons can load it like the original. Empty = off.
@@ -106,6 +128,8 @@ struct LinearReport {
   bool identity = false;      // AWQ chose the identity candidate
   double mean_clip = 1.0;     // mean clip ratio over groups
   double output_rel_error = -1;  // on the search rows (AWQ), -1 when not measured
+  double gptq_damp = -1;         // GPTQ: damping fraction used (-1: not GPTQ)
+  int64_t gptq_rows = 0;         // GPTQ: calibration rows of its H
 };
 
 struct QuantizeReport {
@@ -116,6 +140,9 @@ struct QuantizeReport {
   int64_t calib_rows_und = 0, calib_rows_gen = 0;  // AWQ: rows cached per layer (both paths)
   int64_t calib_tokens_und = 0, calib_tokens_gen = 0;  // tokens read from the calibration inputs
   std::vector<LinearReport> linears;
+  nlohmann::json bit_plan;  // --bpw: the plan (BitPlan::to_json), null otherwise
+  double setup_seconds = 0;                 // until the first layer starts (calibration rows, --bpw pass)
+  std::vector<double> layer_seconds;        // search + quantize + write, per decoder layer
   nlohmann::json to_json() const;
 };
 

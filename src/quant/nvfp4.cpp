@@ -89,20 +89,27 @@ struct Job {
   float* wq;    // fake quantize
 };
 
+[[gnu::always_inline]] inline Nvfp4Block block_params(const float* wb, float t, bool legacy, int radius) {
+  Nvfp4Block b;
+  if (legacy) {
+    b.s_codes = block_absmax(wb) / kE2m1Max;  // unrounded, as the legacy toolkit did
+    b.scale = num::f32_to_e4m3(b.s_codes);
+  } else {
+    b.scale = standard_scale(wb, t, radius);
+    b.s_codes = e4m3_value(b.scale) * t;
+  }
+  b.s = e4m3_value(b.scale) * t;  // same expression as QTensor::dequantize_rows
+  return b;
+}
+
 template <bool kFake>
 [[gnu::always_inline]] inline void rows_impl(const Job& j, int64_t r0, int64_t r1) {
   for (int64_t b = r0 * j.in / kBlock; b < r1 * j.in / kBlock; ++b) {
     const float* wb = j.w + b * kBlock;
-    uint8_t sc;
-    float s_codes;  // the scale the codes are chosen against
-    if (j.legacy) {
-      s_codes = block_absmax(wb) / kE2m1Max;  // unrounded, as the legacy toolkit did
-      sc = num::f32_to_e4m3(s_codes);
-    } else {
-      sc = standard_scale(wb, j.t, j.radius);
-      s_codes = e4m3_value(sc) * j.t;
-    }
-    const float s = e4m3_value(sc) * j.t;  // same expression as QTensor::dequantize_rows
+    const Nvfp4Block bp = block_params(wb, j.t, j.legacy, j.radius);
+    const uint8_t sc = bp.scale;
+    const float s_codes = bp.s_codes;  // the scale the codes are chosen against
+    const float s = bp.s;
     for (int64_t k = 0; k < kBlock; ++k) {
       const float x = s_codes > 0.0f ? wb[k] / s_codes : 0.0f;
       if constexpr (kFake)
@@ -146,6 +153,14 @@ void run(const float* w, int64_t out, int64_t in, const QuantParams& p, QTensor*
 }
 
 }  // namespace
+
+Nvfp4Block nvfp4_block_params(const float* w16, float t, const QuantParams& p) {
+  return block_params(w16, t, p.nvfp4 == Nvfp4Encoding::Legacy, p.nvfp4_candidates);
+}
+
+uint8_t nvfp4_code(float w, const Nvfp4Block& b) { return e2m1_encode(b.s_codes > 0.0f ? w / b.s_codes : 0.0f); }
+
+float nvfp4_value(uint8_t code, const Nvfp4Block& b) { return e2m1_value(code) * b.s; }
 
 uint8_t e2m1_encode(float x) {
   const float a = std::fabs(x);

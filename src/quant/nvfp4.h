@@ -24,6 +24,18 @@ void fake_quantize_nvfp4(const float* w, int64_t out, int64_t in, const QuantPar
 // The tensor scale quantize_nvfp4 uses for a tensor whose largest |w| is `amax`.
 float nvfp4_tensor_scale(float amax, const QuantParams& p);
 
+// One 16-element block's stored scale and the per-element rule, exactly as quantize_nvfp4 applies them
+// (GPTQ fixes a block's scale once and then quantizes its error-updated columns one at a time).
+//   scale: the E4M3 byte; s_codes: the scale codes are chosen against; s: the dequantization scale.
+struct Nvfp4Block {
+  uint8_t scale = 0;
+  float s_codes = 0, s = 0;
+};
+// Block parameters of w[0..16) under tensor scale t (nvfp4_tensor_scale of the whole tensor).
+Nvfp4Block nvfp4_block_params(const float* w16, float t, const QuantParams& p);
+uint8_t nvfp4_code(float w, const Nvfp4Block& b);
+float nvfp4_value(uint8_t code, const Nvfp4Block& b);  // == QTensor::dequantize of that code
+
 // Fast E2M1 encoder (threshold compares; round to nearest, ties to the even code, saturating at 6),
 // identical to lq::num::f32_to_e2m1 (tested over a dense sweep).
 uint8_t e2m1_encode(float x);

@@ -133,13 +133,15 @@ std::vector<float> QTensor::dequantize() const {
   return w;
 }
 
-uint64_t QTensor::payload_bytes() const {
-  const uint64_t n = uint64_t(numel()), ng = uint64_t(out * groups_per_row());
+uint64_t payload_bytes(Scheme scheme, int64_t out, int64_t in, int64_t group, ScaleDType scale_dtype) {
+  const uint64_t n = uint64_t(out * in), ng = group > 0 ? uint64_t(out * (in / group)) : 0;
   const uint64_t code_bytes = n * uint64_t(scheme_bits(scheme)) / 8;
   if (scheme == Scheme::NvFp4) return code_bytes + ng + 4;
   const uint64_t scale_bytes = ng * (scale_dtype == ScaleDType::F32 ? 4 : 2);
   const uint64_t zero_bytes = fixed_zero(scheme) >= 0 ? 0 : (ng + 1) / 2;
   return code_bytes + scale_bytes + zero_bytes;
 }
+
+uint64_t QTensor::payload_bytes() const { return quant::payload_bytes(scheme, out, in, group, scale_dtype); }
 
 }  // namespace lq::quant

@@ -76,6 +76,9 @@ struct QTensor {
   double bits_per_weight() const { return numel() ? 8.0 * double(payload_bytes()) / double(numel()) : 0.0; }
 };
 
+// QTensor::payload_bytes of a tensor of this shape and format, without one (bit budgets).
+uint64_t payload_bytes(Scheme scheme, int64_t out, int64_t in, int64_t group, ScaleDType scale_dtype);
+
 // Value of one E2M1 nibble / one E4M3 byte (thin wrappers over lq::num, kept here so kernels that
 // only see a QTensor need one include).
 float e2m1_value(uint8_t nibble);

@@ -37,9 +37,7 @@ void check_args(int64_t out, int64_t in, const RtnParams& p) {
 }
 
 // Clipped value range and stored scale / zero of one group. Scalar: one call per group.
-struct GroupParams {
-  float lo, hi, scale, zero;
-};
+using GroupParams = RtnGroupParams;
 
 [[gnu::always_inline]] inline void min_max(const float* w, int64_t n, float* mn_out, float* mx_out) {
   // Eight independent lanes so the compiler can vectorise the reduction without -ffast-math.
@@ -91,12 +89,16 @@ GroupParams group_params(float mn, float mx, const Grid& g, ScaleDType dt, float
 }
 
 // The element loop shared by every path. kFake: write (q - zero) * scale instead of the code.
+[[gnu::always_inline]] inline float code_of(float w, const GroupParams& gp, float qmax) {
+  const float x = std::min(std::max(w, gp.lo), gp.hi);
+  return std::min(std::max(std::nearbyint(x / gp.scale) + gp.zero, 0.0f), qmax);
+}
+
 template <bool kFake>
 [[gnu::always_inline]] inline void group_codes(const float* w, int64_t n, const GroupParams& gp, float qmax,
                                                uint8_t* codes, float* wq) {
   for (int64_t k = 0; k < n; ++k) {
-    const float x = std::min(std::max(w[k], gp.lo), gp.hi);
-    const float q = std::min(std::max(std::nearbyint(x / gp.scale) + gp.zero, 0.0f), qmax);
+    const float q = code_of(w[k], gp, qmax);
     if constexpr (kFake)
       wq[k] = (q - gp.zero) * gp.scale;
     else
@@ -156,6 +158,16 @@ void run_rows(const RowJob& j, int64_t out) {
 }
 
 }  // namespace
+
+RtnGroupParams rtn_group_params(const float* w, int64_t n, const RtnParams& p, float clip) {
+  if (n <= 0) fail("rtn_group_params", "empty group");
+  const Grid g = grid_of(p.scheme);
+  float mn, mx;
+  min_max(w, n, &mn, &mx);
+  return group_params(mn, mx, g, p.scale_dtype, clip);
+}
+
+uint8_t rtn_code(float w, const RtnGroupParams& gp, Scheme s) { return uint8_t(code_of(w, gp, grid_of(s).qmax)); }
 
 RtnGroup rtn_group_reference(const float* w, int64_t n, const RtnParams& p, float clip_ratio, uint8_t* codes) {
   // Written straight from the formulas in rtn.h, element by element.

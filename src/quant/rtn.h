@@ -33,6 +33,19 @@ QTensor quantize_rtn(const float* w, int64_t out, int64_t in, const RtnParams& p
 void fake_quantize_rtn(const float* w, int64_t out, int64_t in, const RtnParams& p, float* wq,
                        const float* clip_ratios = nullptr);
 
+// One group's stored parameters and the per-element rule, exactly as quantize_rtn / fake_quantize_rtn
+// apply them (the same inlined code): GPTQ fixes a group's parameters once from the group's current
+// values and then quantizes its (error-updated) columns one at a time with them.
+//   [lo, hi] clipped value range, scale the STORED scale value, zero the zero point (as a float).
+struct RtnGroupParams {
+  float lo, hi, scale, zero;
+};
+// Parameters of the group w[0..n) (min-max, clip ratio `clip`); throws like quantize_rtn.
+RtnGroupParams rtn_group_params(const float* w, int64_t n, const RtnParams& p, float clip = 1.0f);
+// Code of one value under fixed parameters, and its dequantized value ((code - zero) * scale).
+uint8_t rtn_code(float w, const RtnGroupParams& g, Scheme s);
+inline float rtn_value(uint8_t code, const RtnGroupParams& g) { return (float(code) - g.zero) * g.scale; }
+
 // Plain scalar reference of one group (the specification the row kernels are tested against).
 struct RtnGroup {
   float scale;
