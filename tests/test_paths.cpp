@@ -16,7 +16,12 @@ std::string shared_dir() {
   return "";
 }
 std::string lance_mini_dir() { return shared_dir() + "/fixtures/lance-mini"; }
-std::string exe() { return LQ_EXE; }
+// $LQ_TEST_EXE runs the CLI tests against another build of lance-quant (e.g. to check that a new test
+// fails on the code before its fix).
+std::string exe() {
+  if (const char* e = std::getenv("LQ_TEST_EXE"); e && *e) return e;
+  return LQ_EXE;
+}
 std::string scratch_dir(const std::string& name) {
   fs::path p = fs::path(LQ_BINARY_DIR) / "test-scratch" / name;
   fs::remove_all(p);

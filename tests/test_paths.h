@@ -9,7 +9,7 @@ namespace lq::test {
 
 std::string shared_dir();            // "" when the fixtures are absent
 std::string lance_mini_dir();        // shared_dir()/fixtures/lance-mini
-std::string exe();                   // path of the built lance-quant
+std::string exe();                   // path of the built lance-quant ($LQ_TEST_EXE overrides)
 std::string scratch_dir(const std::string& name);  // fresh empty dir under the build tree
 // Runs a shell command; returns its exit status and fills `out` with stdout+stderr.
 int run_command(const std::string& cmd, std::string* out = nullptr);

@@ -14,6 +14,7 @@
 #include "forward/prompts.h"
 #include "forward/t2i.h"
 #include "io/error.h"
+#include "io/output.h"
 #include "io/safetensors.h"
 #include "io/text_file.h"
 #include "model/config.h"
@@ -56,7 +57,8 @@ Source parse_source(const std::string& arg) {
   else if (kind == "x2t_image") s.kind = SourceKind::X2tImage;
   else if (kind == "x2t_video") s.kind = SourceKind::X2tVideo;
   else fail("--calib " + arg, "unknown kind '" + kind + "' (expected text, chat, t2i, t2v, image_edit, video_edit, x2t_image or x2t_video)");
-  if (!fs::is_regular_file(path)) fail("--calib " + arg, "file not found: " + path);
+  io::require_file(path, "--calib " + kind + " file");
+  io::check_text(io::read_file(path, "calibration file"), path);  // a binary file is refused before any work
   return s;
 }
 
@@ -120,11 +122,11 @@ std::vector<Sample> chat_samples(const std::string& path, const tok::Tokenizer& 
 std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tok, const CalibOptions& o) {
   std::vector<Sample> out;
   switch (src.kind) {
-    case SourceKind::Text: out = text_samples(io::read_file(src.path, "calibration file"), tok, o); break;
+    case SourceKind::Text: out = text_samples(io::read_text(src.path, "calibration file"), tok, o); break;
     case SourceKind::Chat: out = chat_samples(src.path, tok, o); break;
     case SourceKind::T2i:
     case SourceKind::T2v:
-      for (const auto& line : io::nonempty_lines(io::read_file(src.path, "calibration file"))) {
+      for (const auto& line : io::nonempty_lines(io::read_text(src.path, "calibration file"))) {
         if (o.max_prompts > 0 && int64_t(out.size()) >= o.max_prompts) break;
         out.push_back({src.kind, {}, line, {}});
       }

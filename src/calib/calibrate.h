@@ -41,7 +41,8 @@ struct Source {
   SourceKind kind = SourceKind::Text;
   std::string path;
 };
-// Parses "KIND:FILE" for the kinds above (throws naming the argument).
+// Parses "KIND:FILE" for the kinds above and checks the file is readable UTF-8 text (throws naming the
+// argument, or the file, line and byte of the first invalid byte). JSONL kinds are checked the same way.
 Source parse_source(const std::string& arg);
 
 struct CalibOptions {

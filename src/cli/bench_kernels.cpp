@@ -1,8 +1,9 @@
 // `lance-quant bench kernels`: the linear kernels on Lance's projection shapes (f32, bf16, INT4 g64,
 // INT4 g128, NVFP4; batch 1..64), next to the machine's streaming read bandwidth.
 //
-// Every measurement cycles through enough copies of the weight that the working set (default
-// 256 MiB) is far larger than the caches, so batch-1 numbers are DRAM numbers, not L3 numbers.
+// Every measurement cycles through enough copies of the weight that the working set (by default 4x the
+// largest last-level cache the machine reports, at least 1 GiB: kernels/cpu_caches.h) is far larger
+// than the caches, so batch-1 numbers are DRAM numbers, not cache numbers.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 
 #include "cli/args.h"
 #include "cli/bench_kernels.h"
+#include "kernels/cpu_caches.h"
 #include "kernels/linear.h"
 #include "kernels/parallel.h"
 #include "kernels/q4.h"
@@ -33,7 +35,7 @@ struct Shape {
 
 struct Options {
   bool json = false;
-  int64_t working_set_mb = 256;
+  int64_t working_set_mb = 0;  // 0: from the reported cache sizes
   double min_seconds = 0.15;  // per measurement
   std::vector<Shape> shapes = {{2048, 2048}, {2048, 256}, {2048, 11008}, {11008, 2048}};
   std::vector<int64_t> batches = {1, 2, 4, 8, 16, 32, 64};
@@ -254,7 +256,8 @@ void usage(FILE* out) {
                "                                 [--gemm-paths avx2,avx512,amx,...] [--cpu-time]\n"
                "  times f32, bf16, int4 g64, int4 g128 and nvfp4 linears on Lance's shapes (2048->2048,\n"
                "  2048->256, 2048->11008, 11008->2048) at batch 1..64; weights cycle through a working set of\n"
-               "  N MiB (default 256) so they come from memory; reports bytes/s against a streaming-read probe\n"
+               "  N MiB per kernel (default: 4x the last-level cache the machine reports in sysfs or CPUID,\n"
+               "  at least 1024) so they come from memory; reports bytes/s against a streaming-read probe\n"
                "  and each 4-bit kernel's speed-up over bf16. Every number is the best of --rounds (default 3)\n"
                "  interleaved rounds (probe, then every kernel), so drift on a shared machine hits all alike.\n"
                "  Above 32 tokens (compute-bound) a number is the best single call, calls rotating over the copies.\n"
@@ -295,6 +298,9 @@ int bench_kernels(const Args& args) {
     else if (r.is("-h") || r.is("--help")) { usage(stdout); return 0; }
     else r.unknown();
   }
+  const kernels::LastLevelCache llc = kernels::last_level_cache();
+  const bool ws_default = o.working_set_mb == 0;
+  if (ws_default) o.working_set_mb = int64_t(kernels::streaming_working_set_bytes(llc.bytes) >> 20);
   if (o.working_set_mb < 1) fail("bench kernels --working-set-mb", "must be at least 1");
   if (o.rounds < 1) fail("bench kernels --rounds", "must be at least 1");
   g_cpu_time = o.cpu_time;
@@ -357,10 +363,11 @@ int bench_kernels(const Args& args) {
   if (!o.json) {
     if (o.cpu_time) std::printf("times are process CPU seconds (--cpu-time), not wall time\n");
     std::printf("threads %d, dense %s, GEMM %s, 4-bit %s (int8 activations up to %lld tokens), read bandwidth %.2f GB/s\n"
-                "each kernel cycles through copies of its weight totalling >= %lld MiB (L3 is 32 MiB), so weights come\n"
-                "from DRAM; best of %d interleaved rounds for every number, the bandwidth probe included\n",
+                "last-level cache as reported: %s; each kernel cycles through copies of its weight totalling >= %lld MiB\n"
+                "(%s), so weights come from DRAM; best of %d interleaved rounds for every number, the bandwidth probe included\n",
                 kernels::num_threads(), kernels::simd_path(), kernels::gemm_path(), kernels::q4_simd_path(),
-                (long long)kernels::q4_int8_max_tokens(), bw / 1e9, (long long)o.working_set_mb, o.rounds);
+                (long long)kernels::q4_int8_max_tokens(), bw / 1e9, llc.description.c_str(), (long long)o.working_set_mb,
+                ws_default ? "4x the largest, at least 1 GiB" : "--working-set-mb", o.rounds);
     std::printf("%-13s %5s %-16s %11s %9s %8s %8s %8s\n", "shape", "batch", "kernel", "us/call", "GB/s", "of-bw",
                 "GFLOP/s", "vs-bf16");
   }
@@ -398,7 +405,8 @@ int bench_kernels(const Args& args) {
     nlohmann::json j = {{"threads", kernels::num_threads()}, {"dense_simd", kernels::simd_path()},
                         {"gemm", kernels::gemm_path()},
                         {"q4_simd", kernels::q4_simd_path()}, {"read_bandwidth_gb_per_s", bw / 1e9},
-                        {"working_set_mb", o.working_set_mb}, {"rounds", o.rounds}, {"rows", rows}};
+                        {"working_set_mb", o.working_set_mb}, {"last_level_cache_bytes", llc.bytes},
+                        {"caches_read", llc.description}, {"rounds", o.rounds}, {"rows", rows}};
     std::printf("%s\n", j.dump(2).c_str());
   }
   return 0;

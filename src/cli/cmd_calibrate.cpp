@@ -12,6 +12,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "forward/prompts.h"
+#include "io/output.h"
 #include "io/progress.h"
 #include "kernels/linear.h"
 #include "tokenizer/tokenizer.h"
@@ -40,7 +41,7 @@ const char* kCalibrateUsage =
     "Lance's understanding prompt; the ViT from --vit DIR or the checkpoint's vit_model.* tensors; images at\n"
     "R = 672, video at 616 unless --x2t-resolution).\n"
     "--max-tokens caps the tokens taken from each text/chat file, --max-prompts the prompts of each t2i/t2v/edit/x2t file.\n"
-    "--shard I/N keeps samples k with k %% N == I; merge the shards with merge-stats.\n"
+    "--shard I/N keeps samples k with k % N == I; merge the shards with merge-stats.\n"
     "--no-capture runs the same forwards without observing and writes nothing (capture overhead benchmark).\n"
     "--stream-weights releases each layer's mapped weights after it runs (bounded memory for a checkpoint\n"
     "larger than RAM; every forward reads the weights again).\n"
@@ -72,9 +73,10 @@ bool parse_shard(const std::string& v, int& index, int& count) {
   return std::sscanf(v.c_str(), "%d/%d", &index, &count) == 2 && count >= 1 && index >= 0 && index < count;
 }
 
-void check_output(const std::string& out, bool force) {
-  if (out.empty()) fail("--out", "an output file is required");
-  if (std::filesystem::exists(out) && !force) fail(out, "already exists (use --force to overwrite)");
+// The statistics file must not be an input; an existing one is replaced only with --force and only
+// when lance-quant wrote it (io/output.h).
+void check_output(const std::string& out, bool force, const std::vector<std::string>& inputs) {
+  io::check_output_file(out, force, inputs, "--out");
 }
 
 }  // namespace
@@ -132,7 +134,14 @@ int cmd_calibrate(const Args& args) {
   }
   if (model_dir.empty()) fail("calibrate", "a MODEL directory is required (see --help)");
   if (sources.empty()) fail("calibrate", "at least one --calib KIND:FILE is required");
-  if (o.capture) check_output(out, force);
+  io::require_directory(model_dir, "model directory");
+  if (o.capture) {
+    std::vector<std::string> inputs = {model_dir};
+    for (const auto& s : sources) inputs.push_back(s.path);
+    for (const std::string* p : {&o.vae, &vit_dir})
+      if (!p->empty()) inputs.push_back(*p);
+    check_output(out, force, inputs);
+  }
 
   const bool any_x2t = std::any_of(sources.begin(), sources.end(), [](const calib::Source& s) { return calib::is_x2t(s.kind); });
   const bool any_edit = std::any_of(sources.begin(), sources.end(), [](const calib::Source& s) {
@@ -219,7 +228,7 @@ int cmd_merge_stats(const Args& args) {
     else r.unknown();
   }
   if (inputs.empty()) fail("merge-stats", "no input statistics files given");
-  check_output(out, force);
+  check_output(out, force, inputs);
   calib::StatsFile merged = calib::StatsFile::load(inputs[0]);
   for (size_t i = 1; i < inputs.size(); ++i) merged.merge(calib::StatsFile::load(inputs[i]), inputs[i]);
   merged.extra_metadata["shard"] = "merged";

@@ -211,7 +211,7 @@ int cmd_demo(const Args& args) {
     else q.insert(q.end(), calib_inputs.begin(), calib_inputs.end());
     q.insert(q.end(), common.begin(), common.end());
     run_step("quantize", cmd_quantize, q);
-    Args e = {model, qdir.string(), "--out", rdir.string(), "--data-dir", evald, "--max-text-tokens",
+    Args e = {model, qdir.string(), "--out", rdir.string(), "--force", "--data-dir", evald, "--max-text-tokens",
               quick ? "1024" : "4096", "--max-chat", quick ? "4" : "12", "--max-t2i",
               !max_t2i.empty() ? max_t2i : quick ? "2" : "4"};
     if (quick) e.insert(e.end(), {"--steps", "10"});

@@ -7,6 +7,8 @@
 #include <optional>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "formats/fold_scales.h"
@@ -17,7 +19,9 @@
 #include "eval/report.h"
 #include "forward/prompts.h"
 #include "io/error.h"
+#include "io/output.h"
 #include "io/progress.h"
+#include "io/text_file.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
 #include "vae/wan_vae.h"
@@ -55,14 +59,16 @@ void usage(FILE* out) {
                "  --dtype f32|bf16      weight storage of both engines   --threads N   --quiet (no progress line)\n"
                "  --head stored|int8|int4  QUANT's lm_head as stored, or quantized at load (run --head)\n"
                "  --vae PATH            the Wan2.2 VAE: decode both models' t2i results and compare pictures (PSNR,\n"
-               "                        SSIM, side-by-side PNG), not only latents\n",
+               "                        SSIM, side-by-side PNG), not only latents\n"
+               "  --force               replace an existing REPORT_DIR that lance-quant wrote\n"
+               "REPORT_DIR is written as REPORT_DIR.lq-partial-PID and renamed at the end; it must not be an input.\n",
                "256");
 }
 
 struct EvalCli {
   std::string base, quant, out, data_dir;
   eval::EvalData data;
-  bool no_text = false, no_chat = false, no_t2i = false, quiet = false;
+  bool no_text = false, no_chat = false, no_t2i = false, quiet = false, force = false;
   eval::EvalOptions options;
   std::optional<int> steps;
   std::string fake_quant;
@@ -102,6 +108,7 @@ EvalCli parse(const Args& args) {
     else if (r.is("--fake-quant")) c.fake_quant = r.value();
     else if (r.is("--threads")) kernels::set_num_threads(int(positive(r.int_value(), "--threads")));
     else if (r.is("--quiet")) c.quiet = true;
+    else if (r.is("--force")) c.force = true;
     else if (r.is("--head")) c.quant_head = fwd::parse_head_format(r.value());
     else if (r.is("--vae")) c.vae = r.value();
     else if (r.is("--x2t-image")) c.x2t_image = r.value();
@@ -163,6 +170,8 @@ int cmd_eval(const Args& args) {
       return 0;
     }
   EvalCli c = parse(args);
+  io::require_directory(c.base, "BASE model directory");
+  io::require_directory(c.quant, "QUANT model directory");
   const fwd::T2iSettings t2i = fwd::load_t2i_settings(c.base);
   fill_default_data(c, t2i);
   if (c.no_text) c.data.text_files.clear();
@@ -172,6 +181,17 @@ int cmd_eval(const Args& args) {
     fail("eval", "BASE's lance_config.json has no t2i_latent_grid_thw; pass --no-t2i");
   c.options.sampler = t2i.sampler;
   if (c.steps) c.options.sampler.steps = *c.steps;
+  // Inputs are checked before the engines load: text files are UTF-8, the report goes elsewhere.
+  std::vector<std::string> text_files = {c.data.chat_file, c.data.t2i_file, c.x2t_image, c.x2t_video};
+  for (const auto& f : c.data.text_files) text_files.push_back(f);
+  std::vector<std::string> inputs = {c.base, c.quant, c.vae, c.vit};
+  for (const auto& f : text_files)
+    if (!f.empty()) {
+      io::require_file(f, "evaluation file");
+      io::check_text(io::read_file(f, "evaluation file"), f);
+      inputs.push_back(f);
+    }
+  io::check_output_dir(c.out, c.force, inputs, "eval --out");
 
   // The VAE is checked before the long evaluation starts.
   std::optional<vae::WanVae> vae;
@@ -181,6 +201,9 @@ int cmd_eval(const Args& args) {
   fwd::LoadOptions load;
   load.storage = c.storage;
   fwd::Engine base = fwd::Engine::load(c.base, load);
+  if (vae && vae->config().z_dim != base.config().latent_channels)
+    fail(c.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " +
+                    std::to_string(base.config().latent_channels));
   fwd::LoadOptions quant_load = load;
   quant_load.head = c.quant_head;
   fwd::Engine quant = fwd::Engine::load(c.quant, quant_load);  // a quantized directory loads its own linears
@@ -228,12 +251,9 @@ int cmd_eval(const Args& args) {
     r.has_x2t = true;
   }
   progress.finish();
+  io::PartialOutputDir report_dir(c.out, "eval");  // every file of the report goes here first
   if (vae && r.has_gen) {
-    if (vae->config().z_dim != base.config().latent_channels)
-      fail(c.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " +
-                      std::to_string(base.config().latent_channels));
-    fs::create_directories(c.out);
-    eval::compare_pictures(*vae, r.gen, (fs::path(c.out) / "t2i_side_by_side.png").string());
+    eval::compare_pictures(*vae, r.gen, (report_dir.path() / "t2i_side_by_side.png").string());
   }
 
   eval::ReportMeta meta;
@@ -245,7 +265,8 @@ int cmd_eval(const Args& args) {
   meta.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   meta.toy_vae = t2i.has_toy_vae;
   meta.t2i = t2i;
-  eval::write_report(c.out, r, meta);
+  eval::write_report(report_dir.path().string(), r, meta);
+  report_dir.commit(nlohmann::json{{"base", c.base}, {"quant", c.quant}}.dump());
 
   if (r.has_und)
     std::printf("perplexity %.4f -> %.4f  KL mean %.4g p99 %.4g  top-1 %.2f%%\n", r.und.base_perplexity,

@@ -22,7 +22,9 @@ const char* kUsage =
     "  --path       und (the only path with a standard-architecture equivalent)\n"
     "  --type       gguf: f16 (default), f32, q8_0, q4_0, q4_k for the linears and lm_head\n"
     "               mlx/hf: f32 (default) or f16 for dense tensors\n"
-    "  --base DIR   where to read llm_config.json and the tokenizer if MODEL has none\n";
+    "  --base DIR   where to read llm_config.json and the tokenizer if MODEL has none\n"
+    "  --force      replace an existing DIR that lance-quant wrote\n"
+    "DIR is written as DIR.lq-partial-PID and renamed at the end; it must not be or lie inside an input.\n";
 
 }  // namespace
 
@@ -47,6 +49,8 @@ int cmd_export(const Args& args) {
       o.base_dir = r.value();
     } else if (r.is("--out")) {
       o.out_dir = r.value();
+    } else if (r.is("--force")) {
+      o.force = true;
     } else if (r.positional() && model.empty()) {
       model = r.current();
     } else {

@@ -9,7 +9,10 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "formats/checkpoint.h"
 #include "io/error.h"
+#include "io/json_fields.h"
+#include "io/output.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/spec.h"
@@ -221,13 +224,159 @@ void print_vit(const json& v) {
   std::printf("                 config from %s\n", v["config_source"].get<std::string>().c_str());
 }
 
+// ---- quantized checkpoints ------------------------------------------------------------------
+
+std::string path_of(const std::string& base) { return base.find("_moe_gen") != std::string::npos ? "gen" : "und"; }
+
+std::string scheme_label(const formats::LinearDecl& d) {
+  if (d.scheme == quant::Scheme::NvFp4) return "nvfp4";
+  return std::string(quant::scheme_name(d.scheme)) + " g" + std::to_string(d.group) + (d.group == d.in ? " (per channel)" : "");
+}
+
+// The method of each linear and the calibration, from what the checkpoint records: lance-quant.json
+// (every format lance-quant writes), else lance-quant-v1's meta, else the HF config's quant_method.
+struct Provenance {
+  std::map<std::string, std::string> method;  // base -> method
+  std::string default_method, producer, scheme;
+  nlohmann::json tasks = nlohmann::json::array(), calibration, partial;
+};
+
+Provenance provenance(const std::string& dir, const formats::CheckpointReader& r) {
+  Provenance p;
+  const nlohmann::json& cfg = r.config();
+  if (r.format() == formats::FormatId::LanceQuantV1) {
+    p.default_method = cfg.value("scheme", std::string());
+    if (cfg.contains("per_weight") && cfg["per_weight"].is_object())
+      for (const auto& [k, v] : cfg["per_weight"].items())
+        if (v.is_object() && v.contains("scheme") && v["scheme"].is_string() && k.size() > 7)
+          p.method[k.substr(0, k.size() - 7)] = v["scheme"].get<std::string>();
+    if (cfg.contains("tasks_calibrated")) p.tasks = cfg["tasks_calibrated"];
+    if (cfg.contains("producer") && cfg["producer"].is_string()) p.producer = cfg["producer"];
+  } else if (r.format() == formats::FormatId::AutoAwq) {
+    p.default_method = "awq";
+  } else if (r.format() == formats::FormatId::ModelOpt) {
+    p.default_method = "modelopt";
+  }
+  const fs::path marker = fs::path(dir) / io::kOutputMarker;
+  std::error_code ec;
+  if (fs::is_regular_file(fs::symlink_status(marker, ec))) {
+    try {
+      const nlohmann::json m = io::read_json_object(marker.string());
+      p.producer = "lance-quant " + m.value("command", std::string("quantize"));
+      p.scheme = m.value("scheme", std::string());
+      if (m.contains("tasks_calibrated")) p.tasks = m["tasks_calibrated"];
+      if (m.contains("calibration")) p.calibration = m["calibration"];
+      if (m.contains("partial_calibration")) p.partial = m["partial_calibration"];
+      if (m.contains("linears") && m["linears"].is_object())
+        for (const auto& [k, v] : m["linears"].items())
+          if (v.is_object() && v.contains("method") && v["method"].is_string()) p.method[k] = v["method"].get<std::string>();
+    } catch (const Error&) {  // a damaged marker only loses the provenance, not the description
+    }
+  }
+  return p;
+}
+
+int inspect_quantized(const std::string& dir, bool json_out, bool list) {
+  const formats::CheckpointReader r(dir);
+  const model::ModelConfig config = model::load_config(dir);
+  std::vector<std::string> names;
+  for (const auto& t : r.file().tensors()) names.push_back(t.name);
+  model::check_layer_count(config, names, dir);
+  const Provenance prov = provenance(dir, r);
+  const io::SafetensorsFile& f = r.file();
+  struct Group {
+    int linears = 0;
+    uint64_t bytes = 0, weights = 0;
+  };
+  std::map<std::string, std::map<std::string, Group>> per_path;  // path -> scheme label -> totals
+  std::map<std::string, int> methods;
+  uint64_t q_bytes = 0, q_weights = 0;
+  json linears = json::array();
+  for (const auto& d : r.quantized_linears()) {
+    uint64_t bytes = 0;
+    for (const auto& t : f.tensors())
+      if (t.name.rfind(d.base + ".", 0) == 0 && t.name != d.base + ".bias") bytes += t.nbytes();
+    const uint64_t w = uint64_t(d.out) * uint64_t(d.in);
+    Group& g = per_path[path_of(d.base)][scheme_label(d)];
+    ++g.linears, g.bytes += bytes, g.weights += w;
+    q_bytes += bytes, q_weights += w;
+    const auto m = prov.method.find(d.base);
+    const std::string method = m != prov.method.end() ? m->second : prov.default_method;
+    if (!method.empty()) ++methods[method];
+    json e = {{"name", d.base}, {"path", path_of(d.base)}, {"scheme", quant::scheme_name(d.scheme)}, {"group_size", d.group},
+              {"out", d.out}, {"in", d.in}, {"bytes", bytes}, {"bits_per_weight", 8.0 * double(bytes) / double(w)}};
+    if (!method.empty()) e["method"] = method;
+    linears.push_back(e);
+  }
+  const model::ModelSpec spec = model::expected_spec(config, model::Arch::LanceMoT);
+  int kept = 0;
+  for (const auto& l : spec.linears) kept += !r.is_quantized(l.name) && f.has(l.weight_name());
+  uint64_t file_bytes = 0;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (e.is_regular_file()) file_bytes += e.file_size();
+  const double bpw = q_weights ? 8.0 * double(q_bytes) / double(q_weights) : 0.0;
+  if (json_out) {
+    json schemes = json::object();
+    for (const auto& [path, groups] : per_path)
+      for (const auto& [label, g] : groups)
+        schemes[path][label] = {{"linears", g.linears}, {"bits_per_weight", 8.0 * double(g.bytes) / double(g.weights)}};
+    json j = {{"path", dir}, {"format", formats::format_name(r.format())}, {"weights_file", f.path()},
+              {"num_layers", config.num_layers}, {"hidden_size", config.hidden_size},
+              {"quantized_linears", r.quantized_linears().size()}, {"kept_linears", kept}, {"schemes", schemes},
+              {"bits_per_weight", bpw}, {"quantized_bytes", q_bytes}, {"file_bytes", file_bytes},
+              {"methods", methods}, {"tasks_calibrated", prov.tasks}};
+    if (!prov.producer.empty()) j["producer"] = prov.producer;
+    if (!prov.scheme.empty()) j["scheme"] = prov.scheme;
+    if (!prov.calibration.is_null()) j["calibration"] = prov.calibration;
+    if (!prov.partial.is_null()) j["partial_calibration"] = prov.partial;
+    j["linears"] = linears;
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("%s\n", dir.c_str());
+  std::printf("  format         %s (quantized checkpoint: %s)\n", formats::format_name(r.format()), fs::path(f.path()).filename().c_str());
+  std::printf("  dims           %d layers, hidden %d, heads %d/%d, intermediate %d, vocab %d\n", config.num_layers,
+              config.hidden_size, config.num_heads, config.num_kv_heads, config.intermediate_size, config.vocab_size);
+  std::printf("  quantized      %zu linears, %d kept unquantized\n", r.quantized_linears().size(), kept);
+  for (const auto& [path, groups] : per_path) {
+    std::printf("  %-15s", (path + " path").c_str());
+    bool first = true;
+    for (const auto& [label, g] : groups) {
+      std::printf("%s%s x%d (%.2f bits/weight)", first ? "" : ", ", label.c_str(), g.linears, 8.0 * double(g.bytes) / double(g.weights));
+      first = false;
+    }
+    std::printf("\n");
+  }
+  std::string m;
+  for (const auto& [k, n] : methods) m += (m.empty() ? "" : ", ") + k + " x" + std::to_string(n);
+  std::printf("  method         %s%s%s\n", m.empty() ? "not recorded" : m.c_str(), prov.scheme.empty() ? "" : " (scheme ",
+              prov.scheme.empty() ? "" : (prov.scheme + ")").c_str());
+  std::string tasks;
+  if (prov.tasks.is_array())
+    for (const auto& t : prov.tasks) tasks += (tasks.empty() ? "" : ", ") + (t.is_string() ? t.get<std::string>() : t.dump());
+  std::printf("  calibration    %s%s\n", tasks.empty() ? "none recorded" : tasks.c_str(),
+              prov.partial.is_boolean() && prov.partial.get<bool>() ? " (PARTIAL: some linears uncalibrated)" : "");
+  std::printf("  size           %s bytes on disk; quantized linears %.2f bits/weight (codes, scales, zeros as stored)\n",
+              with_commas(file_bytes).c_str(), bpw);
+  if (!prov.producer.empty()) std::printf("  producer       %s\n", prov.producer.c_str());
+  if (list)
+    for (const auto& e : linears)
+      std::printf("    %-60s %s %-14s [%lld, %lld] %.2f b/w %s\n", e["name"].get<std::string>().c_str(), e["path"].get<std::string>().c_str(),
+                  (e["scheme"].get<std::string>() + " g" + std::to_string(e["group_size"].get<int64_t>())).c_str(),
+                  (long long)e["out"].get<int64_t>(), (long long)e["in"].get<int64_t>(), e["bits_per_weight"].get<double>(),
+                  e.value("method", std::string()).c_str());
+  return 0;
+}
+
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: lance-quant inspect DIR [--json] [--list]\n\n"
                "Recognises a Lance MoT or plain Qwen2 checkpoint, validates every tensor name and shape against\n"
-               "its config (missing, unexpected or mis-shaped tensors are an error) and describes it. A ViT\n"
-               "directory (vit.safetensors + config.json) or a checkpoint's vit_model.* tensors are checked and\n"
-               "described the same way.\n"
+               "its config (missing, unexpected or mis-shaped tensors are an error) and describes it.\n"
+               "A quantized checkpoint (lance-quant-v1, autoawq, compressed-tensors, modelopt) is validated by its\n"
+               "format's reader and described: number format per path, group size, bits per weight, size, and the\n"
+               "method and calibration it records. A ViT directory (vit.safetensors + config.json) or a\n"
+               "checkpoint's vit_model.* tensors are checked and described the same way.\n"
                "  --json   machine-readable output (includes the full target, fusion and kept lists)\n"
                "  --list   also list every target linear, fusion pair and kept tensor\n");
 }
@@ -256,6 +405,8 @@ int cmd_inspect(const Args& args) {
     usage(stderr);
     return 2;
   }
+  std::error_code ec;
+  if (!fs::exists(fs::status(dir, ec))) fail(dir, "does not exist");
   if (fs::is_regular_file(fs::path(dir) / "vit.safetensors") && !fs::exists(fs::path(dir) / "model.safetensors") &&
       !fs::exists(fs::path(dir) / "model.safetensors.index.json")) {  // a ViT directory
     const json v = vit_json(vit::locate_vit(dir));
@@ -265,6 +416,16 @@ int cmd_inspect(const Args& args) {
       print_vit(v);
     }
     return 0;
+  }
+  if (fs::is_directory(dir, ec)) {
+    bool quantized = false;
+    try {
+      formats::detect_format(dir);
+      quantized = true;
+    } catch (const Error& e) {  // not a quantized layout: a dense checkpoint; a damaged one: say so
+      if (std::string(e.what()).find("not a quantized checkpoint") == std::string::npos) throw;
+    }
+    if (quantized) return inspect_quantized(dir, json_out, list);
   }
   const model::ModelConfig config = model::load_config(fs::is_directory(dir) ? dir : fs::path(dir).parent_path().string());
   const io::TensorStore store(dir);

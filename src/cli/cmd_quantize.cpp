@@ -15,7 +15,7 @@ namespace lq::cli {
 namespace {
 
 const char* kQuantizeUsage =
-    "usage: lance-quant quantize MODEL --out DIR [--scheme S] [--group-size 32|64|128] [--sym]\n"
+    "usage: lance-quant quantize MODEL --out DIR [--scheme S] [--group-size 32|64|128|0] [--sym]\n"
     "         [--calib KIND:FILE ...] [--stats STATS.safetensors] [--allow-partial] [--format F]\n"
     "         [--keep PATTERN ...] [--gen-scheme SPEC] [--override PATTERN=SPEC ...] [--keep-dtype bf16|f32]\n"
     "         [--threads N] [--force] [--json]\n"
@@ -29,13 +29,18 @@ const char* kQuantizeUsage =
     "(the original Python lance-quant's method, from --stats), nvfp4, awq-nvfp4, rtn-int8, gptq-int4 / gptq-nvfp4\n"
     "(GPTQ: second-order rounding with each linear's H = 2 X^T X / n of the --calib rows), awq-gptq-int4 /\n"
     "awq-gptq-nvfp4 (AWQ's scaling, then GPTQ).\n"
+    "--group-size: INT4 / INT8 elements per scale along the input axis, 32, 64 or 128 (default 128), or 0 for one\n"
+    "  group per row (per channel). NVFP4 has fixed blocks of 16: --group-size with nvfp4 / awq-nvfp4 is an error\n"
+    "  unless an integer format is also asked for (--gen-scheme / --override).\n"
     "--calib takes the inputs of `calibrate` (text:FILE, chat:FILE, t2i:FILE, t2v:FILE, image_edit:FILE,\n"
-    "video_edit:FILE, x2t_image:FILE, x2t_video:FILE; repeatable). x2t inputs run through the ViT of the\n"
-    "checkpoint (vit_model.*) or of --vit-dir DIR (vit.safetensors + config.json), at Lance's resolutions unless\n"
-    "--x2t-resolution; they get half the und rows. The generation kinds share the gen rows, taking turns\n"
-    "(t2i, t2v, image_edit, video_edit, ...), each through the full-precision sampler as `calibrate` runs them\n"
-    "(--t2v-frames; edits: sources encoded by the Wan2.2 VAE --vae at --edit-resolution, videos cut to\n"
-    "--edit-max-frames, with their ViT reference from the same ViT unless --no-vit-reference).\n"
+    "  video_edit:FILE, x2t_image:FILE, x2t_video:FILE; repeatable). x2t inputs run through the ViT of the\n"
+    "  checkpoint (vit_model.*) or of --vit-dir DIR (vit.safetensors + config.json), at Lance's resolutions unless\n"
+    "  --x2t-resolution; they get half the und rows. The generation kinds share the gen rows, taking turns\n"
+    "  (t2i, t2v, image_edit, video_edit, ...), each through the full-precision sampler as `calibrate` runs them\n"
+    "  (--t2v-frames; edits: sources encoded by the Wan2.2 VAE --vae at --edit-resolution, videos cut to\n"
+    "  --edit-max-frames, with their ViT reference from the same ViT unless --no-vit-reference).\n"
+    "  AWQ and GPTQ need inputs for both paths (text/chat/x2t reach und, t2i/t2v/edits both); a path left without data is\n"
+    "  refused unless --allow-partial, which writes its linears with RTN and records which linears got which method.\n"
     "--keep PATTERN leaves matching linears (glob or substring of the base name) in bf16.\n"
     "Per-linear number formats (the method stays the one of --scheme; AWQ searches each linear with its own format):\n"
     "  --gen-scheme SPEC          every linear of the gen path (*_moe_gen), e.g. --gen-scheme int8\n"
@@ -57,7 +62,9 @@ const char* kQuantizeUsage =
     "16). The plan is printed and stored as DIR/lance-quant.bit-plan.json. Needs --calib.\n"
     "--dense-out DIR also writes the dequantized model, folds undone, as a dense f32 checkpoint (evaluation).\n"
     "Formats: lance-quant-v1 (default), autoawq, compressed-tensors, modelopt.\n"
-    "DIR is written as DIR.lq-partial-PID and renamed at the end; an existing checkpoint needs --force.\n";
+    "DIR is written as DIR.lq-partial-PID and renamed at the end (removed on Ctrl-C / SIGTERM; a later run removes\n"
+    "those of killed processes). DIR must not be or lie inside an input; an existing DIR is replaced only with\n"
+    "--force and only when lance-quant wrote it.\n";
 
 }  // namespace
 
@@ -66,7 +73,7 @@ int cmd_quantize(const Args& args) {
   pipeline::QuantizeOptions o;
   std::string scheme = "awq-int4";
   int64_t group = 128;
-  bool sym = false, json_out = false;
+  bool group_given = false, sym = false, json_out = false;
   std::string gen_spec;
   std::vector<std::string> overrides;  // PATTERN=SPEC, parsed once --group-size / --sym are known
   while (r.next()) {
@@ -75,7 +82,7 @@ int cmd_quantize(const Args& args) {
       return 0;
     } else if (r.is("--out")) o.out_dir = r.value();
     else if (r.is("--scheme")) scheme = r.value();
-    else if (r.is("--group-size")) group = r.int_value();
+    else if (r.is("--group-size")) group = r.int_value(), group_given = true;
     else if (r.is("--sym")) sym = true;
     else if (r.is("--calib")) o.calib.push_back(calib::parse_source(r.value()));
     else if (r.is("--stats")) o.stats_path = r.value();
@@ -130,13 +137,16 @@ int cmd_quantize(const Args& args) {
   }
   if (o.model_dir.empty()) fail("quantize", "a MODEL directory is required (see --help)");
   o.scheme = pipeline::parse_scheme_choice(scheme, group, sym);
+  if (group_given && o.scheme.params.scheme == quant::Scheme::NvFp4 && gen_spec.empty() && overrides.empty())
+    fail("--group-size " + std::to_string(group), "--scheme " + scheme + " has fixed blocks of 16 elements; --group-size "
+                                                  "applies to integer formats (drop it, or choose an INT4 / INT8 scheme)");
   if (!gen_spec.empty()) o.gen_format = pipeline::parse_format_spec(gen_spec, group, sym, "--gen-scheme");
   for (const auto& ov : overrides) o.overrides.push_back(pipeline::parse_override(ov, group, sym));
   // lance-quant-v1 stores NVFP4 block scales as bf16 without a tensor scale: e4m3 * tensor scale must be
   // exact in bf16, which a power-of-two tensor scale guarantees.
   if (o.scheme.params.scheme == quant::Scheme::NvFp4 && o.format == formats::FormatId::LanceQuantV1)
     o.scheme.params.nvfp4_pow2_tensor_scale = true;
-  pipeline::check_output_dir(o.out_dir, o.force);  // before any slow work
+  pipeline::check_output_dir(o);  // before any slow work
 
   io::Progress progress("quantize", 0, "layers");
   o.on_layer = [&progress](int done, int total) {
@@ -155,6 +165,13 @@ int cmd_quantize(const Args& args) {
                 (long long)rep.kept_linears, rep.scheme.c_str(), rep.out_dir.c_str(), rep.format.c_str(),
                 double(rep.output_bytes) / 1e6, rep.seconds);
     std::printf("  weight relative error: mean %.4f, worst %.4f\n", mean, worst);
+    if (rep.partial_calibration) {
+      std::map<std::string, int> per_method;
+      for (const auto& l : rep.linears) ++per_method[l.method];
+      std::printf("  PARTIAL calibration (--allow-partial):");
+      for (const auto& [m, n] : per_method) std::printf(" %s x%d", m.c_str(), n);
+      std::printf(" (recorded per linear in the checkpoint)\n");
+    }
     if (!rep.bit_plan.is_null()) {
       const auto& bp = rep.bit_plan;
       std::printf("  bit plan: %.4f bits per weight on average (budget %.4f), stored in %s/lance-quant.bit-plan.json\n",

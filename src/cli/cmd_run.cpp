@@ -21,7 +21,10 @@
 #include "forward/toy_vae.h"
 #include "forward/x2t.h"
 #include "io/error.h"
+#include "io/output.h"
+#include "io/text_file.h"
 #include "io/png.h"
+#include "io/progress.h"
 #include "io/safetensors.h"
 #include "kernels/parallel.h"
 #include "tokenizer/tokenizer.h"
@@ -211,6 +214,13 @@ RunOptions parse(const Args& args) {
       if (!out->empty() && !in->empty() && std::filesystem::weakly_canonical(*out) == std::filesystem::weakly_canonical(*in))
         fail(*out, "is also an input; refusing to overwrite it");
   if (o.prompt.empty()) fail("--prompt", "missing or empty");
+  io::check_text(o.prompt, "--prompt");  // every task: invalid UTF-8 is refused before the model loads
+  if (!o.system.empty()) io::check_text(o.system, "--system");
+  io::require_directory(o.model, "model directory");
+  // Inputs named on the command line exist before anything loads (a video may be a folder of frames).
+  if (!o.image.empty()) io::require_file(o.image, "--image");
+  for (const std::string* p : {&o.video, &o.vae, &o.vit})
+    if (!p->empty() && !std::filesystem::exists(*p)) fail(*p, "does not exist");
   if (o.max_new_tokens < 1) fail("--max-new-tokens", "must be >= 1");
   return o;
 }
@@ -224,6 +234,7 @@ fwd::LoadOptions load_options(const RunOptions& o) {
 
 tok::Tokenizer load_tokenizer(const std::string& dir) {
   namespace fs = std::filesystem;
+  io::require_directory(dir, "model directory");
   const bool has = fs::exists(fs::path(dir) / "tokenizer.json") ||
                    (fs::exists(fs::path(dir) / "vocab.json") && fs::exists(fs::path(dir) / "merges.txt"));
   if (!has) fail(dir, "model directory has no tokenizer (tokenizer.json, or vocab.json + merges.txt)");
@@ -282,6 +293,22 @@ void write_latents(const std::string& path, const std::vector<float>& x, const f
 int run_generation(const RunOptions& o) {
   if (!o.have_seed) fail("--seed", o.task + " needs a noise seed");
   if (o.task == "t2i" && o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
+  // Outputs never replace an input or each other; an existing latents file is replaced only when
+  // lance-quant wrote it, a frames directory only when it holds lance-quant's marker (io/output.h).
+  const std::vector<std::string> inputs = {o.model, o.vae, o.edit.image, o.edit.video};
+  auto others = [&](const std::string& self) {
+    std::vector<std::string> v = inputs;
+    for (const std::string* p : {&o.out, &o.visuals.png, &o.visuals.mp4, &o.visuals.frames_dir})
+      if (&self != p) v.push_back(*p);
+    return v;
+  };
+  if (!o.out.empty()) io::check_output_file(o.out, /*force=*/true, others(o.out), "--out");
+  if (!o.visuals.png.empty())
+    io::check_output_file(o.visuals.png, /*force=*/true, others(o.visuals.png), "--png", /*allow_existing=*/true);
+  if (!o.visuals.mp4.empty())
+    io::check_output_file(o.visuals.mp4, /*force=*/true, others(o.visuals.mp4), "--mp4", /*allow_existing=*/true);
+  if (!o.visuals.frames_dir.empty())
+    io::check_output_dir(o.visuals.frames_dir, /*force=*/true, others(o.visuals.frames_dir), "--frames-dir");
   const fwd::T2iSettings s = fwd::load_t2i_settings(o.model);
   if (o.task == "t2i" && !o.png.empty() && o.vae.empty() && !s.has_toy_vae)
     fail("--png", "this model has no toy VAE (lance_config.json \"toy_vae\"): give the Wan2.2 VAE with --vae PATH");
@@ -357,7 +384,12 @@ int run_generation(const RunOptions& o) {
                            ", beyond max_position_embeddings = " + std::to_string(e.config().max_position_embeddings));
     sampler = std::make_unique<fwd::T2iSampler>(e, std::move(prompt));
   }
+  // Long on a real model: a progress line on stderr (redrawn on a terminal, plain every few seconds otherwise).
+  io::Progress progress(o.task + " sampling", so.steps, "steps");
+  so.on_step = [&progress](int step, double) { progress.update(step); };
   const std::vector<float> x = sampler->sample(fwd::normal_noise(o.seed, grid.tokens() * channels), so);
+  progress.update(so.steps);
+  progress.finish();
   const double secs = seconds_since(t0) - load_secs;
   if (!o.out.empty()) write_latents(o.out, x, grid, channels, o);
   nlohmann::json visuals;

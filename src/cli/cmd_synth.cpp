@@ -128,7 +128,7 @@ int cmd_synth(const Args& args) {
     usage(stderr);
     return 2;
   }
-  io::Progress progress("synth", 0, "GB");  // draws only on a terminal
+  io::Progress progress("synth", 0, "GB");  // a redrawn line on a terminal, plain lines every 5 s otherwise
   o.progress = [&progress](uint64_t done, uint64_t total) {
     progress.set_total(double(total) / 1e9);
     progress.update(double(done) / 1e9);

@@ -1,10 +1,12 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <filesystem>
 #include <string>
 
 #include "cli/commands.h"
 #include "io/error.h"
+#include "io/signals.h"
 
 namespace {
 
@@ -26,8 +28,8 @@ const Command kCommands[] = {
     {"demo", lq::cli::cmd_demo, "quantize the default model (rtn-int4, awq-int4, nvfp4) and compare the reports"},
     {"eval", lq::cli::cmd_eval, "compare QUANT with BASE on held-out data: report.md/json + plots"},
     {"export", lq::cli::cmd_export, "export the understanding path: gguf (llama.cpp), mlx (mlx-lm), hf"},
-    {"run", lq::cli::cmd_run, "run a model: --task text | t2i | t2v | edit"},
-    {"bench", lq::cli::cmd_bench, "benchmarks: conversions, forward"},
+    {"run", lq::cli::cmd_run, "run a model: --task text | t2i | t2v | edit | x2t"},
+    {"bench", lq::cli::cmd_bench, "benchmarks: kernels, forward, decode"},
 };
 
 void usage(FILE* out) {
@@ -43,6 +45,7 @@ int main(int argc, char** argv) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
+  lq::io::install_signal_cleanup();  // partial outputs are removed on SIGINT / SIGTERM / SIGBUS
   lq::cli::Args args(argv + 2, argv + argc);
   for (const auto& c : kCommands) {
     if (std::strcmp(argv[1], c.name) != 0) continue;
@@ -50,6 +53,9 @@ int main(int argc, char** argv) {
       return c.run(args);
     } catch (const lq::Error& e) {
       std::fprintf(stderr, "lance-quant %s: error: %s\n", c.name, e.what());
+      return 1;
+    } catch (const std::filesystem::filesystem_error& e) {  // a path problem the command did not check itself
+      std::fprintf(stderr, "lance-quant %s: error: [%s] %s\n", c.name, e.path1().c_str(), e.code().message().c_str());
       return 1;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "lance-quant %s: internal error: %s\n", c.name, e.what());

@@ -4,8 +4,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "io/error.h"
+#include "io/output.h"
 #include "io/png.h"
 #include "io/progress.h"
 #include "media/video_writer.h"
@@ -17,7 +19,10 @@ namespace fs = std::filesystem;
 nlohmann::json write_visuals(const vae::WanVae& vae, const std::vector<float>& latents, const fwd::LatentGrid& grid,
                              const VisualOutputs& out) {
   const auto t0 = std::chrono::steady_clock::now();
-  if (!out.frames_dir.empty()) fs::create_directories(out.frames_dir);
+  // The frames go to FRAMES_DIR.lq-partial-PID, renamed onto FRAMES_DIR when every frame is written
+  // (io/output.h); `run` checked the directory with check_output_dir before sampling.
+  std::optional<io::PartialOutputDir> frames_dir;
+  if (!out.frames_dir.empty()) frames_dir.emplace(out.frames_dir, "run");
   std::unique_ptr<media::VideoWriter> mp4;
   int frames = 0, width = 0, height = 0;
   io::Progress progress("VAE decode", 1, "latent frames");
@@ -34,7 +39,7 @@ nlohmann::json write_visuals(const vae::WanVae& vae, const std::vector<float>& l
           if (!out.frames_dir.empty()) {
             char name[32];
             std::snprintf(name, sizeof name, "frame_%04d.png", frames);
-            io::write_png_rgb((fs::path(out.frames_dir) / name).string(), frame, W, H);
+            io::write_png_rgb((frames_dir->path() / name).string(), frame, W, H);
           }
           if (!out.mp4.empty()) {
             if (!mp4) mp4 = std::make_unique<media::VideoWriter>(out.mp4, W, H, media::VideoWriterOptions{out.fps});
@@ -44,6 +49,7 @@ nlohmann::json write_visuals(const vae::WanVae& vae, const std::vector<float>& l
       },
       true, [&](int done, int) { progress.update(done); });
   if (mp4) mp4->finish();
+  if (frames_dir) frames_dir->commit(nlohmann::json{{"frames", frames}, {"width", width}, {"height", height}}.dump());
   progress.finish();
   nlohmann::json j = {{"frames", frames}, {"width", width}, {"height", height},
                       {"decode_seconds", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};

@@ -342,7 +342,7 @@ double engine_perplexity(const fwd::Engine& e, const std::vector<std::vector<int
 }
 
 std::vector<std::string> read_nonempty_lines(const std::string& path) {
-  return io::nonempty_lines(io::read_file(path, "evaluation file"));
+  return io::nonempty_lines(io::read_text(path, "evaluation file"));
 }
 
 std::vector<std::string> read_chat_questions(const std::string& path) {
@@ -364,7 +364,7 @@ EvalResult evaluate(fwd::Engine& base, const fwd::Engine& quant, const tok::Toke
   // Load everything first so the progress total (and ETA) is known from the start.
   std::vector<std::vector<std::vector<int32_t>>> windows;
   for (const auto& f : data.text_files) {
-    windows.push_back(text_windows(tok.encode(io::read_file(f, "evaluation file")), o.window, o.max_text_tokens));
+    windows.push_back(text_windows(tok.encode(io::read_text(f, "evaluation file")), o.window, o.max_text_tokens));
     if (windows.back().empty()) fail(f, "text file has fewer than 2 tokens");
   }
   std::vector<std::string> questions, captions;

@@ -11,6 +11,8 @@
 #include "export/gguf.h"
 #include "formats/checkpoint.h"
 #include "io/error.h"
+#include "io/model_files.h"
+#include "io/output.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/spec.h"
@@ -54,6 +56,9 @@ class Source {
       }
     }
     ckpt_ = std::make_unique<formats::CheckpointReader>(model_dir);
+    std::vector<std::string> names;
+    for (const auto& t : ckpt_->file().tensors()) names.push_back(t.name);
+    model::check_layer_count(config_, names, model_dir);  // before the config sizes anything
     const auto plain = ckpt_->plain_names();
     const bool lance = std::any_of(plain.begin(), plain.end(),
                                    [](const std::string& n) { return n.find("_moe_gen") != std::string::npos; });
@@ -181,9 +186,9 @@ void write_json(const fs::path& path, const nlohmann::ordered_json& j) {
 std::vector<std::string> copy_tokenizer_files(const std::string& from, const fs::path& to) {
   std::vector<std::string> copied;
   for (const char* f : {"tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json"}) {
-    const fs::path src = fs::path(from) / f;
-    if (!fs::exists(src)) continue;
-    fs::copy_file(src, to / f, fs::copy_options::overwrite_existing);
+    const std::string src = io::model_file(from, f);  // the symlink rule (io/model_files.h)
+    if (src.empty()) continue;
+    fs::copy_file(fs::canonical(src), to / f, fs::copy_options::overwrite_existing);
     copied.push_back(f);
   }
   return copied;
@@ -253,7 +258,7 @@ ExportResult export_gguf(const Source& src, const ExportOptions& o) {
   const fs::path out = fs::path(o.out_dir) / "model.gguf";
   GgufWriter w(out.string());
   w.set("general.architecture", arch);
-  w.set("general.name", fs::path(o.out_dir).filename().string());
+  w.set("general.name", o.name.empty() ? fs::path(o.out_dir).filename().string() : o.name);
   w.set("general.file_type", file_type_of(linear_type));
   w.set("general.quantization_version", uint32_t(2));
   auto key = [&](const std::string& k) { return arch + "." + k; };
@@ -418,10 +423,20 @@ ExportResult export_safetensors(const Source& src, const ExportOptions& o) {
 
 ExportResult export_und(const std::string& model_dir, const ExportOptions& options) {
   if (options.out_dir.empty()) fail("export", "--out DIR is required");
+  // Everything the user chose is checked before anything is read or created.
+  if (options.target == ExportTarget::Gguf) parse_ggml_type(options.type.empty() ? "f16" : options.type, "export --type");
+  else dense_dtype(options);
+  io::require_directory(model_dir, "model directory");
+  if (!options.base_dir.empty()) io::require_directory(options.base_dir, "--base directory");
+  io::check_output_dir(options.out_dir, options.force, {model_dir, options.base_dir}, "export --out");
   const Source src(model_dir, options.base_dir);
-  fs::create_directories(options.out_dir);
-  if (options.target == ExportTarget::Gguf) return export_gguf(src, options);
-  return export_safetensors(src, options);
+  io::PartialOutputDir dir(options.out_dir, "export");  // renamed into place when complete
+  ExportOptions o = options;
+  o.out_dir = dir.path().string();
+  if (o.name.empty()) o.name = dir.final_path().filename().string();
+  ExportResult r = options.target == ExportTarget::Gguf ? export_gguf(src, o) : export_safetensors(src, o);
+  dir.commit(nlohmann::json{{"source", model_dir}, {"architecture", r.architecture}}.dump());
+  return r;
 }
 
 }  // namespace lq::exporter

@@ -30,7 +30,9 @@ struct ExportOptions {
   // f32). mlx/hf: f32 or f16 for dense tensors. Unset = f16 for gguf, f32 otherwise.
   std::string type;
   std::string base_dir;  // config + tokenizer when MODEL (a quantized checkpoint) lacks them
-  std::string out_dir;
+  std::string out_dir;   // written as OUT.lq-partial-PID, renamed at the end (io/output.h)
+  bool force = false;    // replace an existing OUT that lance-quant wrote
+  std::string name;      // model name recorded in the files (gguf general.name); default: OUT's name
 };
 
 struct ExportResult {

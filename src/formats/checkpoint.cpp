@@ -13,6 +13,7 @@
 
 #include "formats/layout.h"
 #include "io/error.h"
+#include "io/model_files.h"
 #include "num/formats.h"
 
 namespace lq::formats {
@@ -195,6 +196,12 @@ void CheckpointWriter::write_plain_bf16(const std::string& name, const uint16_t*
   m.st->write(data, size_t(n) * 2);
 }
 
+void CheckpointWriter::set_linear_method(const std::string& base, const std::string& method) {
+  impl_->options.linear_methods[base] = method;
+}
+
+void CheckpointWriter::merge_extra_meta(const json& extra) { impl_->options.extra_meta.update(extra); }
+
 void CheckpointWriter::finish() {
   Impl& m = *impl_;
   if (m.next != m.plan.size()) {
@@ -221,7 +228,9 @@ void CheckpointWriter::finish() {
 // ------------------------------------------------------------------------------------- reader
 
 FormatId detect_format(const std::string& dir) {
-  if (!fs::is_directory(dir)) fail(dir, "not a directory");
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) fail(dir, "does not exist");
+  if (!fs::is_directory(dir, ec)) fail(dir, "not a directory");
   for (const Layout* l : detail::all_layouts())
     if (l->detect(dir)) return l->id;
   fail(dir, "not a quantized checkpoint: no awq_meta.json / nvfp4_meta.json (lance-quant-v1), hf_quant_config.json "
@@ -237,6 +246,58 @@ struct CheckpointReader::Impl {
   std::set<std::string> owned;  // tensor names that belong to quantized linears
 };
 
+namespace {
+
+// Every field a reader took from the file or config, checked before anything is sized by it: positive
+// dimensions that keep every product inside 64 bits, a group that divides the input width, and what
+// the layout itself requires (its writer-side check: even widths for nibble pairs, bf16 scales, ...).
+void validate_decl(const Layout& layout, const LinearDecl& d, const std::string& file) {
+  const std::string where = file + ": " + d.base;
+  constexpr int64_t kMaxWidth = int64_t(1) << 31;
+  if (d.out < 1 || d.in < 1 || d.out >= kMaxWidth || d.in >= kMaxWidth)
+    fail(where, "quantized linear has shape [" + std::to_string(d.out) + ", " + std::to_string(d.in) + "]; both must be in [1, 2^31)");
+  if (d.group < 1 || d.in % d.group != 0)
+    fail(where, "group size " + std::to_string(d.group) + " does not divide the input width " + std::to_string(d.in));
+  if (d.scheme == quant::Scheme::NvFp4 && d.group != 16) fail(where, "nvfp4 needs blocks of 16, got " + std::to_string(d.group));
+  try {
+    layout.check(d);
+  } catch (const Error& e) {
+    fail(where, std::string("cannot be a ") + layout.name + " linear: " + e.what());
+  }
+}
+
+// Every stored part exists with the dtype and shape the layout gives it, and so does the bias.
+// (Scalar parts may be stored as [] or [1]; compressed-tensors' weight_shape as I64 or I32.)
+void check_parts(const Layout& layout, const io::SafetensorsFile& f, const LinearDecl& d) {
+  for (const auto& p : layout.parts(d)) {
+    const std::string name = d.base + p.suffix;
+    if (!f.has(name)) fail(f.path(), "quantized linear '" + d.base + "' has no tensor '" + name + "'");
+    const io::TensorInfo& t = f.info(name);
+    const bool shape_tensor = p.suffix == ".weight_shape";
+    const bool dtype_ok = t.dtype == p.dtype || (shape_tensor && t.dtype == io::DType::I32);
+    if (!dtype_ok)
+      fail(f.path(), "tensor '" + name + "' has dtype " + io::dtype_name(t.dtype) + ", expected " + io::dtype_name(p.dtype) +
+                         " (" + layout.name + ")");
+    const bool scalar = p.shape.empty() || p.shape == std::vector<int64_t>{1};
+    const bool shape_ok = scalar ? t.numel() == 1 : shape_tensor ? t.numel() == 2 : t.shape == p.shape;
+    if (!shape_ok) {
+      std::string got, want;
+      for (auto x : t.shape) got += (got.empty() ? "" : ",") + std::to_string(x);
+      for (auto x : p.shape) want += (want.empty() ? "" : ",") + std::to_string(x);
+      fail(f.path(), "tensor '" + name + "' has shape [" + got + "], expected [" + want + "]");
+    }
+  }
+  if (d.has_bias) {
+    const io::TensorInfo& b = f.info(d.base + ".bias");
+    if (b.dtype != io::DType::BF16 && b.dtype != io::DType::F16 && b.dtype != io::DType::F32)
+      fail(f.path(), "tensor '" + d.base + ".bias' has dtype " + io::dtype_name(b.dtype) + ", expected a float dtype");
+    if (b.shape != std::vector<int64_t>{d.out})
+      fail(f.path(), "tensor '" + d.base + ".bias' must have shape [" + std::to_string(d.out) + "]");
+  }
+}
+
+}  // namespace
+
 CheckpointReader::CheckpointReader(const std::string& dir) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   m.layout = &layout_of(detect_format(dir));
@@ -245,8 +306,7 @@ CheckpointReader::CheckpointReader(const std::string& dir) : impl_(std::make_uni
   // The file a plan of INT4 linears / of NVFP4 linears is written to (they differ for lance-quant-v1).
   const std::vector<PlanEntry> int4_plan = {LinearDecl{}}, nvfp4_plan = {LinearDecl{"", quant::Scheme::NvFp4}};
   for (const auto* plan : {&int4_plan, &nvfp4_plan})
-    if (path.empty() && fs::exists(fs::path(dir) / m.layout->weights_file(*plan)))
-      path = (fs::path(dir) / m.layout->weights_file(*plan)).string();
+    if (path.empty()) path = io::model_file(dir, m.layout->weights_file(*plan));  // the symlink rule applies
   if (path.empty()) fail(dir, std::string("no weights file for format ") + m.layout->name);
   m.file = std::make_unique<io::SafetensorsFile>(path);
   const std::string marker = m.layout->marker;
@@ -254,6 +314,9 @@ CheckpointReader::CheckpointReader(const std::string& dir) : impl_(std::make_uni
     if (!t.name.ends_with(marker)) continue;
     const std::string base = t.name.substr(0, t.name.size() - marker.size());
     LinearDecl d = m.layout->describe(*m.file, m.config, base);
+    validate_decl(*m.layout, d, m.file->path());
+    check_parts(*m.layout, *m.file, d);
+    if (m.index.count(base)) fail(m.file->path(), "quantized linear '" + base + "' appears twice");
     m.index[base] = m.linears.size();
     for (const auto& p : m.layout->parts(d)) m.owned.insert(base + p.suffix);
     if (d.has_bias) m.owned.insert(base + ".bias");

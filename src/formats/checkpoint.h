@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <functional>
+#include <map>
 #include <string>
 #include <variant>
 #include <vector>
@@ -57,6 +58,9 @@ struct WriterOptions {
   // Merged into the lance-quant-v1 meta (e.g. {"tasks_calibrated": [...], "scheme": "awq"}).
   nlohmann::json extra_meta = nlohmann::json::object();
   std::string method = "rtn";  // recorded in metas / configs: "rtn", "awq", ...
+  // Per quantized linear (base name), when it differs from `method` (e.g. "rtn" for the linears of a
+  // path a partial calibration left uncalibrated): lance-quant-v1 records it in per_weight.
+  std::map<std::string, std::string> linear_methods;
 };
 
 // Throws lq::Error naming the format and the linears when `format` cannot hold `plan` (a scheme it
@@ -81,6 +85,10 @@ class CheckpointWriter {
   // (embeddings, lm_head: 1.2 GB in f32 at Lance's size) never sits in memory whole.
   using RowSource = std::function<void(int64_t row_begin, int64_t row_end, float* out)>;
   void write_plain_rows(const std::string& name, const RowSource& fill);
+  // Updates what finish() records (per-linear methods, extra meta), for facts known only once the
+  // linears are quantized.
+  void set_linear_method(const std::string& base, const std::string& method);
+  void merge_extra_meta(const nlohmann::json& extra);
   // Writes configs / metas, renames every file into place. Nothing appears before this.
   void finish();
 

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "io/error.h"
+#include "io/model_files.h"
 #include "io/safetensors.h"
 
 namespace lq::formats {
@@ -34,8 +35,9 @@ void write_fold_scales(const std::string& dir, const FoldScaleMap& scales) {
 
 FoldScaleMap read_fold_scales(const std::string& dir) {
   FoldScaleMap out;
-  const fs::path p = fs::path(dir) / kFoldScalesFile;
-  if (!fs::exists(p)) return out;
+  const std::string file = io::model_file(dir, kFoldScalesFile);  // the symlink rule (io/model_files.h)
+  if (file.empty()) return out;
+  const fs::path p(file);
   const io::SafetensorsFile f(p.string());
   for (const auto& info : f.tensors()) {
     const std::string& n = info.name;

@@ -10,10 +10,14 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <cctype>
 #include <map>
+#include <optional>
 
 #include "formats/layout.h"
 #include "io/error.h"
+#include "io/json_fields.h"
+#include "io/model_files.h"
 #include "num/formats.h"
 
 namespace lq::formats::detail {
@@ -125,14 +129,21 @@ QTensor blank_qtensor(const LinearDecl& d) {
   return q;
 }
 
-json read_json(const fs::path& p) {
-  std::ifstream is(p);
-  if (!is) fail(p.string(), "cannot open");
-  try {
-    return json::parse(is);
-  } catch (const std::exception& e) {
-    fail(p.string(), std::string("invalid JSON: ") + e.what());
-  }
+// A JSON object file of the checkpoint directory (the symlink rule of io/model_files.h applies).
+json read_json(const std::string& dir, const std::string& name) {
+  const std::string p = io::model_file(dir, name);
+  if (p.empty()) fail((fs::path(dir) / name).string(), "does not exist");
+  return io::read_json_object(p);
+}
+bool has_file(const std::string& dir, const std::string& name) { return !io::model_file(dir, name).empty(); }
+
+// A 2-D tensor of dtype `want` (throws naming the file and tensor otherwise).
+const std::vector<int64_t>& matrix_of(const io::SafetensorsFile& f, const std::string& name, io::DType want) {
+  const io::TensorInfo& t = f.info(name);
+  if (t.dtype != want)
+    fail(f.path(), "tensor '" + name + "' has dtype " + io::dtype_name(t.dtype) + ", expected " + io::dtype_name(want));
+  if (t.shape.size() != 2) fail(f.path(), "tensor '" + name + "' must be 2-D, has " + std::to_string(t.shape.size()) + " dimension(s)");
+  return t.shape;
 }
 
 std::vector<std::string> quantized_bases(const std::vector<PlanEntry>& plan) {
@@ -236,7 +247,8 @@ std::vector<std::pair<std::string, json>> v1_configs(const std::vector<PlanEntry
       } else {
         w["n_bit"] = quant::scheme_bits(l->scheme);
         w["group_size"] = l->group;
-        w["scheme"] = o.method;
+        const auto m = o.linear_methods.find(l->base);
+        w["scheme"] = m != o.linear_methods.end() ? m->second : o.method;
       }
       per_weight[l->base + ".weight"] = w;
     }
@@ -251,6 +263,9 @@ std::vector<std::pair<std::string, json>> v1_configs(const std::vector<PlanEntry
     meta["group_size"] = l0 ? l0->group : 0;
     if (mixed_formats(plan)) meta["mixed_formats"] = true;  // readers must use per_weight
     meta["scheme"] = o.method;
+    // awq_linears is the original runtime's list of linears stored in its WQLinear layout (every
+    // quantized linear, whatever the method); the method of each is per_weight[...].scheme, and the
+    // pipeline adds linears_by_method / partial_calibration / tasks_calibrated through extra_meta.
     meta["awq_linears"] = quantized_bases(plan);
     meta["plain_linears"] = plain_modules(plan);
     meta["tasks_calibrated"] = json::array();
@@ -258,31 +273,42 @@ std::vector<std::pair<std::string, json>> v1_configs(const std::vector<PlanEntry
   meta.update(o.extra_meta);
   return {{fp4 ? "nvfp4_meta.json" : "awq_meta.json", meta}};
 }
-bool v1_detect(const std::string& dir) {
-  return fs::exists(fs::path(dir) / "awq_meta.json") || fs::exists(fs::path(dir) / "nvfp4_meta.json");
-}
+bool v1_detect(const std::string& dir) { return has_file(dir, "awq_meta.json") || has_file(dir, "nvfp4_meta.json"); }
 json v1_load(const std::string& dir) {
-  const fs::path p = fs::path(dir) / (fs::exists(fs::path(dir) / "awq_meta.json") ? "awq_meta.json" : "nvfp4_meta.json");
-  return read_json(p);
+  json meta = read_json(dir, has_file(dir, "awq_meta.json") ? "awq_meta.json" : "nvfp4_meta.json");
+  const io::JsonFields m(meta, (fs::path(dir) / (has_file(dir, "awq_meta.json") ? "awq_meta.json" : "nvfp4_meta.json")).string());
+  if (const json* pw = m.object("per_weight"))
+    for (const auto& [k, v] : pw->items())
+      if (!v.is_object()) fail(m.where(), "per_weight['" + k + "'] must be a JSON object, got a JSON " + v.type_name());
+  m.integer("group_size", 0, int64_t(1) << 31, 0);  // type-checked once here; describe reads it per linear
+  return meta;
 }
 LinearDecl v1_describe(const io::SafetensorsFile& f, const json& meta, const std::string& base) {
   LinearDecl d;
   d.base = base;
   const bool fp4 = f.has(base + ".scales_fp8");
-  const auto& qw = shape_of(f, base + ".qweight");
-  if (qw.size() != 2) fail(f.path(), "'" + base + ".qweight' must be 2-D");
+  const auto& qw = matrix_of(f, base + ".qweight", io::DType::U8);
   d.out = qw[0];
   d.in = qw[1] * 2;
-  const json pw = meta.contains("per_weight") ? meta["per_weight"].value(base + ".weight", json::object()) : json::object();
+  const json* per_weight = meta.contains("per_weight") ? &meta.at("per_weight") : nullptr;
+  const json empty = json::object();
+  const json& pw = per_weight && per_weight->contains(base + ".weight") ? per_weight->at(base + ".weight") : empty;
+  const io::JsonFields w(pw, f.path() + ": meta per_weight '" + base + ".weight'"), top(meta, f.path() + ": meta");
   if (fp4) {
     d.scheme = Scheme::NvFp4;
     d.group = 16;
   } else {
-    d.scheme = quant::parse_scheme(pw.value("qscheme", std::string("int4_asym")), f.path() + ": " + base);
+    d.scheme = quant::parse_scheme(w.string("qscheme", std::string("int4_asym")), f.path() + ": " + base);
     if (d.scheme == Scheme::NvFp4) fail(f.path(), "'" + base + "' is nvfp4 in the meta but has no scales_fp8 tensor");
     if (d.scheme == Scheme::Int8Sym) d.in = qw[1];  // one code per byte
-    d.group = pw.value("group_size", meta.value("group_size", int64_t(0)));
-    if (d.group <= 0) d.group = d.in / shape_of(f, base + ".scales").at(1);
+    d.group = w.integer("group_size", 0, int64_t(1) << 31, top.integer("group_size", 0, int64_t(1) << 31, 0));
+    if (d.group == 0) {  // derived from the scales: in / groups per row
+      const auto& sc = matrix_of(f, base + ".scales", io::DType::BF16);
+      if (sc[1] <= 0 || d.in % sc[1] != 0)
+        fail(f.path(), "'" + base + ".scales' has " + std::to_string(sc[1]) + " groups per row, which do not divide the input width " +
+                           std::to_string(d.in));
+      d.group = d.in / sc[1];
+    }
   }
   d.has_bias = f.has(base + ".bias");
   return d;
@@ -368,15 +394,17 @@ std::vector<std::pair<std::string, json>> awq_configs(const std::vector<PlanEntr
   return {{"config.json", hf_config_with(o, qc)}};
 }
 json hf_load(const std::string& dir) {
-  json c = read_json(fs::path(dir) / "config.json");
-  if (!c.contains("quantization_config")) fail(dir + "/config.json", "no quantization_config");
+  json c = read_json(dir, "config.json");
+  const io::JsonFields cf(c, (fs::path(dir) / "config.json").string());
+  if (!cf.object("quantization_config")) fail(cf.where(), "no quantization_config");
   return c["quantization_config"];
 }
 std::string hf_quant_method(const std::string& dir) {
-  const fs::path p = fs::path(dir) / "config.json";
-  if (!fs::exists(p)) return "";
-  json c = read_json(p);
-  return c.contains("quantization_config") ? c["quantization_config"].value("quant_method", std::string()) : "";
+  if (!has_file(dir, "config.json")) return "";
+  const json c = read_json(dir, "config.json");
+  const io::JsonFields cf(c, (fs::path(dir) / "config.json").string());
+  const json* qc = cf.object("quantization_config");
+  return qc ? io::JsonFields(*qc, cf.where() + ": quantization_config").string("quant_method", std::string()) : "";
 }
 bool awq_detect(const std::string& dir) { return hf_quant_method(dir) == "awq"; }
 LinearDecl awq_describe(const io::SafetensorsFile& f, const json& qc, const std::string& base) {
@@ -384,12 +412,15 @@ LinearDecl awq_describe(const io::SafetensorsFile& f, const json& qc, const std:
   d.base = base;
   d.scheme = Scheme::Int4Asym;  // zero points are stored; a symmetric tensor reads back with zeros = 8
   d.scale_dtype = ScaleDType::F16;
-  if (qc.value("bits", 4) != 4 || qc.value("version", std::string("gemm")) != "gemm")
+  const io::JsonFields q(qc, "config.json: quantization_config");
+  std::string version = q.string("version", std::string("gemm"));
+  for (char& ch : version) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  if (q.integer("bits", 1, 64, 4) != 4 || version != "gemm")
     fail(f.path(), "only 4-bit AutoAWQ GEMM checkpoints are supported");
-  d.in = shape_of(f, base + ".qweight").at(0);
-  d.out = shape_of(f, base + ".scales").at(1);
-  d.group = qc.value("group_size", int64_t(0));
-  if (d.group <= 0) d.group = d.in;
+  d.in = matrix_of(f, base + ".qweight", io::DType::I32)[0];
+  d.out = matrix_of(f, base + ".scales", io::DType::F16)[1];  // AutoAWQ's scales are fp16 (shared/docs/formats.md)
+  d.group = q.integer("group_size", -1, int64_t(1) << 31, 0);
+  if (d.group <= 0) d.group = d.in;  // -1 (or 0): one group per input row, as AutoAWQ's q_group_size = -1
   d.has_bias = f.has(base + ".bias");
   return d;
 }
@@ -467,14 +498,18 @@ std::vector<Bytes> ct_pack_all(const LinearDecl& d, const QTensor& q) {
   b.push_back(as_bytes(std::vector<int64_t>{d.out, d.in}));
   return b;
 }
+const char* ct_torch_dtype_name(io::DType d);
 json ct_weights_args(const LinearDecl& d) {
   if (d.scheme == Scheme::NvFp4)
     return {{"num_bits", 4}, {"type", "float"}, {"symmetric", true}, {"strategy", "tensor_group"},
             {"group_size", 16}, {"dynamic", false}, {"observer", "minmax"}, {"actorder", nullptr}};
   const bool channel = d.group == d.in;
+  // scale_dtype (compressed-tensors' QuantizationArgs field) records what the scales are, so a reader
+  // can refuse scales relabelled to another dtype.
   return {{"num_bits", quant::scheme_bits(d.scheme)}, {"type", "int"}, {"symmetric", d.scheme != Scheme::Int4Asym},
           {"strategy", channel ? "channel" : "group"}, {"group_size", channel ? json(nullptr) : json(d.group)},
-          {"dynamic", false}, {"observer", "minmax"}, {"actorder", nullptr}};
+          {"dynamic", false}, {"observer", "minmax"}, {"actorder", nullptr},
+          {"scale_dtype", ct_torch_dtype_name(scale_io_dtype(d.scale_dtype))}};
 }
 const char* ct_format(Scheme s) { return s == Scheme::NvFp4 ? "nvfp4-pack-quantized" : "pack-quantized"; }
 std::vector<std::pair<std::string, json>> ct_configs(const std::vector<PlanEntry>& plan, const WriterOptions& o) {
@@ -513,42 +548,82 @@ std::vector<std::pair<std::string, json>> ct_configs(const std::vector<PlanEntry
   return {{"config.json", hf_config_with(o, qc)}};
 }
 bool ct_detect(const std::string& dir) { return hf_quant_method(dir) == "compressed-tensors"; }
-json ct_group_of(const json& qc, const std::string& base) {
-  if (qc.contains("config_groups"))
-    for (const auto& [name, g] : qc["config_groups"].items()) {
-      for (const auto& t : g.value("targets", json::array()))
+const json& ct_group_of(const json& qc, const std::string& base) {
+  const io::JsonFields q(qc, "config.json: quantization_config");
+  if (const json* groups = q.object("config_groups"))
+    for (const auto& [name, g] : groups->items()) {
+      const io::JsonFields gf(g, "config.json: quantization_config.config_groups." + name);
+      for (const auto& t : gf.strings("targets"))
         if (t == base) return g;
-      if (qc["config_groups"].size() == 1) return g;  // class-name targets ("Linear"): the only group
+      if (groups->size() == 1) return g;  // class-name targets ("Linear"): the only group
     }
   fail(base, "no compressed-tensors config group targets this module");
+}
+// The scale dtype a compressed-tensors weights args records ("torch.bfloat16", ...), when it does.
+std::optional<io::DType> ct_recorded_scale_dtype(const io::JsonFields& w) {
+  if (!w.has("scale_dtype")) return std::nullopt;
+  std::string s = w.string("scale_dtype");
+  if (s.rfind("torch.", 0) == 0) s = s.substr(6);
+  if (s == "bfloat16") return io::DType::BF16;
+  if (s == "float16" || s == "half") return io::DType::F16;
+  if (s == "float32" || s == "float") return io::DType::F32;
+  if (s == "float8_e4m3fn") return io::DType::F8_E4M3;
+  fail(w.where(), "unsupported scale_dtype '" + w.string("scale_dtype") + "'");
+}
+const char* ct_torch_dtype_name(io::DType d) {
+  switch (d) {
+    case io::DType::BF16: return "torch.bfloat16";
+    case io::DType::F16: return "torch.float16";
+    case io::DType::F32: return "torch.float32";
+    case io::DType::F8_E4M3: return "torch.float8_e4m3fn";
+    default: return "?";
+  }
 }
 LinearDecl ct_describe(const io::SafetensorsFile& f, const json& qc, const std::string& base) {
   LinearDecl d;
   d.base = base;
-  const json w = ct_group_of(qc, base).value("weights", json::object());
-  const std::string fmt = ct_group_of(qc, base).value("format", qc.value("format", std::string()));
+  const json& group = ct_group_of(qc, base);
+  const io::JsonFields g(group, f.path() + ": config group of '" + base + "'"), q(qc, "config.json: quantization_config");
+  const json empty = json::object();
+  const json* wj = g.object("weights");
+  const io::JsonFields w(wj ? *wj : empty, g.where() + ": weights");
+  const std::string fmt = g.string("format", q.string("format", std::string()));
+  const std::optional<io::DType> recorded = ct_recorded_scale_dtype(w);
   if (fmt == "nvfp4-pack-quantized" || f.has(base + ".weight_global_scale")) {
     d.scheme = Scheme::NvFp4;
     d.group = 16;
-    d.out = shape_of(f, base + ".weight_packed").at(0);
-    d.in = shape_of(f, base + ".weight_packed").at(1) * 2;
+    const auto& packed = matrix_of(f, base + ".weight_packed", io::DType::U8);
+    d.out = packed[0];
+    d.in = packed[1] * 2;
+    if (recorded && *recorded != io::DType::F8_E4M3)
+      fail(f.path(), base + ": nvfp4 block scales are float8_e4m3fn, the config records scale_dtype " + w.string("scale_dtype"));
   } else {
-    const int bits = w.value("num_bits", 4);
-    const bool sym = w.value("symmetric", true);
+    const int64_t bits = w.integer("num_bits", 1, 64, 4);
+    const bool sym = w.boolean("symmetric", true);
     if (bits == 4) d.scheme = sym ? Scheme::Int4Sym : Scheme::Int4Asym;
     else if (bits == 8 && sym) d.scheme = Scheme::Int8Sym;
-    else fail(f.path(), base + ": unsupported compressed-tensors weights " + w.dump());
+    else fail(f.path(), base + ": unsupported compressed-tensors weights (num_bits " + std::to_string(bits) + (sym ? ", symmetric)" : ", asymmetric)"));
+    // weight_shape: [out, in] as 2 integers (I64, or I32 from older writers).
     const io::TensorInfo& ws = f.info(base + ".weight_shape");
-    std::vector<int64_t> shape(2);
+    if ((ws.dtype != io::DType::I64 && ws.dtype != io::DType::I32) || ws.numel() != 2)
+      fail(f.path(), "tensor '" + base + ".weight_shape' must hold 2 integers (I64 or I32), has " + std::to_string(ws.numel()) + " " +
+                         io::dtype_name(ws.dtype));
+    std::vector<int64_t> shape;
     if (ws.dtype == io::DType::I64) shape = tensor_as<int64_t>(f, base + ".weight_shape", io::DType::I64);
-    else for (int i = 0; auto v : tensor_as<int32_t>(f, base + ".weight_shape", io::DType::I32)) shape[size_t(i++)] = v;
-    d.out = shape.at(0);
-    d.in = shape.at(1);
-    d.group = w.value("strategy", std::string("group")) == "channel" ? d.in : w.value("group_size", int64_t(0));
-    ScaleDType dt = ScaleDType::BF16;
+    else for (auto v : tensor_as<int32_t>(f, base + ".weight_shape", io::DType::I32)) shape.push_back(v);
+    d.out = shape[0];
+    d.in = shape[1];
+    const std::string strategy = w.string("strategy", std::string("group"));
+    if (strategy == "channel") d.group = d.in;
+    else if (strategy == "group") d.group = w.integer("group_size", 1, int64_t(1) << 31);
+    else fail(f.path(), base + ": unsupported compressed-tensors strategy '" + strategy + "' (group or channel)");
     const io::DType sdt = f.info(base + ".weight_scale").dtype;
-    dt = sdt == io::DType::F16 ? ScaleDType::F16 : sdt == io::DType::F32 ? ScaleDType::F32 : ScaleDType::BF16;
-    d.scale_dtype = dt;
+    if (sdt != io::DType::BF16 && sdt != io::DType::F16 && sdt != io::DType::F32)
+      fail(f.path(), "tensor '" + base + ".weight_scale' has dtype " + io::dtype_name(sdt) + ", expected BF16, F16 or F32");
+    if (recorded && *recorded != sdt)
+      fail(f.path(), "tensor '" + base + ".weight_scale' is " + io::dtype_name(sdt) + " but the config records scale_dtype " +
+                         w.string("scale_dtype") + ": the scales were relabelled, refusing to reinterpret them");
+    d.scale_dtype = sdt == io::DType::F16 ? ScaleDType::F16 : sdt == io::DType::F32 ? ScaleDType::F32 : ScaleDType::BF16;
   }
   d.has_bias = f.has(base + ".bias");
   return d;
@@ -599,11 +674,14 @@ std::vector<std::pair<std::string, json>> mo_configs(const std::vector<PlanEntry
              {"exclude_modules", excluded}};
   return {{"hf_quant_config.json", hf_quant}, {"config.json", hf_config_with(o, qc)}};
 }
-bool mo_detect(const std::string& dir) { return fs::exists(fs::path(dir) / "hf_quant_config.json"); }
+bool mo_detect(const std::string& dir) { return has_file(dir, "hf_quant_config.json"); }
 json mo_load(const std::string& dir) {
-  json c = read_json(fs::path(dir) / "hf_quant_config.json");
-  const std::string algo = c.contains("quantization") ? c["quantization"].value("quant_algo", std::string()) : "";
-  if (algo != "NVFP4") fail(dir + "/hf_quant_config.json", "only quant_algo NVFP4 is supported, got '" + algo + "'");
+  json c = read_json(dir, "hf_quant_config.json");
+  const io::JsonFields cf(c, (fs::path(dir) / "hf_quant_config.json").string());
+  const json* q = cf.object("quantization");
+  const std::string algo = q ? io::JsonFields(*q, cf.where() + ": quantization").string("quant_algo", std::string()) : "";
+  if (algo != "NVFP4") fail(cf.where(), "only quant_algo NVFP4 is supported, got '" + algo + "'");
+  if (q) io::JsonFields(*q, cf.where() + ": quantization").integer("group_size", 16, 16, 16);
   return c;
 }
 LinearDecl mo_describe(const io::SafetensorsFile& f, const json&, const std::string& base) {
@@ -611,8 +689,9 @@ LinearDecl mo_describe(const io::SafetensorsFile& f, const json&, const std::str
   d.base = base;
   d.scheme = Scheme::NvFp4;
   d.group = 16;
-  d.out = shape_of(f, base + ".weight").at(0);
-  d.in = shape_of(f, base + ".weight").at(1) * 2;
+  const auto& w = matrix_of(f, base + ".weight", io::DType::U8);
+  d.out = w[0];
+  d.in = w[1] * 2;
   d.has_bias = f.has(base + ".bias");
   return d;
 }

@@ -540,6 +540,61 @@ void run_layer(const Engine::Impl& m, int l, const Chunk& chunk, const Routing& 
 
 }  // namespace
 
+namespace {
+
+// Index of the first NaN / Inf in [v, v + n), or -1. A pass over the hidden states costs n reads per
+// layer against n x hidden multiply-adds of the layer itself.
+int64_t first_non_finite(const float* v, int64_t n) {
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i) ok &= std::isfinite(v[i]);
+  if (ok) return -1;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i])) return i;
+  return -1;
+}
+
+// The first of `names` (tensors of the store) holding a NaN / Inf, or "".
+std::string first_non_finite_tensor(const Engine::Impl& m, const std::vector<std::string>& names) {
+  for (const auto& n : names) {
+    if (n.empty() || !m.store->has(n)) continue;
+    const std::vector<float> v = m.store->read_f32(n);
+    if (first_non_finite(v.data(), int64_t(v.size())) >= 0) return n;
+  }
+  return "";
+}
+
+std::vector<std::string> layer_tensor_names(const Engine::Impl& m, int layer) {
+  std::vector<std::string> names;
+  for (const auto& path : m.spec.layers.at(size_t(layer)).paths) {
+    for (const std::string* n : {&path.input_layernorm, &path.q_norm, &path.k_norm, &path.post_attention_layernorm})
+      names.push_back(*n);
+    for (const auto& ls : path.linears) {
+      names.push_back(ls.weight_name());
+      if (ls.has_bias) names.push_back(ls.bias_name());
+    }
+  }
+  return names;
+}
+
+// Non-finite values are an error, never an output: names where they first appear and, when one of
+// the weights there is itself non-finite, that tensor (a corrupt checkpoint); otherwise the values
+// overflowed (config values such as rms_norm_eps / rope_theta, or the input).
+[[noreturn]] void non_finite_error(const Engine::Impl& m, const std::string& stage, const std::vector<std::string>& suspects) {
+  const std::string bad = first_non_finite_tensor(m, suspects);
+  fail(m.cfg.source.empty() ? "forward" : m.cfg.source,
+       "non-finite values (NaN / Inf) first appear " + stage +
+           (bad.empty() ? std::string("; no weight there is non-finite: the values overflowed")
+                        : "; the weight " + bad + " holds NaN / Inf (corrupt checkpoint)"));
+}
+
+std::string rows_of_path(const Chunk& c, int64_t first_bad_row) {
+  return first_bad_row >= 0 && first_bad_row < c.rows() ? std::string(model::path_name(c.paths[size_t(first_bad_row)])) + " row " +
+                                                               std::to_string(first_bad_row)
+                                                         : "";
+}
+
+}  // namespace
+
 std::vector<float> Engine::forward(const Chunk& chunk, KvCache* cache, CacheWrite write,
                                    std::vector<float>* layer_states) const {
   const Impl& m = *impl_;
@@ -560,6 +615,10 @@ std::vector<float> Engine::forward(const Chunk& chunk, KvCache* cache, CacheWrit
 
   const Routing rt = route(chunk);
   std::vector<float> x = chunk.embeddings;
+  if (const int64_t bad = first_non_finite(x.data(), int64_t(x.size())); bad >= 0)
+    non_finite_error(m, "in the input embeddings (" + rows_of_path(chunk, bad / H) + ")",
+                     {"language_model.model.embed_tokens.weight", "vae2llm.weight", "vae2llm.bias", "time_embedder.mlp.0.weight",
+                      "time_embedder.mlp.2.weight", "latent_pos_embed.pos_embed"});
   if (layer_states) {
     layer_states->assign(size_t((m.layers_loaded + 1) * L * H), 0.0f);
     std::copy(x.begin(), x.end(), layer_states->begin());
@@ -569,6 +628,9 @@ std::vector<float> Engine::forward(const Chunk& chunk, KvCache* cache, CacheWrit
     if (m.release_layer_pages && l + 1 < m.layers_loaded) prefetch_pages(m, l + 1, chunk);
     run_layer(m, l, chunk, rt, layout, cache ? &cache->k_[l] : nullptr, cache ? &cache->v_[l] : nullptr, write, prefix,
               x.data(), scratch, nullptr);
+    if (const int64_t bad = first_non_finite(x.data(), L * H); bad >= 0)
+      non_finite_error(m, "in the output of decoder layer " + std::to_string(l) + " (" + rows_of_path(chunk, bad / H) + ")",
+                       layer_tensor_names(m, l));
     if (m.release_layer_pages) release_pages(m, l, false);  // the next pass faults them back in
     if (layer_states) std::copy(x.begin(), x.end(), layer_states->begin() + (l + 1) * L * H);
   }
@@ -578,6 +640,9 @@ std::vector<float> Engine::forward(const Chunk& chunk, KvCache* cache, CacheWrit
   }
   std::vector<float> h(L * H);
   routed_rms_norm(chunk, m.final_norm, x.data(), 1, H, c.rms_norm_eps, h.data());
+  if (const int64_t bad = first_non_finite(h.data(), L * H); bad >= 0)
+    non_finite_error(m, "after the final norm (" + rows_of_path(chunk, bad / H) + ")",
+                     {"language_model.model.norm.weight", "language_model.model.norm_moe_gen.weight"});
   return h;
 }
 
@@ -611,12 +676,16 @@ void Engine::run_layer_part(int layer, const Chunk& chunk, float* x, std::vector
 std::vector<float> Engine::logits(const float* normed, int64_t n) const {
   std::vector<float> out(size_t(n * impl_->cfg.vocab_size));
   impl_->lm_head->apply(normed, n, out.data());
+  if (first_non_finite(out.data(), int64_t(out.size())) >= 0)
+    non_finite_error(*impl_, "in the logits (lm_head output)", {"language_model.lm_head.weight"});
   return out;
 }
 
 std::vector<float> Engine::velocity(const float* normed, int64_t n) const {
   std::vector<float> out(size_t(n * impl_->cfg.latent_channels));
   impl_->llm2vae->apply(normed, n, out.data());
+  if (first_non_finite(out.data(), int64_t(out.size())) >= 0)
+    non_finite_error(*impl_, "in the velocity (llm2vae output)", {"llm2vae.weight", "llm2vae.bias"});
   return out;
 }
 

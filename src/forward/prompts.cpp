@@ -1,10 +1,11 @@
 #include "forward/prompts.h"
 
-#include <filesystem>
-#include <fstream>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "io/error.h"
+#include "io/json_fields.h"
+#include "io/model_files.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lq::fwd {
@@ -24,42 +25,34 @@ std::string edit_instruction(const std::string& v) {
 
 T2iSettings load_t2i_settings(const std::string& model_dir) {
   T2iSettings s;
-  const auto path = std::filesystem::path(model_dir) / "lance_config.json";
-  if (!std::filesystem::exists(path)) return s;
-  std::ifstream in(path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path.string(), std::string("not valid JSON: ") + e.what());
-  }
-  if (j.contains("t2i_system_instruction")) s.instruction = j["t2i_system_instruction"].get<std::string>();
-  if (j.contains("t2v_system_instruction")) s.t2v_instruction = j["t2v_system_instruction"].get<std::string>();
-  if (j.contains("t2i_latent_grid_thw")) {
-    const auto& g = j["t2i_latent_grid_thw"];
-    if (!g.is_array() || g.size() != 3) fail(path.string(), "t2i_latent_grid_thw must be [t, h, w]");
-    s.grid = {g[0].get<int>(), g[1].get<int>(), g[2].get<int>()};
+  const std::string path = io::model_file(model_dir, "lance_config.json");
+  if (path.empty()) return s;
+  const nlohmann::json j = io::read_json_object(path);
+  const io::JsonFields f(j, path);
+  s.instruction = f.string("t2i_system_instruction", s.instruction);
+  s.t2v_instruction = f.string("t2v_system_instruction", s.t2v_instruction);
+  if (const nlohmann::json* g = f.array("t2i_latent_grid_thw")) {
+    if (g->size() != 3) fail(path, "t2i_latent_grid_thw must be [t, h, w]");
+    s.grid = {int(f.integer_value((*g)[0], "t2i_latent_grid_thw[0]", 1, 4096)),
+              int(f.integer_value((*g)[1], "t2i_latent_grid_thw[1]", 1, 4096)),
+              int(f.integer_value((*g)[2], "t2i_latent_grid_thw[2]", 1, 4096))};
     s.grid_from_config = true;
   }
-  try {
-    s.sampler.steps = j.value("num_timesteps", s.sampler.steps);
-    s.sampler.shift = j.value("timestep_shift", s.sampler.shift);
-    s.sampler.cfg_scale = j.value("cfg_text_scale", s.sampler.cfg_scale);
-    if (j.contains("cfg_interval")) {
-      const auto iv = j["cfg_interval"].get<std::vector<double>>();
-      if (iv.size() != 2) fail(path.string(), "cfg_interval must be [min, max]");
-      s.sampler.cfg_min = iv[0];
-      s.sampler.cfg_max = iv[1];
-    }
-    if (j.contains("toy_vae")) {
-      const auto& t = j["toy_vae"];
-      s.has_toy_vae = true;
-      s.toy_patch = t.value("pixel_patch", s.toy_patch);
-      s.toy_mean = t.value("latent_mean", s.toy_mean);
-      s.toy_std = t.value("latent_std", s.toy_std);
-    }
-  } catch (const nlohmann::json::exception& e) {
-    fail(path.string(), std::string("bad sampler / toy_vae settings: ") + e.what());
+  s.sampler.steps = int(f.integer("num_timesteps", 1, 100000, s.sampler.steps));
+  s.sampler.shift = f.real("timestep_shift", s.sampler.shift, true);
+  s.sampler.cfg_scale = f.real("cfg_text_scale", s.sampler.cfg_scale);
+  if (const nlohmann::json* iv = f.array("cfg_interval")) {
+    if (iv->size() != 2 || !(*iv)[0].is_number() || !(*iv)[1].is_number()) fail(path, "cfg_interval must be [min, max]");
+    s.sampler.cfg_min = (*iv)[0].get<double>();
+    s.sampler.cfg_max = (*iv)[1].get<double>();
+    if (!std::isfinite(s.sampler.cfg_min) || !std::isfinite(s.sampler.cfg_max)) fail(path, "cfg_interval must be finite");
+  }
+  if (const nlohmann::json* t = f.object("toy_vae")) {
+    const io::JsonFields tf(*t, path + ": toy_vae");
+    s.has_toy_vae = true;
+    s.toy_patch = int(tf.integer("pixel_patch", 1, 256, s.toy_patch));
+    s.toy_mean = tf.real("latent_mean", s.toy_mean);
+    s.toy_std = tf.real("latent_std", s.toy_std, true);
   }
   return s;
 }

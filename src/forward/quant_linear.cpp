@@ -108,7 +108,11 @@ void drop_parts(const io::SafetensorsFile& f, const std::string& base) {
 
 Engine load_quantized(const std::string& dir, const LoadOptions& opts) {
   auto reader = std::make_shared<const formats::CheckpointReader>(dir);
-  const model::ModelSpec spec = model::expected_spec(model::load_config(dir), model::Arch::LanceMoT);
+  const model::ModelConfig config = model::load_config(dir);
+  std::vector<std::string> names;
+  for (const auto& t : reader->file().tensors()) names.push_back(t.name);
+  model::check_layer_count(config, names, dir);  // before the config sizes anything
+  const model::ModelSpec spec = model::expected_spec(config, model::Arch::LanceMoT);
   check_coverage(spec, *reader, dir);
   LoadOptions o = opts;
   o.weights_file = reader->file().path();

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "io/error.h"
+#include "io/signals.h"
 
 namespace lq::io {
 
@@ -30,10 +31,12 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd_, 0);
     if (p == MAP_FAILED) fail_closing(std::string("cannot mmap: ") + std::strerror(errno));
     data_ = static_cast<const uint8_t*>(p);
+    signal_slot_ = register_mapping(data_, size_, path_.c_str());
   }
 }
 
 MappedFile::~MappedFile() {
+  unregister_mapping(signal_slot_);
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
   if (fd_ >= 0) ::close(fd_);
 }

@@ -1,5 +1,7 @@
 // Read-only memory map of a whole file. Pages are brought in on access, so a 24.7 GB checkpoint
-// costs only what is touched; callers advise the kernel to drop pages they are done with.
+// costs only what is touched; callers advise the kernel to drop pages they are done with. A file
+// truncated while mapped makes the next access of a lost page raise SIGBUS: the mapping is registered
+// with io/signals.h, whose handler reports "[FILE] input changed during the run" and exits 1.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +34,7 @@ class MappedFile {
   int fd_ = -1;  // kept open for posix_fadvise
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  int signal_slot_ = -1;  // io/signals.h: a SIGBUS inside the mapping names this file
 };
 
 }  // namespace lq::io

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "io/error.h"
+#include "io/signals.h"
 
 namespace lq::io {
 
@@ -23,6 +24,10 @@ void write_png_rgb(const std::string& path, const uint8_t* rgb, int width, int h
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
   FILE* f = std::fopen(tmp.c_str(), "wb");
   if (!f) fail(path, "cannot create " + tmp);
+  struct Slot {  // the temporary file is removed on SIGINT / SIGTERM (io/signals.h)
+    int id;
+    ~Slot() { unregister_partial_output(id); }
+  } slot{register_partial_output(tmp, false)};
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, png_error_fn, png_warning_fn);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   try {

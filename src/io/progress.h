@@ -1,9 +1,16 @@
-// A one-line progress display for long jobs: "label  42/120 layers  3.1 layers/s  ETA 25s".
-// Writes to stderr only when stderr is a terminal (quiet in scripts and CI), at most ~10 times a second.
+// Progress of long jobs on stderr: "label  42/120 layers  3.1 layers/s  ETA 25s".
+// On a terminal, one line redrawn in place at most ~10 times a second. Otherwise (logs of CI and batch
+// runs) a plain line every few seconds once the first update() came, also while one long step runs (a
+// background ticker repeats the latest state with its elapsed time), so a log shows that work goes on:
+// the interval is 5 s, or $LQ_PROGRESS_SECONDS (0: at every update, no ticker; e.g. for tests). A job
+// shorter than the interval prints nothing; one that never calls update() (e.g. --quiet) neither.
 #pragma once
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <thread>
 
 namespace lq::io {
 
@@ -17,10 +24,19 @@ class Progress {
   bool enabled() const { return enabled_; }
 
  private:
+  void print_plain(double done, const std::string& note);  // holds mutex_
+  void tick();
+
   std::string label_, unit_;
   double total_;
-  bool enabled_, drawn_ = false;
+  bool enabled_, terminal_, drawn_ = false, printed_plain_ = false, updated_ = false, stop_ = false;
+  double plain_interval_s_ = 5.0;
+  double last_done_ = 0;
+  std::string last_note_;
   std::chrono::steady_clock::time_point start_, last_draw_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::thread ticker_;
 };
 
 // "1.5 s", "2m05s", "1h02m"

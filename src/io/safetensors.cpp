@@ -17,6 +17,8 @@
 #include <sstream>
 
 #include "io/error.h"
+#include "io/model_files.h"
+#include "io/signals.h"
 #include "num/formats.h"
 
 namespace lq::io {
@@ -366,7 +368,8 @@ fs::path shard_path(const fs::path& index, const std::string& tensor, const std:
     fail(where, "shard name '" + file + "' must be a relative path inside the index's directory");
   const fs::path p = index.parent_path() / rel;
   std::error_code ec;  // the non-throwing overloads: errors must surface as lq::Error
-  if (!fs::is_regular_file(p, ec)) fail(where, "shard '" + file + "' does not exist (" + p.string() + ")");
+  if (!fs::exists(fs::symlink_status(p, ec))) fail(where, "shard '" + file + "' does not exist (" + p.string() + ")");
+  check_model_file(index.parent_path().string(), p.string());  // the symlink rule (io/model_files.h)
   return p;
 }
 }  // namespace
@@ -374,11 +377,12 @@ fs::path shard_path(const fs::path& index, const std::string& tensor, const std:
 TensorStore::TensorStore(const std::string& path) : path_(path) {
   fs::path p(path);
   std::error_code ec;  // the non-throwing overloads: errors must surface as lq::Error
+  if (!fs::exists(p, ec)) fail(path, "does not exist");
   if (fs::is_directory(p, ec)) {
-    if (fs::exists(p / "model.safetensors.index.json", ec)) {
-      p /= "model.safetensors.index.json";
-    } else if (fs::exists(p / "model.safetensors", ec)) {
-      p /= "model.safetensors";
+    if (const std::string idx = model_file(path, "model.safetensors.index.json"); !idx.empty()) {
+      p = idx;
+    } else if (const std::string single = model_file(path, "model.safetensors"); !single.empty()) {
+      p = single;
     } else {
       fail(path, "directory has neither model.safetensors nor model.safetensors.index.json");
     }
@@ -497,6 +501,7 @@ SafetensorsWriter::SafetensorsWriter(std::string path, std::map<std::string, std
 
 SafetensorsWriter::~SafetensorsWriter() {
   if (fd_ >= 0) ::close(fd_);
+  unregister_partial_output(signal_slot_);
   if (started_ && !finished_) ::unlink(tmp_path_.c_str());
 }
 
@@ -541,6 +546,7 @@ void SafetensorsWriter::begin_data() {
   fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd_ < 0) fail(tmp_path_, std::string("cannot create: ") + std::strerror(errno));
   started_ = true;  // from here on the destructor removes the temporary file
+  signal_slot_ = register_partial_output(tmp_path_, false);  // and SIGINT / SIGTERM do (io/signals.h)
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(s.size()) >> (8 * i));
   write_all(fd_, len, 8, tmp_path_);
@@ -585,6 +591,8 @@ void SafetensorsWriter::finish() {
   if (rc != 0) fail(tmp_path_, std::string("close failed: ") + std::strerror(errno));
   if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) fail(path_, std::string("rename failed: ") + std::strerror(errno));
   finished_ = true;
+  unregister_partial_output(signal_slot_);
+  signal_slot_ = -1;
   fsync_directory_of(path_);
 }
 

@@ -140,6 +140,7 @@ class SafetensorsWriter {
   bool started_ = false, finished_ = false;
   size_t current_ = 0;        // index of the tensor being written
   uint64_t written_in_current_ = 0;
+  int signal_slot_ = -1;  // the temporary file, removed on SIGINT / SIGTERM (io/signals.h)
 };
 
 }  // namespace lq::io

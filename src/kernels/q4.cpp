@@ -29,6 +29,7 @@
 #include <string>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define LQ_X86 1
 #endif
@@ -855,9 +856,13 @@ void pack_q8_panel(const void* ctx, int64_t o0, int rows, int64_t k0, int64_t kc
 }
 
 #if LQ_X86
+// F16C through CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
+bool have_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
 bool have_avx2() {
-  static const bool ok =
-      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && have_f16c();
   return ok;
 }
 bool have_avx512vnni() {

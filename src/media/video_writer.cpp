@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "io/error.h"
+#include "io/signals.h"
 
 extern "C" {
 #include <libavcodec/avcodec.h>
@@ -39,6 +40,7 @@ struct VideoWriter::Impl {
   int64_t count = 0;
   bool finished = false, header = false;
   std::string codec_name;
+  int signal_slot = -1;  // the temporary file, removed on SIGINT / SIGTERM (io/signals.h)
 
   void check(int r, const std::string& what) const {
     if (r < 0) fail(path, what + ": " + av_error(r));
@@ -68,6 +70,7 @@ struct VideoWriter::Impl {
       avformat_free_context(fmt);
     }
     if (!finished && !tmp.empty()) std::remove(tmp.c_str());
+    io::unregister_partial_output(signal_slot);
   }
 };
 
@@ -83,7 +86,9 @@ VideoWriter::VideoWriter(const std::string& path, int width, int height, const V
   if (options.fps < 1) fail(path, "frame rate must be >= 1");
   static int counter = 0;
   const std::filesystem::path p(path);
-  m.tmp = (p.parent_path() / ("." + p.filename().string() + ".tmp." + std::to_string(getpid()) + "." + std::to_string(counter++))).string();
+  // NAME.tmp.PID.N: removed on SIGINT / SIGTERM, and by the next run when this process died (io/output.h).
+  m.tmp = path + ".tmp." + std::to_string(getpid()) + "." + std::to_string(counter++);
+  m.signal_slot = io::register_partial_output(m.tmp, false);
 
   av_log_set_level(AV_LOG_ERROR);  // no encoder statistics on stderr
   m.check(avformat_alloc_output_context2(&m.fmt, nullptr, "mp4", m.tmp.c_str()), "cannot create an MP4 container");
@@ -153,6 +158,8 @@ void VideoWriter::finish() {
   std::filesystem::rename(m.tmp, m.path, ec);
   if (ec) fail(m.path, "cannot rename " + m.tmp + " into place: " + ec.message());
   m.finished = true;
+  io::unregister_partial_output(m.signal_slot);
+  m.signal_slot = -1;
 }
 
 int64_t VideoWriter::frames() const { return impl_->count; }

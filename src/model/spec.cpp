@@ -272,8 +272,12 @@ void validate(ModelSpec& spec, const io::TensorStore& store) {
   msg << "checkpoint does not match the " << arch_name(spec.arch) << " layout implied by "
       << (spec.config.source.empty() ? "the config" : spec.config.source) << ": " << missing.size() << " missing, "
       << unexpected.size() << " unexpected, " << misshaped.size() << " mis-shaped tensor(s)";
+  // The first few of each kind and a count of the rest: a checkpoint of another layout must not
+  // produce hundreds of lines.
+  constexpr size_t kShown = 6;
   auto list = [&](const char* what, const std::vector<std::string>& v) {
-    for (const auto& s : v) msg << "\n  " << what << ": " << s;
+    for (size_t i = 0; i < v.size() && i < kShown; ++i) msg << "\n  " << what << ": " << v[i];
+    if (v.size() > kShown) msg << "\n  ... and " << v.size() - kShown << " more " << what;
   };
   list("missing", missing);
   list("unexpected", unexpected);
@@ -357,7 +361,30 @@ ModelSpec expected_spec(const ModelConfig& config, Arch arch) {
   return make_spec(config, arch, default_naming(config, arch));
 }
 
+int count_layers(const std::vector<std::string>& names) {
+  int layers = 0;
+  for (const auto& n : names) {
+    if (n.rfind("vit_model.", 0) == 0) continue;  // the ViT's own blocks are not decoder layers
+    const size_t pos = n.find("model.layers.");
+    if (pos == std::string::npos) continue;
+    size_t i = pos + 13, digits = 0;
+    int64_t v = 0;
+    while (i < n.size() && n[i] >= '0' && n[i] <= '9' && digits < 9) v = v * 10 + (n[i++] - '0'), ++digits;
+    if (digits == 0 || i >= n.size() || n[i] != '.') continue;
+    layers = std::max<int>(layers, int(v) + 1);
+  }
+  return layers;
+}
+
+void check_layer_count(const ModelConfig& config, const std::vector<std::string>& names, const std::string& where) {
+  const int found = count_layers(names);
+  if (found != config.num_layers)
+    fail(where, (config.source.empty() ? std::string("the config") : config.source) + " says num_hidden_layers = " +
+                    std::to_string(config.num_layers) + " but the tensors hold " + std::to_string(found) + " decoder layer(s)");
+}
+
 ModelSpec build_spec(const ModelConfig& config, const io::TensorStore& store) {
+  check_layer_count(config, store.names(), store.path());  // before anything is sized by the config
   const Arch arch = detect_arch(store.names());
   ModelSpec spec = make_spec(config, arch, detect_naming(config, arch, store));
   validate(spec, store);

@@ -128,9 +128,16 @@ struct ModelSpec {
 // Lance names for LanceMoT; HF Qwen2 names (`model.*`, no qk-norm, lm_head unless tied) for Qwen2.
 ModelSpec expected_spec(const ModelConfig& config, Arch arch);
 
+// Decoder layers present in tensor names (1 + the largest N of "model.layers.N."; ViT blocks excluded).
+int count_layers(const std::vector<std::string>& names);
+// Refuses a config whose num_hidden_layers differs from the layers the tensors hold (run before any
+// per-layer structure is sized by the config, so 1e9 layers is an error, not an allocation).
+void check_layer_count(const ModelConfig& config, const std::vector<std::string>& names, const std::string& where);
+
 // Recognises the architecture of `store` and validates it strictly against `config`: every expected
 // tensor present with the shape the config implies and nothing unexpected (`vit_model.*` allowed for
-// Lance and listed as kept). Throws ONE lq::Error listing everything missing, unexpected or mis-shaped.
+// Lance and listed as kept). Throws ONE lq::Error counting everything missing, unexpected or mis-shaped
+// and naming the first few of each.
 ModelSpec build_spec(const ModelConfig& config, const io::TensorStore& store);
 
 }  // namespace lq::model

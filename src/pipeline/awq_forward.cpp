@@ -134,7 +134,12 @@ class ForwardAwq final : public LayerSearch {
     report.calib_rows_gen = own.rows_gen;
     report.calib_tokens_und = own.tokens_und;
     report.calib_tokens_gen = own.tokens_gen;
+    path_rows_[0] = own.rows_und;
+    path_rows_[1] = own.rows_gen;
   }
+
+  // A path's linears are calibrated when the inputs gave that path rows (else they are rounded plainly).
+  bool calibrated(const model::LinearSpec& l) const override { return path_rows_[l.path == Path::Gen ? 1 : 0] > 0; }
 
   void search(int layer, LayerTensors& t, const std::map<std::string, bool>& quantized, LayerPlans& plans) override {
     const bool awq = o_.scheme.method == Method::Awq || o_.scheme.method == Method::AwqGptq;
@@ -414,6 +419,7 @@ class ForwardAwq final : public LayerSearch {
   const model::ModelSpec& spec_;
   const LinearFormats& formats_;
   fwd::Engine engine_;
+  int64_t path_rows_[2] = {0, 0};  // calibration rows per path (und, gen)
   std::vector<fwd::Chunk> samples_;       // routing, positions, splits (embeddings dropped)
   std::vector<std::vector<float>> states_;  // residual stream entering the current layer, per sample
   std::map<std::string, std::vector<float>> fold_scale_;  // target base -> s folded into its input (this layer)

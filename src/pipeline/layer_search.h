@@ -44,6 +44,9 @@ class LayerSearch {
   // The layer's weights as the checkpoint will hold them (dequantized targets, folded tensors); the
   // forward-based search runs them to produce the next layer's inputs.
   virtual void layer_done(int layer, const LayerTensors& final_weights, const LayerPlans& plans) {}
+  // True when the search had calibration data for this linear (its path's activations, or its
+  // statistics); false means it was quantized without a search (a partial calibration).
+  virtual bool calibrated(const model::LinearSpec& linear) const = 0;
 };
 
 // Column-wise input scaling W[:, c] *= s[index(c)] and the matching fold into the previous op.

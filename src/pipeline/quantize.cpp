@@ -13,12 +13,16 @@
 
 #include "formats/fold_scales.h"
 #include "io/error.h"
+#include "io/json_fields.h"
+#include "io/model_files.h"
+#include "io/output.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/spec.h"
 #include "pipeline/bit_plan.h"
 #include "pipeline/layer_search.h"
 #include "pipeline/searches.h"
+#include "vit/vit_config.h"
 
 namespace lq::pipeline {
 
@@ -201,58 +205,18 @@ bool matches_pattern(const std::string& base, const std::string& pattern) {
 
 // ---- output directory -----------------------------------------------------------------------
 
-void check_output_dir(const std::string& dir, bool force) {
-  if (dir.empty()) fail("--out", "an output directory is required");
-  std::error_code ec;
-  if (!fs::exists(dir, ec)) return;
-  if (!fs::is_directory(dir, ec)) fail(dir, "exists and is not a directory");
-  if (force) return;
-  bool checkpoint = false;
-  try {
-    formats::detect_format(dir);
-    checkpoint = true;
-  } catch (const Error&) {
+void check_output_dir(const QuantizeOptions& o) {
+  std::vector<std::string> inputs = {o.model_dir, o.stats_path, o.vit_dir};
+  for (const auto& c : o.calib) inputs.push_back(c.path);
+  io::check_output_dir(o.out_dir, o.force, inputs, "--out");
+  if (!o.dense_out.empty()) {
+    inputs.push_back(o.out_dir);
+    io::check_output_dir(o.dense_out, o.force, inputs, "--dense-out");
+    io::check_not_input(o.out_dir, {o.dense_out}, "--out");
   }
-  for (const auto& e : fs::directory_iterator(dir, ec))
-    if (e.path().extension() == ".safetensors") checkpoint = true;
-  if (checkpoint) fail(dir, "already holds a checkpoint (use --force to replace it)");
-  if (!fs::is_empty(dir, ec)) fail(dir, "is not empty (use --force to replace it)");
 }
 
 namespace {
-
-// The checkpoint is built in `<DIR>.lq-partial-<pid>` and renamed onto DIR at the end; destroyed
-// unfinished (exception), the partial directory is removed. A kill -9 leaves only the clearly named
-// partial directory, never a checkpoint at DIR.
-class TempOutputDir {
- public:
-  explicit TempOutputDir(const std::string& final_dir) : final_(fs::path(final_dir).lexically_normal()) {
-    if (final_.filename().empty()) final_ = final_.parent_path();
-    temp_ = final_.string() + ".lq-partial-" + std::to_string(::getpid());
-    fs::remove_all(temp_);
-    fs::create_directories(temp_);
-  }
-  ~TempOutputDir() {
-    std::error_code ec;
-    if (!committed_) fs::remove_all(temp_, ec);
-  }
-  const fs::path& path() const { return temp_; }
-  void commit() {
-    std::error_code ec;
-    fs::path old;
-    if (fs::exists(final_, ec)) {
-      old = final_.string() + ".lq-old-" + std::to_string(::getpid());
-      fs::rename(final_, old);
-    }
-    fs::rename(temp_, final_);
-    committed_ = true;
-    if (!old.empty()) fs::remove_all(old, ec);
-  }
-
- private:
-  fs::path final_, temp_;
-  bool committed_ = false;
-};
 
 // ---- plan -----------------------------------------------------------------------------------
 
@@ -332,30 +296,85 @@ double rel_error(const std::vector<float>& ref, const std::vector<float>& got) {
 }
 
 json read_model_config(const std::string& dir) {
-  for (const char* f : {"config.json", "llm_config.json"}) {
-    const fs::path p = fs::path(dir) / f;
-    if (!fs::exists(p)) continue;
-    std::ifstream in(p);
-    try {
-      return json::parse(in);
-    } catch (const json::exception& e) {
-      fail(p.string(), std::string("invalid JSON: ") + e.what());
-    }
-  }
+  for (const char* f : {"config.json", "llm_config.json"})
+    if (const std::string p = io::model_file(dir, f); !p.empty()) return io::read_json_object(p);
   return json::object();
 }
 
-// Tokenizer / config files the quantized directory needs to be runnable; never overwrites what the
-// writer produced.
+// The files beside the weights that a quantized directory needs to be loaded and run (configs and the
+// tokenizer), by name: nothing else of the model directory is copied. Each follows the symlink rule
+// (io/model_files.h) and is written as a regular file; what the writer produced is never overwritten.
+const char* const kSideFiles[] = {"config.json",           "llm_config.json",      "lance_config.json",
+                                  "generation_config.json", "tokenizer.json",       "tokenizer_config.json",
+                                  "special_tokens_map.json", "added_tokens.json",   "vocab.json",
+                                  "merges.txt"};
 void copy_side_files(const std::string& src, const fs::path& dst) {
-  for (const auto& e : fs::directory_iterator(src)) {
-    if (!e.is_regular_file()) continue;
-    const std::string name = e.path().filename().string();
-    if (e.path().extension() == ".safetensors" || name.find("safetensors.index") != std::string::npos) continue;
-    if (e.path().extension() != ".json" && name != "merges.txt" && e.path().extension() != ".model") continue;
-    if (fs::exists(dst / name)) continue;
-    fs::copy_file(e.path(), dst / name);
+  for (const char* name : kSideFiles) {
+    const std::string from = io::model_file(src, name);
+    if (from.empty() || fs::exists(dst / name)) continue;
+    fs::copy_file(fs::canonical(from), dst / name);
   }
+}
+
+// Fails naming `name` when `v` holds a NaN or an infinity (a corrupt or hostile checkpoint).
+void check_finite(const std::string& name, const float* v, size_t n, size_t offset = 0) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(v[i]))
+      fail(name, std::string("holds a non-finite value (") + (std::isnan(v[i]) ? "NaN" : "Inf") + ") at element " +
+                     std::to_string(offset + i) + "; the checkpoint is corrupt");
+}
+
+// Calibration input kinds, sorted ("chat", "t2i", "text").
+std::vector<std::string> source_kinds(const std::vector<calib::Source>& sources) {
+  std::set<std::string> k;
+  for (const auto& s : sources) k.insert(calib::source_kind_name(s.kind));
+  return {k.begin(), k.end()};
+}
+std::vector<std::string> stats_kinds(const std::string& stats_path) {
+  std::set<std::string> k;
+  try {
+    const io::SafetensorsFile f(stats_path);
+    const auto it = f.metadata().find("data_sources");
+    if (it != f.metadata().end())
+      for (const auto& src : json::parse(it->second))
+        if (src.is_string()) k.insert(src.get<std::string>().substr(0, src.get<std::string>().find(':')));
+  } catch (const std::exception&) {  // the search validates the file itself and says what is wrong
+  }
+  return {k.begin(), k.end()};
+}
+
+// awq / gptq / awq-gptq schemes: which paths the --calib inputs reach (text, chat, x2t: und; t2i, t2v,
+// image_edit, video_edit: both, their prompt prefixes are und). A path with quantized linears and no input
+// is refused before any slow work, unless --allow-partial (its linears are then written with RTN and
+// recorded as such).
+void check_awq_coverage(const QuantizeOptions& o, const model::ModelSpec& spec, const LinearFormats& lf) {
+  if (o.calib.empty()) fail("quantize", o.scheme.name + " needs calibration inputs: --calib text:FILE and --calib t2i:FILE");
+  bool und = false, gen = false;
+  for (const auto& s : o.calib) {
+    using K = calib::SourceKind;
+    und = true;  // text, chat and x2t reach und; the generation tasks' prompt prefixes too
+    gen = gen || s.kind == K::T2i || s.kind == K::T2v || s.kind == K::ImageEdit || s.kind == K::VideoEdit;
+    if (s.kind == K::ImageEdit || s.kind == K::VideoEdit) {
+      const std::string where = "quantize --calib " + std::string(calib::source_kind_name(s.kind)) + ":" + s.path;
+      if (o.vae.empty()) fail(where, "edit inputs need the Wan2.2 VAE (--vae PATH) to encode their sources");
+      if (!o.edit_without_vit && o.vit_dir.empty() && !vit::model_has_vit(o.model_dir))
+        fail(where, "edit inputs need the ViT for Lance's reference block: --vit-dir DIR (vit.safetensors + config.json) "
+                    "or a checkpoint with vit_model.* tensors, or --no-vit-reference");
+    }
+  }
+  std::map<std::string, std::vector<std::string>> missing;  // path -> quantized linears
+  for (const auto& l : spec.linears)
+    if (lf.quantized(l.name) && !(l.path == model::Path::Gen ? gen : und)) missing[model::path_name(l.path)].push_back(l.name);
+  if (missing.empty() || o.allow_partial) return;
+  std::string msg;
+  for (const auto& [path, names] : missing)
+    msg += "\n  path " + path + ": " + std::to_string(names.size()) + " quantized linears without calibration data, e.g. " +
+           names.front();
+  fail("quantize --scheme " + o.scheme.name,
+       "the calibration inputs leave a path uncalibrated (" +
+           std::string(gen ? "" : "no t2i:FILE input reaches the gen path") + (!gen && !und ? "; " : "") +
+           (und ? "" : "no input reaches the und path") + "); add an input for it, or pass --allow-partial to write those "
+           "linears with RTN (recorded as such):" + msg);
 }
 
 std::unique_ptr<LayerSearch> make_search(const QuantizeOptions& o, const model::ModelSpec& spec, const LinearFormats& lf,
@@ -406,7 +425,8 @@ void write_dense_layer(const model::ModelSpec& spec, int l, const LayerTensors& 
 QuantizeReport quantize_model(const QuantizeOptions& options) {
   const auto t0 = std::chrono::steady_clock::now();
   QuantizeOptions o = options;  // --bpw fills o.per_linear
-  check_output_dir(o.out_dir, o.force);
+  io::require_directory(o.model_dir, "model directory");
+  check_output_dir(o);
   if (method_uses_gptq(o.scheme.method)) {
     if (o.gptq.gptq.block <= 0) fail("--gptq-block", "must be a positive number of columns");
     if (!(o.gptq.gptq.damp >= 0.0) || !std::isfinite(o.gptq.gptq.damp)) fail("--gptq-damp", "must be a finite fraction >= 0");
@@ -418,6 +438,9 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
   // formats, then quantize with them; the rows are collected once and reused by the search.
   std::optional<CalibRows> rows;
   std::optional<BitPlan> bit_plan;
+  // Calibration inputs that leave a path uncalibrated, or kinds only `calibrate` reads: refused before
+  // any slow work (the --bpw pass included).
+  if (method_runs_forward(o.scheme.method)) check_awq_coverage(o, spec, LinearFormats(spec, o));
   if (o.bpw > 0) {
     if (o.format != formats::FormatId::LanceQuantV1 && o.format != formats::FormatId::CompressedTensors)
       fail("--bpw", "a mixed-precision plan needs --format lance-quant-v1 or compressed-tensors");
@@ -441,9 +464,19 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
   report.scheme = o.scheme.name;
   report.format = formats::format_name(o.format);
   report.out_dir = o.out_dir;
-  TempOutputDir temp(o.out_dir);  // removed again if anything below throws
+  // What the calibration was: the input kinds (forward-calibrated methods, and rtn's --bpw plan), or the
+  // data sources recorded in --stats (awq-proxy, legacy-awq).
+  if (method_runs_forward(o.scheme.method) || (bit_plan && o.scheme.method == Method::Rtn)) report.tasks_calibrated = source_kinds(o.calib);
+  else if (o.scheme.method != Method::Rtn) report.tasks_calibrated = stats_kinds(o.stats_path);
+  io::PartialOutputDir temp(o.out_dir, "quantize");  // removed again if anything below throws (or on SIGINT / SIGTERM)
   std::unique_ptr<LayerSearch> search =
       make_search(o, spec, linear_formats, report, rows ? &*rows : nullptr);  // validates stats / runs calibration inputs
+  if (search && !o.allow_partial)  // the calibration data actually reached every path with quantized linears
+    for (const auto& l : spec.linears)
+      if (linear_formats.quantized(l.name) && !search->calibrated(l))
+        fail("quantize --scheme " + o.scheme.name,
+             std::string("the calibration data reached no linear of the ") + model::path_name(l.path) + " path (e.g. " + l.name +
+                 "); add inputs for it, or pass --allow-partial to write its linears with RTN");
   if (bit_plan) {
     report.bit_plan = bit_plan->to_json();
     if (!search) {  // rtn: the rows only served the plan
@@ -478,9 +511,10 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
     else entry_of[std::get<formats::PlainDecl>(e).name] = &e;
   }
   std::unique_ptr<io::SafetensorsWriter> dense;
+  std::unique_ptr<io::PartialOutputDir> dense_dir;
   if (!o.dense_out.empty()) {
-    fs::create_directories(o.dense_out);
-    dense = std::make_unique<io::SafetensorsWriter>((fs::path(o.dense_out) / "model.safetensors").string(),
+    dense_dir = std::make_unique<io::PartialOutputDir>(o.dense_out, "quantize --dense-out");
+    dense = std::make_unique<io::SafetensorsWriter>((dense_dir->path() / "model.safetensors").string(),
                                                     std::map<std::string, std::string>{{"format", "pt"}});
     for (const auto& ts : spec.tensors) dense->declare(ts.name, io::DType::F32, ts.shape);
   }
@@ -501,6 +535,7 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
       // and lm_head are 1.2 GB each in f32 at Lance's size, and the peak RSS must not see them whole.
       writer.write_plain_rows(name, [&](int64_t b, int64_t e, float* out) {
         store.read_rows_f32(name, b, e, out);
+        check_finite(name, out, size_t((e - b) * store.info(name).row_elems()), size_t(b * store.info(name).row_elems()));
         if (dense) dense->write(out, size_t((e - b) * store.info(name).row_elems()) * sizeof(float));
         store.drop_rows(name, b, e);
       });
@@ -519,7 +554,10 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
   for (int l = 0; l < layers; ++l) {
     const auto tl = std::chrono::steady_clock::now();
     LayerTensors t;
-    for (const auto& name : plan.layer_tensors[size_t(l)]) t[name] = store.read_f32(name);
+    for (const auto& name : plan.layer_tensors[size_t(l)]) {
+      t[name] = store.read_f32(name);
+      check_finite(name, t[name].data(), t[name].size());
+    }
     // t holds the copy: the mapping's pages leave the resident set now (peak RSS), the cache keeps them.
     for (const auto& name : plan.layer_tensors[size_t(l)]) store.drop(name, /*evict_cache=*/false);
     LayerPlans plans;
@@ -543,6 +581,16 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
         LinearReport r;
         r.name = ls.name;
         r.format = format_label(qp, ls.in);
+        r.calibrated = search && search->calibrated(ls);
+        if (o.scheme.method == Method::Rtn) r.method = "rtn";
+        else if (r.calibrated) r.method = o.scheme.method == Method::Awq       ? "awq"
+                                          : o.scheme.method == Method::Gptq    ? "gptq"
+                                          : o.scheme.method == Method::AwqGptq ? "awq-gptq"
+                                          : o.scheme.method == Method::Proxy   ? "awq-proxy"
+                                                                               : "legacy-awq";
+        else r.method = o.scheme.method == Method::Legacy ? "legacy-rtn" : "rtn";
+        report.partial_calibration = report.partial_calibration || (o.scheme.method != Method::Rtn && !r.calibrated);
+        writer.set_linear_method(ls.name, r.method);
         r.weight_rel_error = rel_error(w, deq);
         if (lp) {
           r.alpha = lp->alpha;
@@ -586,17 +634,33 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
   for (const auto& [base, q] : plan.quantized) report.kept_linears += !q;
   write_globals_until_layer();
   if (next_entry != plan.entries.size()) fail(o.out_dir, "internal: plan not fully written");
+  // What the checkpoint records about its making (lance-quant-v1 meta; every format's lance-quant.json).
+  json methods = json::object();
+  for (const auto& l : report.linears) methods[l.method] = methods.value(l.method, 0) + 1;
+  const json provenance = {{"scheme", o.scheme.name},
+                           {"tasks_calibrated", report.tasks_calibrated},
+                           {"partial_calibration", report.partial_calibration},
+                           {"linears_by_method", methods}};
+  writer.merge_extra_meta(provenance);
   writer.finish();
   formats::write_fold_scales(temp.path().string(), fold_scales);
   if (bit_plan) write_bit_plan(temp.path().string(), *bit_plan);
   copy_side_files(o.model_dir, temp.path());
   if (dense) {
     dense->finish();
-    copy_side_files(o.model_dir, o.dense_out);
+    copy_side_files(o.model_dir, dense_dir->path());
   }
   for (const auto& e : fs::recursive_directory_iterator(temp.path()))
     if (e.is_regular_file()) report.output_bytes += e.file_size();
-  temp.commit();
+  json marker = provenance;
+  marker["format"] = report.format;
+  marker["calibration"] = {{"rows_per_layer", {{"und", report.calib_rows_und}, {"gen", report.calib_rows_gen}}},
+                           {"tokens", {{"und", report.calib_tokens_und}, {"gen", report.calib_tokens_gen}}}};
+  json per_linear = json::object();
+  for (const auto& l : report.linears) per_linear[l.name] = {{"format", l.format}, {"method", l.method}};
+  marker["linears"] = per_linear;
+  if (dense_dir) dense_dir->commit(json{{"source", "quantize --dense-out"}, {"scheme", o.scheme.name}}.dump());
+  temp.commit(marker.dump());
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return report;
 }
@@ -605,10 +669,12 @@ json QuantizeReport::to_json() const {
   json j = {{"scheme", scheme}, {"format", format}, {"out", out_dir}, {"quantized_linears", quantized_linears},
             {"kept_linears", kept_linears}, {"output_bytes", output_bytes}, {"seconds", seconds},
             {"calib_rows_per_layer", {{"und", calib_rows_und}, {"gen", calib_rows_gen}}},
-            {"calib_tokens", {{"und", calib_tokens_und}, {"gen", calib_tokens_gen}}}};
+            {"calib_tokens", {{"und", calib_tokens_und}, {"gen", calib_tokens_gen}}},
+            {"tasks_calibrated", tasks_calibrated}, {"partial_calibration", partial_calibration}};
   json lin = json::array();
   for (const auto& l : linears) {
-    json e = {{"name", l.name}, {"format", l.format}, {"weight_rel_error", l.weight_rel_error}};
+    json e = {{"name", l.name}, {"format", l.format}, {"method", l.method}, {"weight_rel_error", l.weight_rel_error}};
+    if (l.method != "rtn" || partial_calibration) e["calibrated"] = l.calibrated;
     if (l.alpha >= 0) e["alpha"] = l.alpha, e["identity"] = l.identity;
     if (l.mean_clip < 1.0) e["mean_clip"] = l.mean_clip;
     if (l.output_rel_error >= 0) e["output_rel_error"] = l.output_rel_error;

@@ -130,6 +130,11 @@ struct QuantizeOptions {
 struct LinearReport {
   std::string name;
   std::string format;         // number format written, e.g. "int4_asym:g64", "int8_sym:g128", "nvfp4"
+  // The method that produced it: the scheme's ("awq", "awq-proxy", "legacy-awq") when the linear's path
+  // was calibrated, "rtn" ("legacy-rtn" for legacy-awq) when a partial calibration left it without
+  // data (--allow-partial); "rtn" for rtn schemes.
+  std::string method;
+  bool calibrated = false;    // the search saw calibration data of this linear's path
   double weight_rel_error = 0;
   double alpha = -1;          // -1: no scaling searched; 0 with identity means scales of 1
   bool identity = false;      // AWQ chose the identity candidate
@@ -146,6 +151,8 @@ struct QuantizeReport {
   double seconds = 0;
   int64_t calib_rows_und = 0, calib_rows_gen = 0;  // AWQ: rows cached per layer (both paths)
   int64_t calib_tokens_und = 0, calib_tokens_gen = 0;  // tokens read from the calibration inputs
+  std::vector<std::string> tasks_calibrated;  // calibration input kinds used ("text", "chat", "t2i"); empty for rtn
+  bool partial_calibration = false;           // some quantized linears got no calibration data (--allow-partial)
   std::vector<LinearReport> linears;
   nlohmann::json bit_plan;  // --bpw: the plan (BitPlan::to_json), null otherwise
   double setup_seconds = 0;                 // until the first layer starts (calibration rows, --bpw pass)
@@ -177,7 +184,9 @@ std::string format_label(const quant::QuantParams& p, int64_t in);
 // True when `base` matches a --keep pattern: glob (fnmatch, when it holds * ? or [) or substring.
 bool matches_pattern(const std::string& base, const std::string& pattern);
 
-// Refuses an output directory that already holds a checkpoint (or anything) unless `force`.
-void check_output_dir(const std::string& dir, bool force);
+// Refuses outputs (--out, --dense-out) that are, contain or lie inside an input (model, --stats,
+// --calib files), an existing directory without --force, and with --force one this tool did not write
+// (io/output.h). Run before any slow work.
+void check_output_dir(const QuantizeOptions& o);
 
 }  // namespace lq::pipeline

@@ -75,6 +75,8 @@ class StatsSearch final : public LayerSearch {
     }
   }
 
+  bool calibrated(const model::LinearSpec& l) const override { return covered(l.name); }
+
  private:
   bool covered(const std::string& name) const {
     const auto it = stats_.linears.find(name);

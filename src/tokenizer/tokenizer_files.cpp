@@ -1,11 +1,13 @@
 #include "tokenizer/tokenizer_files.h"
 
+#include <climits>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "io/error.h"
+#include "io/model_files.h"
 #include "tokenizer/pretokenizer.h"
 
 namespace lq::tok {
@@ -92,10 +94,18 @@ void check_bpe_model(const json& model, const std::string& where) {
     fail(where, "BPE dropout is not supported");
 }
 
+// A token id: an integer in [0, 2^31) (a larger or fractional value is an error, never truncated).
+int32_t token_id(const json& v, const std::string& what) {
+  if ((v.is_number_integer() || v.is_number_unsigned()) && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX &&
+      !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT32_MAX)))
+    return int32_t(v.get<int64_t>());
+  throw std::invalid_argument(what + " must be a token id (an integer in [0, 2^31)), got " + v.dump().substr(0, 40));
+}
+
 void read_vocab_object(const json& vocab, TokenizerSpec& spec) {
   if (!vocab.is_object()) throw std::invalid_argument("the vocabulary is not a JSON object");
   spec.vocab.reserve(vocab.size());
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) spec.vocab.emplace_back(it.key(), it.value().get<int32_t>());
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) spec.vocab.emplace_back(it.key(), token_id(it.value(), "vocabulary entry"));
 }
 
 TokenizerSpec read_tokenizer_json(const fs::path& file) {
@@ -121,7 +131,7 @@ TokenizerSpec read_tokenizer_json(const fs::path& file) {
     const auto added_tokens = root.find("added_tokens");
     if (added_tokens != root.end())
       for (const json& added : *added_tokens)
-        spec.added.push_back(parse_added_token(added, added.at("id").get<int32_t>()));
+        spec.added.push_back(parse_added_token(added, token_id(added.at("id"), "added_tokens id")));
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {  // nlohmann type/key errors and our own shape checks
@@ -156,7 +166,7 @@ TokenizerSpec read_vocab_and_merges(const fs::path& dir) {
       const auto decoder = config.find("added_tokens_decoder");
       if (decoder != config.end())
         for (auto it = decoder->begin(); it != decoder->end(); ++it)
-          spec.added.push_back(parse_added_token(it.value(), std::stoi(it.key())));
+          spec.added.push_back(parse_added_token(it.value(), token_id(json::parse(it.key(), nullptr, false), "added_tokens_decoder key")));
     } catch (const std::exception& e) {
       fail(config_file.string(), std::string("malformed added_tokens_decoder: ") + e.what());
     }
@@ -168,13 +178,18 @@ TokenizerSpec read_vocab_and_merges(const fs::path& dir) {
 
 TokenizerSpec read_tokenizer_files(const std::string& path) {
   const fs::path p(path);
-  if (fs::is_regular_file(p)) return read_tokenizer_json(p);
-  if (!fs::is_directory(p))
-    fail(path, "no such tokenizer file or directory (expected tokenizer.json, or a directory holding "
-               "tokenizer.json or vocab.json + merges.txt)");
-  if (fs::is_regular_file(p / "tokenizer.json")) return read_tokenizer_json(p / "tokenizer.json");
-  if (fs::is_regular_file(p / "vocab.json") && fs::is_regular_file(p / "merges.txt"))
+  std::error_code ec;
+  if (fs::is_regular_file(p, ec)) return read_tokenizer_json(p);
+  if (!fs::is_directory(p, ec))
+    fail(path, fs::exists(p, ec) ? "is not a tokenizer file or directory"
+                                 : "no such tokenizer file or directory (expected tokenizer.json, or a directory holding "
+                                   "tokenizer.json or vocab.json + merges.txt)");
+  // Files of a model directory follow the symlink rule (io/model_files.h).
+  if (const std::string tj = io::model_file(path, "tokenizer.json"); !tj.empty()) return read_tokenizer_json(tj);
+  if (!io::model_file(path, "vocab.json").empty() && !io::model_file(path, "merges.txt").empty()) {
+    io::model_file(path, "tokenizer_config.json");  // checked too when present
     return read_vocab_and_merges(p);
+  }
   fail(path, "no tokenizer in this directory: looked for tokenizer.json, or vocab.json + merges.txt "
              "(+ tokenizer_config.json)");
 }

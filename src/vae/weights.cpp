@@ -1,5 +1,6 @@
 #include "vae/weights.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -8,6 +9,8 @@
 #include <set>
 
 #include "io/error.h"
+#include "io/json_fields.h"
+#include "io/model_files.h"
 #include "io/safetensors.h"
 #include "io/torch_checkpoint.h"
 
@@ -146,37 +149,49 @@ std::string original_name(const std::string& n, int nrb) {
 }
 
 WanVaeConfig parse_diffusers_config(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail(path, "cannot open");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, std::string("not valid JSON: ") + e.what());
-  }
+  // Strict reads (io/json_fields.h): typed, ranged, never truncated; the bounds keep the tensor list and
+  // every width far inside int64 before the tensors are checked against them.
+  const nlohmann::json j = io::read_json_object(path);
+  const io::JsonFields f(j, path);
   WanVaeConfig c = wan22_config();
-  try {
-    if (j.contains("_class_name") && j["_class_name"] != "AutoencoderKLWan")
-      fail(path, "is a " + j["_class_name"].get<std::string>() + " config, expected AutoencoderKLWan");
-    if (!j.value("is_residual", false))
-      fail(path, "is_residual is false: that is the Wan2.1 VAE; Lance uses the Wan2.2 VAE (is_residual true, z_dim 48)");
-    c.z_dim = j.value("z_dim", c.z_dim);
-    c.base_dim = j.value("base_dim", c.base_dim);
-    c.decoder_base_dim = j.contains("decoder_base_dim") && !j["decoder_base_dim"].is_null() ? j["decoder_base_dim"].get<int>() : c.base_dim;
-    c.dim_mult = j.value("dim_mult", c.dim_mult);
-    c.num_res_blocks = j.value("num_res_blocks", c.num_res_blocks);
-    c.temporal_downsample = j.value("temperal_downsample", c.temporal_downsample);
-    c.patch_size = j.contains("patch_size") && !j["patch_size"].is_null() ? j["patch_size"].get<int>() : 1;
-    c.latents_mean = j.value("latents_mean", std::vector<float>{});
-    c.latents_std = j.value("latents_std", std::vector<float>{});
-    if (j.contains("attn_scales") && !j["attn_scales"].empty()) fail(path, "attn_scales must be empty (Wan2.2 has attention only in the middle blocks)");
-    const int in_ch = j.value("in_channels", 3), out_ch = j.value("out_channels", 3);
-    if (c.patch_size != 2 || in_ch != 12 || out_ch != 12)
-      fail(path, "expected patch_size 2 with 12 in/out channels (Wan2.2), got patch_size " + std::to_string(c.patch_size) +
-                     ", in " + std::to_string(in_ch) + ", out " + std::to_string(out_ch));
-  } catch (const nlohmann::json::exception& e) {
-    fail(path, std::string("bad AutoencoderKLWan config: ") + e.what());
+  const std::string cls = f.string("_class_name", std::string("AutoencoderKLWan"));
+  if (cls != "AutoencoderKLWan") fail(path, "is a " + cls + " config, expected AutoencoderKLWan");
+  if (!f.boolean("is_residual", false))
+    fail(path, "is_residual is false: that is the Wan2.1 VAE; Lance uses the Wan2.2 VAE (is_residual true, z_dim 48)");
+  c.z_dim = int(f.integer("z_dim", 1, 1024, c.z_dim));
+  c.base_dim = int(f.integer("base_dim", 1, 4096, c.base_dim));
+  c.decoder_base_dim = int(f.integer("decoder_base_dim", 1, 4096, c.base_dim));
+  if (const nlohmann::json* dm = f.array("dim_mult")) {
+    if (dm->size() < 2 || dm->size() > 8) fail(path, "dim_mult needs 2 to 8 entries");
+    c.dim_mult.clear();
+    for (const auto& v : *dm) c.dim_mult.push_back(int(f.integer_value(v, "dim_mult", 1, 64)));
   }
+  c.num_res_blocks = int(f.integer("num_res_blocks", 1, 16, c.num_res_blocks));
+  if (const nlohmann::json* td = f.array("temperal_downsample")) {
+    c.temporal_downsample.clear();
+    for (const auto& v : *td) {
+      if (!v.is_boolean()) fail(path, "temperal_downsample: expected booleans");
+      c.temporal_downsample.push_back(v.get<bool>());
+    }
+  }
+  c.patch_size = int(f.integer("patch_size", 1, 64, 1));
+  auto reals = [&](const char* key) {
+    std::vector<float> out;
+    if (const nlohmann::json* a = f.array(key))
+      for (const auto& v : *a) {
+        if (!v.is_number() || !std::isfinite(v.get<double>())) fail(path, std::string(key) + ": expected finite numbers");
+        out.push_back(v.get<float>());
+      }
+    return out;
+  };
+  c.latents_mean = reals("latents_mean");
+  c.latents_std = reals("latents_std");
+  if (const nlohmann::json* as = f.array("attn_scales"); as && !as->empty())
+    fail(path, "attn_scales must be empty (Wan2.2 has attention only in the middle blocks)");
+  const int64_t in_ch = f.integer("in_channels", 1, 64, 3), out_ch = f.integer("out_channels", 1, 64, 3);
+  if (c.patch_size != 2 || in_ch != 12 || out_ch != 12)
+    fail(path, "expected patch_size 2 with 12 in/out channels (Wan2.2), got patch_size " + std::to_string(c.patch_size) +
+                   ", in " + std::to_string(in_ch) + ", out " + std::to_string(out_ch));
   if (c.dim_mult.size() < 2 || c.temporal_downsample.size() != c.dim_mult.size() - 1)
     fail(path, "temperal_downsample needs one entry per down-sampling stage (len(dim_mult) - 1)");
   if (c.z_dim < 1 || c.base_dim < 1 || c.decoder_base_dim < 1 || c.num_res_blocks < 1)
@@ -263,6 +278,9 @@ WanVaeConfig infer_config(const std::string& file, const std::function<const Sha
   const Shape* dec = shape_of("decoder.conv_in.weight");
   if (!enc || !dec || enc->size() != 5 || dec->size() != 5)
     fail(file, "not a Wan VAE checkpoint (no 5-D encoder/decoder input filters)");
+  for (const Shape* sh : {enc, dec})
+    for (const int64_t v : *sh)
+      if (v < 1 || v > 65536) fail(file, "implausible VAE filter shape " + fmt_shape(*sh));
   c.base_dim = int((*enc)[0]);
   c.z_dim = int((*dec)[1]);
   if ((*dec)[0] % c.dim_mult.back() != 0) fail(file, "decoder input filter width is not a multiple of " + std::to_string(c.dim_mult.back()));
@@ -279,19 +297,25 @@ std::unique_ptr<WeightSource> WeightSource::open(const std::string& path, WanVae
   fs::path p(path);
   if (!fs::exists(p)) fail(path, "VAE path does not exist");
   if (fs::is_directory(p)) {
-    if (fs::exists(p / "config.json") && fs::exists(p / "diffusion_pytorch_model.safetensors")) {
-      config = parse_diffusers_config((p / "config.json").string());
-      return std::make_unique<SafetensorsSource>((p / "diffusion_pytorch_model.safetensors").string(), config);
+    // Files of a VAE directory follow the model-directory symlink rule (io/model_files.h).
+    const std::string cfg = io::model_file(path, "config.json"), st = io::model_file(path, "diffusion_pytorch_model.safetensors");
+    if (!cfg.empty() && !st.empty()) {
+      config = parse_diffusers_config(cfg);
+      return std::make_unique<SafetensorsSource>(st, config);
     }
-    if (fs::exists(p / "Wan2.2_VAE.pth")) p /= "Wan2.2_VAE.pth";
+    if (const std::string pth = io::model_file(path, "Wan2.2_VAE.pth"); !pth.empty()) p = pth;
     else
       fail(path, "directory holds neither a diffusers VAE (config.json + diffusion_pytorch_model.safetensors) nor Wan2.2_VAE.pth");
   }
   const std::string file = p.string();
+  {
+    std::error_code ec;
+    if (!fs::is_regular_file(p, ec)) fail(file, "is not a regular file");
+  }
   if (p.extension() == ".safetensors") {
-    const fs::path cfg = p.parent_path() / "config.json";
-    if (fs::exists(cfg)) {
-      config = parse_diffusers_config(cfg.string());
+    const std::string cfg = io::model_file(p.has_parent_path() ? p.parent_path().string() : ".", "config.json");
+    if (!cfg.empty()) {
+      config = parse_diffusers_config(cfg);
     } else {
       io::TensorStore probe(file);
       std::map<std::string, Shape> shapes;

@@ -7,6 +7,8 @@
 #include <sstream>
 
 #include "io/error.h"
+#include "io/json_fields.h"
+#include "io/model_files.h"
 #include "io/safetensors.h"
 
 namespace lq::vit {
@@ -56,42 +58,45 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return o + "]";
 }
 
-nlohmann::json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  if (!in) fail(p.string(), "cannot open");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail(p.string(), std::string("not valid JSON: ") + e.what());
-  }
+// A JSON object from a file of the directory `dir`, read under the symlink rule (io/model_files.h).
+nlohmann::json read_json(const fs::path& dir, const std::string& name) {
+  const std::string p = io::model_file(dir.string(), name);
+  if (p.empty()) fail((dir / name).string(), "does not exist");
+  return io::read_json_object(p);
 }
 
 }  // namespace
 
 VitConfig parse_vit_config(const nlohmann::json& j0, const std::string& where) {
-  const nlohmann::json& j = j0.contains("vision_config") && j0["vision_config"].is_object() ? j0["vision_config"] : j0;
-  if (!j.is_object()) fail(where, "vision config is not a JSON object");
+  if (!j0.is_object()) fail(where, "vision config is not a JSON object");
+  const bool nested = j0.contains("vision_config") && j0["vision_config"].is_object();
+  const nlohmann::json& j = nested ? j0["vision_config"] : j0;
+  // Strict reads (io/json_fields.h): typed, ranged, never truncated; the bounds keep every derived size
+  // (tensor shapes, patch dimension, windows) far inside int64 and the tensor list small.
+  const io::JsonFields f(j, nested ? where + ": vision_config" : where);
   VitConfig c;
   c.source = where;
-  try {
-    c.depth = j.value("depth", c.depth);
-    c.hidden_size = j.value("hidden_size", j.value("embed_dim", c.hidden_size));
-    c.num_heads = j.value("num_heads", c.num_heads);
-    c.intermediate_size = j.value("intermediate_size", c.intermediate_size);
-    c.out_hidden_size = j.value("out_hidden_size", c.out_hidden_size);
-    c.in_channels = j.value("in_channels", j.value("in_chans", c.in_channels));
-    c.patch_size = j.value("patch_size", j.value("spatial_patch_size", c.patch_size));
-    c.temporal_patch_size = j.value("temporal_patch_size", c.temporal_patch_size);
-    c.spatial_merge_size = j.value("spatial_merge_size", c.spatial_merge_size);
-    c.window_size = j.value("window_size", c.window_size);
-    c.tokens_per_second = j.value("tokens_per_second", c.tokens_per_second);
-    c.hidden_act = j.value("hidden_act", c.hidden_act);
-    if (j.contains("rope_parameters") && j["rope_parameters"].is_object())
-      c.rope_theta = j["rope_parameters"].value("rope_theta", c.rope_theta);
-    c.rope_theta = j.value("rope_theta", c.rope_theta);
-    if (j.contains("fullatt_block_indexes")) c.fullatt_block_indexes = j["fullatt_block_indexes"].get<std::vector<int>>();
-  } catch (const nlohmann::json::exception& e) {
-    fail(where, std::string("bad vision config value: ") + e.what());
+  auto alias = [&](const char* key, const char* other, int64_t lo, int64_t hi, int fallback) {
+    return int(f.has(key) ? f.integer(key, lo, hi) : f.integer(other, lo, hi, fallback));
+  };
+  c.depth = int(f.integer("depth", 1, 1024, c.depth));
+  c.hidden_size = alias("hidden_size", "embed_dim", 1, 1 << 16, c.hidden_size);
+  c.num_heads = int(f.integer("num_heads", 1, 1024, c.num_heads));
+  c.intermediate_size = int(f.integer("intermediate_size", 1, 1 << 18, c.intermediate_size));
+  c.out_hidden_size = int(f.integer("out_hidden_size", 1, 1 << 16, c.out_hidden_size));
+  c.in_channels = alias("in_channels", "in_chans", 1, 16, c.in_channels);
+  c.patch_size = alias("patch_size", "spatial_patch_size", 1, 1024, c.patch_size);
+  c.temporal_patch_size = int(f.integer("temporal_patch_size", 1, 64, c.temporal_patch_size));
+  c.spatial_merge_size = int(f.integer("spatial_merge_size", 1, 64, c.spatial_merge_size));
+  c.window_size = int(f.integer("window_size", 1, 1 << 16, c.window_size));
+  c.tokens_per_second = int(f.integer("tokens_per_second", 1, 1 << 16, c.tokens_per_second));
+  c.hidden_act = f.string("hidden_act", c.hidden_act);
+  if (const nlohmann::json* rp = f.object("rope_parameters"))
+    c.rope_theta = io::JsonFields(*rp, f.where() + ": rope_parameters").real("rope_theta", c.rope_theta, true);
+  c.rope_theta = f.real("rope_theta", c.rope_theta, true);
+  if (const nlohmann::json* a = f.array("fullatt_block_indexes")) {
+    c.fullatt_block_indexes.clear();
+    for (const auto& v : *a) c.fullatt_block_indexes.push_back(int(f.integer_value(v, "fullatt_block_indexes", 0, c.depth - 1)));
   }
   validate(c, where);
   return c;
@@ -162,11 +167,11 @@ bool model_has_vit(const std::string& model_dir) {
 VitLocation locate_vit(const std::string& path) {
   const fs::path d(path);
   VitLocation loc;
-  if (fs::is_regular_file(d / "vit.safetensors")) {
-    if (!fs::is_regular_file(d / "config.json")) fail(path, "has vit.safetensors but no config.json (the vision config)");
-    loc.weights = (d / "vit.safetensors").string();
+  if (const std::string w = io::model_file(path, "vit.safetensors"); !w.empty()) {
+    if (io::model_file(path, "config.json").empty()) fail(path, "has vit.safetensors but no config.json (the vision config)");
+    loc.weights = w;
     loc.prefix = "";
-    loc.config = parse_vit_config(read_json(d / "config.json"), (d / "config.json").string());
+    loc.config = parse_vit_config(read_json(d, "config.json"), (d / "config.json").string());
     return loc;
   }
   if (!model_has_vit(path))
@@ -174,8 +179,8 @@ VitLocation locate_vit(const std::string& path) {
   loc.weights = path;
   loc.prefix = "vit_model.";
   const fs::path llm = d / "llm_config.json";
-  if (fs::exists(llm)) {
-    const nlohmann::json j = read_json(llm);
+  if (!io::model_file(path, "llm_config.json").empty()) {
+    const nlohmann::json j = read_json(d, "llm_config.json");
     if (j.contains("vision_config") && j["vision_config"].is_object() && j["vision_config"].contains("depth")) {
       loc.config = parse_vit_config(j["vision_config"], llm.string() + " vision_config");
       return loc;
@@ -190,6 +195,11 @@ VitLocation locate_vit(const std::string& path) {
   const std::string pe = "vit_model.patch_embed.proj.weight";
   if (!store.has(pe) || store.info(pe).shape.size() != 5) fail(path, "vit_model.* tensors without a 5-D " + pe);
   const auto& s = store.info(pe).shape;
+  for (const int64_t v : s)
+    if (v < 1 || v > (1 << 16)) fail(path, pe + " has a dimension of " + std::to_string(v) + " (expected 1..65536)");
+  for (const char* t : {"vit_model.blocks.0.mlp.gate_proj.weight", "vit_model.merger.mlp.2.weight"})
+    if (store.has(t) && (store.info(t).shape.empty() || store.info(t).shape[0] < 1 || store.info(t).shape[0] > (1 << 18)))
+      fail(path, std::string(t) + " has an implausible shape");
   c.depth = depth;
   c.hidden_size = int(s[0]);
   c.in_channels = int(s[1]);

@@ -151,6 +151,46 @@ TEST(GenTasksCli, EvalComparesPictures) {
   EXPECT_NE(text.find("Decoded pictures (Wan2.2 VAE"), std::string::npos);
 }
 
+// The outputs of the generation tasks follow io/output.h: a --frames-dir holding files lance-quant did
+// not write is refused before the model loads and left untouched; one lance-quant wrote is replaced
+// whole (built as DIR.lq-partial-PID, renamed at the end); no output may lie inside an input.
+TEST(GenTasksCli, OutputsFollowTheRules) {
+  const Fixture& f = fixture();
+  const std::string notes = f.dir + "/notes";
+  fs::create_directories(notes);
+  std::ofstream(notes + "/notes.txt") << "mine\n";
+  int rc = 0;
+  std::string out = lq("run " + f.model + " --task t2v --prompt x --seed 1 --steps 1 --frames 5 --vae " + f.vae + " --frames-dir " + notes, &rc);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("notes.txt"), std::string::npos) << out;
+  EXPECT_TRUE(fs::exists(notes + "/notes.txt"));
+  EXPECT_FALSE(fs::exists(notes + "/frame_0000.png"));
+
+  auto pngs = [](const std::string& d) {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(d)) n += e.path().extension() == ".png";
+    return n;
+  };
+  const std::string ours = f.dir + "/frames_ours";
+  out = lq("run " + f.model + " --task t2v --prompt x --seed 1 --steps 1 --frames 9 --vae " + f.vae + " --frames-dir " + ours, &rc);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(pngs(ours), 9);
+  EXPECT_TRUE(fs::exists(ours + "/lance-quant.json"));
+  out = lq("run " + f.model + " --task t2v --prompt x --seed 1 --steps 1 --frames 5 --vae " + f.vae + " --frames-dir " + ours, &rc);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_EQ(pngs(ours), 5);  // replaced whole, no frames of the earlier run left
+  for (const auto& e : fs::directory_iterator(f.dir))
+    EXPECT_EQ(e.path().filename().string().find(".lq-"), std::string::npos) << e.path();
+
+  out = lq("run " + f.model + " --task t2i --prompt x --seed 1 --steps 1 --vae " + f.vae + " --png " + f.vae + "/x.png --out " + f.dir +
+               "/inside.safetensors",
+           &rc);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("--png"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(f.vae + "/x.png"));
+  EXPECT_FALSE(fs::exists(f.dir + "/inside.safetensors"));
+}
+
 TEST(GenTasksCli, BadOptions) {
   const Fixture& f = fixture();
   std::vector<uint8_t> grey(64 * 64 * 3, 100);
@@ -171,7 +211,10 @@ TEST(GenTasksCli, BadOptions) {
   EXPECT_EQ(rc, 1);  // 11 latent frames > max_num_latent_frames = 3
   EXPECT_NE(out.find("max_num_latent_frames"), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(f.dir + "/z.mp4"));
-  out = lq("run " + f.model + " --task t2i --prompt x --seed 1 --vae " + f.dir + " --png " + f.dir + "/w.png --out " + f.dir + "/w.st", &rc);
+  fs::create_directories(f.dir + "/not-a-vae");  // (the outputs may not lie inside it: an input)
+  out = lq("run " + f.model + " --task t2i --prompt x --seed 1 --vae " + f.dir + "/not-a-vae --png " + f.dir + "/w.png --out " + f.dir +
+               "/w.st",
+           &rc);
   EXPECT_EQ(rc, 1);  // not a VAE directory
   EXPECT_NE(out.find("neither a diffusers VAE"), std::string::npos) << out;
 }

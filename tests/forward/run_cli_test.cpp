@@ -70,7 +70,7 @@ TEST(RunCli, BadInputGivesClearErrors) {
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("max_position_embeddings"), std::string::npos) << out.substr(0, 300);
 
-  out = run(m + " --task t2i --prompt 'a red circle' --seed 1 --height 1024 --width 1024 --out /dev/null", &rc);
+  out = run(m + " --task t2i --prompt 'a red circle' --seed 1 --height 1024 --width 1024 --out " + test::scratch_dir("run_big_grid") + "/x.safetensors", &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("must be < 64"), std::string::npos) << out;
 

@@ -158,7 +158,7 @@ TEST(QuantizeCli, RefusesBadInputsClearly) {
 
   // DIR now holds a checkpoint: refused without --force, replaced with it.
   EXPECT_EQ(test::run_command(quantize_cmd(m + " --scheme rtn-int4 --out " + d + "/a"), &out), 1);
-  EXPECT_NE(out.find("already holds a checkpoint"), std::string::npos) << out;
+  EXPECT_NE(out.find("already holds output of lance-quant"), std::string::npos) << out;
   EXPECT_EQ(test::run_command(quantize_cmd(m + " --scheme rtn-int4 --group-size 32 --out " + d + "/a --force"), &out), 0) << out;
   EXPECT_EQ(formats::CheckpointReader(d + "/a").quantized_linears().front().group, 32);
 }

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -229,6 +230,46 @@ TEST(WanVae, StrictLoadErrors) {
     EXPECT_NE(std::string(e.what()).find("Wan2.1"), std::string::npos) << e.what();
   }
   EXPECT_THROW(WanVae::load(dir + "/does-not-exist"), lq::Error);
+}
+
+// diffusers config.json values are read strictly: typed, ranged, never truncated, naming file and key;
+// a symbolic link out of the VAE directory is not followed.
+TEST(WanVae, ConfigIsParsedStrictly) {
+  const std::string dir = lq::test::scratch_dir("wan_vae_config");
+  const nlohmann::json good = nlohmann::json::parse(std::ifstream(data("wan_vae_tiny/config.json")));
+  auto message = [&](const std::string& key, const nlohmann::json& value) -> std::string {
+    nlohmann::json j = good;
+    j[key] = value;
+    std::ofstream(dir + "/config.json") << j.dump();
+    try {
+      lq::vae::parse_diffusers_config(dir + "/config.json");
+    } catch (const lq::Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(message("z_dim", good["z_dim"]), "");
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"z_dim", 48.5}, {"base_dim", 4294967298.0}, {"num_res_blocks", 1000000000}, {"dim_mult", {1, 2, "4"}},
+           {"latents_std", {1.0, "x"}}, {"is_residual", "yes"}, {"patch_size", -2}}) {
+    const std::string m = message(key, value);
+    EXPECT_NE(m.find(dir + "/config.json"), std::string::npos) << key << ": " << m;
+    EXPECT_NE(m.find(key), std::string::npos) << key << ": " << m;
+  }
+  // config.json linking out of the VAE directory is refused, naming the link.
+  const std::string linked = dir + "/linked";
+  fs::create_directories(linked);
+  fs::copy_file(data("wan_vae_tiny/diffusion_pytorch_model.safetensors"), linked + "/diffusion_pytorch_model.safetensors",
+                fs::copy_options::overwrite_existing);
+  std::ofstream(dir + "/outside.json") << good.dump();
+  fs::remove(linked + "/config.json");
+  fs::create_symlink(dir + "/outside.json", linked + "/config.json");
+  try {
+    WanVae::load(linked);
+    FAIL() << "a config.json linking out of the VAE directory was read";
+  } catch (const lq::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+  }
 }
 
 TEST(WanVae, BadInputs) {

@@ -5,10 +5,12 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "io/error.h"
 #include "io/safetensors.h"
 #include "vit/vit.h"
+#include "vit/vit_config.h"
 #include "vit/vit_input.h"
 #include "vit/vit_synth.h"
 #include "test_paths.h"
@@ -172,6 +174,31 @@ TEST(Vit, StrictTensorChecks) {
   write("", "", "merger.mlp.0.weight");
   EXPECT_NE(message().find("mis-shaped: merger.mlp.0.weight"), std::string::npos) << message();
   EXPECT_THROW(Vit::load(lq::test::scratch_dir("vit_empty")), Error);
+}
+
+// Vision configs come with downloaded checkpoints: values are read strictly (typed, ranged, never
+// truncated), errors name the file and the key, and nothing is sized from an unchecked value.
+TEST(Vit, ConfigIsParsedStrictly) {
+  auto message = [](const std::string& text) -> std::string {
+    try {
+      parse_vit_config(nlohmann::json::parse(text), "cfg.json");
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(message(R"({"depth": 2, "hidden_size": 64, "num_heads": 4, "intermediate_size": 96, "out_hidden_size": 32,
+                        "fullatt_block_indexes": [1]})"), "");
+  const std::string depth_frac = message(R"({"depth": 2.5})");
+  EXPECT_NE(depth_frac.find("cfg.json"), std::string::npos) << depth_frac;
+  EXPECT_NE(depth_frac.find("depth"), std::string::npos) << depth_frac;
+  EXPECT_NE(message(R"({"hidden_size": 4294967552})").find("hidden_size"), std::string::npos);  // 2^32 + 256, not 256
+  EXPECT_NE(message(R"({"depth": 1000000000})").find("depth"), std::string::npos);            // no 13e9-entry tensor list
+  EXPECT_NE(message(R"({"num_heads": "16"})").find("num_heads"), std::string::npos);
+  EXPECT_NE(message(R"({"rope_theta": -1})").find("rope_theta"), std::string::npos);
+  EXPECT_NE(message(R"({"fullatt_block_indexes": [7, 99]})").find("fullatt_block_indexes"), std::string::npos);
+  EXPECT_NE(message(R"({"vision_config": {"patch_size": 0}})").find("vision_config"), std::string::npos);
+  EXPECT_NE(message("[1, 2]").find("not a JSON object"), std::string::npos);
 }
 
 TEST(VitSynth, SmallPresetLoadsAndRuns) {
