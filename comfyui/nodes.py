@@ -395,16 +395,23 @@ class LanceImageEdit:
                 "shift": ("FLOAT", {"default": 3.5, "min": 0.01, "max": 100.0, "step": 0.05}),
                 "resolution": ("INT", {"default": 768, "min": 16, "max": 2048, "step": 16,
                                        "tooltip": "the source is resized to Lance's bucket near resolution^2 pixels"}),
-            }
+            },
+            "optional": {
+                "vit_path": ("STRING", {"default": "", "tooltip": "ViT directory for Lance's reference block of the "
+                                                                  "source; empty: the checkpoint's vit_model.* tensors"}),
+                "vit_reference": ("BOOLEAN", {"default": True, "tooltip": "off: edit without the ViT reference "
+                                                                          "(not Lance's conditioning)"}),
+            },
         }
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "edit"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Edits each image of the batch (noise seed + i). The result has the source's bucket size; decode it "
-                   "with Lance VAE Decode. Lance also conditions on a ViT reference of the source: not run here.")
+                   "with Lance VAE Decode. As in Lance the source also goes through the ViT as a reference block.")
 
-    def edit(self, lance_model, lance_vae, image, instruction, seed, steps, cfg, shift, resolution):
+    def edit(self, lance_model, lance_vae, image, instruction, seed, steps, cfg, shift, resolution, vit_path="",
+             vit_reference=True):
         _check_wan22(lance_model, "Lance image edit")
         frames = _images_u8(image)
         progress = _Progress(steps * len(frames))
@@ -413,7 +420,8 @@ class LanceImageEdit:
             def cb(done, total, stage, i=i):
                 progress(i * total + done, total * len(frames), stage)
             x, _ = lance_model.edit(instruction, seed=(seed + i) % (1 << 64), vae=lance_vae, image=f,
-                                    resolution=resolution, steps=steps, cfg=cfg, shift=shift, progress=cb)
+                                    resolution=resolution, steps=steps, cfg=cfg, shift=shift, progress=cb,
+                                    vit=vit_path.strip() or None, no_vit_reference=not vit_reference)
             out.append(lance_to_latent(x))
         return ({"samples": torch.stack(out)},)
 

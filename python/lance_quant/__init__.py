@@ -198,10 +198,14 @@ def _understand(self, question: str, image=None, video=None, *, vit: Optional[Vi
 def _edit(self, prompt: str, seed: int, vae: Vae, image=None, video=None, *, resolution: int = 0,
           max_frames: int = 0, steps: Optional[int] = None, cfg: Optional[float] = None,
           shift: Optional[float] = None, cfg_min: Optional[float] = None, cfg_max: Optional[float] = None,
-          fps: float = 24.0, progress=None):
+          fps: float = 24.0, progress=None, vit: Optional[str] = None, vit_resolution: int = 0,
+          no_vit_reference: bool = False):
     """Edits an image or a video (``run --task edit``): the source is resized to Lance's bucket near
     resolution^2 pixels (default 768 images / 640 videos), VAE-encoded (reparameterised sample, noise from
-    ``seed``) and given as a clean condition block; the target has the source's size.
+    ``seed``) and given as a clean condition block; the target has the source's size. As in Lance the same
+    frames also go through the ViT as a reference block: ``vit`` names a ViT directory (vit.safetensors +
+    config.json; default: the checkpoint's vit_model.* tensors) and ``vit_resolution`` its resolution (0:
+    paired with the VAE's); without a ViT the edit is refused unless ``no_vit_reference=True``.
 
     image: a file path, a PIL image or pixels [H, W, 3] (uint8, or float 0..1 as a ComfyUI IMAGE).
     video: a video file, a folder of frames, or frames [T, H, W, 3] / a list of images (a folder at ``fps``;
@@ -213,7 +217,8 @@ def _edit(self, prompt: str, seed: int, vae: Vae, image=None, video=None, *, res
     with _Media(image, False) as ipath, _Media(video, True) as vpath:
         return self._edit(prompt, seed, vae, image=ipath, video=vpath, resolution=resolution, max_frames=max_frames,
                           fps=fps, steps=steps, cfg=cfg, shift=shift, cfg_min=cfg_min, cfg_max=cfg_max,
-                          progress=progress)
+                          progress=progress, vit_dir=os.fspath(vit) if vit else "", vit_resolution=vit_resolution,
+                          no_vit_reference=no_vit_reference)
 
 
 Model.understand = _understand

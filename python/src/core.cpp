@@ -436,9 +436,12 @@ NB_MODULE(_core, m) {
           [](const Model& x, const std::string& prompt, uint64_t seed, const Vae& vae, const std::string& image,
              const std::string& video, int resolution, int max_frames, double fps, std::optional<int> steps, std::optional<double> cfg,
              std::optional<double> shift, std::optional<double> cfg_min, std::optional<double> cfg_max,
-             nb::object progress) {
+             nb::object progress, const std::string& vit_dir, int vit_resolution, bool no_vit_reference) {
             lq::api::GenRequest r;
             r.task = "edit";
+            r.vit_dir = vit_dir;
+            r.vit_resolution = vit_resolution;
+            r.no_vit_reference = no_vit_reference;
             r.prompt = prompt;
             r.seed = seed;
             r.edit.image = image;
@@ -460,7 +463,8 @@ NB_MODULE(_core, m) {
           },
           "prompt"_a, "seed"_a, "vae"_a, "image"_a = "", "video"_a = "", "resolution"_a = 0, "max_frames"_a = 0,
           "fps"_a = 24.0, "steps"_a = nb::none(), "cfg"_a = nb::none(), "shift"_a = nb::none(), "cfg_min"_a = nb::none(),
-          "cfg_max"_a = nb::none(), "progress"_a = nb::none(),
+          "cfg_max"_a = nb::none(), "progress"_a = nb::none(), "vit_dir"_a = "", "vit_resolution"_a = 0,
+          "no_vit_reference"_a = false,
           "Image / video edit from files (see Model.edit): (latents [t, h, w, C], info dict).")
       .def(
           "_understand",

@@ -1,5 +1,7 @@
 #include "api/api.h"
 
+#include "vit/edit_reference.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -151,6 +153,11 @@ T2iPlan plan_generation(const std::string& model_dir, const GenRequest& r) {
   check_task(r);
   T2iPlan p;
   if (r.task == "edit") {  // the grid follows the source (known after encoding)
+    if (r.no_vit_reference && !r.vit_dir.empty()) fail("--no-vit-reference", "contradicts --vit DIR");
+    if (r.vit_dir.empty() && !r.no_vit_reference && !vit::model_has_vit(model_dir))
+      fail("--task edit", "Lance conditions every edit on a ViT reference of the source, and " + model_dir +
+                              " has no vit_model.* tensors: give the ViT with --vit DIR (vit.safetensors + config.json), "
+                              "or --no-vit-reference to edit without it");
     p.settings = fwd::load_t2i_settings(model_dir);
     return p;
   }
@@ -190,22 +197,40 @@ GenResult generate_latents(const Model& m, const GenRequest& r, const vae::WanVa
   out.steps = so.steps;
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<fwd::T2iSampler> sampler;
+  vit::EditJob job;  // holds the edit's sequence while its sampler runs
   if (r.task == "edit") {
-    const fwd::EncodedSource src = fwd::encode_edit_source(*vae, r.edit, r.seed, r.show_progress);
+    // The ViT runs once on the source frames and is released before sampling.
+    std::optional<vit::Vit> v;
+    std::string where = r.vit_dir;
+    if (r.no_vit_reference && !where.empty()) fail("--no-vit-reference", "contradicts --vit DIR");
+    if (where.empty() && !r.no_vit_reference) {
+      if (!vit::model_has_vit(m.dir))
+        fail("--task edit", "Lance conditions every edit on a ViT reference of the source, and " + m.dir +
+                                " has no vit_model.* tensors: give the ViT with --vit DIR (vit.safetensors + config.json), "
+                                "or --no-vit-reference to edit without it");
+      where = m.dir;
+    }
+    if (!where.empty()) {
+      vit::VitLoadOptions vo;
+      vo.storage = e.storage();
+      v.emplace(vit::Vit::load(where, vo));
+      if (v->config().out_hidden_size != e.config().hidden_size)
+        fail(v->weights_path(), "the ViT's merger outputs " + std::to_string(v->config().out_hidden_size) +
+                                    " values per token, the model's hidden size is " + std::to_string(e.config().hidden_size));
+    }
+    const vit::EditConditions c = vit::edit_conditions(*vae, v ? &*v : nullptr, r.edit, r.vit_resolution, r.seed, r.show_progress);
+    v.reset();
+    const fwd::EncodedSource& src = c.source;
     out.grid = src.grid;
-    fwd::check_latent_grid(out.grid, e.config());
-    const fwd::ConditionedPrompt cp = fwd::edit_prompt(m.tokenizer, r.prompt, fwd::edit_instruction(src.vision_type), out.grid);
-    // Hook: with a native ViT, pass edit_prompt a vit_grid and prefix_chunk the reference rows.
-    const fwd::T2iPrompt prompt = cp.sampler_prompt();
-    for (const auto& p : cp.cond().positions)
-      for (int32_t v : p)
-        if (v >= limit)
-          fail("edit", "the sequence needs position " + std::to_string(v) + ", beyond max_position_embeddings = " +
-                           std::to_string(limit));
-    sampler = std::make_unique<fwd::T2iSampler>(e, prompt, cp.prefix_chunk(e, true, {&src.latents}, {}),
-                                                cp.prefix_chunk(e, false, {&src.latents}, {}));
+    job = vit::edit_job(e, m.tokenizer, r.prompt, c);  // checks the grid and the position limit
+    sampler = std::move(job.sampler);
     out.edit = {{"source", r.edit.image.empty() ? r.edit.video : r.edit.image}, {"source_frames", src.frames},
-                {"source_size", {src.width, src.height}}, {"vit_reference", false}};
+                {"source_size", {src.width, src.height}}, {"vit_reference", c.vit.has_value()}};
+    if (c.vit) {
+      out.edit["vit_grid_thw"] = {c.vit->grid.t, c.vit->grid.h, c.vit->grid.w};
+      out.edit["vit_resolution"] = c.vit_resolution;
+      out.edit["vit_frames"] = c.vit_frames;
+    }
   } else {
     out.grid = plan.grid;
     fwd::check_latent_grid(out.grid, e.config());
@@ -439,14 +464,23 @@ CalibrateResult calibrate(const CalibrateRequest& r, const std::function<void(in
 
   const bool any_x2t =
       std::any_of(r.sources.begin(), r.sources.end(), [](const calib::Source& s) { return calib::is_x2t(s.kind); });
-  if (!any_x2t && (!r.vit_dir.empty() || r.x2t_resolution))
-    fail("calibrate --vit", "only used by x2t_image / x2t_video sources");
+  const bool any_edit = std::any_of(r.sources.begin(), r.sources.end(), [](const calib::Source& s) {
+    return s.kind == calib::SourceKind::ImageEdit || s.kind == calib::SourceKind::VideoEdit;
+  });
+  if (!any_x2t && r.x2t_resolution) fail("calibrate --x2t-resolution", "only used by x2t_image / x2t_video sources");
   if (r.x2t_resolution && r.x2t_resolution < 28) fail("calibrate --x2t-resolution", "must be at least 28 pixels");
+  if (!any_edit && (o.edit_vit_resolution || o.edit_without_vit))
+    fail("calibrate --edit-vit-resolution/--no-vit-reference", "only used by image_edit / video_edit sources");
+  const bool need_vit = any_x2t || (any_edit && !o.edit_without_vit);
+  if (!need_vit && !r.vit_dir.empty())
+    fail("calibrate --vit", "only used by x2t_image / x2t_video sources and edits with their ViT reference");
   const auto t0 = std::chrono::steady_clock::now();
   std::optional<vit::Vit> vit_model;
-  if (any_x2t) {
+  if (need_vit) {
     if (r.vit_dir.empty() && !vit::model_has_vit(r.model_dir))
-      fail("calibrate", "x2t sources need the ViT: give --vit DIR (vit.safetensors + config.json) or a checkpoint with vit_model.* tensors");
+      fail("calibrate", std::string(any_x2t ? "x2t sources need the ViT"
+                                            : "edits need the ViT for Lance's reference block (or --no-vit-reference)") +
+                            ": give --vit DIR (vit.safetensors + config.json) or a checkpoint with vit_model.* tensors");
     vit::VitLoadOptions vo;
     vo.storage = r.load.storage;
     vo.release_pages = r.load.release_layer_pages;

@@ -111,6 +111,11 @@ struct GenRequest : T2iRequest {
   std::string task = "t2i";  // t2i | t2v | edit
   int frames = 0;            // t2v: pixel frames (latent t = (frames - 1) / 4 + 1); required for t2v
   fwd::EditSource edit;      // edit: exactly one of image / video (+ resolution, max_frames)
+  // edit: Lance's ViT reference block of the source (vit/edit_reference.h): the ViT from vit_dir, else the
+  // checkpoint's vit_model.*; refused without one unless no_vit_reference (then the VAE block only).
+  std::string vit_dir;
+  int vit_resolution = 0;       // 0: paired with the VAE's resolution as in Lance
+  bool no_vit_reference = false;
   bool show_progress = false;  // a progress line on a terminal (edit source encoding)
 };
 struct GenResult {

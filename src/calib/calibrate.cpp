@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "forward/edit_source.h"
+#include "vit/edit_reference.h"
 #include "forward/gen_sequence.h"
 #include "forward/prompts.h"
 #include "forward/t2i.h"
@@ -222,15 +223,12 @@ void run_edit_sample(const fwd::Engine& e, const tok::Tokenizer& tok, const vae:
   (s.kind == SourceKind::ImageEdit ? src.image : src.video) = s.media;
   src.resolution = co.edit_resolution > 0 ? co.edit_resolution : 16 * int(std::lround(std::sqrt(double(t2i_grid.h) * t2i_grid.w)));
   src.max_frames = co.edit_max_frames;
-  const fwd::EncodedSource enc = fwd::encode_edit_source(vae, src, seed, false);
-  fwd::check_latent_grid(enc.grid, e.config());
-  const fwd::ConditionedPrompt cp = fwd::edit_prompt(tok, s.caption, fwd::edit_instruction(enc.vision_type), enc.grid);
-  obs.set_tau(0.0);  // clean condition rows enter at tau = 0
-  fwd::T2iSampler sampler(e, cp.sampler_prompt(), cp.prefix_chunk(e, true, {&enc.latents}, {}),
-                          cp.prefix_chunk(e, false, {&enc.latents}, {}));
+  const vit::EditConditions c = vit::edit_conditions(vae, co.edit_without_vit ? nullptr : co.vit, src, co.edit_vit_resolution, seed, false);
+  obs.set_tau(0.0);  // clean condition rows enter at tau = 0 (the ViT reference and text rows are und rows)
+  vit::EditJob job = vit::edit_job(e, tok, s.caption, c);
   fwd::SamplerOptions o = co.sampler;
   o.on_step = [&obs](int, double tau) { obs.set_tau(tau); };
-  sampler.sample(fwd::normal_noise(seed, enc.grid.tokens() * e.config().latent_channels), o);
+  job.sampler->sample(fwd::normal_noise(seed, c.source.grid.tokens() * e.config().latent_channels), o);
   obs.set_tau(-1.0);
 }
 
@@ -266,11 +264,15 @@ StatsFile calibrate(const std::string& model_dir, fwd::Engine& engine, const tok
   });
   if (edits) {
     if (o.vae.empty()) fail("calibrate", "image_edit / video_edit sources need the Wan2.2 VAE (--vae PATH) to encode their sources");
+    if (!o.vit && !o.edit_without_vit)
+      fail("calibrate", "image_edit / video_edit sources need the ViT for Lance's reference block (--vit DIR, or a checkpoint "
+                        "with vit_model.* tensors), or --no-vit-reference to calibrate edits without it");
     vae.emplace(vae::WanVae::load(o.vae));
     if (vae->config().z_dim != engine.config().latent_channels)
       fail(o.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " +
                       std::to_string(engine.config().latent_channels));
     stats.extra_metadata["vae"] = fs::path(o.vae).filename().string();
+    stats.extra_metadata["edit_vit_reference"] = o.edit_without_vit ? "no" : "yes";
   }
   if (std::any_of(samples.begin(), samples.end(), [](const Sample& s) { return s.kind == SourceKind::T2v; }))
     stats.extra_metadata["t2v_grid"] = std::to_string(t2v_grid.t) + "x" + std::to_string(t2v_grid.h) + "x" + std::to_string(t2v_grid.w);

@@ -10,7 +10,9 @@
 //   image_edit:FILE / video_edit:FILE   JSONL {"image" | "video": path, "prompt": instruction} (paths
 //              relative to the file): the source is VAE-encoded (needs CalibOptions::vae) and the edit
 //              runs through the sampler; its clean condition rows are observed at tau = 0 when the
-//              prefix is computed, the target rows at every step.
+//              prefix is computed, the target rows at every step. As in Lance, the same frames also give
+//              a ViT reference block before the source block (und rows; needs CalibOptions::vit unless
+//              edit_without_vit).
 //   x2t_image:FILE, x2t_video:FILE
 //              JSONL {"image"|"video": path, "question": text[, "answer": text]}: the medium through the ViT
 //              and Lance's x2t prompt (vit/x2t_input.h), so the und linears see ViT tokens; the answer, when
@@ -56,7 +58,9 @@ struct CalibOptions {
   int t2v_frames = 0;             // t2v pixel frames; 0 = 17, or fewer when the model allows fewer latent frames
   int edit_resolution = 0;        // edit sources: bucket resolution; 0 = 16 sqrt(h w) of the t2i grid
   int edit_max_frames = 17;       // video_edit sources: first 4k + 1 <= this many sampled frames
-  const vit::Vit* vit = nullptr;  // the vision tower for x2t sources (required when there are any)
+  int edit_vit_resolution = 0;    // edit sources: the ViT reference's resolution; 0 = vit::edit_vit_resolution
+  bool edit_without_vit = false;  // edit sources without the ViT reference (not Lance's sequence)
+  const vit::Vit* vit = nullptr;  // the vision tower for x2t and edit sources (required when there are any)
   vit::X2tSettings x2t;           // resolutions, frame sampling
   std::function<void(int64_t done, int64_t total)> progress;  // per sample
 };

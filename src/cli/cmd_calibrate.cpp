@@ -27,13 +27,17 @@ const char* kCalibrateUsage =
     "usage: lance-quant calibrate MODEL --calib KIND:FILE [--calib KIND:FILE ...] --out STATS.safetensors\n"
     "         [--max-tokens N] [--max-prompts N] [--seq-len N] [--shard I/N] [--hessian] [--steps N]\n"
     "         [--seed S] [--threads N] [--dtype f32|bf16] [--stream-weights] [--allow-partial] [--force] [--json]\n"
-    "         [--vae VAE] [--t2v-frames N] [--edit-resolution R] [--edit-max-frames N] [--vit DIR] [--x2t-resolution R]\n\n"
+    "         [--vae VAE] [--t2v-frames N] [--edit-resolution R] [--edit-max-frames N] [--vit DIR] [--x2t-resolution R]\n"
+    "         [--edit-vit-resolution R] [--no-vit-reference]\n\n"
     "KIND: text (plain text, cut into --seq-len windows), chat (JSONL {\"question\", \"answer\"}),\n"
     "t2i / t2v (one prompt per line, run through the full CFG sampler; every step is observed; t2v on the\n"
     "t2i grid with t = (--t2v-frames - 1) / 4 + 1, default 17 frames or what the model allows),\n"
     "image_edit / video_edit (JSONL {\"image\" | \"video\": path relative to the file, \"prompt\": instruction};\n"
     "the source is encoded by the Wan2.2 VAE given with --vae at --edit-resolution (default 16 sqrt(h w) of the\n"
-    "t2i grid), videos cut to --edit-max-frames (default 17); the clean source rows are observed at tau 0),\n"
+    "t2i grid), videos cut to --edit-max-frames (default 17); the clean source rows are observed at tau 0; as in\n"
+    "Lance the same frames also give a ViT reference block (the ViT from --vit DIR or vit_model.*, at the\n"
+    "resolution paired with the VAE's, 7/8 of it off Lance's pairs, or --edit-vit-resolution);\n"
+    "--no-vit-reference calibrates edits without it),\n"
     "x2t_image / x2t_video (JSONL {\"image\"|\"video\": path, \"question\"[, \"answer\"]}: the ViT's tokens in\n"
     "Lance's understanding prompt; the ViT from --vit DIR or the checkpoint's vit_model.* tensors; images at\n"
     "R = 672, video at 616 unless --x2t-resolution).\n"
@@ -85,6 +89,10 @@ int cmd_calibrate(const Args& args) {
     else if (r.is("--t2v-frames")) o.t2v_frames = int(r.int_value());
     else if (r.is("--edit-resolution")) o.edit_resolution = int(r.int_value());
     else if (r.is("--edit-max-frames")) o.edit_max_frames = int(r.int_value());
+    else if (r.is("--edit-vit-resolution")) {
+      o.edit_vit_resolution = int(r.int_value());
+      if (o.edit_vit_resolution < 28) fail("calibrate --edit-vit-resolution", "must be at least 28 pixels");
+    } else if (r.is("--no-vit-reference")) o.edit_without_vit = true;
     else if (r.is("--threads")) kernels::set_num_threads(int(r.int_value()));
     else if (r.is("--dtype")) {
       const std::string d = r.value();

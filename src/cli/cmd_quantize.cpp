@@ -23,7 +23,9 @@ const char* kQuantizeUsage =
     "         [--threads N] [--force] [--json]\n"
     "         [--awq-rows N] [--clip-rows N] [--no-clip] [--seq-len N] [--max-tokens N] [--max-prompts N]\n"
     "         [--t2i-taus N] [--steps N] [--dense-out DIR] [--vit-dir DIR] [--x2t-resolution R]\n"
-    "         [--no-sequential] [--no-act-order] [--gptq-block N] [--gptq-damp F] [--gptq-awq-clip] [--bpw B]\n\n"
+    "         [--no-sequential] [--no-act-order] [--gptq-block N] [--gptq-damp F] [--gptq-awq-clip] [--bpw B]\n"
+    "         [--vae VAE] [--t2v-frames N] [--edit-resolution R] [--edit-max-frames N] [--edit-vit-resolution R]\n"
+    "         [--no-vit-reference]\n\n"
     "Schemes: awq-int4 (default; AWQ on real activations of the --calib inputs, layer by layer through the\n"
     "native forward), rtn-int4 (min-max, the floor), awq-proxy (AWQ folds from --stats only), legacy-awq\n"
     "(the original Python lance-quant's method, from --stats), nvfp4, awq-nvfp4, rtn-int8, gptq-int4 / gptq-nvfp4\n"
@@ -32,10 +34,14 @@ const char* kQuantizeUsage =
     "--group-size: INT4 / INT8 elements per scale along the input axis, 32, 64 or 128 (default 128), or 0 for one\n"
     "  group per row (per channel). NVFP4 has fixed blocks of 16: --group-size with nvfp4 / awq-nvfp4 is an error\n"
     "  unless an integer format is also asked for (--gen-scheme / --override).\n"
-    "--calib takes the inputs of `calibrate` (text:FILE, chat:FILE, t2i:FILE, x2t_image:FILE, x2t_video:FILE;\n"
-    "  repeatable). x2t inputs run through the ViT of the checkpoint (vit_model.*) or of --vit-dir DIR\n"
-    "  (vit.safetensors + config.json), at Lance's resolutions unless --x2t-resolution; they get half the und rows.\n"
-    "  AWQ and GPTQ need inputs for both paths (text/chat/x2t reach und, t2i reaches both); a path left without data is\n"
+    "--calib takes the inputs of `calibrate` (text:FILE, chat:FILE, t2i:FILE, t2v:FILE, image_edit:FILE,\n"
+    "  video_edit:FILE, x2t_image:FILE, x2t_video:FILE; repeatable). x2t inputs run through the ViT of the\n"
+    "  checkpoint (vit_model.*) or of --vit-dir DIR (vit.safetensors + config.json), at Lance's resolutions unless\n"
+    "  --x2t-resolution; they get half the und rows. The generation kinds share the gen rows, taking turns\n"
+    "  (t2i, t2v, image_edit, video_edit, ...), each through the full-precision sampler as `calibrate` runs them\n"
+    "  (--t2v-frames; edits: sources encoded by the Wan2.2 VAE --vae at --edit-resolution, videos cut to\n"
+    "  --edit-max-frames, with their ViT reference from the same ViT unless --no-vit-reference).\n"
+    "  AWQ and GPTQ need inputs for both paths (text/chat/x2t reach und, t2i/t2v/edits both); a path left without data is\n"
     "  refused unless --allow-partial, which writes its linears with RTN and records which linears got which method.\n"
     "--keep PATTERN leaves matching linears (glob or substring of the base name) in bf16.\n"
     "Per-linear number formats (the method stays the one of --scheme; AWQ searches each linear with its own format):\n"
@@ -104,6 +110,14 @@ int cmd_quantize(const Args& args) {
     else if (r.is("--steps")) o.awq.t2i_steps = int(r.int_value());
     else if (r.is("--dense-out")) o.dense_out = r.value();
     else if (r.is("--vit-dir")) o.vit_dir = r.value();
+    else if (r.is("--vae")) o.vae = r.value();
+    else if (r.is("--t2v-frames")) o.t2v_frames = int(r.int_value());
+    else if (r.is("--edit-resolution")) o.edit_resolution = int(r.int_value());
+    else if (r.is("--edit-max-frames")) o.edit_max_frames = int(r.int_value());
+    else if (r.is("--edit-vit-resolution")) {
+      o.edit_vit_resolution = int(r.int_value());
+      if (o.edit_vit_resolution < 28) fail("quantize --edit-vit-resolution", "must be at least 28 pixels");
+    } else if (r.is("--no-vit-reference")) o.edit_without_vit = true;
     else if (r.is("--x2t-resolution")) {
       const int64_t res = r.int_value();
       if (res < 28) fail("quantize --x2t-resolution", "must be at least 28 pixels");

@@ -36,6 +36,7 @@ void usage(FILE* out) {
                "                             [--frames-dir DIR] [--fps 12] [--out FILE.safetensors] (+ the t2i options)\n"
                "       lance-quant run MODEL --task edit (--image SRC | --video SRC) --prompt INSTRUCTION --seed S --vae VAE\n"
                "                             (--png OUT.png | --mp4 OUT.mp4 | --frames-dir DIR) [--resolution R] [--max-frames N]\n"
+               "                             [--vit DIR] [--vit-resolution R] [--no-vit-reference]\n"
                "       lance-quant run MODEL --task x2t (--image FILE | --video FILE|DIR) --prompt QUESTION [--vit DIR]\n"
                "                             [--system TEXT] [--resolution R] [--fps F] [--max-new-tokens N]\n"
                "common: [--dtype f32|bf16] (weight storage, default f32) [--threads N]\n"
@@ -49,8 +50,12 @@ void usage(FILE* out) {
                "edit: the source is resized to Lance's bucket near --resolution^2 pixels (default 768 for images,\n"
                "      640 for videos; sides multiples of 16), a video sampled at 12 fps over at most 6 s (4k + 1\n"
                "      frames, --max-frames caps them), VAE-encoded (reparameterised sample, noise seeded from --seed)\n"
-               "      and given as a clean condition block; the target has the source's size. Lance also conditions\n"
-               "      on a ViT reference of the source; this build has no ViT yet, so edits run without it.\n"
+               "      and given as a clean condition block; the target has the source's size. As in Lance, the same\n"
+               "      frames also go through the ViT (--vit DIR, or the checkpoint's vit_model.* tensors) as a reference\n"
+               "      block before the source block, at the ViT resolution Lance pairs with the VAE's (768 -> 672,\n"
+               "      640 -> 616, 512 -> 448, 480 -> 476, 256 -> 224, else 7/8 of it; --vit-resolution overrides).\n"
+               "      Without a ViT the edit is refused; --no-vit-reference runs it without the reference (not Lance's\n"
+               "      sequence: the result is conditioned on the VAE block only).\n"
                "x2t:  Lance's understanding prompt: the ViT's tokens in a bidirectional block, greedy answer with a KV\n"
                "      cache. The ViT comes from --vit DIR (vit.safetensors + config.json) or the checkpoint's vit_model.*\n"
                "      tensors. Images: bucket resize at R = 672 (--resolution), 2 frames; video files or folders of\n"
@@ -61,8 +66,10 @@ void usage(FILE* out) {
 
 struct RunOptions {
   std::string model, task, prompt, out, png, logits;
-  std::string image, video, vit, system;  // x2t
+  std::string image, video, vit, system;  // x2t (--vit also for edits)
   int resolution = 0;
+  int vit_resolution = 0;        // edit: the ViT reference's resolution (0: paired with the VAE's)
+  bool no_vit_reference = false;  // edit: run without the ViT reference
   double fps = 24.0;       // x2t: a folder's frame rate; t2v / edit: written videos (--fps given)
   bool fps_given = false;
   int max_new_tokens = 256;
@@ -138,6 +145,8 @@ RunOptions parse(const Args& args) {
     else if (a == "--image") o.image = value();
     else if (a == "--video") o.video = value();
     else if (a == "--vit") o.vit = value();
+    else if (a == "--vit-resolution") o.vit_resolution = int(parse_int(a, value()));
+    else if (a == "--no-vit-reference") o.no_vit_reference = true;
     else if (a == "--system") o.system = value();
     else if (a == "--resolution") o.resolution = int(parse_int(a, value()));
     else if (a == "--fps") { o.fps = parse_double(a, value()); o.fps_given = true; }
@@ -162,7 +171,7 @@ RunOptions parse(const Args& args) {
     if (o.resolution < 0 || (o.resolution > 0 && o.resolution < 28)) fail("--resolution", "must be at least 28 pixels");
     if (!(o.fps > 0)) fail("--fps", "must be positive");
   } else {
-    if (!o.vit.empty()) fail("--vit", "only for --task x2t");
+    if (!o.vit.empty() && o.task != "edit") fail("--vit", "only for --task x2t or edit");
     if (o.task != "edit" && (!o.image.empty() || !o.video.empty())) fail("--image/--video", "only for --task edit or x2t");
     // --image / --video / --resolution give an edit's source; --fps the frame rate of written videos.
     o.edit.image = o.image;
@@ -177,6 +186,9 @@ RunOptions parse(const Args& args) {
   if (o.task == "t2v" && o.frames < 1) fail("--frames", "t2v needs --frames N (pixel frames; Lance uses 4k + 1)");
   if (o.task != "t2v" && o.frames != 0) fail("--frames", "only for --task t2v");
   if (o.task == "edit" && o.edit.image.empty() == o.edit.video.empty()) fail("edit", "give exactly one of --image SRC or --video SRC");
+  if (o.task != "edit" && (o.vit_resolution != 0 || o.no_vit_reference)) fail("--vit-resolution/--no-vit-reference", "only for --task edit");
+  if (o.vit_resolution < 0 || (o.vit_resolution > 0 && o.vit_resolution < 28)) fail("--vit-resolution", "must be at least 28 pixels");
+  if (o.no_vit_reference && !o.vit.empty()) fail("--no-vit-reference", "contradicts --vit DIR");
   if (o.vae.empty()) {
     if (o.task == "edit") fail("--vae", "--task edit needs the Wan2.2 VAE (--vae PATH) to encode its source");
     if (!o.visuals.mp4.empty() || !o.visuals.frames_dir.empty())
@@ -254,6 +266,9 @@ api::GenRequest gen_request(const RunOptions& o) {
   r.width = o.width;
   r.frames = o.frames;
   r.edit = o.edit;
+  if (o.task == "edit") r.vit_dir = o.vit;
+  r.vit_resolution = o.vit_resolution;
+  r.no_vit_reference = o.no_vit_reference;
   r.show_progress = !o.json;
   return r;
 }
@@ -263,7 +278,7 @@ int run_generation(const RunOptions& o) {
   if (o.task == "t2i" && o.out.empty()) fail("--out", "t2i needs an output .safetensors path");
   // Outputs never replace an input or each other; an existing latents file is replaced only when
   // lance-quant wrote it, a frames directory only when it holds lance-quant's marker (io/output.h).
-  api::check_visual_outputs(o.visuals, o.out, {o.model, o.vae, o.edit.image, o.edit.video});
+  api::check_visual_outputs(o.visuals, o.out, {o.model, o.vae, o.vit, o.edit.image, o.edit.video});
   api::GenRequest req = gen_request(o);
   const api::T2iPlan plan = api::plan_generation(o.model, req);  // grid and settings checked before loading
   if (o.task == "t2i" && !o.png.empty() && o.vae.empty() && !plan.settings.has_toy_vae)

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "forward/t2i.h"
+#include "media/image_io.h"
 #include "vae/wan_vae.h"
 
 namespace lq::fwd {
@@ -25,7 +26,19 @@ struct EncodedSource {
   int frames = 0, width = 0, height = 0;
   std::string vision_type;     // "image" or "video"
 };
+// The source's frames as Lance samples them (an image: one frame; a video: 12 fps over at most 6 s, 4k + 1,
+// cut to max_frames), before any resize: the VAE block and the ViT reference are made of the same frames.
+struct SourceFrames {
+  std::vector<media::RgbImage> frames;
+  std::string vision_type;  // "image" or "video"
+  std::string path;
+};
+SourceFrames read_edit_source(const EditSource& src);
+// The VAE transform's resolution: src.resolution, else 768 (images) / 640 (videos).
+int edit_vae_resolution(const EditSource& src, const std::string& vision_type);
 // show_progress: a progress line on a terminal.
+EncodedSource encode_edit_source(const vae::WanVae& vae, const EditSource& src, const SourceFrames& frames, uint64_t seed,
+                                 bool show_progress = true);
 EncodedSource encode_edit_source(const vae::WanVae& vae, const EditSource& src, uint64_t seed, bool show_progress = true);
 
 // The seed of the source's reparameterisation noise, derived from the sampler's seed.

@@ -57,7 +57,7 @@ GenLayout build_gen_layout(const std::vector<SeqPart>& parts, int32_t vision_sta
 // Lance's shift_position_ids (pro_type 10) on a laid-out sequence; no-op without a Full split.
 void apply_mape(GenLayout& l);
 
-// The ViT reference of an edit (modality 4), once a native ViT supplies it: its merged token grid and
+// The ViT reference of an edit (modality 4; vit/edit_reference.h makes it): its merged token grid and
 // the merger's output rows [t h w, hidden]. Lance puts it right before the source VAE block.
 struct VitReference {
   LatentGrid grid;

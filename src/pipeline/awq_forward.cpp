@@ -18,6 +18,8 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <memory>
+#include <optional>
 
 #include "calib/calibrate.h"
 #include "forward/prompts.h"
@@ -28,6 +30,8 @@
 #include "pipeline/searches.h"
 #include "quant/awq.h"
 #include "tokenizer/tokenizer.h"
+#include "vae/wan_vae.h"
+#include "vit/edit_reference.h"
 
 namespace lq::pipeline {
 
@@ -479,34 +483,124 @@ void add_x2t_samples(const QuantizeOptions& o, fwd::Engine& engine, const tok::T
   }
 }
 
-// t2i: every prompt through the full-precision sampler; sequences at a few taus of its trajectory.
-void add_t2i_samples(const QuantizeOptions& o, fwd::Engine& engine, const tok::Tokenizer& tok,
-                     const std::vector<std::string>& captions, int64_t budget, CalibRows& rows) {
+bool is_gen_task(calib::SourceKind k) {
+  return k == calib::SourceKind::T2i || k == calib::SourceKind::T2v || k == calib::SourceKind::ImageEdit ||
+         k == calib::SourceKind::VideoEdit;
+}
+bool is_edit(calib::SourceKind k) { return k == calib::SourceKind::ImageEdit || k == calib::SourceKind::VideoEdit; }
+
+// One generation task ready to sample: its sampler (both branches' prefixes prefilled), the prompt (noise
+// positions) and both branches' prefix rows, from which the cached sequences are rebuilt.
+struct GenRun {
+  fwd::T2iPrompt prompt;
+  fwd::Chunk prefix[2];  // cond, uncond
+  std::unique_ptr<fwd::T2iSampler> sampler;
+};
+
+fwd::Chunk concat(fwd::Chunk c, const fwd::Chunk& n) {
+  c.embeddings.insert(c.embeddings.end(), n.embeddings.begin(), n.embeddings.end());
+  c.paths.insert(c.paths.end(), n.paths.begin(), n.paths.end());
+  c.positions.insert(c.positions.end(), n.positions.begin(), n.positions.end());
+  c.splits.insert(c.splits.end(), n.splits.begin(), n.splits.end());
+  return c;
+}
+
+// Generation tasks (t2i, t2v, image_edit, video_edit): each prompt through the full-precision sampler,
+// whole sequences (prefix + noise block) at a few taus of its trajectory, cond and (while CFG is active)
+// uncond, until the gen budget is met. The kinds take turns (t2i, t2v, image_edit, video_edit, t2i, ...)
+// and each kind gives at least one sequence (as x2t gives at least one question), so a small budget sees
+// every task; an edit's clean source rows (tau 0) count as gen rows too. Once the budget is met no further
+// sampler runs.
+void add_gen_samples(const QuantizeOptions& o, fwd::Engine& engine, const tok::Tokenizer& tok,
+                     const std::vector<calib::Sample>& items, int64_t budget, CalibRows& rows) {
   const fwd::T2iSettings st = fwd::load_t2i_settings(o.model_dir);
-  fwd::check_latent_grid(st.grid, engine.config());
   fwd::SamplerOptions so = st.sampler;
   if (o.awq.t2i_steps > 0) so.steps = o.awq.t2i_steps;
   const std::vector<double> taus = fwd::shifted_taus(so.steps, so.shift);
-  const int64_t k = st.grid.tokens(), ch = engine.config().latent_channels;
+  const int64_t ch = engine.config().latent_channels;
+  constexpr int kKinds = 4;
+  auto kind_index = [](calib::SourceKind k) {
+    return k == calib::SourceKind::T2i ? 0 : k == calib::SourceKind::T2v ? 1 : k == calib::SourceKind::ImageEdit ? 2 : 3;
+  };
+  std::vector<size_t> by_kind[kKinds];
+  for (size_t i = 0; i < items.size(); ++i) by_kind[kind_index(items[i].kind)].push_back(i);
+  // Everything an item needs is checked before the first sampler runs: grids, the VAE, the ViT.
+  if (!by_kind[0].empty()) fwd::check_latent_grid(st.grid, engine.config());
+  fwd::LatentGrid t2v_grid;
+  if (!by_kind[1].empty()) {
+    t2v_grid = calib::t2v_calib_grid(st.grid, engine.config().max_latent_frames, o.t2v_frames);
+    fwd::check_latent_grid(t2v_grid, engine.config());
+  }
+  std::optional<vae::WanVae> vae;
+  std::optional<vit::Vit> vit_model;
+  if (!by_kind[2].empty() || !by_kind[3].empty()) {
+    if (o.vae.empty()) fail("quantize", "image_edit / video_edit inputs need the Wan2.2 VAE (--vae PATH) to encode their sources");
+    vae.emplace(vae::WanVae::load(o.vae));
+    if (vae->config().z_dim != ch)
+      fail(o.vae, "VAE latents have " + std::to_string(vae->config().z_dim) + " channels, the model's " + std::to_string(ch));
+    if (!o.edit_without_vit) {
+      if (o.vit_dir.empty() && !vit::model_has_vit(o.model_dir))
+        fail("quantize", "image_edit / video_edit inputs need the ViT for Lance's reference block: --vit-dir DIR "
+                         "(vit.safetensors + config.json) or a checkpoint with vit_model.* tensors, or --no-vit-reference");
+      vit::VitLoadOptions vo;
+      vo.storage = engine.storage();
+      vo.release_pages = true;
+      vit_model.emplace(vit::Vit::load(o.vit_dir.empty() ? o.model_dir : o.vit_dir, vo));
+      vit::check_vit_matches(*vit_model, engine);
+    }
+  }
+  std::vector<std::pair<size_t, size_t>> order;  // (item, index within its kind)
+  for (size_t round = 0; order.size() < items.size(); ++round)
+    for (const auto& g : by_kind)
+      if (round < g.size()) order.push_back({g[round], round});
   int64_t gen_rows = 0;
-  for (size_t pi = 0; pi < captions.size(); ++pi) {
-    const fwd::T2iPrompt prompt = fwd::t2i_prompt(tok, captions[pi], st.instruction, st.grid);
-    fwd::T2iSampler sampler(engine, prompt);
+  bool seen[kKinds] = {false, false, false, false};
+  for (const auto& [item, ki] : order) {
+    if (gen_rows >= budget && seen[kind_index(items[item].kind)]) continue;  // its sampler would add nothing
+    const calib::Sample& s = items[item];
+    const int kind = kind_index(s.kind);
+    GenRun r;
+    if (!is_edit(s.kind)) {
+      const fwd::LatentGrid& g = kind == 0 ? st.grid : t2v_grid;
+      r.prompt = fwd::t2i_prompt(tok, s.caption, kind == 0 ? st.instruction : st.t2v_instruction, g);
+      for (int b = 0; b < 2; ++b) {
+        const fwd::T2iBranch& br = b == 0 ? r.prompt.cond : r.prompt.uncond;
+        r.prefix[b] = fwd::text_chunk(engine, br.prefix_ids, br.prefix_positions, br.prefix_splits);
+      }
+      r.sampler = std::make_unique<fwd::T2iSampler>(engine, r.prompt);
+    } else {
+      fwd::EditSource src;
+      (s.kind == calib::SourceKind::ImageEdit ? src.image : src.video) = s.media;
+      src.resolution = o.edit_resolution > 0 ? o.edit_resolution : 16 * int(std::lround(std::sqrt(double(st.grid.h) * st.grid.w)));
+      src.max_frames = o.edit_max_frames;
+      const vit::EditConditions c = vit::edit_conditions(*vae, vit_model ? &*vit_model : nullptr, src, o.edit_vit_resolution,
+                                                         uint64_t(kind) * 1000003u + ki, false);
+      vit::EditJob job = vit::edit_job(engine, tok, s.caption, c);
+      r.prompt = job.prompt->sampler_prompt();
+      std::vector<const fwd::VitReference*> refs;
+      if (c.vit) refs.push_back(&*c.vit);
+      for (int b = 0; b < 2; ++b) r.prefix[b] = job.prompt->prefix_chunk(engine, b == 0, {&c.source.latents}, refs);
+      r.sampler = std::move(job.sampler);
+    }
+    const fwd::LatentGrid& g = r.prompt.grid;
+    const int64_t k = g.tokens();
     std::vector<float> traj;
-    sampler.sample(fwd::normal_noise(uint64_t(pi), k * ch), so, &traj);
+    // t2i keeps its seeds (prompt index); the other kinds are seeded apart from it.
+    r.sampler->sample(fwd::normal_noise(uint64_t(kind) * 1000003u + ki, k * ch), so, &traj);
+    r.sampler.reset();  // its K/V caches
     rows.tokens_gen += k * so.steps;  // gen rows the sampler ran (cond branch)
-    if (gen_rows >= budget) continue;
     const int nt = std::max(1, std::min(o.awq.t2i_taus, so.steps));
-    for (int j = 0; j < nt && gen_rows < budget; ++j) {
-      const int step = int((int64_t(j) * so.steps + (pi % size_t(nt))) / nt) % so.steps;  // staggered per prompt
+    for (int j = 0; j < nt && (gen_rows < budget || !seen[kind]); ++j) {
+      const int step = int((int64_t(j) * so.steps + int64_t(ki % size_t(nt))) / nt) % so.steps;  // staggered per prompt
       const float* x = traj.data() + int64_t(step) * k * ch;
       const double tau = taus[size_t(step)];
-      add_sample(rows, fwd::full_branch_chunk(engine, prompt.cond, prompt.vision_start, prompt.vision_end, st.grid, x, tau));
-      gen_rows += k;
       const bool cfg = so.cfg_scale != 1.0 && tau > so.cfg_min && tau <= so.cfg_max;
-      if (cfg && gen_rows < budget) {
-        add_sample(rows, fwd::full_branch_chunk(engine, prompt.uncond, prompt.vision_start, prompt.vision_end, st.grid, x, tau));
-        gen_rows += k;
+      for (int b = 0; b < (cfg ? 2 : 1) && (gen_rows < budget || !seen[kind]); ++b) {
+        seen[kind] = true;
+        fwd::Chunk c = concat(r.prefix[b], fwd::noise_chunk(engine, b == 0 ? r.prompt.cond : r.prompt.uncond, r.prompt.vision_start,
+                                                             r.prompt.vision_end, g, x, tau));
+        gen_rows += std::count(c.paths.begin(), c.paths.end(), Path::Gen);
+        add_sample(rows, std::move(c));
       }
     }
   }
@@ -514,14 +608,15 @@ void add_t2i_samples(const QuantizeOptions& o, fwd::Engine& engine, const tok::T
 
 }  // namespace
 
-// Text windows (evenly spaced over all windows), x2t prompts and t2i sequences until each path has its rows.
+// Text windows (evenly spaced over all windows), x2t prompts and generation sequences (t2i, t2v, edits)
+// until each path has its rows.
 CalibRows collect_calib_rows(const QuantizeOptions& o, fwd::Engine& engine) {
   CalibRows rows;
   if (o.calib.empty()) fail("quantize", o.scheme.name + " needs calibration inputs: --calib text:FILE and --calib t2i:FILE");
   const tok::Tokenizer tok = tok::Tokenizer::load(o.model_dir);
   const int64_t budget = o.awq.rows_per_layer;
   std::vector<std::vector<int32_t>> windows;
-  std::vector<std::string> captions;
+  std::vector<calib::Sample> gen;  // t2i, t2v, image_edit, video_edit
   std::vector<vit::X2tItem> x2t_items;
   calib::CalibOptions co;
   co.seq_len = o.awq.seq_len;
@@ -529,8 +624,8 @@ CalibRows collect_calib_rows(const QuantizeOptions& o, fwd::Engine& engine) {
   co.max_prompts = o.awq.max_prompts;
   for (const auto& src : o.calib)
     for (auto& sample : calib::load_samples(src, tok, co)) {
-      if (sample.kind == calib::SourceKind::T2i) {
-        captions.push_back(std::move(sample.caption));
+      if (is_gen_task(sample.kind)) {
+        gen.push_back(std::move(sample));
         continue;
       }
       if (calib::is_x2t(sample.kind)) {
@@ -538,11 +633,17 @@ CalibRows collect_calib_rows(const QuantizeOptions& o, fwd::Engine& engine) {
         continue;
       }
       if (sample.kind != calib::SourceKind::Text && sample.kind != calib::SourceKind::Chat)
-        fail("quantize --calib", std::string(calib::source_kind_name(sample.kind)) +
-                                     " inputs are read by `calibrate` only (layer-by-layer AWQ and GPTQ take text, chat, x2t and t2i)");
+        fail("quantize --calib", std::string("unexpected calibration kind ") + calib::source_kind_name(sample.kind));
       rows.tokens_und += int64_t(sample.ids.size());
       windows.push_back(std::move(sample.ids));
     }
+  // Edits: their VAE and ViT are checked before any input runs.
+  if (std::any_of(gen.begin(), gen.end(), [](const calib::Sample& x) { return is_edit(x.kind); })) {
+    if (o.vae.empty()) fail("quantize", "image_edit / video_edit inputs need the Wan2.2 VAE (--vae PATH) to encode their sources");
+    if (!o.edit_without_vit && o.vit_dir.empty() && !vit::model_has_vit(o.model_dir))
+      fail("quantize", "image_edit / video_edit inputs need the ViT for Lance's reference block: --vit-dir DIR "
+                       "(vit.safetensors + config.json) or a checkpoint with vit_model.* tensors, or --no-vit-reference");
+  }
   // Text: evenly spaced windows until the und budget (half of it when there are x2t inputs) is met.
   const int64_t text_budget = x2t_items.empty() ? budget : (budget + 1) / 2;
   int64_t text_rows = 0;
@@ -556,7 +657,7 @@ CalibRows collect_calib_rows(const QuantizeOptions& o, fwd::Engine& engine) {
     text_rows += n;
   }
   if (!x2t_items.empty()) add_x2t_samples(o, engine, tok, x2t_items, budget - text_rows, rows);
-  if (!captions.empty()) add_t2i_samples(o, engine, tok, captions, budget, rows);
+  if (!gen.empty()) add_gen_samples(o, engine, tok, gen, budget, rows);
   return rows;
 }
 

@@ -22,6 +22,7 @@
 #include "pipeline/bit_plan.h"
 #include "pipeline/layer_search.h"
 #include "pipeline/searches.h"
+#include "vit/vit_config.h"
 
 namespace lq::pipeline {
 
@@ -342,8 +343,8 @@ std::vector<std::string> stats_kinds(const std::string& stats_path) {
   return {k.begin(), k.end()};
 }
 
-// awq / gptq / awq-gptq schemes: which paths the --calib inputs reach (text, chat, x2t: und; t2i: both,
-// its prompt prefix is und; the other kinds are refused here). A path with quantized linears and no input
+// awq / gptq / awq-gptq schemes: which paths the --calib inputs reach (text, chat, x2t: und; t2i, t2v,
+// image_edit, video_edit: both, their prompt prefixes are und). A path with quantized linears and no input
 // is refused before any slow work, unless --allow-partial (its linears are then written with RTN and
 // recorded as such).
 void check_awq_coverage(const QuantizeOptions& o, const model::ModelSpec& spec, const LinearFormats& lf) {
@@ -351,12 +352,15 @@ void check_awq_coverage(const QuantizeOptions& o, const model::ModelSpec& spec, 
   bool und = false, gen = false;
   for (const auto& s : o.calib) {
     using K = calib::SourceKind;
-    if (s.kind != K::Text && s.kind != K::Chat && s.kind != K::T2i && !calib::is_x2t(s.kind))
-      fail("quantize --calib " + std::string(calib::source_kind_name(s.kind)) + ":" + s.path,
-           std::string(calib::source_kind_name(s.kind)) +
-               " inputs are read by `calibrate` only (layer-by-layer AWQ takes text, chat, t2i, x2t_image and x2t_video)");
-    und = true;  // text, chat and x2t reach und; t2i's prompt prefix too
-    gen = gen || s.kind == K::T2i;
+    und = true;  // text, chat and x2t reach und; the generation tasks' prompt prefixes too
+    gen = gen || s.kind == K::T2i || s.kind == K::T2v || s.kind == K::ImageEdit || s.kind == K::VideoEdit;
+    if (s.kind == K::ImageEdit || s.kind == K::VideoEdit) {
+      const std::string where = "quantize --calib " + std::string(calib::source_kind_name(s.kind)) + ":" + s.path;
+      if (o.vae.empty()) fail(where, "edit inputs need the Wan2.2 VAE (--vae PATH) to encode their sources");
+      if (!o.edit_without_vit && o.vit_dir.empty() && !vit::model_has_vit(o.model_dir))
+        fail(where, "edit inputs need the ViT for Lance's reference block: --vit-dir DIR (vit.safetensors + config.json) "
+                    "or a checkpoint with vit_model.* tensors, or --no-vit-reference");
+    }
   }
   std::map<std::string, std::vector<std::string>> missing;  // path -> quantized linears
   for (const auto& l : spec.linears)

@@ -100,6 +100,13 @@ struct QuantizeOptions {
   std::vector<calib::Source> calib;              // AWQ inputs
   std::string vit_dir;                           // x2t inputs: the ViT (empty: the checkpoint's vit_model.*)
   vit::X2tSettings x2t;                          // x2t resolutions and frame sampling
+  // t2v / image_edit / video_edit inputs, as `calibrate` runs them (calib/calibrate.h): t2v frames (0: 17 or
+  // what the model allows), edit sources encoded by the Wan2.2 VAE `vae` at edit_resolution (0: 16 sqrt(h w)
+  // of the t2i grid), videos cut to edit_max_frames, with the ViT reference (the ViT of vit_dir or the
+  // checkpoint, at edit_vit_resolution, 0: paired with the VAE's) unless edit_without_vit.
+  std::string vae;
+  int t2v_frames = 0, edit_resolution = 0, edit_max_frames = 17, edit_vit_resolution = 0;
+  bool edit_without_vit = false;
   std::string stats_path;                        // proxy / legacy inputs
   bool allow_partial = false, force = false;
   io::DType kept_dtype = io::DType::BF16;

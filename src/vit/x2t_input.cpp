@@ -39,24 +39,30 @@ std::vector<X2tItem> read_x2t_jsonl(const std::string& path, MediaKind kind) {
   return out;
 }
 
-VitFeatures encode_media(const Vit& vit, MediaKind kind, const std::string& path, const X2tSettings& s) {
-  VitInput in;
-  if (kind == MediaKind::Image) {
-    media::FrameTransform t = media::vit_image_transform();
-    t.resolution = s.image_resolution;
-    in = image_input(media::read_image(path), vit.config(), t);
-  } else {
-    media::FrameTransform t = media::vit_video_transform();
-    t.resolution = s.video_resolution;
-    const media::SampledFrames clip = media::read_clip(path, s.sampling, s.folder_fps);
-    in = video_input(clip.frames, vit.config(), t);
-  }
+namespace {
+VitFeatures features(const Vit& vit, const VitInput& in) {
   VitFeatures f;
   const int m = vit.config().spatial_merge_size;
   f.merged_grid = {in.grid[0], in.grid[1] / m, in.grid[2] / m};
   f.frames = int64_t(in.grid[0]) * vit.config().temporal_patch_size;
   f.rows = vit.forward(in.patches.data(), in.grid);
   return f;
+}
+}  // namespace
+
+VitFeatures encode_media(const Vit& vit, MediaKind kind, const std::string& path, const X2tSettings& s) {
+  if (kind == MediaKind::Image) return encode_frames(vit, kind, {media::read_image(path)}, s.image_resolution, path);
+  const media::SampledFrames clip = media::read_clip(path, s.sampling, s.folder_fps);
+  return encode_frames(vit, kind, clip.frames, s.video_resolution, path);
+}
+
+VitFeatures encode_frames(const Vit& vit, MediaKind kind, const std::vector<media::RgbImage>& frames, int resolution,
+                          const std::string& what) {
+  if (frames.empty()) fail(what, "no frames for the ViT");
+  if (kind == MediaKind::Image && frames.size() != 1) fail(what, "an image is one frame");
+  media::FrameTransform t = kind == MediaKind::Image ? media::vit_image_transform() : media::vit_video_transform();
+  t.resolution = resolution;
+  return features(vit, kind == MediaKind::Image ? image_input(frames.front(), vit.config(), t) : video_input(frames, vit.config(), t));
 }
 
 int temporal_step(const std::string& model_dir, const VitConfig& vit) {

@@ -47,6 +47,11 @@ struct VitFeatures {
   int64_t tokens() const { return int64_t(merged_grid[0]) * merged_grid[1] * merged_grid[2]; }
 };
 VitFeatures encode_media(const Vit& vit, MediaKind kind, const std::string& path, const X2tSettings& s = {});
+// The same for frames already read (an edit's source: the frames its VAE block is made of) through the
+// ViT transform at `resolution` and the frame rule of `kind` (one image repeated to 2 frames; a video's
+// last frame repeated when the count is odd). `what` names the source in errors.
+VitFeatures encode_frames(const Vit& vit, MediaKind kind, const std::vector<media::RgbImage>& frames, int resolution,
+                          const std::string& what);
 
 // tokens_per_second of the model (llm_config.json "vision_config", else lance_config.json, else the
 // ViT's): the temporal position step per temporal patch (Lance: 2).

@@ -1,8 +1,9 @@
 // Calibration kinds t2v:FILE, image_edit:FILE and video_edit:FILE on a synthetic tiny model (3 latent
 // frames allowed) with a tiny random-weight Wan2.2 VAE: the gen linears see exactly the rows the
 // sequences imply (K target rows per branch per step, CFG active on both steps of a 2-step schedule;
-// for edits also the clean source rows of both branches' prefixes, counted in tau bucket 0), and bad
-// inputs are refused before any work.
+// for edits also the clean source rows of both branches' prefixes, counted in tau bucket 0; with a ViT
+// the reference block's rows reach the und linears of both branches), and bad inputs are refused before
+// any work.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -57,6 +58,8 @@ const World& world() {
     std::ofstream(x.model + "/lance_config.json") << j.dump(1);
     out = lq("synth-vae --size tiny --out " + x.vae, &rc);
     EXPECT_EQ(rc, 0) << out;
+    out = lq("synth --vit small --vit-out-hidden 128 --seed 6 --out " + x.dir + "/vit", &rc);  // tiny: hidden 128
+    EXPECT_EQ(rc, 0) << out;
     fs::create_directories(x.dir + "/media");
     lq::io::write_png_rgb(x.dir + "/media/a.png", picture(128, 128, 0).data(), 128, 128);
     {
@@ -73,6 +76,7 @@ const World& world() {
 }
 
 const std::string kGenQ = "language_model.model.layers.0.self_attn.q_proj_moe_gen";
+const std::string kUndQ = "language_model.model.layers.0.self_attn.q_proj";
 
 StatsFile calibrate(const std::string& kind, const std::string& extra = "") {
   const World& s = world();
@@ -95,7 +99,7 @@ TEST(GenKindsCalib, T2v) {
 }
 
 TEST(GenKindsCalib, ImageEdit) {
-  const StatsFile st = calibrate("image_edit");
+  const StatsFile st = calibrate("image_edit", "--no-vit-reference");
   // 128 x 128 source at the default resolution 16 sqrt(8 x 8) = 128: grid 1 x 8 x 8. Clean source rows in
   // both branches' prefixes (2 x 64, tau 0) plus 2 steps x 2 branches x 64 target rows.
   EXPECT_EQ(st.linears.at(kGenQ).all.count, 2 * 64 + 2 * 2 * 64);
@@ -103,20 +107,44 @@ TEST(GenKindsCalib, ImageEdit) {
 }
 
 TEST(GenKindsCalib, VideoEdit) {
-  const StatsFile st = calibrate("video_edit");
+  const StatsFile st = calibrate("video_edit", "--no-vit-reference");
   // 9 frames at 12 fps: Lance samples all 9 -> grid 3 x 8 x 8 = 192 rows per block.
   EXPECT_EQ(st.linears.at(kGenQ).all.count, 2 * 192 + 2 * 2 * 192);
   EXPECT_EQ(st.linears.at(kGenQ).by_tau.at(0).count, 2 * 192);
 }
 
+TEST(GenKindsCalib, EditsWithTheVitReference) {
+  const World& s = world();
+  for (const std::string kind : {"image_edit", "video_edit"}) {
+    const StatsFile without = calibrate(kind, "--no-vit-reference");
+    const StatsFile with = calibrate(kind, "--vit " + s.dir + "/vit");
+    EXPECT_EQ(with.extra_metadata.at("edit_vit_reference"), "yes");
+    EXPECT_EQ(without.extra_metadata.at("edit_vit_reference"), "no");
+    // The gen rows are unchanged; each branch's prefix gains the ViT block (K tokens + 2 markers) on the
+    // und path. ViT at 7/8 of 128 = 112: 128x128 -> 112x112 -> 4 x 4 merged tokens per temporal patch;
+    // image: 2 frames -> 1 patch (K = 16); video: 9 frames + the last repeated -> 5 patches (K = 80).
+    const int64_t k = kind == "image_edit" ? 16 : 80;
+    EXPECT_EQ(with.linears.at(kGenQ).all.count, without.linears.at(kGenQ).all.count) << kind;
+    EXPECT_EQ(with.linears.at(kUndQ).all.count, without.linears.at(kUndQ).all.count + 2 * (k + 2)) << kind;
+  }
+  // Without a ViT (none in the model) an edit source is refused unless --no-vit-reference.
+  int rc = 0;
+  const std::string out = lq("calibrate " + s.model + " --calib image_edit:" + s.dir + "/image_edit.jsonl --vae " + s.vae +
+                                 " --force --out " + s.dir + "/nv.st",
+                             &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("--no-vit-reference"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(s.dir + "/nv.st"));
+}
+
 TEST(GenKindsCalib, Errors) {
   const World& s = world();
   int rc = 0;
-  std::string out = lq("calibrate " + s.model + " --calib image_edit:" + s.dir + "/image_edit.jsonl --force --out " + s.dir + "/e.st", &rc);
+  std::string out = lq("calibrate " + s.model + " --calib image_edit:" + s.dir + "/image_edit.jsonl --no-vit-reference --force --out " + s.dir + "/e.st", &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("--vae"), std::string::npos) << out;
   std::ofstream(s.dir + "/bad.jsonl") << R"({"image": "media/missing.png", "prompt": "x"})" << "\n";
-  out = lq("calibrate " + s.model + " --calib image_edit:" + s.dir + "/bad.jsonl --vae " + s.vae + " --force --out " + s.dir + "/e.st", &rc);
+  out = lq("calibrate " + s.model + " --calib image_edit:" + s.dir + "/bad.jsonl --vae " + s.vae + " --no-vit-reference --force --out " + s.dir + "/e.st", &rc);
   EXPECT_EQ(rc, 1);
   EXPECT_NE(out.find("bad.jsonl:1"), std::string::npos) << out;
   out = lq("calibrate " + s.model + " --calib t2v:" + s.dir + "/t2v.txt --t2v-frames 21 --force --out " + s.dir + "/e.st", &rc);

@@ -2,7 +2,8 @@
 // --preset tiny` (its lance_config allowing 3 latent frames) and `synth-vae --size tiny`. Random weights
 // only prove the plumbing: pictures and videos of the right size and frame count come out, an edit's
 // result depends on its source (the condition is wired in) and is reproducible from the seed, the
-// t2v/edit options are validated and no output may replace an input.
+// t2v/edit options are validated and no output may replace an input. The tiny model has no ViT, so its
+// edits run with --no-vit-reference (tests/vit/edit_cli_test.cpp covers the ViT reference).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -97,7 +98,7 @@ TEST(GenTasksCli, EditsDependOnTheirSource) {
   ASSERT_EQ(rc, 0) << out;
   auto edit = [&](const std::string& src, const std::string& name) {
     int r = 0;
-    const std::string o = lq("run " + f.model + " --task edit --image " + f.dir + "/" + src + " --prompt 'make it green' --seed 5 --steps 3 --vae " +
+    const std::string o = lq("run " + f.model + " --task edit --no-vit-reference --image " + f.dir + "/" + src + " --prompt 'make it green' --seed 5 --steps 3 --vae " +
                                  f.vae + " --resolution 128 --png " + f.dir + "/" + name + ".png --out " + f.dir + "/" + name + ".safetensors",
                              &r);
     EXPECT_EQ(r, 0) << o;
@@ -117,7 +118,7 @@ TEST(GenTasksCli, VideoEdit) {
                            "/src.mp4",
                        &rc);
   ASSERT_EQ(rc, 0) << out;
-  out = lq("run " + f.model + " --task edit --video " + f.dir + "/src.mp4 --prompt 'add a boat' --seed 4 --steps 2 --vae " + f.vae +
+  out = lq("run " + f.model + " --task edit --no-vit-reference --video " + f.dir + "/src.mp4 --prompt 'add a boat' --seed 4 --steps 2 --vae " + f.vae +
                " --resolution 128 --mp4 " + f.dir + "/edit.mp4 --json",
            &rc);
   ASSERT_EQ(rc, 0) << out;

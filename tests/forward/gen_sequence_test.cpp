@@ -7,11 +7,13 @@
 
 #include <vector>
 
+#include "forward/attention.h"
 #include "forward/gen_sequence.h"
 #include "forward/t2i.h"
 #include "io/error.h"
 #include "model/synth.h"
 #include "test_paths.h"
+#include "tokenizer/tokenizer.h"
 
 namespace {
 
@@ -144,6 +146,122 @@ TEST(GenSequence, PrefixChunkRoutesCleanLatentsToGen) {
   EXPECT_EQ(u.rows(), 16);
   EXPECT_EQ(u.positions, cp.sampler_prompt().uncond.prefix_positions);
   EXPECT_THROW(cp.prefix_chunk(e, true, {}, {}), lq::Error);  // the source latents are required
+}
+
+// The edit with a ViT reference (validation_dataset.py tiv2v_sample: ViT block, then the clean source
+// block, in the user turn): s1 0..4, ViT 5..10, source 11..18, caption 19..22, s3 23..25, target 26..33,
+// tail 34. Uncond = the caption split dropped (i_sample_modality != 0), the ViT block kept.
+TEST(GenSequence, EditWithVitReferenceBranches) {
+  const ConditionedPrompt cp(edit_parts(true), VS, VE, PAD);
+  const std::vector<P> vit{{1000, 5, 5}, {1001, 6, 6}, {1001, 6, 7}, {1001, 7, 6}, {1001, 7, 7}, {1003, 8, 8}};
+  const T2iPrompt p = cp.sampler_prompt();
+  EXPECT_EQ(p.cond.prefix_positions, cat<P>({text(0, 5), vit, block123(9), text(14, 4), text(18, 3)}));
+  EXPECT_EQ(p.cond.noise_positions, block123(9));
+  // uncond: prefix keeps the conditional positions (s3 at 18..20); the caption-free sequence puts s3 at
+  // 14..16 and the target at 17, where MaPE again moves the ViT t axis to 1000 and copies the source.
+  EXPECT_EQ(p.uncond.prefix_positions, cat<P>({text(0, 5), vit, block123(9), text(18, 3)}));
+  EXPECT_EQ(cp.uncond().positions, cat<P>({text(0, 5), vit, block123(9), text(14, 3), block123(9), text(22, 1)}));
+  EXPECT_EQ(p.uncond.noise_positions, block123(9));
+  auto modes = [](const std::vector<Split>& v) {
+    std::vector<std::pair<int64_t, SplitMode>> m;
+    for (const Split& x : v) m.push_back({x.len, x.mode});
+    return m;
+  };
+  using M = std::vector<std::pair<int64_t, SplitMode>>;
+  EXPECT_EQ(modes(p.cond.prefix_splits), (M{{5, SplitMode::Causal}, {6, SplitMode::Full}, {8, SplitMode::Full}, {4, SplitMode::Causal}, {3, SplitMode::Causal}}));
+  EXPECT_EQ(modes(p.uncond.prefix_splits), (M{{5, SplitMode::Causal}, {6, SplitMode::Full}, {8, SplitMode::Full}, {3, SplitMode::Causal}}));
+  EXPECT_EQ(cp.cond().modality, cat<int8_t>({std::vector<int8_t>(5, -1), std::vector<int8_t>(6, 4), std::vector<int8_t>(8, 2),
+                                             std::vector<int8_t>(4, 0), std::vector<int8_t>(3, -1), std::vector<int8_t>(8, 1),
+                                             std::vector<int8_t>(1, -1)}));
+}
+
+// Lance's mask on the whole conditional sequence (k visible to q iff k <= q or same full/noise split,
+// and not k in a noise split q is not in): the ViT block is bidirectional inside and does not see the
+// source block after it; the source sees the ViT block; only the target sees itself.
+TEST(GenSequence, EditWithVitReferenceMask) {
+  const GenLayout l = build_gen_layout(edit_parts(true), VS, VE, PAD);
+  ASSERT_EQ(l.rows(), 35);
+  const AttentionLayout a = make_attention_layout(l.splits, 0, l.rows());
+  auto visible = [&](int64_t q) {
+    std::vector<KeyRange> r;
+    a.visible(q, r);
+    std::vector<bool> v(size_t(l.rows()), false);
+    for (const KeyRange& k : r)
+      for (int64_t i = k.begin; i < k.end; ++i) v[size_t(i)] = true;
+    return v;
+  };
+  auto want = [&](std::initializer_list<std::pair<int64_t, int64_t>> ranges) {
+    std::vector<bool> v(size_t(l.rows()), false);
+    for (auto [b, e] : ranges)
+      for (int64_t i = b; i < e; ++i) v[size_t(i)] = true;
+    return v;
+  };
+  EXPECT_EQ(visible(3), want({{0, 4}}));             // s1: causal
+  EXPECT_EQ(visible(5), want({{0, 11}}));            // ViT <|vision_start|>: its whole block
+  EXPECT_EQ(visible(7), want({{0, 11}}));            // a ViT token: not the source block
+  EXPECT_EQ(visible(10), want({{0, 11}}));           // ViT <|vision_end|>
+  EXPECT_EQ(visible(11), want({{0, 19}}));           // source <|vision_start|>: ViT block + its own block
+  EXPECT_EQ(visible(15), want({{0, 19}}));
+  EXPECT_EQ(visible(20), want({{0, 21}}));           // caption: causal
+  EXPECT_EQ(visible(26), want({{0, 34}}));           // target: everything before + its block
+  EXPECT_EQ(visible(34), want({{0, 26}, {34, 35}})); // tail: not the target
+}
+
+TEST(GenSequence, PrefixChunkCarriesVitRows) {
+  lq::model::SynthOptions o;
+  o.preset = "tiny";
+  o.out_dir = lq::test::scratch_dir("gen_sequence_vit_model");
+  o.force = true;
+  lq::model::synthesize(o);
+  const Engine e = Engine::load(o.out_dir);
+  const int64_t C = e.config().latent_channels, H = e.config().hidden_size;
+  const ConditionedPrompt cp(edit_parts(true), 5, 6, 7);
+  const std::vector<float> src(size_t(6 * C), 0.25f);
+  VitReference ref;
+  ref.grid = {1, 2, 2};
+  for (int64_t k = 0; k < 4 * H; ++k) ref.embeddings.push_back(float(k % 97) * 0.01f - 0.3f);
+  const Chunk c = cp.prefix_chunk(e, true, {&src}, {&ref});
+  ASSERT_EQ(c.rows(), 26);
+  // ViT block rows 5..10 (und), source latents 12..17 (gen).
+  for (int64_t i = 0; i < 26; ++i) EXPECT_EQ(c.paths[size_t(i)], i >= 12 && i < 18 ? Path::Gen : Path::Und) << i;
+  for (int64_t k = 0; k < 4 * H; ++k) ASSERT_EQ(c.embeddings[size_t(6 * H + k)], ref.embeddings[size_t(k)]);
+  std::vector<float> marker(static_cast<size_t>(H));
+  const int32_t vs = 5, ve = 6;
+  e.embed_tokens(&vs, 1, marker.data());
+  for (int64_t k = 0; k < H; ++k) ASSERT_EQ(c.embeddings[size_t(5 * H + k)], marker[size_t(k)]);
+  e.embed_tokens(&ve, 1, marker.data());
+  for (int64_t k = 0; k < H; ++k) ASSERT_EQ(c.embeddings[size_t(10 * H + k)], marker[size_t(k)]);
+  const std::vector<float> lat = e.latent_embeddings(src.data(), {1, 2, 3}, 0.0);
+  for (int64_t k = 0; k < 6 * H; ++k) ASSERT_EQ(c.embeddings[size_t(12 * H + k)], lat[size_t(k)]);
+  EXPECT_EQ(c.positions, cp.sampler_prompt().cond.prefix_positions);
+  const Chunk u = cp.prefix_chunk(e, false, {&src}, {&ref});
+  EXPECT_EQ(u.rows(), 22);
+  for (int64_t k = 0; k < 4 * H; ++k) ASSERT_EQ(u.embeddings[size_t(6 * H + k)], ref.embeddings[size_t(k)]);
+  EXPECT_THROW(cp.prefix_chunk(e, true, {&src}, {}), lq::Error);  // the ViT rows are required
+  VitReference bad = ref;
+  bad.embeddings.pop_back();
+  EXPECT_THROW(cp.prefix_chunk(e, true, {&src}, {&bad}), lq::Error);
+}
+
+// edit_prompt with the real template: the user turn is [ViT block][source block]{instruction}.
+TEST(GenSequence, EditPromptPutsTheVitBlockBeforeTheSource) {
+  if (lq::test::shared_dir().empty()) GTEST_SKIP() << "shared fixtures not found; skipping";
+  const lq::tok::Tokenizer tok = lq::tok::Tokenizer::load(lq::test::lance_mini_dir());
+  const int32_t vs = *tok.token_id("<|vision_start|>"), ve = *tok.token_id("<|vision_end|>"), pad = *tok.token_id("<|video_pad|>");
+  const ConditionedPrompt with = edit_prompt(tok, "make it red", "SYS", {1, 2, 3}, LatentGrid{1, 2, 2});
+  const ConditionedPrompt without = edit_prompt(tok, "make it red", "SYS", {1, 2, 3});
+  const std::vector<int32_t> s1 = tok.encode("<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\n");
+  const std::vector<int32_t> instr = tok.encode("make it red");
+  std::vector<int32_t> want = s1;
+  for (int32_t id : {vs, pad, pad, pad, pad, ve, vs, pad, pad, pad, pad, pad, pad, ve}) want.push_back(id);
+  want.insert(want.end(), instr.begin(), instr.end());
+  const auto& ids = with.cond().ids;
+  ASSERT_GE(ids.size(), want.size());
+  EXPECT_EQ(std::vector<int32_t>(ids.begin(), ids.begin() + int64_t(want.size())), want);
+  EXPECT_EQ(ids.size(), without.cond().ids.size() + 6);
+  EXPECT_EQ(with.cond().modality[s1.size()], kVitRef);
+  EXPECT_EQ(with.cond().modality[s1.size() + 6], kEditSource);
+  EXPECT_EQ(with.cond().positions[s1.size()][0], 1000);  // MaPE
 }
 
 }  // namespace

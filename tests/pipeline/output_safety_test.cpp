@@ -12,8 +12,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <vector>
 
 #include "formats/checkpoint.h"
+#include "io/png.h"
 #include "io/safetensors.h"
 #include "test_paths.h"
 
@@ -301,22 +303,24 @@ TEST(CalibrationInput, BinaryCalibrationFileIsRefusedUpFront) {
   EXPECT_FALSE(std::filesystem::exists(d + "/s.safetensors"));
 }
 
-// quantize's layer-by-layer AWQ takes text, chat, t2i and x2t inputs; the other kinds are refused up
-// front, naming the input, rather than after the model has loaded.
-TEST(CalibrationInput, QuantizeRefusesCalibrateOnlyKindsUpFront) {
+// quantize's layer-by-layer AWQ takes every calibration kind; an edit input without its VAE (or without a
+// ViT for its reference block) is refused up front, naming the input, rather than after the model has loaded.
+TEST(CalibrationInput, QuantizeRefusesEditsWithoutTheirVaeUpFront) {
   LQ_REQUIRE_SHARED();
   const std::string d = test::scratch_dir("calib_kinds");
-  std::ofstream(d + "/prompts.txt") << "a red circle\n";
+  std::ofstream(d + "/edits.jsonl") << R"({"image": "a.png", "prompt": "make it red"})" << "\n";
+  std::vector<uint8_t> px(32 * 32 * 3, 90);
+  io::write_png_rgb(d + "/a.png", px.data(), 32, 32);
   std::ofstream(d + "/text.txt") << "Once upon a time there was a small dog.\n";
   std::string out;
   const auto t0 = std::chrono::steady_clock::now();
-  EXPECT_EQ(run("quantize " + test::lance_mini_dir() + " --scheme awq-int4 --calib text:" + d + "/text.txt --calib t2v:" + d +
-                    "/prompts.txt --out " + d + "/q",
-                &out),
-            1)
-      << out;
-  EXPECT_NE(out.find("t2v:" + d + "/prompts.txt"), std::string::npos) << out;
-  EXPECT_NE(out.find("`calibrate` only"), std::string::npos) << out;
+  const std::string q = "quantize " + test::lance_mini_dir() + " --scheme awq-int4 --calib text:" + d + "/text.txt --calib image_edit:" + d +
+                        "/edits.jsonl";
+  EXPECT_EQ(run(q + " --out " + d + "/q", &out), 1) << out;
+  EXPECT_NE(out.find("image_edit:" + d + "/edits.jsonl"), std::string::npos) << out;
+  EXPECT_NE(out.find("--vae"), std::string::npos) << out;
+  EXPECT_EQ(run(q + " --vae " + d + " --out " + d + "/q", &out), 1) << out;  // lance-mini has no ViT inside
+  EXPECT_NE(out.find("--no-vit-reference"), std::string::npos) << out;
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 20.0);
   EXPECT_FALSE(std::filesystem::exists(d + "/q"));
 }

@@ -251,6 +251,7 @@ def test_video_and_edit_workflows_run_like_comfyui(media, tmp_path, monkeypatch)
     prompt = workflow("lance_t2v_edit_api.json")
     prompt["1"]["inputs"]["model_path"] = media["model"]
     prompt["2"]["inputs"]["vae_path"] = media["vae"]
+    prompt["6"]["inputs"]["vit_path"] = media["vit"]  # lance-mini has no vit_model.*: the small synth ViT
     src = photo("chelsea.jpg")
     for node_id in prompt:
         if prompt[node_id]["class_type"] in MAPPINGS:
@@ -282,7 +283,8 @@ def test_video_and_edit_workflows_run_like_comfyui(media, tmp_path, monkeypatch)
     ed = prompt["6"]["inputs"]
     edited = outputs["6"][0][0]["samples"]
     y, info = model.edit(ed["instruction"], seed=ed["seed"], vae=vae, image=src, resolution=ed["resolution"],
-                         steps=ed["steps"], cfg=ed["cfg"], shift=ed["shift"])
+                         steps=ed["steps"], cfg=ed["cfg"], shift=ed["shift"], vit=media["vit"])
+    assert info["vit_reference"] is True
     assert tuple(edited.shape) == (1, 48) + (y.shape[0], y.shape[1], y.shape[2])
     assert torch.equal(edited[0], torch.from_numpy(y).permute(3, 0, 1, 2) * std[0] + mean[0])
     picture = outputs["8"][0][0]

@@ -78,19 +78,27 @@ def test_edit_from_a_file_and_from_pixels_equals_the_cli(media, model, vae, tmp_
     src = str(tmp_path / "src.png")
     lq.write_png(img, src)
     args = ["--task", "edit", "--prompt", "make it blue", "--seed", 5, "--steps", 3, "--resolution", 128,
-            "--vae", media["vae"]]
+            "--vae", media["vae"], "--vit", media["vit"]]
     j = cli_json(media["model"], "--image", src, *args, "--out", tmp_path / "edit.safetensors")
     cli = read_safetensors(str(tmp_path / "edit.safetensors"))["latents"]
-    y, info = model.edit("make it blue", seed=5, vae=vae, image=src, resolution=128, steps=3)
+    y, info = model.edit("make it blue", seed=5, vae=vae, image=src, resolution=128, steps=3, vit=media["vit"])
     assert bit_equal(y, cli)
-    assert info["source_size"] == j["edit"]["source_size"] and info["vit_reference"] is False
+    assert info["source_size"] == j["edit"]["source_size"] and info["vit_reference"] is True
+    # The checkpoint's own vit_model.* (the same weights here) gives the same edit; without the ViT reference
+    # (not Lance's conditioning, only on request) another one.
+    yc, _ = model.edit("make it blue", seed=5, vae=vae, image=src, resolution=128, steps=3)
+    assert bit_equal(yc, y)
+    y0, info0 = model.edit("make it blue", seed=5, vae=vae, image=src, resolution=128, steps=3, no_vit_reference=True)
+    assert info0["vit_reference"] is False and not np.array_equal(y0, y)
     assert y.shape[0] == 1 and list(y.shape[1:3]) == [s // 16 for s in reversed(info["source_size"])]
     # Pixels instead of a file: uint8, float 0..1 (a ComfyUI IMAGE) and a PIL image give the same edit.
-    y8, _ = model.edit("make it blue", seed=5, vae=vae, image=img, resolution=128, steps=3)
-    yf, _ = model.edit("make it blue", seed=5, vae=vae, image=img.astype(np.float32) / 255.0, resolution=128, steps=3)
+    y8, _ = model.edit("make it blue", seed=5, vae=vae, image=img, resolution=128, steps=3, vit=media["vit"])
+    yf, _ = model.edit("make it blue", seed=5, vae=vae, image=img.astype(np.float32) / 255.0, resolution=128, steps=3,
+                       vit=media["vit"])
     assert bit_equal(y8, cli) and bit_equal(yf, cli)
     # Another source gives another edit.
-    y2, _ = model.edit("make it blue", seed=5, vae=vae, image=smooth_image(96, 144, seed=1), resolution=128, steps=3)
+    y2, _ = model.edit("make it blue", seed=5, vae=vae, image=smooth_image(96, 144, seed=1), resolution=128, steps=3,
+                       vit=media["vit"])
     assert not np.array_equal(y2, y)
 
 
@@ -101,8 +109,10 @@ def test_video_edit_from_frames_equals_the_cli_on_a_folder(media, model, vae, tm
     for k, f in enumerate(frames):
         lq.write_png(f, str(folder / f"f{k:02d}.png"))
     run_cli("run", media["model"], "--task", "edit", "--video", folder, "--prompt", "make it snow", "--seed", 3,
-            "--steps", 2, "--resolution", 64, "--vae", media["vae"], "--out", tmp_path / "vedit.safetensors")
-    y, info = model.edit("make it snow", seed=3, vae=vae, video=frames, fps=24, resolution=64, steps=2)
+            "--steps", 2, "--resolution", 64, "--vae", media["vae"], "--no-vit-reference",
+            "--out", tmp_path / "vedit.safetensors")
+    y, info = model.edit("make it snow", seed=3, vae=vae, video=frames, fps=24, resolution=64, steps=2,
+                         no_vit_reference=True)
     assert bit_equal(y, read_safetensors(str(tmp_path / "vedit.safetensors"))["latents"])
     assert info["source_frames"] == 9 and y.shape[0] == 3  # 12 fps over 0.75 s: 9 frames = 4 * 2 + 1
 
@@ -142,8 +152,12 @@ def test_media_errors_carry_the_cli_messages(media, model, vae, mini):
         vae.write(np.zeros((1, 2, 2, 48), np.float32))
     with pytest.raises(lq.Error, match="vit_model"):
         lq.load(mini).understand("q", image=data_file("images/camera.png"))
+    with pytest.raises(lq.Error, match="no-vit-reference"):  # Lance edits need the ViT reference
+        lq.load(mini).edit("x", seed=1, vae=vae, image=data_file("images/camera.png"))
+    with pytest.raises(lq.Error, match="contradicts"):
+        model.edit("x", seed=1, vae=vae, image=data_file("images/camera.png"), vit=media["vit"], no_vit_reference=True)
     with pytest.raises(lq.Error, match="nonexistent"):
-        model.edit("x", seed=1, vae=vae, image="/nonexistent.png")
+        model.edit("x", seed=1, vae=vae, image="/nonexistent.png", no_vit_reference=True)
     with pytest.raises(lq.Error, match="Wan2.2|VAE|vae|exist"):
         lq.load_vae("/nonexistent-vae")
     with pytest.raises(lq.Error, match="UTF-8|--prompt"):

@@ -12,6 +12,7 @@
 #include "io/safetensors.h"
 #include "media/image_io.h"
 #include "test_paths.h"
+#include "vit_fixtures.h"
 
 namespace lq::vit {
 namespace {
@@ -28,33 +29,6 @@ nlohmann::json run_json(const std::string& args) {
   EXPECT_EQ(rc, 0) << out;
   const auto brace = out.rfind("\n{");
   return nlohmann::json::parse(brace == std::string::npos ? out : out.substr(brace + 1));
-}
-
-// A copy of lance-mini with the ViT's tensors appended as vit_model.* and its config as llm_config.json's
-// "vision_config" (how Lance_3B_Video carries the ViT).
-void embed_vit(const std::string& mini, const std::string& vit_dir, const std::string& out, const std::string& skip = "") {
-  fs::create_directories(out);
-  for (const auto& e : fs::directory_iterator(mini))
-    if (e.is_regular_file() && e.path().filename() != "model.safetensors") fs::copy_file(e.path(), out + "/" + e.path().filename().string(), fs::copy_options::overwrite_existing);
-  io::TensorStore a(mini + "/model.safetensors"), v(vit_dir + "/vit.safetensors");
-  io::SafetensorsWriter w(out + "/model.safetensors");
-  for (const auto& n : a.names()) w.declare(n, a.info(n).dtype, a.info(n).shape);
-  for (const auto& n : v.names())
-    if (n != skip) w.declare("vit_model." + n, v.info(n).dtype, v.info(n).shape);
-  for (const auto& n : a.names()) {
-    const auto b = a.file_of(n).bytes(a.info(n));
-    w.write(b.data(), b.size());
-  }
-  for (const auto& n : v.names())
-    if (n != skip) {
-      const auto b = v.file_of(n).bytes(v.info(n));
-      w.write(b.data(), b.size());
-    }
-  w.finish();
-  std::ifstream lc(mini + "/llm_config.json"), vc(vit_dir + "/config.json");
-  nlohmann::json j = nlohmann::json::parse(lc);
-  j["vision_config"] = nlohmann::json::parse(vc);
-  std::ofstream(out + "/llm_config.json") << j.dump(2);
 }
 
 class X2tCli : public ::testing::Test {
