@@ -15,4 +15,4 @@ VENV=${1:-build/pyenv-interop}
 "$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check requests scipy pulp ninja pydantic rich
 # The lance_quant package's torch / ComfyUI suites (tests/python/run.py): transformers loads our HF export
 # for the patch_linears drop-in check; pytest runs the suites.
-"$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check transformers==5.25.0 pytest==9.2.0
+"$VENV/bin/python" -m pip install -q --no-cache-dir --disable-pip-version-check transformers==5.25.0 pytest==9.2.0 pillow==13.0.0
