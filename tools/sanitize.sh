@@ -7,6 +7,8 @@
 #   vit, vae, ...): only test_AREA and the tests labelled AREA, for a quicker check of the parsers on a
 #   small machine. Tests that run the CLI use lance-quant built here too, unless LQ_TEST_EXE names
 #   another binary (e.g. build/lance-quant: then only the in-process code runs under the sanitizers).
+#   BUILD may be the fuzz build (build-fuzz): its libraries are instrumented already, so only the
+#   test files are compiled.
 set -eu
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-build-asan}
@@ -15,7 +17,13 @@ jobs=${2:-$(nproc)}
 [ $# -gt 0 ] && shift
 launcher=""
 command -v ccache >/dev/null 2>&1 && launcher="-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache"
-cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLQ_SANITIZE=ON $launcher >/dev/null
+# A fuzz build (clang, -DLQ_BUILD_FUZZ=ON, see tools/fuzz/CMakeLists.txt) already instruments every
+# library with ASan + UBSan: reuse it as it is (its objects, not a second instrumented copy).
+sanitize="-DLQ_SANITIZE=ON"
+if [ -f "$build/CMakeCache.txt" ] && grep -q '^LQ_BUILD_FUZZ:BOOL=ON' "$build/CMakeCache.txt"; then
+  sanitize=""
+fi
+cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $sanitize $launcher >/dev/null
 # Excluded, with the reason:
 #   (none: every test runs; tests that measure resident memory skip themselves under ASan, which
 #    keeps freed memory in quarantine and maps shadow memory, see LQ_UNDER_ASAN in the tests)

@@ -4,8 +4,12 @@
 #include "forward/vec_math.h"
 
 // RoPE must give the scalar definition's bits (separately rounded products, then the sum): no
-// contraction of a multiply and an add into an FMA, which GCC does by default for AVX2 code.
+// contraction of a multiply and an add into an FMA, which GCC does by default for AVX2 code and
+// clang (which ignores the GCC pragma) does within an expression by default.
 #pragma GCC optimize("fp-contract=off")
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
 
 #include <algorithm>
 #include <atomic>
