@@ -626,6 +626,12 @@ EvalOutcome evaluate(EvalRequest c) {
     fail("eval --vit", "only used with --x2t-image / --x2t-video");
   if (!x2t_items.empty() && c.vit.empty() && !vit::model_has_vit(c.base))
     fail("eval", "x2t data needs the ViT: --vit DIR (vit.safetensors + config.json) or a BASE with vit_model.* tensors");
+  // QUANT written by `quantize --vit` runs its own 4-bit ViT (the cost is measured against BASE's); asking for
+  // the load-time one on top would quantize twice.
+  const bool quant_vit_stored = !x2t_items.empty() && vit::model_has_quantized_vit(c.quant);
+  if (quant_vit_stored && !c.vit_quant.empty())
+    fail("eval --vit-quant " + c.vit_quant, c.quant + " already holds a 4-bit ViT (quantize --vit), which the x2t section "
+                                            "measures by itself: drop --vit-quant");
 
   const auto t0 = std::chrono::steady_clock::now();
   const tok::Tokenizer tok = tok::Tokenizer::load(c.base);
@@ -648,7 +654,16 @@ EvalOutcome evaluate(EvalRequest c) {
     vo.storage = c.storage;
     const std::string where = c.vit.empty() ? c.base : c.vit;
     base_vit.emplace(vit::Vit::load(where, vo));
-    if (c.vit_quant == "int4") {
+    if (quant_vit_stored) {
+      quant_vit.emplace(vit::Vit::load(c.quant, vo));
+      const vit::VitConfig &a = base_vit->config(), &b = quant_vit->config();
+      if (a.depth != b.depth || a.hidden_size != b.hidden_size || a.intermediate_size != b.intermediate_size ||
+          a.out_hidden_size != b.out_hidden_size || a.patch_size != b.patch_size)
+        fail(c.quant, "its 4-bit ViT (" + std::to_string(b.depth) + " blocks, width " + std::to_string(b.hidden_size) +
+                          ") is not the shape of BASE's (" + std::to_string(a.depth) + " blocks, width " + std::to_string(a.hidden_size) +
+                          ", from " + base_vit->weights_path() + ")");
+      vit_note = "ViT linears 4-bit from QUANT's checkpoint, written by quantize --vit (" + quant_vit->stored_quantization() + ")";
+    } else if (c.vit_quant == "int4") {
       quant_vit.emplace(vit::Vit::load(where, vo));
       vit_note = "ViT linears RTN INT4 at load (" + vit::quantize_linears_rtn_int4(*quant_vit) + ")";
     }

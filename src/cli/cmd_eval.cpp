@@ -46,7 +46,9 @@ void usage(FILE* out) {
                "  --x2t-image FILE      JSONL {\"image\", \"question\"}: answers about images, KL on answer tokens\n"
                "  --x2t-video FILE      JSONL {\"video\", \"question\"} (both need the ViT: --vit DIR or vit_model.* in BASE)\n"
                "  --vit DIR             the ViT (vit.safetensors + config.json)   --x2t-resolution R   --max-x2t N\n"
-               "  --vit-quant int4      QUANT's ViT linears in 4-bit (RTN at load): the cost of a 4-bit ViT\n"
+               "  --vit-quant int4      QUANT's ViT linears in 4-bit (RTN at load): the cost of a 4-bit ViT. A QUANT written\n"
+               "                        by `quantize --vit` runs its own 4-bit ViT and reports that cost by itself (then\n"
+               "                        --vit-quant is an error)\n"
                "  --data-dir DIR        where the defaults live (else $LQ_DATA_DIR, else data/eval found above\n"
                "                        the executable or the working directory)\n"
                "bounds:\n"
@@ -150,7 +152,10 @@ int cmd_eval(const Args& args) {
   if (r.has_chat) std::printf("chat exact %.1f%%  Levenshtein %.4f\n", 100 * r.und.chat_exact_match, r.und.chat_levenshtein);
   if (r.has_x2t)
     std::printf("x2t exact %.1f%%  KL mean %.4g  top-1 %.2f%% (%zu questions%s)\n", 100 * r.x2t.exact_match, r.x2t.kl_mean,
-                100 * r.x2t.top1, r.x2t.items.size(), r.x2t.quant_vit_note.empty() ? "" : ", QUANT with a 4-bit ViT");
+                100 * r.x2t.top1, r.x2t.items.size(),
+                r.x2t.quant_vit ? (", QUANT's ViT: " + r.x2t.quant_vit_note + ", feature rel. error " +
+                                   std::to_string(r.x2t.vit_rel_error)).c_str()
+                                : "");
   if (r.has_gen) std::printf("t2i latent rel. error %.4g  PSNR %.2f dB\n", r.gen.latent_rel_error, r.gen.latent_psnr_db);
   if (r.has_gen && r.gen.has_pictures)
     std::printf("t2i pictures PSNR %.2f dB  SSIM %.4f\n", r.gen.image_psnr_db, r.gen.image_ssim);

@@ -1,9 +1,11 @@
 // `lance-quant inspect DIR`: recognise and strictly validate a checkpoint (model/spec.h), then describe
 // it: architecture, dims, tensors and dtypes, targets per path, fusion pairs, kept tensors, and the size
 // it would have in each storage scheme.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
@@ -185,27 +187,63 @@ void print_text(const model::ModelSpec& spec, const Facts& facts, const std::str
 // The vision tower (a ViT directory, or vit_model.* inside a checkpoint), strictly checked.
 json vit_json(const vit::VitLocation& loc) {
   const io::TensorStore store(loc.weights);
-  vit::check_vit_tensors(loc.config, store, loc.prefix, loc.weights);
+  std::unique_ptr<formats::CheckpointReader> reader;  // a quantized checkpoint: linears may be stored 4-bit
+  if (!loc.checkpoint_dir.empty()) reader = std::make_unique<formats::CheckpointReader>(loc.checkpoint_dir);
+  vit::check_vit_tensors(loc.config, store, loc.prefix, loc.weights, reader.get());
   const auto& c = loc.config;
   int64_t weights = 0, linear_weights = 0;
+  uint64_t bytes = 0;
   std::map<std::string, int> dtypes;
+  std::map<std::string, json> quantized;  // label -> {linears, bytes, weights}
+  json per_linear = json::array();
   for (const auto& t : vit::vit_tensors(c)) {
-    const auto& info = store.info(loc.prefix + t.name);
-    weights += info.numel();
-    if (info.shape.size() >= 2) linear_weights += info.numel();
+    const std::string name = loc.prefix + t.name;
+    int64_t n = 1;
+    for (const int64_t d : t.shape) n *= d;
+    weights += n;
+    if (t.shape.size() >= 2) linear_weights += n;
+    const std::string base = name.size() > 7 ? name.substr(0, name.size() - 7) : name;
+    if (reader && t.shape.size() >= 2 && reader->is_quantized(base)) {
+      uint64_t b = 0;
+      for (const auto& s : reader->file().tensors())
+        if (s.name.rfind(base + ".", 0) == 0 && s.name != base + ".bias") b += s.nbytes();
+      const auto& decls = reader->quantized_linears();
+      const auto d = std::find_if(decls.begin(), decls.end(), [&](const formats::LinearDecl& x) { return x.base == base; });
+      const std::string label = std::string(quant::scheme_name(d->scheme)) + " g" + std::to_string(d->group);
+      json& q = quantized[label];
+      if (q.is_null()) q = {{"linears", 0}, {"bytes", uint64_t(0)}, {"weights", int64_t(0)}};
+      q["linears"] = q["linears"].get<int>() + 1;
+      q["bytes"] = q["bytes"].get<uint64_t>() + b;
+      q["weights"] = q["weights"].get<int64_t>() + n;
+      per_linear.push_back({{"name", base}, {"format", label}, {"bytes", b}, {"bits_per_weight", 8.0 * double(b) / double(n)}});
+      bytes += b;
+      ++dtypes[label];
+      continue;
+    }
+    const auto& info = store.info(name);
+    bytes += info.nbytes();
+    if (reader && t.shape.size() >= 2)
+      per_linear.push_back({{"name", base}, {"format", io::dtype_name(info.dtype)}, {"bytes", info.nbytes()},
+                            {"bits_per_weight", 8.0 * double(info.nbytes()) / double(n)}});
     ++dtypes[io::dtype_name(info.dtype)];
   }
   // Lance's 672 x 672 image: 48 x 48 patches, 2 frames -> 1 temporal patch, 576 LLM tokens.
   const int64_t side = 672 / c.patch_size, tokens = (side / c.spatial_merge_size) * (side / c.spatial_merge_size);
-  return {{"weights", loc.weights},
-          {"prefix", loc.prefix},
-          {"config_source", c.source},
-          {"config", c.to_json()},
-          {"num_tensors", vit::vit_tensors(c).size()},
-          {"dtypes", dtypes},
-          {"num_weights", weights},
-          {"linear_weights", linear_weights},
-          {"tokens_672_image", tokens}};
+  json j = {{"weights", loc.weights},
+            {"prefix", loc.prefix},
+            {"config_source", c.source},
+            {"config", c.to_json()},
+            {"num_tensors", vit::vit_tensors(c).size()},
+            {"dtypes", dtypes},
+            {"num_weights", weights},
+            {"linear_weights", linear_weights},
+            {"bytes", bytes},
+            {"tokens_672_image", tokens}};
+  if (!quantized.empty()) {
+    j["quantized"] = quantized;
+    j["linears"] = per_linear;
+  }
+  return j;
 }
 
 void print_vit(const json& v) {
@@ -222,11 +260,24 @@ void print_vit(const json& v) {
               v["prefix"].get<std::string>().c_str(), dtypes.c_str(), with_commas(v["num_weights"].get<uint64_t>()).c_str(),
               (long long)v["tokens_672_image"].get<int64_t>());
   std::printf("                 config from %s\n", v["config_source"].get<std::string>().c_str());
+  if (v.contains("quantized")) {
+    std::string q;
+    for (const auto& [label, g] : v["quantized"].items())
+    {
+      char bits[32];
+      std::snprintf(bits, sizeof bits, "%.2f", 8.0 * double(g["bytes"].get<uint64_t>()) / double(g["weights"].get<int64_t>()));
+      q += (q.empty() ? "" : ", ") + label + " x" + std::to_string(g["linears"].get<int>()) + " (" + bits + " bits/weight)";
+    }
+    std::printf("                 quantized linears: %s; ViT %s bytes as stored\n", q.c_str(), with_commas(v["bytes"].get<uint64_t>()).c_str());
+  }
 }
 
 // ---- quantized checkpoints ------------------------------------------------------------------
 
-std::string path_of(const std::string& base) { return base.find("_moe_gen") != std::string::npos ? "gen" : "und"; }
+std::string path_of(const std::string& base) {
+  if (base.rfind("vit_model.", 0) == 0) return "vit";
+  return base.find("_moe_gen") != std::string::npos ? "gen" : "und";
+}
 
 std::string scheme_label(const formats::LinearDecl& d) {
   if (d.scheme == quant::Scheme::NvFp4) return "nvfp4";
@@ -315,6 +366,7 @@ int inspect_quantized(const std::string& dir, bool json_out, bool list) {
   for (const auto& e : fs::directory_iterator(dir))
     if (e.is_regular_file()) file_bytes += e.file_size();
   const double bpw = q_weights ? 8.0 * double(q_bytes) / double(q_weights) : 0.0;
+  const json vit = vit::model_has_vit(dir) ? vit_json(vit::locate_vit(dir)) : json();
   if (json_out) {
     json schemes = json::object();
     for (const auto& [path, groups] : per_path)
@@ -330,6 +382,7 @@ int inspect_quantized(const std::string& dir, bool json_out, bool list) {
     if (!prov.calibration.is_null()) j["calibration"] = prov.calibration;
     if (!prov.partial.is_null()) j["partial_calibration"] = prov.partial;
     j["linears"] = linears;
+    if (!vit.is_null()) j["vit"] = vit;
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -359,6 +412,7 @@ int inspect_quantized(const std::string& dir, bool json_out, bool list) {
   std::printf("  size           %s bytes on disk; quantized linears %.2f bits/weight (codes, scales, zeros as stored)\n",
               with_commas(file_bytes).c_str(), bpw);
   if (!prov.producer.empty()) std::printf("  producer       %s\n", prov.producer.c_str());
+  if (!vit.is_null()) print_vit(vit);
   if (list)
     for (const auto& e : linears)
       std::printf("    %-60s %s %-14s [%lld, %lld] %.2f b/w %s\n", e["name"].get<std::string>().c_str(), e["path"].get<std::string>().c_str(),

@@ -2,6 +2,9 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <memory>
+#include <string>
+#include <vector>
 #include <optional>
 #include <nlohmann/json.hpp>
 
@@ -25,7 +28,7 @@ const char* kQuantizeUsage =
     "         [--t2i-taus N] [--steps N] [--dense-out DIR] [--vit-dir DIR] [--x2t-resolution R]\n"
     "         [--no-sequential] [--no-act-order] [--gptq-block N] [--gptq-damp F] [--gptq-awq-clip] [--bpw B]\n"
     "         [--vae VAE] [--t2v-frames N] [--edit-resolution R] [--edit-max-frames N] [--edit-vit-resolution R]\n"
-    "         [--no-vit-reference]\n\n"
+    "         [--no-vit-reference] [--vit]\n\n"
     "Schemes: awq-int4 (default; AWQ on real activations of the --calib inputs, layer by layer through the\n"
     "native forward), rtn-int4 (min-max, the floor), awq-proxy (AWQ folds from --stats only), legacy-awq\n"
     "(the original Python lance-quant's method, from --stats), nvfp4, awq-nvfp4, rtn-int8, gptq-int4 / gptq-nvfp4\n"
@@ -62,6 +65,13 @@ const char* kQuantizeUsage =
     "nvfp4, int8, bf16) by its measured effect on the calibration rows of both paths, so that the target linears\n"
     "average at most B bits per weight (codes + bf16 scales + 4-bit zero points, as llama.cpp counts them; bf16 =\n"
     "16). The plan is printed and stored as DIR/lance-quant.bit-plan.json. Needs --calib.\n"
+    "--vit also writes the ViT (of --vit-dir DIR, else the model's vit_model.* tensors) with its linears 4-bit: RTN\n"
+    "  asymmetric INT4, bf16 scales, group 64 (48 / 32 / 16 where 64 does not divide the input width), the quantizer\n"
+    "  `eval --vit-quant int4` runs at load. The patch embedding and linears whose input width is not a multiple of 16\n"
+    "  (Lance's down_proj, 3420) stay dense (--keep-dtype). Stored as vit_model.* in the output's weights file, in\n"
+    "  the format's own per-linear layout (lance-quant-v1 or compressed-tensors); run / calibrate / eval then use it\n"
+    "  without --vit DIR. Without --vit, a model's vit_model.* tensors are carried through unquantized (--keep-dtype)\n"
+    "  and --vit-dir is only read for x2t calibration.\n"
     "--dense-out DIR also writes the dequantized model, folds undone, as a dense f32 checkpoint (evaluation).\n"
     "Formats: lance-quant-v1 (default), autoawq, compressed-tensors, modelopt.\n"
     "DIR is written as DIR.lq-partial-PID and renamed at the end (removed on Ctrl-C / SIGTERM; a later run removes\n"
@@ -110,6 +120,7 @@ int cmd_quantize(const Args& args) {
     else if (r.is("--steps")) o.awq.t2i_steps = int(r.int_value());
     else if (r.is("--dense-out")) o.dense_out = r.value();
     else if (r.is("--vit-dir")) o.vit_dir = r.value();
+    else if (r.is("--vit")) o.quantize_vit = true;
     else if (r.is("--vae")) o.vae = r.value();
     else if (r.is("--t2v-frames")) o.t2v_frames = int(r.int_value());
     else if (r.is("--edit-resolution")) o.edit_resolution = int(r.int_value());
@@ -145,8 +156,17 @@ int cmd_quantize(const Args& args) {
     progress.set_total(double(total));
     progress.update(double(done));
   };
+  std::unique_ptr<io::Progress> vit_progress;
+  o.on_vit_linear = [&progress, &vit_progress](int done, int total) {
+    if (!vit_progress) {
+      progress.finish();
+      vit_progress = std::make_unique<io::Progress>("quantize vit", double(total), "linears");
+    }
+    vit_progress->update(double(done));
+  };
   const pipeline::QuantizeReport rep = api::quantize(o);  // checks the output directory first
   progress.finish();
+  if (vit_progress) vit_progress->finish();
   if (json_out) {
     std::printf("%s\n", rep.to_json().dump(2).c_str());
   } else {
@@ -173,6 +193,21 @@ int cmd_quantize(const Args& args) {
         std::printf("    %-58s %-10s %6.3f bits  sensitivity %.3e\n", l["name"].get<std::string>().c_str(), f.c_str(),
                     l["bits_per_weight"].get<double>(), l["sensitivity"][f].get<double>());
       }
+    }
+    if (!rep.vit.is_null()) {
+      const auto& v = rep.vit;
+      std::printf("  vit: %s, from %s; %.1f MB -> %.1f MB", v["summary"].get<std::string>().c_str(),
+                  v["source"].get<std::string>().c_str(), double(v["source_bytes"].get<uint64_t>()) / 1e6,
+                  double(v["output_bytes"].get<uint64_t>()) / 1e6);
+      if (v.contains("weight_rel_error"))
+        std::printf("; weight relative error mean %.4f, worst %.4f", v["weight_rel_error"]["mean"].get<double>(),
+                    v["weight_rel_error"]["worst"].get<double>());
+      std::printf("\n");
+      std::map<std::string, std::vector<std::string>> by_reason;  // the full list is in --json and the checkpoint's meta
+      for (const auto& k : v["kept_dense"]) by_reason[k["reason"].get<std::string>()].push_back(k["name"].get<std::string>());
+      for (const auto& [why, names] : by_reason)
+        std::printf("    kept dense: %s%s (%s)\n", names.front().c_str(),
+                    names.size() > 1 ? (" and " + std::to_string(names.size() - 1) + " more").c_str() : "", why.c_str());
     }
     std::map<std::string, int> per_format;
     for (const auto& l : rep.linears) ++per_format[l.format];

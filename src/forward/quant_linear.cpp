@@ -84,6 +84,7 @@ namespace {
 void check_coverage(const model::ModelSpec& spec, const formats::CheckpointReader& r, const std::string& dir) {
   std::string problems;
   for (const auto& d : r.quantized_linears()) {
+    if (d.base.rfind("vit_model.", 0) == 0) continue;  // the ViT's linears (quantize --vit): vit::Vit::load checks them
     const model::LinearSpec* ls = spec.find_linear(d.base);
     if (!ls)
       problems += "\n  quantized " + d.base + " is not a target linear of this model";

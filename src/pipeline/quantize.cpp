@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -22,6 +23,7 @@
 #include "pipeline/bit_plan.h"
 #include "pipeline/layer_search.h"
 #include "pipeline/searches.h"
+#include "pipeline/vit_quantize.h"
 #include "vit/vit_config.h"
 
 namespace lq::pipeline {
@@ -248,6 +250,7 @@ Planned make_plan(const model::ModelSpec& spec, const QuantizeOptions& o, const 
     if (l.has_bias) biases_of_quantized.insert(l.bias_name());
   }
   for (const auto& t : spec.tensors) {
+    if (o.quantize_vit && t.role == model::TensorRole::Vit) continue;  // planned by plan_vit_quantization
     const int layer = layer_of(t.name);
     if (layer >= 0) p.layer_tensors.at(size_t(layer)).push_back(t.name);
     else p.global_tensors.push_back(t.name);
@@ -271,8 +274,8 @@ Planned make_plan(const model::ModelSpec& spec, const QuantizeOptions& o, const 
     }
     p.entries.push_back(formats::PlainDecl{t.name, t.shape, o.kept_dtype});
   }
-  for (const auto& t : spec.kept)  // ViT and anything else outside the canonical list
-    if (std::find(p.global_tensors.begin(), p.global_tensors.end(), t.name) == p.global_tensors.end() &&
+  for (const auto& t : spec.kept)  // ViT (carried through as it is without --vit) and anything else outside the canonical list
+    if (!(o.quantize_vit && t.role == model::TensorRole::Vit) &&std::find(p.global_tensors.begin(), p.global_tensors.end(), t.name) == p.global_tensors.end() &&
         layer_of(t.name) < 0) {
       bool listed = false;
       for (const auto& e : p.entries)
@@ -434,6 +437,19 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
   const model::ModelConfig cfg = model::load_config(o.model_dir);
   io::TensorStore store(o.model_dir);
   const model::ModelSpec spec = model::build_spec(cfg, store);
+  // --vit: the ViT located and checked, its output planned, before any slow work.
+  std::optional<VitQuantPlan> vit_plan;
+  if (o.quantize_vit) {
+    if (!o.dense_out.empty()) fail("quantize --vit", "--dense-out (a dense copy of the LLM for evaluation) is not written with --vit");
+    if (o.format != formats::FormatId::LanceQuantV1 && o.format != formats::FormatId::CompressedTensors)
+      fail("quantize --vit --format " + std::string(formats::format_name(o.format)),
+           "the 4-bit ViT has its own group sizes (64 / 48 / 32 / 16) beside the LLM's: it needs a layout with per-linear "
+           "formats, --format lance-quant-v1 (default) or compressed-tensors");
+    vit_plan = plan_vit_quantization(o.model_dir, o.vit_dir, spec, o.kept_dtype);
+    if (vit_plan->source.config.out_hidden_size != cfg.hidden_size)
+      std::fprintf(stderr, "warning: quantize --vit: the ViT's merger outputs %d values per token, the model's hidden size is %d: "
+                           "run --task x2t will refuse this pair\n", vit_plan->source.config.out_hidden_size, cfg.hidden_size);
+  }
   // --bpw: measure every linear's sensitivity on the calibration rows (one streaming pass), choose the
   // formats, then quantize with them; the rows are collected once and reused by the search.
   std::optional<CalibRows> rows;
@@ -457,6 +473,7 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
   }
   const LinearFormats linear_formats(spec, o);
   Planned plan = make_plan(spec, o, linear_formats);
+  if (vit_plan) plan.entries.insert(plan.entries.end(), vit_plan->entries.begin(), vit_plan->entries.end());
   // What the output format cannot hold (a scheme, mixed formats in autoawq): refused before any slow work.
   formats::check_plan(o.format, plan.entries);
 
@@ -504,6 +521,12 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
     wo.extra_meta["format_overrides"] = ov;
   }
   formats::CheckpointWriter writer(temp.path().string(), o.format, plan.entries, wo);
+  std::vector<VitLinearReport> vit_linears;
+  if (vit_plan) {
+    for (const auto& e : vit_plan->entries)
+      if (const auto* d = std::get_if<formats::LinearDecl>(&e)) writer.set_linear_method(d->base, "rtn");
+    writer.merge_extra_meta({{"vit", vit_quantization_json(*vit_plan)}});
+  }
 
   std::map<std::string, const formats::PlanEntry*> entry_of;
   for (const auto& e : plan.entries) {
@@ -531,6 +554,13 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
       const std::string name = std::holds_alternative<formats::PlainDecl>(e) ? std::get<formats::PlainDecl>(e).name
                                                                               : std::get<formats::LinearDecl>(e).base;
       if (layer_of(name) >= 0) return;
+      if (vit_plan && name.rfind(kVitPrefix, 0) == 0) {  // --vit: one ViT tensor or linear, from its own source
+        write_vit_entry(*vit_plan, e, writer, vit_linears);
+        if (std::holds_alternative<formats::LinearDecl>(e) && o.on_vit_linear)
+          o.on_vit_linear(int(vit_linears.size()), int(vit_plan->params.size()));
+        ++next_entry;
+        continue;
+      }
       // In row chunks, each chunk's source pages released as soon as it is written: the embeddings
       // and lm_head are 1.2 GB each in f32 at Lance's size, and the peak RSS must not see them whole.
       writer.write_plain_rows(name, [&](int64_t b, int64_t e, float* out) {
@@ -646,6 +676,15 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
   formats::write_fold_scales(temp.path().string(), fold_scales);
   if (bit_plan) write_bit_plan(temp.path().string(), *bit_plan);
   copy_side_files(o.model_dir, temp.path());
+  if (vit_plan) {
+    record_vision_config(*vit_plan, temp.path().string());
+    report.vit = vit_quantization_json(*vit_plan, &vit_linears);
+    uint64_t vit_bytes = 0;
+    const io::SafetensorsFile written(writer.weights_path());
+    for (const auto& t : written.tensors())
+      if (t.name.rfind(kVitPrefix, 0) == 0) vit_bytes += t.nbytes();
+    report.vit["output_bytes"] = vit_bytes;
+  }
   if (dense) {
     dense->finish();
     copy_side_files(o.model_dir, dense_dir->path());
@@ -659,6 +698,11 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
   json per_linear = json::object();
   for (const auto& l : report.linears) per_linear[l.name] = {{"format", l.format}, {"method", l.method}};
   marker["linears"] = per_linear;
+  if (vit_plan) {
+    json v = report.vit;
+    v.erase("linears");
+    marker["vit"] = v;
+  }
   if (dense_dir) dense_dir->commit(json{{"source", "quantize --dense-out"}, {"scheme", o.scheme.name}}.dump());
   temp.commit(marker.dump());
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -683,6 +727,7 @@ json QuantizeReport::to_json() const {
   }
   j["linears"] = lin;
   if (!bit_plan.is_null()) j["bit_plan"] = bit_plan;
+  if (!vit.is_null()) j["vit"] = vit;
   j["setup_seconds"] = setup_seconds;
   j["layer_seconds"] = layer_seconds;
   return j;

@@ -122,6 +122,10 @@ struct QuantizeOptions {
   std::string dense_out;
   // Called after each layer (layer index, layers) for progress display.
   std::function<void(int, int)> on_layer;
+  // --vit: the ViT's linears (of vit_dir, else the model's vit_model.*) written 4-bit into the output
+  // (pipeline/vit_quantize.h); on_vit_linear(done, total) after each of them.
+  bool quantize_vit = false;
+  std::function<void(int, int)> on_vit_linear;
 };
 
 // Per quantized linear: relative weight error ||W' - W||/||W|| (W' = dequantized, folds undone) and,
@@ -157,6 +161,9 @@ struct QuantizeReport {
   nlohmann::json bit_plan;  // --bpw: the plan (BitPlan::to_json), null otherwise
   double setup_seconds = 0;                 // until the first layer starts (calibration rows, --bpw pass)
   std::vector<double> layer_seconds;        // search + quantize + write, per decoder layer
+  // --vit: what the ViT became (pipeline/vit_quantize.h: scheme, groups, kept-dense list, bytes before
+  // and after, per-linear weight errors); null otherwise.
+  nlohmann::json vit;
   nlohmann::json to_json() const;
 };
 

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "forward/attention.h"
+#include "formats/checkpoint.h"
 #include "forward/quant_linear.h"
 #include "num/formats.h"
 #include "quant/quantizer.h"
@@ -116,6 +117,7 @@ struct Vit::Impl {
   std::unique_ptr<fwd::LinearWeights> patch_embed, merger0, merger2;
   std::vector<float> ln_q;
   std::vector<Block> blocks;
+  std::string stored_quantization;
 
   std::unique_ptr<fwd::LinearWeights>& slot(const std::string& name) {
     if (name == "patch_embed.proj") return patch_embed;
@@ -148,7 +150,7 @@ struct Vit::Impl {
     if (!opts.release_pages) return;
     const std::string p = prefix + "blocks." + std::to_string(b) + ".";
     for (const char* n : {"attn.qkv.weight", "attn.proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"})
-      store->drop(p + n, /*evict_cache=*/false);
+      if (store->has(p + n)) store->drop(p + n, /*evict_cache=*/false);  // quantized linears own their codes
   }
 
   // One temporal slice: patches [S, patch_dim] -> merged rows [S / mu, out] in raster order.
@@ -251,32 +253,57 @@ Vit Vit::load(const VitLocation& where, const VitLoadOptions& opts) {
   im->prefix = where.prefix;
   im->opts = opts;
   im->store = std::make_unique<io::TensorStore>(where.weights);
-  check_vit_tensors(im->c, *im->store, where.prefix, where.weights);
+  // A quantized checkpoint: its reader validates every quantized linear's parts (names, dtypes, shapes).
+  std::unique_ptr<formats::CheckpointReader> reader;
+  if (!where.checkpoint_dir.empty()) reader = std::make_unique<formats::CheckpointReader>(where.checkpoint_dir);
+  check_vit_tensors(im->c, *im->store, where.prefix, where.weights, reader.get());
   const io::TensorStore& st = *im->store;
   const std::string& p = where.prefix;
   const auto storage = opts.storage;
-  im->patch_embed = load_dense(st, p + "patch_embed.proj.weight", "", storage);
+  std::map<int64_t, int> groups;
+  int dense_linears = 0;
+  // A linear: quantized in the checkpoint (the fused 4-bit kernels), else dense from the map.
+  auto linear = [&](const std::string& base, bool bias) -> std::unique_ptr<fwd::LinearWeights> {
+    if (reader && reader->is_quantized(p + base)) {
+      const quant::QTensor q = reader->read_quantized(p + base);
+      std::vector<float> b;
+      if (bias) {
+        if (!st.has(p + base + ".bias")) fail(where.weights, "quantized ViT linear " + p + base + " has no " + p + base + ".bias");
+        b = st.read_f32(p + base + ".bias");
+      }
+      ++groups[q.group];
+      auto w = fwd::make_quant_linear(q, std::move(b), where.weights + ": " + p + base);
+      for (const auto& t : reader->file().tensors())  // the kernel layout is a copy: release the mapped parts
+        if (t.name.rfind(p + base + ".", 0) == 0) reader->file().drop(t, /*evict_cache=*/false);
+      return w;
+    }
+    if (base != "patch_embed.proj") ++dense_linears;
+    return load_dense(st, p + base + ".weight", bias ? p + base + ".bias" : "", storage);
+  };
+  im->patch_embed = linear("patch_embed.proj", false);
   for (int b = 0; b < im->c.depth; ++b) {
-    const std::string bp = p + "blocks." + std::to_string(b) + ".";
+    const std::string bn = "blocks." + std::to_string(b) + ".";
     Block k;
-    k.norm1 = st.read_f32(bp + "norm1.weight");
-    k.norm2 = st.read_f32(bp + "norm2.weight");
-    k.qkv = load_dense(st, bp + "attn.qkv.weight", bp + "attn.qkv.bias", storage);
-    k.proj = load_dense(st, bp + "attn.proj.weight", bp + "attn.proj.bias", storage);
-    k.gate = load_dense(st, bp + "mlp.gate_proj.weight", bp + "mlp.gate_proj.bias", storage);
-    k.up = load_dense(st, bp + "mlp.up_proj.weight", bp + "mlp.up_proj.bias", storage);
-    k.down = load_dense(st, bp + "mlp.down_proj.weight", bp + "mlp.down_proj.bias", storage);
+    k.norm1 = st.read_f32(p + bn + "norm1.weight");
+    k.norm2 = st.read_f32(p + bn + "norm2.weight");
+    k.qkv = linear(bn + "attn.qkv", true);
+    k.proj = linear(bn + "attn.proj", true);
+    k.gate = linear(bn + "mlp.gate_proj", true);
+    k.up = linear(bn + "mlp.up_proj", true);
+    k.down = linear(bn + "mlp.down_proj", true);
     im->blocks.push_back(std::move(k));
   }
   im->ln_q = st.read_f32(p + "merger.ln_q.weight");
-  im->merger0 = load_dense(st, p + "merger.mlp.0.weight", p + "merger.mlp.0.bias", storage);
-  im->merger2 = load_dense(st, p + "merger.mlp.2.weight", p + "merger.mlp.2.bias", storage);
+  im->merger0 = linear("merger.mlp.0", true);
+  im->merger2 = linear("merger.mlp.2", true);
+  if (!groups.empty()) im->stored_quantization = rtn_int4_summary(groups, dense_linears);
   return Vit(std::move(im));
 }
 
 const VitConfig& Vit::config() const { return impl_->c; }
 const std::string& Vit::weights_path() const { return impl_->path; }
 const std::string& Vit::prefix() const { return impl_->prefix; }
+const std::string& Vit::stored_quantization() const { return impl_->stored_quantization; }
 
 std::vector<float> Vit::forward(const float* patches, std::array<int, 3> grid) const {
   const VitConfig& c = impl_->c;
@@ -316,12 +343,38 @@ uint64_t Vit::weight_bytes() const {
   return n;
 }
 
+std::optional<quant::QuantParams> rtn_int4_params(const std::string& name, int64_t in) {
+  if (name == "patch_embed.proj") return std::nullopt;  // never a target: the image's raw pixels
+  if (in % 16) return std::nullopt;  // the 4-bit kernels take input widths in steps of 16 (not 3420)
+  quant::QuantParams p;
+  p.scheme = quant::Scheme::Int4Asym;
+  p.scale_dtype = quant::ScaleDType::BF16;
+  p.group = 64;
+  while (in % p.group) p.group -= 16;
+  return p;
+}
+
+quant::QTensor rtn_int4_quantize(const float* w, int64_t out, int64_t in, const quant::QuantParams& p) {
+  return quant::quantize(w, out, in, p);
+}
+
+std::string rtn_int4_summary(const std::map<int64_t, int>& groups, int kept_dense) {
+  std::string out;
+  for (auto it = groups.rbegin(); it != groups.rend(); ++it)
+    out += (out.empty() ? "" : ", ") + std::string("int4 g") + std::to_string(it->first) + " x" + std::to_string(it->second);
+  if (kept_dense) out += ", " + std::to_string(kept_dense) + " kept dense (input width not a multiple of 16)";
+  return out;
+}
+
 std::string quantize_linears_rtn_int4(Vit& v) {
+  if (!v.stored_quantization().empty())
+    fail(v.weights_path(), "the ViT's linears are already 4-bit in this checkpoint (" + v.stored_quantization() + ")");
   std::map<int64_t, int> groups;
   int kept = 0;
   for (const std::string& name : v.linear_names()) {
     if (name == "patch_embed.proj") continue;
-    if (v.linear(name).in_features() % 16) {  // the 4-bit kernels take input widths in steps of 16 (not 3420)
+    const std::optional<quant::QuantParams> p = rtn_int4_params(name, v.linear(name).in_features());
+    if (!p) {
       ++kept;
       continue;
     }
@@ -331,19 +384,11 @@ std::string quantize_linears_rtn_int4(Vit& v) {
     std::vector<float> w(size_t(m.rows * m.cols));
     if (m.type == kernels::WeightType::F32) std::memcpy(w.data(), m.data, w.size() * sizeof(float));
     else num::bf16_to_f32(static_cast<const uint16_t*>(m.data), w.data(), w.size());
-    quant::QuantParams p;
-    p.scheme = quant::Scheme::Int4Asym;
-    p.group = 64;
-    while (m.cols % p.group) p.group -= 16;
-    const quant::QTensor q = quant::quantize(w.data(), m.rows, m.cols, p);
-    ++groups[p.group];
+    const quant::QTensor q = rtn_int4_quantize(w.data(), m.rows, m.cols, *p);
+    ++groups[p->group];
     v.replace_linear(name, fwd::make_quant_linear(q, dense->bias(), name));
   }
-  std::string out;
-  for (auto it = groups.rbegin(); it != groups.rend(); ++it)
-    out += (out.empty() ? "" : ", ") + std::string("int4 g") + std::to_string(it->first) + " x" + std::to_string(it->second);
-  if (kept) out += ", " + std::to_string(kept) + " kept dense (input width not a multiple of 16)";
-  return out;
+  return rtn_int4_summary(groups, kept);
 }
 
 }  // namespace lq::vit

@@ -13,11 +13,14 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "forward/forward.h"
+#include "quant/quantizer.h"
 #include "vit/vit_config.h"
 
 namespace lq::vit {
@@ -64,6 +67,9 @@ class Vit {
   const fwd::LinearWeights& linear(const std::string& name) const;
   void replace_linear(const std::string& name, std::unique_ptr<fwd::LinearWeights> w);
   uint64_t weight_bytes() const;
+  // Loaded from a quantized checkpoint whose ViT linears are stored quantized (`quantize --vit`): a
+  // summary in quantize_linears_rtn_int4's words ("int4 g64 x18, 4 kept dense (...)"); else empty.
+  const std::string& stored_quantization() const;
 
   struct Impl;
 
@@ -72,11 +78,21 @@ class Vit {
   std::unique_ptr<Impl> impl_;
 };
 
-// Opt-in 4-bit ViT: replaces every linear but the patch embedding by round-to-nearest asymmetric INT4
-// (bf16 scales) run by the fused 4-bit kernels, group 64 (or 48 / 32 / 16, the largest dividing the input
-// width). Linears whose input width is not a multiple of 16 stay dense: the kernels' step (Lance's down_proj,
-// input 3420). Done at load time, like `--head int4`: checkpoints keep the ViT in full precision. Returns a
-// summary such as "int4 g64 x130, 32 kept dense (...)".
+// Opt-in 4-bit ViT: every linear but the patch embedding becomes round-to-nearest asymmetric INT4 (bf16
+// scales) run by the fused 4-bit kernels, group 64 (or 48 / 32 / 16, the largest dividing the input
+// width). Linears whose input width is not a multiple of 16 stay dense: the kernels' step (Lance's
+// down_proj, input 3420). One quantizer for both places it runs: at load (quantize_linears_rtn_int4,
+// `eval --vit-quant int4`) and into a checkpoint (`quantize --vit`, pipeline/vit_quantize.h), so a
+// checkpoint's ViT loads bit for bit as the load-time one on the same weights.
+//
+// The number format of linear `name` (without prefix) of input width `in`; nullopt when it stays dense.
+std::optional<quant::QuantParams> rtn_int4_params(const std::string& name, int64_t in);
+// W [out][in] (f32) -> the QTensor both paths use (quant::quantize with those parameters).
+quant::QTensor rtn_int4_quantize(const float* w, int64_t out, int64_t in, const quant::QuantParams& p);
+// "int4 g64 x130, 32 kept dense (input width not a multiple of 16)" from the per-group counts.
+std::string rtn_int4_summary(const std::map<int64_t, int>& groups, int kept_dense);
+// Replaces the linears in `v` (at load time). Throws when a linear is already quantized (a ViT loaded
+// from a checkpoint that `quantize --vit` wrote). Returns the summary.
 std::string quantize_linears_rtn_int4(Vit& v);
 
 }  // namespace lq::vit

@@ -6,6 +6,8 @@
 #include <set>
 #include <sstream>
 
+#include "formats/checkpoint.h"
+#include "forward/quant_linear.h"
 #include "io/error.h"
 #include "io/json_fields.h"
 #include "io/model_files.h"
@@ -129,18 +131,44 @@ std::vector<TensorShape> vit_tensors(const VitConfig& c) {
   return t;
 }
 
-void check_vit_tensors(const VitConfig& c, const io::TensorStore& store, const std::string& prefix, const std::string& where) {
+void check_vit_tensors(const VitConfig& c, const io::TensorStore& store, const std::string& prefix, const std::string& where,
+                       const formats::CheckpointReader* quantized) {
   std::vector<std::string> missing, misshaped, unexpected;
   std::set<std::string> expected;
   for (const auto& t : vit_tensors(c)) {
     const std::string name = prefix + t.name;
     expected.insert(name);
+    if (quantized && t.shape.size() >= 2 && name.ends_with(".weight")) {
+      const std::string base = name.substr(0, name.size() - 7);
+      if (quantized->is_quantized(base)) {
+        int64_t in = 1;
+        for (size_t k = 1; k < t.shape.size(); ++k) in *= t.shape[k];
+        for (const auto& d : quantized->quantized_linears())
+          if (d.base == base && (d.out != t.shape[0] || d.in != in))
+            misshaped.push_back(base + " (quantized) is [" + std::to_string(d.out) + "," + std::to_string(d.in) + "], expected [" +
+                                std::to_string(t.shape[0]) + "," + std::to_string(in) + "]");
+        continue;
+      }
+    }
     if (!store.has(name)) missing.push_back(name + " " + shape_str(t.shape));
     else if (store.info(name).shape != t.shape)
       misshaped.push_back(name + " is " + shape_str(store.info(name).shape) + ", expected " + shape_str(t.shape));
   }
-  for (const auto& name : store.names())
-    if (name.rfind(prefix, 0) == 0 && !expected.count(name)) unexpected.push_back(name + " " + shape_str(store.info(name).shape));
+  if (quantized) {
+    std::set<std::string> owned;  // the stored parts of quantized ViT linears (checked by the reader)
+    for (const auto& d : quantized->quantized_linears()) {
+      if (d.base.rfind(prefix, 0) != 0) continue;
+      if (!expected.count(d.base + ".weight")) unexpected.push_back(d.base + " (a quantized linear)");
+      for (const auto& t : store.names())
+        if (t.rfind(d.base + ".", 0) == 0 && t != d.base + ".bias") owned.insert(t);
+    }
+    for (const auto& name : store.names())
+      if (name.rfind(prefix, 0) == 0 && !expected.count(name) && !owned.count(name))
+        unexpected.push_back(name + " " + shape_str(store.info(name).shape));
+  } else {
+    for (const auto& name : store.names())
+      if (name.rfind(prefix, 0) == 0 && !expected.count(name)) unexpected.push_back(name + " " + shape_str(store.info(name).shape));
+  }
   if (missing.empty() && misshaped.empty() && unexpected.empty()) return;
   std::ostringstream m;
   m << "ViT (" << c.depth << " blocks, width " << c.hidden_size << ", config from " << c.source << "): " << missing.size()
@@ -155,12 +183,40 @@ void check_vit_tensors(const VitConfig& c, const io::TensorStore& store, const s
   fail(where, m.str());
 }
 
+namespace {
+
+// The reader of a quantized checkpoint directory, or null for anything else (a dense model, a ViT
+// directory). A damaged quantized checkpoint throws, naming what is wrong.
+std::unique_ptr<formats::CheckpointReader> quantized_reader(const std::string& dir) {
+  if (!fs::is_directory(dir) || !fwd::is_quantized_checkpoint(dir)) return nullptr;
+  return std::make_unique<formats::CheckpointReader>(dir);
+}
+
+bool has_vit_prefix(const std::vector<std::string>& names) {
+  for (const auto& n : names)
+    if (n.rfind("vit_model.", 0) == 0) return true;
+  return false;
+}
+
+}  // namespace
+
 bool model_has_vit(const std::string& model_dir) {
   const fs::path d(model_dir);
+  if (const auto r = quantized_reader(model_dir)) {
+    std::vector<std::string> names;
+    for (const auto& t : r->file().tensors()) names.push_back(t.name);
+    return has_vit_prefix(names);
+  }
   if (!fs::exists(d / "model.safetensors") && !fs::exists(d / "model.safetensors.index.json")) return false;
   io::TensorStore store(model_dir);
-  for (const auto& n : store.names())
-    if (n.rfind("vit_model.", 0) == 0) return true;
+  return has_vit_prefix(store.names());
+}
+
+bool model_has_quantized_vit(const std::string& model_dir) {
+  const auto r = quantized_reader(model_dir);
+  if (!r) return false;
+  for (const auto& d : r->quantized_linears())
+    if (d.base.rfind("vit_model.", 0) == 0) return true;
   return false;
 }
 
@@ -178,6 +234,11 @@ VitLocation locate_vit(const std::string& path) {
     fail(path, "no ViT here: expected vit.safetensors + config.json, or a model whose checkpoint holds vit_model.* tensors");
   loc.weights = path;
   loc.prefix = "vit_model.";
+  const std::unique_ptr<formats::CheckpointReader> reader = quantized_reader(path);
+  if (reader) {
+    loc.weights = reader->file().path();
+    loc.checkpoint_dir = path;
+  }
   const fs::path llm = d / "llm_config.json";
   if (!io::model_file(path, "llm_config.json").empty()) {
     const nlohmann::json j = read_json(d, "llm_config.json");
@@ -187,7 +248,15 @@ VitLocation locate_vit(const std::string& path) {
     }
   }
   // No stored vision config: Qwen2.5-VL's values with the dims the tensors show.
-  io::TensorStore store(path);
+  io::TensorStore store(loc.weights);
+  // The output width of a linear, from its plain weight or its quantized declaration.
+  auto rows_of = [&](const std::string& base) -> int64_t {
+    if (store.has(base + ".weight") && !store.info(base + ".weight").shape.empty()) return store.info(base + ".weight").shape[0];
+    if (reader)
+      for (const auto& d : reader->quantized_linears())
+        if (d.base == base) return d.out;
+    return -1;
+  };
   VitConfig c;
   c.source = "Qwen2.5-VL defaults + tensor shapes of " + path;
   int depth = 0;
@@ -197,16 +266,15 @@ VitLocation locate_vit(const std::string& path) {
   const auto& s = store.info(pe).shape;
   for (const int64_t v : s)
     if (v < 1 || v > (1 << 16)) fail(path, pe + " has a dimension of " + std::to_string(v) + " (expected 1..65536)");
-  for (const char* t : {"vit_model.blocks.0.mlp.gate_proj.weight", "vit_model.merger.mlp.2.weight"})
-    if (store.has(t) && (store.info(t).shape.empty() || store.info(t).shape[0] < 1 || store.info(t).shape[0] > (1 << 18)))
-      fail(path, std::string(t) + " has an implausible shape");
+  for (const char* t : {"vit_model.blocks.0.mlp.gate_proj", "vit_model.merger.mlp.2"})
+    if (const int64_t r = rows_of(t); r != -1 && (r < 1 || r > (1 << 18))) fail(path, std::string(t) + " has an implausible shape");
   c.depth = depth;
   c.hidden_size = int(s[0]);
   c.in_channels = int(s[1]);
   c.temporal_patch_size = int(s[2]);
   c.patch_size = int(s[3]);
-  if (store.has("vit_model.blocks.0.mlp.gate_proj.weight")) c.intermediate_size = int(store.info("vit_model.blocks.0.mlp.gate_proj.weight").shape[0]);
-  if (store.has("vit_model.merger.mlp.2.weight")) c.out_hidden_size = int(store.info("vit_model.merger.mlp.2.weight").shape[0]);
+  if (const int64_t r = rows_of("vit_model.blocks.0.mlp.gate_proj"); r > 0) c.intermediate_size = int(r);
+  if (const int64_t r = rows_of("vit_model.merger.mlp.2"); r > 0) c.out_hidden_size = int(r);
   if (depth != 32)
     fail(path, "the ViT has " + std::to_string(depth) + " blocks and llm_config.json has no vision_config: its heads and "
                "full-attention blocks are unknown (Qwen2.5-VL's defaults are for 32 blocks)");

@@ -6,6 +6,10 @@
 //   * inside a Lance_3B_Video checkpoint: `vit_model.*` tensors in model.safetensors; the configuration
 //     then comes from llm_config.json's "vision_config" when it has one, else Qwen2.5-VL's values with
 //     the dims the tensors show (depth, width, MLP width, output width).
+//   * inside a quantized checkpoint (formats/checkpoint.h) that `lance-quant quantize --vit` wrote or
+//     that carries the ViT through: `vit_model.*` in the checkpoint's weights file, each linear either a
+//     plain `.weight` or stored quantized in the checkpoint's layout (lance-quant-v1: `.qweight`,
+//     `.scales`, `.zeros` + `.bias`); the configuration as above (quantize --vit records it).
 // Tensors (per block i < depth): patch_embed.proj.weight [hidden, C, tp, p, p]; blocks.i.norm1/norm2.weight
 // [hidden]; blocks.i.attn.qkv.{weight [3 hidden, hidden], bias}; blocks.i.attn.proj.{weight, bias};
 // blocks.i.mlp.{gate_proj,up_proj}.{weight [inter, hidden], bias}, mlp.down_proj.{weight, bias};
@@ -20,6 +24,9 @@
 
 namespace lq::io {
 class TensorStore;
+}
+namespace lq::formats {
+class CheckpointReader;
 }
 
 namespace lq::vit {
@@ -64,19 +71,30 @@ std::vector<TensorShape> vit_tensors(const VitConfig& c);
 
 // Checks `store` against the configuration: every tensor `prefix + name` present with its shape, and
 // no other tensor with that prefix. Throws ONE lq::Error naming `where` and listing what is missing,
-// unexpected or mis-shaped.
-void check_vit_tensors(const VitConfig& c, const io::TensorStore& store, const std::string& prefix, const std::string& where);
+// unexpected or mis-shaped. With `quantized` (the reader of the quantized checkpoint whose weights file
+// `store` is), a linear's `.weight` may instead be a quantized linear of the same [out, in] (its parts
+// checked by the reader); its `.bias` stays a plain tensor.
+void check_vit_tensors(const VitConfig& c, const io::TensorStore& store, const std::string& prefix, const std::string& where,
+                       const formats::CheckpointReader* quantized = nullptr);
 
 // Where a ViT lives and what it is.
 struct VitLocation {
   std::string weights;  // a .safetensors file or a model directory
   std::string prefix;   // "" or "vit_model."
   VitConfig config;
+  // Non-empty when the ViT lives in a quantized checkpoint: its directory (read with
+  // formats::CheckpointReader); `weights` is then the checkpoint's weights file.
+  std::string checkpoint_dir;
 };
-// `path` is a ViT directory (vit.safetensors + config.json) or a model directory whose checkpoint holds
-// `vit_model.*` tensors. Throws naming `path` when it is neither. Does not check the tensors.
+// `path` is a ViT directory (vit.safetensors + config.json) or a model directory (dense or a quantized
+// checkpoint) whose weights hold `vit_model.*` tensors. Throws naming `path` when it is neither. Does not
+// check the tensors.
 VitLocation locate_vit(const std::string& path);
-// True when the model directory's checkpoint holds `vit_model.*` tensors.
+// True when the model directory's weights (model.safetensors[.index.json], or a quantized checkpoint's
+// weights file) hold `vit_model.*` tensors.
 bool model_has_vit(const std::string& model_dir);
+// True when the model directory is a quantized checkpoint holding at least one `vit_model.*` linear
+// stored quantized (`quantize --vit`).
+bool model_has_quantized_vit(const std::string& model_dir);
 
 }  // namespace lq::vit
