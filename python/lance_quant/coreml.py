@@ -76,8 +76,13 @@ class _Weights:
                 raise _core.Error(f"[coreml] {model_dir} has no llm_config.json / config.json: pass --base DIR")
             cfg_dir = base_dir
         self.cfg = _core.model_config(cfg_dir)
-        self.quantized = {d["name"]: d for d in self.ck.quantized_linears()}
+        # The ViT (vit_model.*, dense or 4-bit from `quantize --vit`) is not part of the exported text decoder.
+        self.quantized = {d["name"]: d for d in self.ck.quantized_linears() if not d["name"].startswith("vit_model.")}
+        vit_q = [d for d in self.ck.quantized_linears() if d["name"].startswith("vit_model.")]
+        self.vit_quantized = len(vit_q)
         self.plain = set(self.ck.tensor_names())
+        # The ViT's tensors as it names them (a quantized linear's weight and bias count as two).
+        self.vit_tensors = sum(n.startswith("vit_model.") for n in self.plain) + sum(1 + bool(d["has_bias"]) for d in vit_q)
         prefixes = ["language_model.model.", "model."]
         self.prefix = next((p for p in prefixes if p + "embed_tokens.weight" in self.plain), None)
         if self.prefix is None:
@@ -328,8 +333,13 @@ def export(model_dir: str, out: str, *, wtype: Optional[str] = None, path: str =
         os.replace(staged, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"out": out, "type": wtype, "layers": weights.cfg["num_layers"], "max_context": max_context,
-            "inputs": names[:3], "states": names[3:], "checkpoint_format": weights.ck.format}
+    res = {"out": out, "type": wtype, "layers": weights.cfg["num_layers"], "max_context": max_context,
+           "inputs": names[:3], "states": names[3:], "checkpoint_format": weights.ck.format}
+    if weights.vit_tensors or weights.vit_quantized:
+        res["vit_not_exported"] = (f"the ViT (vit_model.*: {weights.vit_tensors} tensors"
+                                   + (f", {weights.vit_quantized} of its linears 4-bit" if weights.vit_quantized else "")
+                                   + ") is not exported: the Core ML program carries the und text decoder only")
+    return res
 
 
 def main(argv=None) -> int:
@@ -357,6 +367,8 @@ def main(argv=None) -> int:
     else:
         print(f"exported und path of {a.model} as Core ML ({res['type']} weights, {res['layers']} layers, "
               f"KV cache {res['max_context']} tokens) to {res['out']}")
+        if "vit_not_exported" in res:
+            print(f"  note: {res['vit_not_exported']}")
     return 0
 
 

@@ -669,8 +669,9 @@ NB_MODULE(_core, m) {
          const std::string& keep_dtype, bool force, int64_t awq_rows, int64_t clip_rows, bool clip, int64_t seq_len,
          int64_t max_tokens, int64_t max_prompts, int t2i_taus, int steps, const std::string& dense_out,
          const std::string& vit_dir, int x2t_resolution, double bpw, bool sequential, bool act_order,
-         int64_t gptq_block, double gptq_damp, bool gptq_awq_clip, nb::object progress) {
+         int64_t gptq_block, double gptq_damp, bool gptq_awq_clip, bool vit, nb::object progress) {
         lq::pipeline::QuantizeOptions o;
+        o.quantize_vit = vit;
         o.bpw = bpw;
         o.sequential = sequential;
         o.gptq.gptq.act_order = act_order;
@@ -717,11 +718,12 @@ NB_MODULE(_core, m) {
       "keep_dtype"_a = "bf16", "force"_a = false, "awq_rows"_a = 2048, "clip_rows"_a = 256, "clip"_a = true,
       "seq_len"_a = 256, "max_tokens"_a = 0, "max_prompts"_a = 0, "t2i_taus"_a = 4, "steps"_a = 0, "dense_out"_a = "",
       "vit_dir"_a = "", "x2t_resolution"_a = 0, "bpw"_a = 0.0, "sequential"_a = true, "act_order"_a = true,
-      "gptq_block"_a = 128, "gptq_damp"_a = 0.01, "gptq_awq_clip"_a = false, "progress"_a = nb::none(),
+      "gptq_block"_a = 128, "gptq_damp"_a = 0.01, "gptq_awq_clip"_a = false, "vit"_a = false, "progress"_a = nb::none(),
       "Quantizes a checkpoint layer by layer (`lance-quant quantize`) into `out` and returns the dict\n"
       "`quantize --json` prints (group_size None: 128, or NVFP4's fixed blocks). Options mirror the CLI flags (--scheme incl. gptq-int4 / awq-gptq-int4 /\n"
       "gptq-nvfp4 / awq-gptq-nvfp4, --group-size, --calib, --format, --bpw (mixed precision under a budget; the\n"
-      "plan is in the result's 'bit_plan'), sequential=False for --no-sequential, act_order, gptq_block, ...).\n"
+      "plan is in the result's 'bit_plan'), sequential=False for --no-sequential, act_order, gptq_block, vit=True for\n"
+      "--vit (the ViT of vit_dir or the model's vit_model.* written 4-bit; the result's 'vit' says how), ...).\n"
       "progress(layer, layers, 'quantize') is called after each layer.");
 
   m.def(

@@ -365,9 +365,11 @@ vit::Vit load_vit(const std::string& model_dir, const std::string& vit_dir, fwd:
 }
 
 nlohmann::json X2tResult::to_json() const {
-  return {{"prompt_tokens", prompt_tokens}, {"vit_tokens", vit_tokens},
-          {"grid_thw", {grid_thw[0], grid_thw[1], grid_thw[2]}}, {"frames", frames},
-          {"generated_ids", generated_ids}, {"text", text}, {"vit_seconds", vit_seconds}, {"seconds", seconds}};
+  nlohmann::json j = {{"prompt_tokens", prompt_tokens}, {"vit_tokens", vit_tokens},
+                      {"grid_thw", {grid_thw[0], grid_thw[1], grid_thw[2]}}, {"frames", frames},
+                      {"generated_ids", generated_ids}, {"text", text}, {"vit_seconds", vit_seconds}, {"seconds", seconds}};
+  if (!vit_quantization.empty()) j["vit_quantization"] = vit_quantization;
+  return j;
 }
 
 X2tResult understand(const Model& m, const vit::Vit& v, const X2tRequest& r) {
@@ -395,6 +397,7 @@ X2tResult understand(const Model& m, const vit::Vit& v, const X2tRequest& r) {
   const vit::VitFeatures f = vit::encode_media(v, item.kind, item.path, xs);
   X2tResult out;
   out.vit_seconds = seconds_since(t0);
+  out.vit_quantization = v.stored_quantization();
   const vit::X2tSample s = vit::x2t_sample(e, m.tokenizer, f, item, vit::temporal_step(m.dir, v.config()));
   fwd::GreedyOptions g;
   g.max_new_tokens = r.max_new_tokens;

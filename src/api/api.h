@@ -185,6 +185,7 @@ struct X2tResult {
   std::vector<int32_t> generated_ids;
   std::string text;
   double vit_seconds = 0, seconds = 0;
+  std::string vit_quantization;  // the ViT's linears stored 4-bit in the checkpoint (quantize --vit): how; else empty
   nlohmann::json to_json() const;  // `run --task x2t --json`
 };
 X2tResult understand(const Model& m, const vit::Vit& vit, const X2tRequest& request);

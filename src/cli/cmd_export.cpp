@@ -148,12 +148,13 @@ int cmd_export(const Args& args) {
       j["file_type"] = res.file_type;
       j["linear_bpw"] = res.linear_bpw;
       j["file_bpw"] = res.file_bpw;
-      if (!res.note.empty()) j["note"] = res.note;
       auto& ts = j["tensor_types"] = nlohmann::ordered_json::array();
       for (const auto& t : res.tensor_report)
         ts.push_back({{"name", t.name}, {"type", t.type}, {"elements", t.elements}, {"bytes", t.bytes},
                       {"importance", t.importance}, {"exact", t.exact}, {"gptq", t.gptq}});
     }
+    if (!res.note.empty()) j["note"] = res.note;
+    if (!res.vit_not_exported.empty()) j["vit_not_exported"] = res.vit_not_exported;
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -177,6 +178,8 @@ int cmd_export(const Args& args) {
     std::printf("\n");
     std::printf("  bits per weight: layer linears %.4f, all tensors %.4f (llama.cpp's BPW)\n", res.linear_bpw, res.file_bpw);
     if (!res.note.empty()) std::printf("  note: %s\n", res.note.c_str());
+  } else if (!res.note.empty()) {
+    std::printf("  note: %s\n", res.note.c_str());
   }
   return 0;
 }

@@ -76,6 +76,19 @@ class Source {
 
   const model::ModelConfig& config() const { return config_; }
   const model::ModelSpec& spec() const { return spec_; }
+  // The ViT the checkpoint carries (vit_model.*): its tensor count and how many of its linears are stored
+  // quantized (quantize --vit). The exports carry the und text decoder only; the caller says so.
+  std::pair<int, int> vit_tensors() const {
+    int tensors = 0, quantized = 0;  // the ViT's tensors (a quantized linear's weight and bias count as two), quantized linears
+    if (store_) {
+      for (const auto& n : store_->names()) tensors += n.rfind("vit_model.", 0) == 0;
+    } else {
+      for (const auto& n : ckpt_->plain_names()) tensors += n.rfind("vit_model.", 0) == 0;
+      for (const auto& d : ckpt_->quantized_linears())
+        if (d.base.rfind("vit_model.", 0) == 0) ++quantized, tensors += 1 + d.has_bias;  // weight (+ bias) as the ViT names them
+    }
+    return {tensors, quantized};
+  }
   const std::string& tokenizer_dir() const { return tokenizer_dir_; }
   bool quantized() const { return ckpt_ != nullptr; }
 
@@ -711,6 +724,15 @@ ExportResult export_und(const std::string& model_dir, const ExportOptions& optio
     if (!o.stats_path.empty() || !o.original_dir.empty() || o.pure)
       fail("export", "--stats, --original and --pure apply to --to gguf");
     r = export_safetensors(src, o);
+  }
+  // Never a silent drop: a ViT in the source (dense, or 4-bit from quantize --vit) is not part of these
+  // text-decoder architectures, and the result says so.
+  if (const auto [vt, vq] = src.vit_tensors(); vt > 0) {
+    r.vit_not_exported = "the ViT (vit_model.*: " + std::to_string(vt) + " tensors" +
+                         (vq ? ", " + std::to_string(vq) + " of its linears 4-bit" : std::string()) +
+                         ") is not exported: " + r.architecture + " carries the und text decoder only (image / video "
+                         "understanding runs in lance-quant run --task x2t)";
+    r.note += (r.note.empty() ? "" : "; ") + r.vit_not_exported;
   }
   dir.commit(nlohmann::json{{"source", model_dir}, {"architecture", r.architecture}}.dump());
   return r;

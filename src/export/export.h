@@ -68,7 +68,8 @@ struct ExportResult {
   // gguf only
   std::string file_type;               // "Q4_K_M"
   std::vector<ExportedTensor> tensor_report;
-  std::string note;                    // how a quantized source was handled, when it was
+  std::string note;                    // how a quantized source was handled, when it was; a ViT left out
+  std::string vit_not_exported;        // non-empty when the source carries a ViT (vit_model.*): what was left out
   // Bits per weight as llama.cpp counts them: tensor bytes * 8 / elements, over the layer linears and
   // over every tensor (what llama.cpp's loader prints as "file size = ... (N BPW)").
   double linear_bpw = 0, file_bpw = 0;
