@@ -83,6 +83,7 @@ std::unique_ptr<fwd::LinearWeights> load_dense(const io::TensorStore& st, const 
     owned.resize(size_t(m.rows * m.cols) * elem);
     if (f32) st.read_rows_f32(weight, 0, m.rows, reinterpret_cast<float*>(owned.data()));
     else st.read_rows_bf16(weight, 0, m.rows, reinterpret_cast<uint16_t*>(owned.data()));
+    st.drop(weight, /*evict_cache=*/false);  // converted into `owned`: the mapped pages need not stay resident
   }
   std::vector<float> b;
   if (!bias.empty()) b = st.read_f32(bias);
