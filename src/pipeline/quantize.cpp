@@ -275,8 +275,8 @@ Planned make_plan(const model::ModelSpec& spec, const QuantizeOptions& o, const 
     p.entries.push_back(formats::PlainDecl{t.name, t.shape, o.kept_dtype});
   }
   for (const auto& t : spec.kept)  // ViT (carried through as it is without --vit) and anything else outside the canonical list
-    if (!(o.quantize_vit && t.role == model::TensorRole::Vit) &&std::find(p.global_tensors.begin(), p.global_tensors.end(), t.name) == p.global_tensors.end() &&
-        layer_of(t.name) < 0) {
+    if (!(o.quantize_vit && t.role == model::TensorRole::Vit) &&
+        std::find(p.global_tensors.begin(), p.global_tensors.end(), t.name) == p.global_tensors.end() && layer_of(t.name) < 0) {
       bool listed = false;
       for (const auto& e : p.entries)
         if (auto* d = std::get_if<formats::PlainDecl>(&e); d && d->name == t.name) listed = true;

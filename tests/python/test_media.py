@@ -141,6 +141,23 @@ def test_understanding_image_and_video_equal_the_cli(media, model, tmp_path):
     assert v["grid_thw"] == jv["grid_thw"]
 
 
+def test_quantize_vit_then_understand_from_the_checkpoint(media, tmp_path):
+    """quantize(vit=True) writes the model's own ViT 4-bit (the CLI's file, byte for byte); the quantized
+    checkpoint answers about an image with no vit= (its 4-bit ViT), as `run --task x2t` does."""
+    out, cli = str(tmp_path / "q"), tmp_path / "q-cli"
+    rep = lq.quantize(media["model"], out, scheme="rtn-int4", vit=True)
+    assert rep["vit"]["quantized_linears"] == 18 and rep["vit"]["groups"] == {"64": 18}
+    assert [k["name"] for k in rep["vit"]["kept_dense"]][1:] == [f"vit_model.blocks.{b}.mlp.down_proj" for b in range(4)]
+    run_cli("quantize", media["model"], "--scheme", "rtn-int4", "--vit", "--out", cli)
+    with open(os.path.join(out, "awq_state_dict.safetensors"), "rb") as f, open(cli / "awq_state_dict.safetensors", "rb") as g:
+        assert f.read() == g.read()
+    img = data_file("images/chelsea.jpg")
+    j = cli_json(out, "--task", "x2t", "--image", img, "--resolution", 224, "--prompt", "what?", "--max-new-tokens", 6)
+    assert j["vit_quantization"].startswith("int4 g64 x18")
+    a = lq.load(out).understand("what?", image=img, resolution=224, max_new_tokens=6)
+    assert a["generated_ids"] == j["generated_ids"] and a["vit_tokens"] == 54
+
+
 def test_media_errors_carry_the_cli_messages(media, model, vae, mini):
     with pytest.raises(lq.Error, match="exactly one of image= or video="):
         model.understand("q")
