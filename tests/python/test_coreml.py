@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import lance_quant as lq
-from conftest import EXE
+from conftest import EXE, run_cli
 
 ct = pytest.importorskip("coremltools")
 from coremltools.converters.mil.frontend.milproto.load import load as milproto_load  # noqa: E402
@@ -118,6 +118,20 @@ def test_f16_weights_are_rounded_copies(mini, exe, tmp_path):
             w = ops[f"layers_{layer}_{kind}_weight"].outputs[0].val
             ours = ck.read(f"language_model.model.layers.{layer}.{sub}.{kind}.weight")
             assert w.dtype == np.float16 and np.array_equal(w, ours.astype(np.float16))
+
+
+def test_a_vit_in_the_checkpoint_is_left_out_with_a_note(mini, exe, tmp_path):
+    """A checkpoint written by quantize --vit: the text decoder is exported in the LLM's own format (the
+    4-bit ViT linears do not change the default type), and the ViT's absence is said, not silent."""
+    vit = str(tmp_path / "vit")
+    run_cli("synth", "--vit", "small", "--vit-out-hidden", "256", "--out", vit)
+    ck_dir = str(tmp_path / "mini-int8-vit")
+    lq.quantize(mini, ck_dir, scheme="rtn-int8", group_size=128, vit=True, vit_dir=vit)
+    out = str(tmp_path / "mini-int8-vit.mlpackage")
+    p = export_cli(ck_dir, out)
+    assert "the ViT (vit_model.*: 54 tensors, 18 of its linears 4-bit) is not exported" in p.stdout, p.stdout
+    _, spec, _ = load_program(out)
+    assert dict(spec.description.metadata.userDefined)["lance_quant.type"] == "int8"
 
 
 def test_int8_weights_read_back_exactly(mini, exe, tmp_path):
