@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "io/error.h"
+#include "io/heap.h"
 #include "io/signals.h"
 
 namespace {
@@ -47,6 +48,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   lq::io::install_signal_cleanup();  // partial outputs are removed on SIGINT / SIGTERM / SIGBUS
+  lq::io::fix_heap_mmap_threshold();  // freed large buffers leave the resident set (peak RSS of quantize)
   lq::cli::Args args(argv + 2, argv + argc);
   for (const auto& c : kCommands) {
     if (std::strcmp(argv[1], c.name) != 0) continue;

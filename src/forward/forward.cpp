@@ -1,6 +1,7 @@
 #include "forward/forward.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -8,6 +9,8 @@
 #include "forward/attention.h"
 #include "forward/quant_linear.h"
 #include "forward/vec_math.h"
+#include "kernels/linear.h"
+#include "kernels/q4.h"
 #include "kernels/parallel.h"
 #include "io/error.h"
 #include "io/safetensors.h"
@@ -484,12 +487,62 @@ void check_chunk(const Engine::Impl& m, const Chunk& c) {
 
 namespace {
 
+// The MLP runs over blocks of a path's rows: g_mlp_rows each, the remainder joined to the last block,
+// so its [rows, intermediate] buffers stay bounded for long sequences (a 48x48 t2i chunk, an x2t
+// prompt) and every block of a path with more rows than one block holds at least that many rows. The
+// kernels pick their algorithm by row count (kernels/linear.h: GEMM from kGemmMinTokens rows; q4.h:
+// W4A16 GEMM above q4_int8_max_tokens()) and each row's result in the GEMM paths does not depend on
+// the other rows, so with blocks above both thresholds the blocked MLP equals the unblocked one bit for bit.
+std::atomic<int64_t> g_mlp_rows{256};
+
+int64_t mlp_block_rows() {
+  return std::max({g_mlp_rows.load(), kernels::kGemmMinTokens, kernels::q4_int8_max_tokens() + 1});
+}
+int64_t mlp_rows_max(int64_t L) { return std::min(L, 2 * mlp_block_rows() - 1); }
+
 // Work buffers of one decoder layer over L rows (reused across layers).
 struct LayerScratch {
-  std::vector<float> h, q, k, v, o, tmp, gate, up, k_all, v_all, rope_cos, rope_sin;
+  std::vector<float> h, q, k, v, o, tmp, gate, up, mlp_in, mlp_out, k_all, v_all, rope_cos, rope_sin;
   LayerScratch(int64_t L, int64_t H, int64_t QD, int64_t KD, int64_t I)
-      : h(L * H), q(L * QD), k(L * KD), v(L * KD), o(L * QD), tmp(L * H), gate(L * I), up(L * I) {}
+      : h(L * H), q(L * QD), k(L * KD), v(L * KD), o(L * QD), tmp(L * H), gate(mlp_rows_max(L) * I), up(mlp_rows_max(L) * I),
+        mlp_in(mlp_rows_max(L) * H), mlp_out(mlp_rows_max(L) * H) {}
 };
+
+// x += down(silu(gate(h)) * up(h)) per path, over row blocks (g_mlp_rows); the observer sees each
+// linear's rows of a path in order, block by block.
+void routed_mlp(const Engine::Impl& m, int layer, const Routing& rt, const float* h, float* x, LayerScratch& s) {
+  const int64_t H = m.hidden(), I = m.cfg.intermediate_size;
+  for (int p = 0; p < kNumPaths; ++p) {
+    const auto& rows = rt.rows[p];
+    const int64_t n = int64_t(rows.size());
+    if (n == 0) continue;
+    const auto& lin = m.layers[layer].linears[p];
+    const LinearId gid{layer, static_cast<Path>(p), LinearKind::Gate}, uid{layer, static_cast<Path>(p), LinearKind::Up},
+        did{layer, static_cast<Path>(p), LinearKind::Down};
+    const bool whole = rt.whole(p);  // rows 0 .. L-1: read in place
+    const int64_t B = mlp_block_rows(), blocks = std::max<int64_t>(1, n / B);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t r0 = b * B, r1 = b + 1 == blocks ? n : r0 + B, k = r1 - r0;
+      const float* in = h + r0 * H;
+      if (!whole) {
+        for (int64_t i = 0; i < k; ++i) std::memcpy(&s.mlp_in[size_t(i * H)], h + rows[size_t(r0 + i)] * H, sizeof(float) * size_t(H));
+        in = s.mlp_in.data();
+      }
+      if (m.observer) m.observer->observe(gid, in, k, H);
+      lin[static_cast<int>(LinearKind::Gate)]->apply(in, k, s.gate.data());
+      if (m.observer) m.observer->observe(uid, in, k, H);
+      lin[static_cast<int>(LinearKind::Up)]->apply(in, k, s.up.data());
+      silu_mul(s.gate.data(), s.up.data(), k * I);
+      if (m.observer) m.observer->observe(did, s.gate.data(), k, I);
+      lin[static_cast<int>(LinearKind::Down)]->apply(s.gate.data(), k, s.mlp_out.data());
+      for (int64_t i = 0; i < k; ++i) {
+        float* xr = x + (whole ? r0 + i : rows[size_t(r0 + i)]) * H;
+        const float* yr = &s.mlp_out[size_t(i * H)];
+        for (int64_t c = 0; c < H; ++c) xr[c] += yr[c];
+      }
+    }
+  }
+}
 
 // One decoder layer over the residual rows x [L, hidden] (updated in place): the single code path of
 // Engine::forward and Engine::forward_layer. `attn_out`, when given, receives o_proj's output.
@@ -497,7 +550,7 @@ void run_layer(const Engine::Impl& m, int l, const Chunk& chunk, const Routing& 
                std::vector<float>* cache_k, std::vector<float>* cache_v, CacheWrite write, int64_t prefix, float* x,
                LayerScratch& s, float* attn_out, bool attention_only = false) {
   const auto& c = m.cfg;
-  const int64_t L = chunk.rows(), H = m.hidden(), QD = m.q_dim(), KD = m.kv_dim(), I = c.intermediate_size;
+  const int64_t L = chunk.rows(), H = m.hidden(), QD = m.q_dim(), KD = m.kv_dim();
   const AttentionShape shape{c.num_heads, c.num_kv_heads, c.head_dim};
   const LayerWeights& lw = m.layers[l];
   routed_rms_norm(chunk, lw.in_norm, x, 1, H, c.rms_norm_eps, s.h.data());
@@ -531,11 +584,7 @@ void run_layer(const Engine::Impl& m, int l, const Chunk& chunk, const Routing& 
   if (attention_only) return;
   for (int64_t i = 0; i < L * H; ++i) x[i] += s.tmp[i];
   routed_rms_norm(chunk, lw.post_norm, x, 1, H, c.rms_norm_eps, s.h.data());
-  routed_linear(m, l, LinearKind::Gate, rt, s.h.data(), H, s.gate.data(), I);
-  routed_linear(m, l, LinearKind::Up, rt, s.h.data(), H, s.up.data(), I);
-  silu_mul(s.gate.data(), s.up.data(), L * I);
-  routed_linear(m, l, LinearKind::Down, rt, s.gate.data(), I, s.tmp.data(), H);
-  for (int64_t i = 0; i < L * H; ++i) x[i] += s.tmp[i];
+  routed_mlp(m, l, rt, s.h.data(), x, s);
 }
 
 }  // namespace
@@ -644,6 +693,11 @@ std::vector<float> Engine::forward(const Chunk& chunk, KvCache* cache, CacheWrit
     non_finite_error(m, "after the final norm (" + rows_of_path(chunk, bad / H) + ")",
                      {"language_model.model.norm.weight", "language_model.model.norm_moe_gen.weight"});
   return h;
+}
+
+void set_mlp_block_rows(int64_t rows) {
+  if (rows < 1) fail("set_mlp_block_rows", std::to_string(rows) + " rows");
+  g_mlp_rows = rows;
 }
 
 void Engine::forward_layer(int layer, const Chunk& chunk, float* x, std::vector<float>* attn_out) const {

@@ -98,6 +98,12 @@ class ActivationObserver {
   virtual void observe(const LinearId& id, const float* x, int64_t n, int64_t in_features) = 0;
 };
 
+// Rows per block of the decoder MLP (default 256; raised to kernels::kGemmMinTokens and above
+// kernels::q4_int8_max_tokens(), so the kernels take the path they take unblocked): bounds its
+// [rows, intermediate] buffers; results are bit-identical for any value (tests change it). Not for
+// use while a forward runs.
+void set_mlp_block_rows(int64_t rows);
+
 // ---- sequences ------------------------------------------------------------------------------
 
 // Attention mode of a split (Lance's split_modes): causal text, bidirectional full block (ViT or

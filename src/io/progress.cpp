@@ -37,14 +37,25 @@ Progress::~Progress() {
   if (ticker_.joinable()) ticker_.join();
 }
 
+std::string format_rate(double done, double elapsed, const std::string& unit) {
+  const double rate = elapsed > 0 ? done / elapsed : 0;
+  if (rate >= 0.1 || done <= 0) {
+    char b[64];
+    std::snprintf(b, sizeof b, "%.2f ", rate);
+    return b + unit + "/s";
+  }
+  return format_duration(elapsed / done) + " each";
+}
+
 void Progress::print_plain(double done, const std::string& note) {
   const auto now = std::chrono::steady_clock::now();
   last_draw_ = now;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? done / elapsed : 0;
   const std::string eta = rate > 0 && done < total_ ? "ETA " + format_duration((total_ - done) / rate) : "ETA unknown";
-  std::fprintf(stderr, "%s: %.0f/%.0f %s, %.2f %s/s, %s elapsed, %s%s%s\n", label_.c_str(), done, total_, unit_.c_str(), rate,
-               unit_.c_str(), format_duration(elapsed).c_str(), eta.c_str(), note.empty() ? "" : ", ", note.c_str());
+  std::fprintf(stderr, "%s: %.0f/%.0f %s, %s, %s elapsed, %s%s%s\n", label_.c_str(), done, total_, unit_.c_str(),
+               format_rate(done, elapsed, unit_).c_str(), format_duration(elapsed).c_str(), eta.c_str(), note.empty() ? "" : ", ",
+               note.c_str());
   std::fflush(stderr);
   printed_plain_ = true;
 }
@@ -76,8 +87,8 @@ void Progress::update(double done, const std::string& note) {
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? done / elapsed : 0;
   const std::string eta = rate > 0 && done < total_ ? "ETA " + format_duration((total_ - done) / rate) : format_duration(elapsed);
-  std::fprintf(stderr, "\r\033[K%s  %.0f/%.0f %s  %.2f %s/s  %s%s%s", label_.c_str(), done, total_, unit_.c_str(), rate,
-               unit_.c_str(), eta.c_str(), note.empty() ? "" : "  ", note.c_str());
+  std::fprintf(stderr, "\r\033[K%s  %.0f/%.0f %s  %s  %s%s%s", label_.c_str(), done, total_, unit_.c_str(),
+               format_rate(done, elapsed, unit_).c_str(), eta.c_str(), note.empty() ? "" : "  ", note.c_str());
   std::fflush(stderr);
   drawn_ = true;
 }

@@ -41,5 +41,7 @@ class Progress {
 
 // "1.5 s", "2m05s", "1h02m"
 std::string format_duration(double seconds);
+// done units in elapsed seconds: "3.10 layers/s", or below 0.1 per second the time of one, "6m10s each".
+std::string format_rate(double done, double elapsed, const std::string& unit);
 
 }  // namespace lq::io

@@ -25,8 +25,10 @@
 #include "forward/prompts.h"
 #include "forward/t2i.h"
 #include "io/error.h"
+#include "io/progress.h"
 #include "pipeline/forward_linears.h"
 #include "pipeline/gptq_layer.h"
+#include "pipeline/layer_capture.h"
 #include "pipeline/searches.h"
 #include "quant/awq.h"
 #include "tokenizer/tokenizer.h"
@@ -40,23 +42,6 @@ namespace {
 using fwd::LinearId;
 using model::LinearKind;
 using model::Path;
-
-// Captures the input rows of every target linear of one layer, per (path, kind).
-class LayerCapture final : public fwd::ActivationObserver {
- public:
-  explicit LayerCapture(int layer) : layer_(layer) {}
-  void observe(const LinearId& id, const float* x, int64_t n, int64_t in) override {
-    // k and v share q's input, up shares gate's: captured once.
-    if (id.layer != layer_ || id.kind == LinearKind::K || id.kind == LinearKind::V || id.kind == LinearKind::Up) return;
-    auto& v = rows_[size_t(id.path)][size_t(id.kind)];
-    v.insert(v.end(), x, x + n * in);
-  }
-  std::vector<float>& rows(Path p, LinearKind k) { return rows_[size_t(p)][size_t(k)]; }
-
- private:
-  int layer_;
-  std::array<std::array<std::vector<float>, model::kNumLinearKinds>, 2> rows_;
-};
 
 double sum_sq(const float* a, int64_t n) {
   double s = 0;
@@ -73,16 +58,6 @@ double sum_sq_diff(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-std::vector<float> mean_abs_cols(const std::vector<float>& x, int64_t width) {
-  const int64_t n = int64_t(x.size()) / width;
-  std::vector<double> s(static_cast<size_t>(width), 0.0);
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t c = 0; c < width; ++c) s[size_t(c)] += std::fabs(x[size_t(r * width + c)]);
-  std::vector<float> out(static_cast<size_t>(width));
-  for (int64_t c = 0; c < width; ++c) out[size_t(c)] = float(s[size_t(c)] / double(std::max<int64_t>(n, 1)));
-  return out;
-}
-
 // Per-target-channel values averaged onto the fusion's scales (GQA: the query heads of a KV head).
 std::vector<float> onto_scales(const std::vector<float>& per_channel, const model::FusionPair& f) {
   std::vector<double> s(size_t(f.num_scales), 0.0);
@@ -93,18 +68,6 @@ std::vector<float> onto_scales(const std::vector<float>& per_channel, const mode
   }
   std::vector<float> out(s.size());
   for (size_t i = 0; i < s.size(); ++i) out[i] = float(s[i] / std::max(cnt[i], 1));
-  return out;
-}
-
-// Evenly spaced rows (at most `cap`) of x [n, width].
-std::vector<float> subsample_rows(const std::vector<float>& x, int64_t width, int64_t cap) {
-  const int64_t n = int64_t(x.size()) / width;
-  if (n <= cap) return x;
-  std::vector<float> out(size_t(cap * width));
-  for (int64_t i = 0; i < cap; ++i) {
-    const int64_t r = i * n / cap;
-    std::memcpy(&out[size_t(i * width)], &x[size_t(r * width)], sizeof(float) * size_t(width));
-  }
   return out;
 }
 
@@ -154,7 +117,7 @@ class ForwardAwq final : public LayerSearch {
   }
 
   void awq_search(int layer, LayerTensors& t, const std::map<std::string, bool>& quantized, LayerPlans& plans, bool clip) {
-    LayerCapture cap(layer);
+    LayerCapture cap(layer, {path_rows_[0], path_rows_[1]}, {o_.awq.rows_per_layer, o_.awq.clip_rows});
     fold_scale_.clear();
     std::vector<std::vector<float>> attn_ref(samples_.size());
     {
@@ -245,11 +208,10 @@ class ForwardAwq final : public LayerSearch {
     for (const auto* f : group) {
       Member m{f, &lin(*f, LinearKind::O), nullptr, {}, 0};
       m.w = &t.at(m.ls->weight_name());
-      const std::vector<float>& x = cap.rows(f->path, LinearKind::O);
-      if (!x.empty()) {
-        m.xs = subsample_rows(x, m.ls->in, o_.awq.rows_per_layer);
+      if (!cap.empty(f->path, LinearKind::O)) {
+        m.xs = cap.sample(f->path, LinearKind::O, o_.awq.rows_per_layer);
         m.ref_energy = sum_sq(matmul(m.xs, m.ls->in, m.w->data(), m.ls->out).data(), int64_t(m.xs.size() / m.ls->in) * m.ls->out);
-        const std::vector<float> xm = onto_scales(mean_abs_cols(x, f->target_in), *f);
+        const std::vector<float> xm = onto_scales(cap.mean_abs(f->path, LinearKind::O), *f);
         if (x_mean.empty()) x_mean.assign(xm.size(), 0.0f);
         for (size_t i = 0; i < xm.size(); ++i) x_mean[i] += xm[i];
         ++with_rows;
@@ -291,9 +253,8 @@ class ForwardAwq final : public LayerSearch {
                    const std::vector<std::vector<float>>& attn_ref, LayerPlans& plans) {
     const quant::QuantParams& qp = formats_.params_for(f.targets.front());  // w_mean's groups; the loss uses each target's own
     const LinearKind first = f.target_kinds.front();
-    const std::vector<float>& x = cap.rows(f.path, first);
-    if (x.empty()) return;  // no rows of this path in the calibration sample
-    std::vector<float> x_mean = onto_scales(mean_abs_cols(x, f.target_in), f);
+    if (cap.empty(f.path, first)) return;  // no rows of this path in the calibration sample
+    std::vector<float> x_mean = onto_scales(cap.mean_abs(f.path, first), f);
     std::vector<const float*> ws;
     std::vector<int64_t> outs;
     for (auto k : f.target_kinds) ws.push_back(t.at(lin(f, k).weight_name()).data()), outs.push_back(lin(f, k).out);
@@ -306,7 +267,7 @@ class ForwardAwq final : public LayerSearch {
       // Loss on the target linear's own output: ||X (W - Wq(s))^T||^2.
       const model::LinearSpec& ls = lin(f, first);
       const std::vector<float>& w = t.at(ls.weight_name());
-      const std::vector<float> xs = subsample_rows(x, ls.in, o_.awq.rows_per_layer);
+      const std::vector<float> xs = cap.sample(f.path, first, o_.awq.rows_per_layer);
       ref_energy = sum_sq(matmul(xs, ls.in, w.data(), ls.out).data(), int64_t(xs.size() / ls.in) * ls.out);
       std::vector<float> d(w.size());  // reused by every candidate
       r = quant::search_scales(x_mean, w_mean, o_.awq.grid, o_.awq.duo_scaling, [&](const std::vector<float>& s) {
@@ -316,7 +277,7 @@ class ForwardAwq final : public LayerSearch {
         return sum_sq(y.data(), int64_t(y.size()));
       });
     } else if (first == LinearKind::Gate) {
-      r = search_mlp(f, t, x, x_mean, w_mean, ref_energy);
+      r = search_mlp(f, t, cap.sample(f.path, first, o_.awq.rows_per_layer), x_mean, w_mean, ref_energy);
     } else {
       r = search_qkv(f, t, attn_ref, x_mean, w_mean, ref_energy);
     }
@@ -327,10 +288,10 @@ class ForwardAwq final : public LayerSearch {
   }
 
   // gate,up: loss on the MLP output down(silu(x Wg'^T) * (x Wu'^T)) with the full-precision down.
-  quant::ScaleSearch search_mlp(const model::FusionPair& f, LayerTensors& t, const std::vector<float>& x_all,
+  // x: the subsampled inputs (LayerCapture::sample).
+  quant::ScaleSearch search_mlp(const model::FusionPair& f, LayerTensors& t, const std::vector<float>& x,
                                 const std::vector<float>& x_mean, const std::vector<float>& w_mean, double& ref_energy) {
     const model::LinearSpec &g = lin(f, LinearKind::Gate), &u = lin(f, LinearKind::Up), &d = lin(f, LinearKind::Down);
-    const std::vector<float> x = subsample_rows(x_all, g.in, o_.awq.rows_per_layer);
     const std::vector<float>& wg = t.at(g.weight_name());
     const std::vector<float>& wu = t.at(u.weight_name());
     const std::vector<float>& wd = t.at(d.weight_name());
@@ -402,8 +363,8 @@ class ForwardAwq final : public LayerSearch {
         if (ls.kind == LinearKind::Q || ls.kind == LinearKind::K || !quantized.at(ls.name)) continue;
         if (!quant::scheme_is_integer(formats_.params_for(ls.name).scheme)) continue;  // clipping: integer formats only
         const LinearKind src = ls.kind == LinearKind::V ? LinearKind::Q : ls.kind == LinearKind::Up ? LinearKind::Gate : ls.kind;
-        std::vector<float> x = subsample_rows(cap.rows(ls.path, src), ls.in, o_.awq.clip_rows);
-        if (x.empty()) continue;
+        if (cap.empty(ls.path, src)) continue;
+        std::vector<float> x = cap.sample(ls.path, src, o_.awq.clip_rows);
         // Inputs as the folded linear sees them: divided by the scale folded into its input channels.
         if (fold_scale_.count(ls.name))
           for (const auto& f : spec_.fusions)
@@ -454,7 +415,7 @@ void add_sample(CalibRows& r, fwd::Chunk c) {
 // block by block, and is unloaded before the layers are quantized. Evenly spaced questions (at least one)
 // until the und budget is met.
 void add_x2t_samples(const QuantizeOptions& o, fwd::Engine& engine, const tok::Tokenizer& tok,
-                     const std::vector<vit::X2tItem>& items, int64_t budget, CalibRows& rows) {
+                     const std::vector<vit::X2tItem>& items, int64_t budget, CalibRows& rows, io::Progress& progress, double& done) {
   vit::VitLoadOptions vo;
   vo.storage = engine.storage();
   vo.release_pages = true;
@@ -475,12 +436,16 @@ void add_x2t_samples(const QuantizeOptions& o, fwd::Engine& engine, const tok::T
     for (const auto& g : by_medium)
       if (round < g.size()) order.push_back(g[round]);
   int64_t taken = 0;
-  for (size_t j = 0; j < order.size() && (j == 0 || taken < budget); ++j) {
+  size_t j = 0;
+  for (; j < order.size() && (j == 0 || taken < budget); ++j) {
     fwd::Chunk c = calib::x2t_calibration_chunk(engine, tok, cache, items[order[j]], step);
     taken += c.rows();
     rows.tokens_und += c.rows();
     add_sample(rows, std::move(c));
+    progress.update(++done);
   }
+  done += double(order.size() - j);  // questions the budget left out
+  progress.update(done);
 }
 
 bool is_gen_task(calib::SourceKind k) {
@@ -512,7 +477,7 @@ fwd::Chunk concat(fwd::Chunk c, const fwd::Chunk& n) {
 // every task; an edit's clean source rows (tau 0) count as gen rows too. Once the budget is met no further
 // sampler runs.
 void add_gen_samples(const QuantizeOptions& o, fwd::Engine& engine, const tok::Tokenizer& tok,
-                     const std::vector<calib::Sample>& items, int64_t budget, CalibRows& rows) {
+                     const std::vector<calib::Sample>& items, int64_t budget, CalibRows& rows, io::Progress& progress, double& done) {
   const fwd::T2iSettings st = fwd::load_t2i_settings(o.model_dir);
   fwd::SamplerOptions so = st.sampler;
   if (o.awq.t2i_steps > 0) so.steps = o.awq.t2i_steps;
@@ -556,6 +521,8 @@ void add_gen_samples(const QuantizeOptions& o, fwd::Engine& engine, const tok::T
   int64_t gen_rows = 0;
   bool seen[kKinds] = {false, false, false, false};
   for (const auto& [item, ki] : order) {
+    progress.update(done);
+    ++done;
     if (gen_rows >= budget && seen[kind_index(items[item].kind)]) continue;  // its sampler would add nothing
     const calib::Sample& s = items[item];
     const int kind = kind_index(s.kind);
@@ -656,8 +623,13 @@ CalibRows collect_calib_rows(const QuantizeOptions& o, fwd::Engine& engine) {
     add_sample(rows, fwd::text_chunk(engine, ids, fwd::text_positions(n), {fwd::Split{n, fwd::SplitMode::Causal}}));
     text_rows += n;
   }
-  if (!x2t_items.empty()) add_x2t_samples(o, engine, tok, x2t_items, budget - text_rows, rows);
-  if (!gen.empty()) add_gen_samples(o, engine, tok, gen, budget, rows);
+  // The ViT per x2t medium and the sampler per generation input take minutes at full size.
+  io::Progress progress("quantize: calibration", double(x2t_items.size() + gen.size()), "inputs");
+  double done = 0;
+  if (!x2t_items.empty()) add_x2t_samples(o, engine, tok, x2t_items, budget - text_rows, rows, progress, done);
+  if (!gen.empty()) add_gen_samples(o, engine, tok, gen, budget, rows, progress, done);
+  progress.update(done);
+  progress.finish();
   return rows;
 }
 

@@ -594,9 +594,9 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
     const LayerTensors original = dense ? t : LayerTensors{};
     if (search) search->search(l, t, plan.quantized, plans);
 
-    // Quantize this layer's targets (after the folds), keep the dequantized weights for the search.
+    // Quantize this layer's targets (after the folds); each target's weights in `t` are replaced by their
+    // dequantized values (what the search runs next), so the layer is held once, not twice (peak RSS).
     std::map<std::string, quant::QTensor> qts;
-    LayerTensors final_weights = t;
     for (const auto& path : spec.layers[size_t(l)].paths)
       for (const auto& ls : path.linears) {
         if (!plan.quantized.at(ls.name)) continue;
@@ -635,10 +635,11 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
           }
         }
         report.linears.push_back(r);
-        final_weights[ls.weight_name()] = std::move(deq);
+        t[ls.weight_name()] = std::move(deq);  // `w` is not used again
         qts.emplace(ls.name, std::move(qt));
         ++report.quantized_linears;
       }
+    const LayerTensors& final_weights = t;  // the targets dequantized, the rest as searched (folded)
     // Write in plan order.
     while (next_entry < plan.entries.size()) {
       const auto& e = plan.entries[next_entry];

@@ -3,6 +3,7 @@
 // error against the fp32 goldens.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -13,6 +14,9 @@
 #include "forward/t2i.h"
 #include "golden_util.h"
 #include "io/error.h"
+#include "io/safetensors.h"
+#include "forward/quant_linear.h"
+#include "quant/quantizer.h"
 #include "test_paths.h"
 #include "test_random.h"
 
@@ -149,6 +153,63 @@ TEST(Bf16Storage, ErrorsAgainstFp32Goldens) {
   EXPECT_LT(e_logits, 5e-2);
   EXPECT_LT(e_v, 5e-2);
   EXPECT_LT(e_final, 5e-2);
+}
+
+// The decoder MLP runs over row blocks (set_mlp_block_rows; memory bound for long chunks): a long
+// chunk with both paths, one MLP linear 4-bit, gives the same output bit for bit with blocks of 64, 256
+// and one block, and the observer sees every row of each linear, block by block.
+TEST(MlpBlocks, LongMixedChunkEqualsTheUnblockedForwardBitForBit) {
+  LQ_REQUIRE_SHARED();
+  Engine e = Engine::load(test::lance_mini_dir());
+  std::vector<int32_t> text(700);
+  for (size_t i = 0; i < text.size(); ++i) text[i] = int32_t(10 + i * 37 % 4000);
+  const T2iPrompt p = build_t2i_prompt(text, {200, 201}, {300, 301}, 4259, 4260, {1, 24, 24});
+  const auto x = random_vec(size_t(576 * e.config().latent_channels), 21);
+  const Chunk c = full_branch_chunk(e, p.cond, p.vision_start, p.vision_end, p.grid, x.data(), 0.5);
+  const int64_t und = std::count(c.paths.begin(), c.paths.end(), Path::Und);
+  ASSERT_GT(und, 700);
+  ASSERT_EQ(c.rows() - und, 576);
+  // A 4-bit linear (W4A16 GEMM above q4_int8_max_tokens() rows) among the dense ones.
+  io::TensorStore weights(test::lance_mini_dir() + "/model.safetensors");
+  const LinearId qid{1, Path::Gen, LinearKind::Up};
+  const auto w = weights.read_f32(e.linear_spec(qid).name + ".weight");
+  quant::QuantParams qp;
+  qp.scheme = quant::Scheme::Int4Asym;
+  qp.group = 64;
+  const LinearWeights& dense = e.linear(qid);
+  e.replace_linear(qid, make_quant_linear(quant::quantize(w.data(), dense.out_features(), dense.in_features(), qp), {}, "up"));
+
+  struct Blocks : ActivationObserver {
+    std::map<std::tuple<int, int, int>, std::pair<int, int64_t>> calls;  // (calls, rows)
+    void observe(const LinearId& id, const float*, int64_t n, int64_t) override {
+      auto& v = calls[{id.layer, int(id.path), int(id.kind)}];
+      ++v.first;
+      v.second += n;
+    }
+  };
+  auto run = [&](int64_t block, Blocks& obs) {
+    set_mlp_block_rows(block);
+    e.set_observer(&obs);
+    auto y = e.forward(c, nullptr, CacheWrite::No);
+    e.set_observer(nullptr);
+    return y;
+  };
+  Blocks one, b256, b64;
+  const auto ref = run(int64_t(1) << 40, one);
+  const auto y256 = run(256, b256);
+  const auto y64 = run(64, b64);
+  set_mlp_block_rows(256);
+  EXPECT_EQ(y256, ref);
+  EXPECT_EQ(y64, ref);
+  for (int l = 0; l < e.num_layers(); ++l)
+    for (int path = 0; path < 2; ++path) {
+      const int64_t n = path == int(Path::Und) ? und : 576;
+      for (int kind : {int(LinearKind::Gate), int(LinearKind::Down)}) {
+        EXPECT_EQ(one.calls.at({l, path, kind}), std::make_pair(1, n));
+        EXPECT_EQ(b256.calls.at({l, path, kind}), std::make_pair(int(n / 256), n));
+        EXPECT_EQ(b64.calls.at({l, path, kind}), std::make_pair(int(n / 64), n));
+      }
+    }
 }
 
 }  // namespace

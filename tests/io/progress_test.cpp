@@ -49,6 +49,14 @@ TEST(Progress, PlainLinesWhenStderrIsNotATerminal) {
   EXPECT_EQ(out.find("\033["), std::string::npos);
 }
 
+TEST(Progress, SlowWorkShowsTheTimeOfOneUnitInsteadOfARateOfZero) {
+  EXPECT_EQ(format_rate(31, 10, "layers"), "3.10 layers/s");
+  EXPECT_EQ(format_rate(1, 10, "layers"), "0.10 layers/s");
+  EXPECT_EQ(format_rate(1, 370, "layers"), "6m10s each");  // was "0.00 layers/s"
+  EXPECT_EQ(format_rate(2, 41, "samples"), format_duration(20.5) + " each");
+  EXPECT_EQ(format_rate(0, 5, "layers"), "0.00 layers/s");
+}
+
 TEST(Progress, TickerRepeatsTheStateDuringOneLongStep) {
   setenv("LQ_PROGRESS_SECONDS", "0.05", 1);
   const std::string out = capture_stderr([] {
