@@ -59,6 +59,26 @@ def latent_to_lance(samples: torch.Tensor) -> torch.Tensor:
     return ((samples - mean) / std).permute(0, 2, 3, 4, 1).contiguous()
 
 
+# Inputs the sampler nodes share (text to image / video, image edit), in their display order.
+_SEED = {"seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True})}
+
+
+def _sampler_inputs():
+    return {
+        "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
+        "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
+        "shift": ("FLOAT", {"default": 3.5, "min": 0.01, "max": 100.0, "step": 0.05}),
+    }
+
+
+def _size_inputs(width, height):
+    return {
+        "width": ("INT", {"default": width, "min": 16, "max": 1008, "step": 16}),
+        "height": ("INT", {"default": height, "min": 16, "max": 1008, "step": 16}),
+        "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+    }
+
+
 class _Progress:
     """Reports sampler steps to ComfyUI's progress bar and stops when the user interrupts the queue."""
 
@@ -147,13 +167,9 @@ class LanceTextToImage:
             "required": {
                 "lance_model": ("LANCE_MODEL",),
                 "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": ""}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
-                "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
-                "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-                "shift": ("FLOAT", {"default": 3.5, "min": 0.01, "max": 100.0, "step": 0.05}),
-                "width": ("INT", {"default": 768, "min": 16, "max": 1008, "step": 16}),
-                "height": ("INT", {"default": 768, "min": 16, "max": 1008, "step": 16}),
-                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+                **_SEED,
+                **_sampler_inputs(),
+                **_size_inputs(768, 768),
             }
         }
 
@@ -347,15 +363,11 @@ class LanceTextToVideo:
             "required": {
                 "lance_model": ("LANCE_MODEL",),
                 "prompt": ("STRING", {"multiline": True, "dynamicPrompts": True, "default": ""}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+                **_SEED,
                 "frames": ("INT", {"default": 33, "min": 1, "max": 1025, "step": 4,
                                    "tooltip": "pixel frames; Lance uses 4k + 1"}),
-                "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
-                "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-                "shift": ("FLOAT", {"default": 3.5, "min": 0.01, "max": 100.0, "step": 0.05}),
-                "width": ("INT", {"default": 832, "min": 16, "max": 1008, "step": 16}),
-                "height": ("INT", {"default": 480, "min": 16, "max": 1008, "step": 16}),
-                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+                **_sampler_inputs(),
+                **_size_inputs(832, 480),
             }
         }
 
@@ -389,10 +401,8 @@ class LanceImageEdit:
                 "lance_vae": ("LANCE_VAE",),
                 "image": ("IMAGE",),
                 "instruction": ("STRING", {"multiline": True, "default": ""}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
-                "steps": ("INT", {"default": 30, "min": 1, "max": 1000}),
-                "cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}),
-                "shift": ("FLOAT", {"default": 3.5, "min": 0.01, "max": 100.0, "step": 0.05}),
+                **_SEED,
+                **_sampler_inputs(),
                 "resolution": ("INT", {"default": 768, "min": 16, "max": 2048, "step": 16,
                                        "tooltip": "the source is resized to Lance's bucket near resolution^2 pixels"}),
             },
