@@ -43,11 +43,29 @@ class ArgReader {
     fail(command_ + " " + flag, "expected a number, got '" + v + "'");
   }
   [[noreturn]] void unknown() const { fail(command_, "unknown argument '" + args_[i_] + "' (see --help)"); }
+  const std::string& command() const { return command_; }
 
  private:
   const std::vector<std::string>& args_;
   std::string command_;
   size_t i_ = size_t(-1);
 };
+
+// The flags of generation-task inputs (t2v, image / video edits) that calibrate and quantize share,
+// read into O's vae, t2v_frames, edit_resolution, edit_max_frames, edit_vit_resolution and
+// edit_without_vit. False when the current argument is none of them.
+template <class O>
+bool read_gen_task_flag(ArgReader& r, O& o) {
+  if (r.is("--vae")) o.vae = r.value();
+  else if (r.is("--t2v-frames")) o.t2v_frames = int(r.int_value());
+  else if (r.is("--edit-resolution")) o.edit_resolution = int(r.int_value());
+  else if (r.is("--edit-max-frames")) o.edit_max_frames = int(r.int_value());
+  else if (r.is("--edit-vit-resolution")) {
+    o.edit_vit_resolution = int(r.int_value());
+    if (o.edit_vit_resolution < 28) fail(r.command() + " --edit-vit-resolution", "must be at least 28 pixels");
+  } else if (r.is("--no-vit-reference")) o.edit_without_vit = true;
+  else return false;
+  return true;
+}
 
 }  // namespace lq::cli

@@ -85,14 +85,7 @@ int cmd_calibrate(const Args& args) {
     } else if (r.is("--hessian")) o.hessian = true;
     else if (r.is("--steps")) steps = int(r.int_value());
     else if (r.is("--seed")) o.seed = uint64_t(r.int_value());
-    else if (r.is("--vae")) o.vae = r.value();
-    else if (r.is("--t2v-frames")) o.t2v_frames = int(r.int_value());
-    else if (r.is("--edit-resolution")) o.edit_resolution = int(r.int_value());
-    else if (r.is("--edit-max-frames")) o.edit_max_frames = int(r.int_value());
-    else if (r.is("--edit-vit-resolution")) {
-      o.edit_vit_resolution = int(r.int_value());
-      if (o.edit_vit_resolution < 28) fail("calibrate --edit-vit-resolution", "must be at least 28 pixels");
-    } else if (r.is("--no-vit-reference")) o.edit_without_vit = true;
+    else if (read_gen_task_flag(r, o)) continue;
     else if (r.is("--threads")) kernels::set_num_threads(int(r.int_value()));
     else if (r.is("--dtype")) {
       const std::string d = r.value();

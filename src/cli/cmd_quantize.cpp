@@ -122,14 +122,7 @@ int cmd_quantize(const Args& args) {
     else if (r.is("--dense-out")) o.dense_out = r.value();
     else if (r.is("--vit-dir")) o.vit_dir = r.value();
     else if (r.is("--vit")) o.quantize_vit = true;
-    else if (r.is("--vae")) o.vae = r.value();
-    else if (r.is("--t2v-frames")) o.t2v_frames = int(r.int_value());
-    else if (r.is("--edit-resolution")) o.edit_resolution = int(r.int_value());
-    else if (r.is("--edit-max-frames")) o.edit_max_frames = int(r.int_value());
-    else if (r.is("--edit-vit-resolution")) {
-      o.edit_vit_resolution = int(r.int_value());
-      if (o.edit_vit_resolution < 28) fail("quantize --edit-vit-resolution", "must be at least 28 pixels");
-    } else if (r.is("--no-vit-reference")) o.edit_without_vit = true;
+    else if (read_gen_task_flag(r, o)) continue;
     else if (r.is("--x2t-resolution")) {
       const int64_t res = r.int_value();
       if (res < 28) fail("quantize --x2t-resolution", "must be at least 28 pixels");
