@@ -237,10 +237,15 @@ PartialOutputDir::PartialOutputDir(const std::string& final_dir, std::string com
   if (!final_.has_filename()) final_ = final_.parent_path();
   remove_stale_partials(final_);
   temp_ = final_.string() + ".lq-partial-" + std::to_string(::getpid());
+  // Registered before it exists: a SIGTERM right after the mkdir must find it (the handler takes a
+  // missing directory as removed).
+  slot_ = register_partial_output(temp_.string(), true);
   fs::remove_all(temp_, ec);
   fs::create_directories(temp_, ec);
-  if (ec) fail(final_dir, "cannot create the output directory (" + temp_.string() + "): " + ec.message());
-  slot_ = register_partial_output(temp_.string(), true);
+  if (ec) {
+    unregister_partial_output(slot_);
+    fail(final_dir, "cannot create the output directory (" + temp_.string() + "): " + ec.message());
+  }
 }
 
 PartialOutputDir::~PartialOutputDir() {

@@ -22,12 +22,12 @@ void png_warning_fn(png_structp, png_const_charp) {}
 void write_png_rgb(const std::string& path, const uint8_t* rgb, int width, int height) {
   if (width <= 0 || height <= 0) fail(path, "PNG with an empty image");
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) fail(path, "cannot create " + tmp);
-  struct Slot {  // the temporary file is removed on SIGINT / SIGTERM (io/signals.h)
+  struct Slot {  // registered before it exists: the temporary file is removed on SIGINT / SIGTERM (io/signals.h)
     int id;
     ~Slot() { unregister_partial_output(id); }
   } slot{register_partial_output(tmp, false)};
+  FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) fail(path, "cannot create " + tmp);
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, png_error_fn, png_warning_fn);
   png_infop info = png ? png_create_info_struct(png) : nullptr;
   try {

@@ -548,10 +548,15 @@ void SafetensorsWriter::begin_data() {
   }
   while (s.size() % 8 != 0) s.push_back(' ');  // 8 + header is then 8-byte aligned
   if (s.size() > kMaxSafetensorsHeader) fail(path_, "header of " + std::to_string(s.size()) + " bytes exceeds the format's limit");
+  signal_slot_ = register_partial_output(tmp_path_, false);  // before it exists: SIGINT / SIGTERM remove it (io/signals.h)
   fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail(tmp_path_, std::string("cannot create: ") + std::strerror(errno));
+  if (fd_ < 0) {
+    const int err = errno;
+    unregister_partial_output(signal_slot_);
+    signal_slot_ = -1;
+    fail(tmp_path_, std::string("cannot create: ") + std::strerror(err));
+  }
   started_ = true;  // from here on the destructor removes the temporary file
-  signal_slot_ = register_partial_output(tmp_path_, false);  // and SIGINT / SIGTERM do (io/signals.h)
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = uint8_t(uint64_t(s.size()) >> (8 * i));
   write_all(fd_, len, 8, tmp_path_);

@@ -21,8 +21,9 @@ namespace lq::io {
 // Installs the SIGINT, SIGTERM and SIGBUS handlers (idempotent).
 void install_signal_cleanup();
 
-// A partial output removed by the handlers until unregistered. Returns a slot id (-1 when the
-// registry is full: the output then simply is not cleaned up on a signal).
+// A partial output removed by the handlers until unregistered. Register it before creating it, so a
+// signal never finds it on disk unregistered (a registered path that does not exist counts as removed).
+// Returns a slot id (-1 when the registry is full: the output then simply is not cleaned up on a signal).
 int register_partial_output(const std::string& path, bool is_directory);
 void unregister_partial_output(int slot);
 

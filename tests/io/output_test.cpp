@@ -166,6 +166,36 @@ TEST(SignalCleanup, SigtermRemovesPartialOutputs) {
   EXPECT_TRUE(fs::is_empty(d)) << "partial outputs left behind";
 }
 
+// The writers register a partial output before creating it, so a signal that lands between the two
+// finds it registered; the handler takes a registered path that is not there as removed.
+TEST(SignalCleanup, RegisteredButNotYetCreatedCountsAsRemoved) {
+  const fs::path d = test::scratch_dir("output_sigterm_early");
+  int err[2];
+  ASSERT_EQ(pipe(err), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::dup2(err[1], 2);
+    install_signal_cleanup();
+    register_partial_output((d / "out.lq-partial-1").string(), true);
+    register_partial_output((d / "file.tmp.1").string(), false);
+    ::raise(SIGTERM);
+    _exit(0);
+  }
+  ::close(err[1]);
+  std::string said;
+  char buf[256];
+  for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) > 0;) said.insert(said.end(), buf, buf + n);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_EQ(WTERMSIG(status), SIGTERM);
+  EXPECT_NE(said.find("removed partial output " + (d / "out.lq-partial-1").string()), std::string::npos) << said;
+  EXPECT_NE(said.find("removed partial output " + (d / "file.tmp.1").string()), std::string::npos) << said;
+  EXPECT_EQ(said.find("could not remove"), std::string::npos) << said;
+  EXPECT_TRUE(fs::is_empty(d));
+}
+
 TEST(SignalCleanup, TruncatedMappedInputIsReported) {
   const fs::path d = test::scratch_dir("output_sigbus");
   const fs::path input = d / "model.bin";
@@ -196,7 +226,8 @@ TEST(SignalCleanup, TruncatedMappedInputIsReported) {
   for (ssize_t n; (n = ::read(err[0], buf, sizeof buf)) > 0;) msg.append(buf, size_t(n));
   ASSERT_TRUE(WIFEXITED(status)) << msg;
   EXPECT_EQ(WEXITSTATUS(status), 1) << msg;
-  EXPECT_NE(msg.find("[" + input.string() + "] input changed during the run"), std::string::npos) << msg;
+  const std::string said = std::string("[").append(input.string()).append("] input changed during the run");
+  EXPECT_NE(msg.find(said), std::string::npos) << msg;
   EXPECT_FALSE(fs::exists(d / ("out.lq-partial-" + std::to_string(pid))));
 }
 
@@ -205,7 +236,7 @@ TEST(RemoveTree, DeletesNestedTreesAndNeverFollowsLinks) {
   fs::create_directories(d / "keep");
   touch(d / "keep/precious.txt");
   fs::create_directories(d / "t/a/b/c");
-  for (int i = 0; i < 300; ++i) touch(d / "t/a" / ("f" + std::to_string(i)));  // more than one getdents buffer
+  for (int i = 0; i < 300; ++i) touch(d / "t/a" / std::to_string(i));  // more than one getdents buffer
   touch(d / "t/a/b/c/deep");
   fs::create_directory_symlink(d / "keep", d / "t/link");
   EXPECT_TRUE(remove_tree_signal_safe((d / "t").c_str()));
