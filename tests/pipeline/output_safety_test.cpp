@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -28,7 +29,9 @@ using json = nlohmann::json;
 std::string lq() { return test::exe(); }
 int run(const std::string& args, std::string* out) { return test::run_command(lq() + " " + args, out); }
 // stdout only (JSON), stderr (progress lines, messages) dropped.
-int run_stdout(const std::string& args, std::string* out) { return test::run_command("(" + lq() + " " + args + " 2>/dev/null)", out); }
+int run_stdout(const std::string& args, std::string* out) {
+  return test::run_command(std::string("(").append(lq()).append(" ").append(args).append(" 2>/dev/null)"), out);
+}
 
 // A writable copy of lance-mini (the fixture is read-only).
 std::string mini_copy(const std::string& name) {
@@ -142,6 +145,36 @@ TEST(OutputSafety, SigtermCleansUpAndStalePartialsAreRemovedNextRun) {
   ASSERT_EQ(run("quantize " + m + " --scheme rtn-int4 --out " + d + "/q", &out), 0) << out;
   EXPECT_NE(out.find("removed stale partial output " + d + "/q.lq-partial-" + std::to_string(dead)), std::string::npos) << out;
   for (const auto& e : fs::directory_iterator(d)) EXPECT_EQ(e.path().filename(), "q");
+}
+
+// The signal lands right after OUT.lq-partial-PID is created (the shim holds the process there for
+// 3 s): the partial output must already be registered for removal. (CI once caught it unregistered.)
+TEST(OutputSafety, SigtermRightAfterThePartialDirectoryIsCreatedRemovesIt) {
+  LQ_REQUIRE_SHARED();
+  if (std::getenv("LQ_UNDER_ASAN")) GTEST_SKIP() << "the LD_PRELOAD shim cannot come before the ASan runtime";
+  const std::string m = test::lance_mini_dir(), d = test::scratch_dir("safety_sigterm_mkdir");
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::setenv("LD_PRELOAD", LQ_MKDIR_PAUSE_SHIM, 1);
+    ::setenv("LQ_SHIM_MKDIR_MATCH", ".lq-partial-", 1);
+    ::setenv("LQ_SHIM_MKDIR_PAUSE_MS", "3000", 1);
+    const std::string e = lq(), o = d + "/q";
+    execl(e.c_str(), e.c_str(), "quantize", m.c_str(), "--scheme", "rtn-int4", "--out", o.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  bool started = false;
+  for (int i = 0; i < 600 && !started; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (const auto& e : fs::directory_iterator(d)) started = started || e.path().filename().string().find(".lq-partial-") != std::string::npos;
+  }
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(started);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "quantize finished before it could be stopped";
+  EXPECT_EQ(WTERMSIG(status), SIGTERM);
+  EXPECT_TRUE(fs::is_empty(d)) << "SIGTERM left a partial directory";
 }
 
 TEST(OutputSafety, ExportWithAnInvalidTypeCreatesNothing) {
