@@ -90,6 +90,15 @@ std::string model_fingerprint(const std::string& model_dir) {
 
 namespace {
 
+Sample sample(SourceKind kind, std::vector<int32_t> ids, std::string caption = {}, std::string media = {}) {
+  Sample s;
+  s.kind = kind;
+  s.ids = std::move(ids);
+  s.caption = std::move(caption);
+  s.media = std::move(media);
+  return s;
+}
+
 std::vector<Sample> text_samples(const std::string& text, const tok::Tokenizer& tok, const CalibOptions& o) {
   std::vector<int32_t> ids = tok.encode(text);
   if (o.max_tokens > 0 && int64_t(ids.size()) > o.max_tokens) ids.resize(size_t(o.max_tokens));
@@ -97,7 +106,7 @@ std::vector<Sample> text_samples(const std::string& text, const tok::Tokenizer& 
   for (size_t b = 0; b < ids.size(); b += size_t(o.seq_len)) {
     const size_t e = std::min(ids.size(), b + size_t(o.seq_len));
     if (e - b < 2) break;
-    out.push_back({SourceKind::Text, std::vector<int32_t>(ids.begin() + long(b), ids.begin() + long(e)), {}});
+    out.push_back(sample(SourceKind::Text, std::vector<int32_t>(ids.begin() + long(b), ids.begin() + long(e))));
   }
   return out;
 }
@@ -112,7 +121,7 @@ std::vector<Sample> chat_samples(const std::string& path, const tok::Tokenizer& 
     if (int64_t(ids.size()) > o.seq_len) ids.resize(size_t(o.seq_len));
     if (o.max_tokens > 0 && tokens + int64_t(ids.size()) > o.max_tokens) break;
     tokens += int64_t(ids.size());
-    out.push_back({SourceKind::Chat, std::move(ids), {}});
+    out.push_back(sample(SourceKind::Chat, std::move(ids)));
   }
   return out;
 }
@@ -128,7 +137,7 @@ std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tok, c
     case SourceKind::T2v:
       for (const auto& line : io::nonempty_lines(io::read_text(src.path, "calibration file"))) {
         if (o.max_prompts > 0 && int64_t(out.size()) >= o.max_prompts) break;
-        out.push_back({src.kind, {}, line, {}});
+        out.push_back(sample(src.kind, {}, line));
       }
       break;
     case SourceKind::ImageEdit:
@@ -142,7 +151,7 @@ std::vector<Sample> load_samples(const Source& src, const tok::Tokenizer& tok, c
         fs::path media = j[key].get<std::string>();
         if (media.is_relative()) media = fs::path(src.path).parent_path() / media;
         if (!fs::exists(media)) fail(where, std::string(key) + " not found: " + media.string());
-        out.push_back({src.kind, {}, j["prompt"].get<std::string>(), media.string()});
+        out.push_back(sample(src.kind, {}, j["prompt"].get<std::string>(), media.string()));
       }
       break;
     }

@@ -183,7 +183,7 @@ LinearFormats::LinearFormats(const model::ModelSpec& spec, const QuantizeOptions
   }
   // A pattern or option that selects nothing is almost certainly a typo: refuse rather than ignore it.
   for (size_t i = 0; i < o.overrides.size(); ++i)
-    if (override_hits[i] == 0)
+    if (override_hits[i] == 0 && !is_vit_pattern(o.overrides[i].pattern))  // (ViT patterns: plan_vit_quantization)
       fail("--override " + o.overrides[i].pattern, "matches no target linear (patterns match the base name, e.g. "
                                                    "language_model.model.layers.0.mlp.down_proj)");
   if (o.gen_format && gen_linears == 0) fail("--gen-scheme", "this model has no gen path (*_moe_gen linears)");
@@ -439,13 +439,25 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
   const model::ModelSpec spec = model::build_spec(cfg, store);
   // --vit: the ViT located and checked, its output planned, before any slow work.
   std::optional<VitQuantPlan> vit_plan;
+  std::vector<std::string> vit_keep;  // --keep / --override PATTERN=keep patterns naming ViT linears
+  for (const auto& k : o.keep)
+    if (is_vit_pattern(k)) vit_keep.push_back(k);
+  for (const auto& ov : o.overrides)
+    if (is_vit_pattern(ov.pattern)) {
+      if (!ov.format.keep)
+        fail("--override " + ov.pattern, "the ViT's linears are written RTN INT4 (group 64) or kept dense: use --override " +
+                                             ov.pattern + "=keep or --keep " + ov.pattern);
+      vit_keep.push_back(ov.pattern);
+    }
+  if (!vit_keep.empty() && !o.quantize_vit)
+    fail("--keep " + vit_keep.front(), "names linears of the ViT (vit_model.*), which only --vit quantizes");
   if (o.quantize_vit) {
     if (!o.dense_out.empty()) fail("quantize --vit", "--dense-out (a dense copy of the LLM for evaluation) is not written with --vit");
     if (o.format != formats::FormatId::LanceQuantV1 && o.format != formats::FormatId::CompressedTensors)
       fail("quantize --vit --format " + std::string(formats::format_name(o.format)),
            "the 4-bit ViT has its own group sizes (64 / 48 / 32 / 16) beside the LLM's: it needs a layout with per-linear "
            "formats, --format lance-quant-v1 (default) or compressed-tensors");
-    vit_plan = plan_vit_quantization(o.model_dir, o.vit_dir, spec, o.kept_dtype);
+    vit_plan = plan_vit_quantization(o.model_dir, o.vit_dir, spec, o.kept_dtype, vit_keep);
     if (vit_plan->source.config.out_hidden_size != cfg.hidden_size)
       std::fprintf(stderr, "warning: quantize --vit: the ViT's merger outputs %d values per token, the model's hidden size is %d: "
                            "run --task x2t will refuse this pair\n", vit_plan->source.config.out_hidden_size, cfg.hidden_size);

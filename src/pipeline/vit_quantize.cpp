@@ -31,7 +31,7 @@ void check_finite(const std::string& name, const float* v, size_t n, size_t offs
 }  // namespace
 
 VitQuantPlan plan_vit_quantization(const std::string& model_dir, const std::string& vit_dir, const model::ModelSpec& spec,
-                                   io::DType kept_dtype) {
+                                   io::DType kept_dtype, const std::vector<std::string>& keep) {
   VitQuantPlan p;
   if (vit_dir.empty()) {
     if (!spec.has_vit)
@@ -54,6 +54,7 @@ VitQuantPlan plan_vit_quantization(const std::string& model_dir, const std::stri
   vit::check_vit_tensors(p.source.config, *p.store, p.source.prefix, where);
 
   std::set<std::string> biases_of_quantized;
+  std::vector<int> keep_hits(keep.size(), 0);
   for (const auto& t : vit::vit_tensors(p.source.config)) {
     const auto& info = p.store->info(p.source.prefix + t.name);
     p.source_bytes += info.nbytes();
@@ -61,6 +62,16 @@ VitQuantPlan plan_vit_quantization(const std::string& model_dir, const std::stri
     const std::string base = t.name.substr(0, t.name.size() - 7);
     const int64_t in = info.row_elems();
     const auto params = vit::rtn_int4_params(base, in);
+    const std::string* kept_by = nullptr;
+    for (size_t i = 0; i < keep.size(); ++i)
+      if (matches_pattern(kVitPrefix + base, keep[i])) {
+        ++keep_hits[i];
+        if (!kept_by) kept_by = &keep[i];
+      }
+    if (params && kept_by) {
+      p.kept_dense.push_back({{"name", kVitPrefix + base}, {"reason", "--keep " + *kept_by}});
+      continue;
+    }
     if (!params) {
       p.kept_dense.push_back({{"name", kVitPrefix + base},
                               {"reason", base == "patch_embed.proj"
@@ -81,6 +92,10 @@ VitQuantPlan plan_vit_quantization(const std::string& model_dir, const std::stri
     ++p.groups[d.group];
     p.entries.push_back(d);
   }
+  for (size_t i = 0; i < keep.size(); ++i)
+    if (keep_hits[i] == 0)
+      fail("--keep " + keep[i], "matches no linear of the ViT (ViT patterns match the output names, e.g. " + std::string(kVitPrefix) +
+                                    "blocks.0.attn.qkv or " + kVitPrefix + "merger.*)");
   // Everything else as it is, in the ViT's tensor order (the quantized linears' entries stay in place).
   std::vector<formats::PlanEntry> ordered;
   size_t next_linear = 0;
@@ -140,8 +155,11 @@ json vit_quantization_json(const VitQuantPlan& plan, const std::vector<VitLinear
   json groups = json::object();
   int quantized = 0;
   for (const auto& [g, n] : plan.groups) groups[std::to_string(g)] = n, quantized += n;
-  int kept_linears = 0;
-  for (const auto& k : plan.kept_dense) kept_linears += k["name"] != std::string(kVitPrefix) + "patch_embed.proj";
+  int kept_narrow = 0, kept_chosen = 0;
+  for (const auto& k : plan.kept_dense) {
+    if (k["name"] == std::string(kVitPrefix) + "patch_embed.proj") continue;
+    ++(k["reason"].get<std::string>().rfind("--keep ", 0) == 0 ? kept_chosen : kept_narrow);
+  }
   json j = {{"scheme", "rtn-int4"},
             {"number_format", "int4_asym"},
             {"scale_dtype", "bf16"},
@@ -151,7 +169,7 @@ json vit_quantization_json(const VitQuantPlan& plan, const std::vector<VitLinear
             {"quantized_linears", quantized},
             {"groups", groups},
             {"kept_dense", plan.kept_dense},
-            {"summary", vit::rtn_int4_summary(plan.groups, kept_linears)},
+            {"summary", vit::rtn_int4_summary(plan.groups, kept_narrow, kept_chosen)},
             {"source_bytes", plan.source_bytes}};
   if (linears) {
     json a = json::array();

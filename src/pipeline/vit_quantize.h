@@ -29,6 +29,8 @@
 namespace lq::pipeline {
 
 inline constexpr const char* kVitPrefix = "vit_model.";
+// --keep / --override PATTERN=keep patterns that begin with "vit_model." select ViT linears (and only they do).
+inline bool is_vit_pattern(const std::string& pattern) { return pattern.rfind(kVitPrefix, 0) == 0; }
 
 struct VitQuantPlan {
   vit::VitLocation source;
@@ -42,11 +44,12 @@ struct VitQuantPlan {
 };
 
 // Locates the ViT (`vit_dir` when given, else `model_dir`'s vit_model.*), checks every tensor and plans
-// the output entries. `kept_dtype` is the dtype of tensors written as they are. Throws lq::Error naming
-// the input when there is no ViT, when both hold one, when the source is already quantized, or when a
-// tensor is missing or mis-shaped.
+// the output entries. `kept_dtype` is the dtype of tensors written as they are; linears whose output name
+// (vit_model.blocks.0.attn.qkv) matches a `keep` pattern (pipeline::matches_pattern) stay dense too. Throws
+// lq::Error naming the input when there is no ViT, when both hold one, when the source is already
+// quantized, when a tensor is missing or mis-shaped, or when a `keep` pattern matches no ViT linear.
 VitQuantPlan plan_vit_quantization(const std::string& model_dir, const std::string& vit_dir, const model::ModelSpec& spec,
-                                   io::DType kept_dtype);
+                                   io::DType kept_dtype, const std::vector<std::string>& keep = {});
 
 // What one ViT linear became (weight error of the dequantized codes vs the source).
 struct VitLinearReport {

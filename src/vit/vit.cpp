@@ -262,7 +262,7 @@ Vit Vit::load(const VitLocation& where, const VitLoadOptions& opts) {
   const std::string& p = where.prefix;
   const auto storage = opts.storage;
   std::map<int64_t, int> groups;
-  int dense_linears = 0;
+  int dense_narrow = 0, dense_chosen = 0;  // too narrow for the 4-bit kernels / kept by --keep
   // A linear: quantized in the checkpoint (the fused 4-bit kernels), else dense from the map.
   auto linear = [&](const std::string& base, bool bias) -> std::unique_ptr<fwd::LinearWeights> {
     if (reader && reader->is_quantized(p + base)) {
@@ -278,8 +278,9 @@ Vit Vit::load(const VitLocation& where, const VitLoadOptions& opts) {
         if (t.name.rfind(p + base + ".", 0) == 0) reader->file().drop(t, /*evict_cache=*/false);
       return w;
     }
-    if (base != "patch_embed.proj") ++dense_linears;
-    return load_dense(st, p + base + ".weight", bias ? p + base + ".bias" : "", storage);
+    auto w = load_dense(st, p + base + ".weight", bias ? p + base + ".bias" : "", storage);
+    if (base != "patch_embed.proj") ++(rtn_int4_params(base, w->in_features()) ? dense_chosen : dense_narrow);
+    return w;
   };
   im->patch_embed = linear("patch_embed.proj", false);
   for (int b = 0; b < im->c.depth; ++b) {
@@ -297,7 +298,7 @@ Vit Vit::load(const VitLocation& where, const VitLoadOptions& opts) {
   im->ln_q = st.read_f32(p + "merger.ln_q.weight");
   im->merger0 = linear("merger.mlp.0", true);
   im->merger2 = linear("merger.mlp.2", true);
-  if (!groups.empty()) im->stored_quantization = rtn_int4_summary(groups, dense_linears);
+  if (!groups.empty()) im->stored_quantization = rtn_int4_summary(groups, dense_narrow, dense_chosen);
   return Vit(std::move(im));
 }
 
@@ -359,24 +360,29 @@ quant::QTensor rtn_int4_quantize(const float* w, int64_t out, int64_t in, const 
   return quant::quantize(w, out, in, p);
 }
 
-std::string rtn_int4_summary(const std::map<int64_t, int>& groups, int kept_dense) {
+std::string rtn_int4_summary(const std::map<int64_t, int>& groups, int kept_width, int kept_chosen) {
   std::string out;
   for (auto it = groups.rbegin(); it != groups.rend(); ++it)
     out += (out.empty() ? "" : ", ") + std::string("int4 g") + std::to_string(it->first) + " x" + std::to_string(it->second);
-  if (kept_dense) out += ", " + std::to_string(kept_dense) + " kept dense (input width not a multiple of 16)";
+  if (kept_width) out += ", " + std::to_string(kept_width) + " kept dense (input width not a multiple of 16)";
+  if (kept_chosen) out += ", " + std::to_string(kept_chosen) + " kept dense (--keep)";
   return out;
 }
 
-std::string quantize_linears_rtn_int4(Vit& v) {
+std::string quantize_linears_rtn_int4(Vit& v, const std::function<bool(const std::string&)>& keep) {
   if (!v.stored_quantization().empty())
     fail(v.weights_path(), "the ViT's linears are already 4-bit in this checkpoint (" + v.stored_quantization() + ")");
   std::map<int64_t, int> groups;
-  int kept = 0;
+  int kept = 0, chosen = 0;
   for (const std::string& name : v.linear_names()) {
     if (name == "patch_embed.proj") continue;
     const std::optional<quant::QuantParams> p = rtn_int4_params(name, v.linear(name).in_features());
     if (!p) {
       ++kept;
+      continue;
+    }
+    if (keep && keep(name)) {
+      ++chosen;
       continue;
     }
     const auto* dense = dynamic_cast<const fwd::DenseLinear*>(&v.linear(name));
@@ -389,7 +395,7 @@ std::string quantize_linears_rtn_int4(Vit& v) {
     ++groups[p->group];
     v.replace_linear(name, fwd::make_quant_linear(q, dense->bias(), name));
   }
-  return rtn_int4_summary(groups, kept);
+  return rtn_int4_summary(groups, kept, chosen);
 }
 
 }  // namespace lq::vit

@@ -13,6 +13,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -89,10 +90,11 @@ class Vit {
 std::optional<quant::QuantParams> rtn_int4_params(const std::string& name, int64_t in);
 // W [out][in] (f32) -> the QTensor both paths use (quant::quantize with those parameters).
 quant::QTensor rtn_int4_quantize(const float* w, int64_t out, int64_t in, const quant::QuantParams& p);
-// "int4 g64 x130, 32 kept dense (input width not a multiple of 16)" from the per-group counts.
-std::string rtn_int4_summary(const std::map<int64_t, int>& groups, int kept_dense);
-// Replaces the linears in `v` (at load time). Throws when a linear is already quantized (a ViT loaded
-// from a checkpoint that `quantize --vit` wrote). Returns the summary.
-std::string quantize_linears_rtn_int4(Vit& v);
+// "int4 g64 x126, 32 kept dense (input width not a multiple of 16), 4 kept dense (--keep)" from the
+// per-group counts, the linears too narrow for the kernels and those the user kept.
+std::string rtn_int4_summary(const std::map<int64_t, int>& groups, int kept_width, int kept_chosen = 0);
+// Replaces the linears in `v` (at load time), but those `keep` (name without prefix) selects. Throws when
+// a linear is already quantized (a ViT loaded from a checkpoint that `quantize --vit` wrote). Returns the summary.
+std::string quantize_linears_rtn_int4(Vit& v, const std::function<bool(const std::string&)>& keep = {});
 
 }  // namespace lq::vit

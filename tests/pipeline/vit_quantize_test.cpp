@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -206,6 +207,49 @@ TEST_F(VitQuantize, CompressedTensorsToo) {
   ASSERT_EQ(sh(quantize(test::lance_mini_dir(), dir_ + "/q", "--format compressed-tensors --vit --vit-dir " + dir_ + "/vit"), &out), 0)
       << out;
   expect_same_as_load_time(dir_ + "/q", dir_ + "/vit");
+}
+
+// --keep / --override PATTERN=keep with a vit_model.* pattern keep those ViT linears dense; the checkpoint
+// then loads bit for bit as the load-time quantizer told to keep the same linears; other patterns leave the ViT alone.
+TEST_F(VitQuantize, KeepPatternsThatNameTheVitKeepThoseLinearsDense) {
+  std::string out;
+  const std::string m = test::lance_mini_dir(), v = " --vit-dir " + dir_ + "/vit";
+  ASSERT_EQ(sh(quantize(m, dir_ + "/q", "--vit" + v + " --keep 'vit_model.merger.*' --override 'vit_model.blocks.1.attn.*=keep' --json"), &out), 0)
+      << out;
+  const json rep = last_json(out);
+  EXPECT_EQ(rep["quantized_linears"], 56);  // the LLM's linears: no pattern reached them
+  const json& vr = rep["vit"];
+  EXPECT_EQ(vr["quantized_linears"], 14);
+  const std::string summary = "int4 g64 x14, 4 kept dense (input width not a multiple of 16), 4 kept dense (--keep)";
+  EXPECT_EQ(vr["summary"], summary);
+  std::map<std::string, std::string> reasons;
+  for (const auto& k : vr["kept_dense"]) reasons[k["name"]] = k["reason"];
+  EXPECT_EQ(reasons.size(), 9u);
+  EXPECT_EQ(reasons["vit_model.merger.mlp.0"], "--keep vit_model.merger.*");
+  EXPECT_EQ(reasons["vit_model.merger.mlp.2"], "--keep vit_model.merger.*");
+  EXPECT_EQ(reasons["vit_model.blocks.1.attn.qkv"], "--keep vit_model.blocks.1.attn.*");
+  EXPECT_EQ(reasons["vit_model.blocks.1.attn.proj"], "--keep vit_model.blocks.1.attn.*");
+  EXPECT_EQ(reasons.count("vit_model.blocks.0.attn.qkv"), 0u);
+
+  const vit::Vit stored = vit::Vit::load(dir_ + "/q");
+  vit::Vit at_load = vit::Vit::load(dir_ + "/vit");
+  const std::string at_load_summary = vit::quantize_linears_rtn_int4(
+      at_load, [](const std::string& n) { return n.rfind("merger.", 0) == 0 || n.rfind("blocks.1.attn.", 0) == 0; });
+  EXPECT_EQ(at_load_summary, summary);
+  EXPECT_EQ(stored.stored_quantization(), summary);
+  for (const char* n : {"merger.mlp.0", "merger.mlp.2", "blocks.1.attn.qkv", "blocks.1.attn.proj"})
+    EXPECT_NE(dynamic_cast<const fwd::DenseLinear*>(&stored.linear(n)), nullptr) << n;
+  EXPECT_EQ(dynamic_cast<const fwd::DenseLinear*>(&stored.linear("blocks.0.attn.qkv")), nullptr);
+  EXPECT_TRUE(bit_identical(features(stored), features(at_load)));
+
+  // A ViT pattern that selects nothing, a ViT override to another format, a ViT pattern without --vit.
+  EXPECT_NE(sh(quantize(m, dir_ + "/q1", "--vit" + v + " --keep vit_model.blocks.9"), &out), 0);
+  EXPECT_NE(out.find("[--keep vit_model.blocks.9] matches no linear of the ViT"), std::string::npos) << out;
+  EXPECT_NE(sh(quantize(m, dir_ + "/q2", "--vit" + v + " --override 'vit_model.merger.*=int8'"), &out), 0);
+  EXPECT_NE(out.find("the ViT's linears are written RTN INT4 (group 64) or kept dense"), std::string::npos) << out;
+  EXPECT_NE(sh(quantize(m, dir_ + "/q3", "--keep vit_model.merger"), &out), 0);
+  EXPECT_NE(out.find("which only --vit quantizes"), std::string::npos) << out;
+  for (const char* d : {"/q1", "/q2", "/q3"}) EXPECT_FALSE(fs::exists(dir_ + d)) << d;
 }
 
 TEST_F(VitQuantize, BadInputsAreRefusedClearly) {
