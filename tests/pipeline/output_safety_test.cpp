@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "formats/checkpoint.h"
@@ -111,21 +112,24 @@ TEST(OutputSafety, OnlyNamedSideFilesAreCopiedAndLinksOutAreRefused) {
   EXPECT_EQ(out.find("root:"), std::string::npos) << out;
 }
 
-TEST(OutputSafety, SigtermCleansUpAndStalePartialsAreRemovedNextRun) {
-  LQ_REQUIRE_SHARED();
-  const std::string m = test::lance_mini_dir(), d = test::scratch_dir("safety_sigterm");
-  const std::string calib = std::string(LQ_SOURCE_DIR) + "/data/calib/text.txt";
+// Runs `lance-quant ARGS` with `env` set, sends SIGTERM as soon as an OUT.lq-partial-PID appears in `d`,
+// and expects the process killed by it with nothing left in `d`.
+void expect_sigterm_leaves_nothing(const std::vector<std::string>& args, const std::string& d,
+                                   const std::vector<std::pair<std::string, std::string>>& env = {}) {
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
-    const std::string e = lq(), t = "text:" + calib, g = "t2i:" + m + "/calib_prompts.txt", o = d + "/q";
-    execl(e.c_str(), e.c_str(), "quantize", m.c_str(), "--scheme", "awq-int4", "--calib", t.c_str(), "--calib", g.c_str(),
-          "--out", o.c_str(), static_cast<char*>(nullptr));
+    for (const auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+    const std::string e = lq();
+    std::vector<char*> argv{const_cast<char*>(e.c_str())};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(e.c_str(), argv.data());
     _exit(127);
   }
   bool started = false;
-  for (int i = 0; i < 600 && !started; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (int i = 0; i < 3000 && !started; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
     for (const auto& e : fs::directory_iterator(d)) started = started || e.path().filename().string().find(".lq-partial-") != std::string::npos;
   }
   kill(pid, SIGTERM);
@@ -135,6 +139,15 @@ TEST(OutputSafety, SigtermCleansUpAndStalePartialsAreRemovedNextRun) {
   ASSERT_TRUE(WIFSIGNALED(status)) << "quantize finished before it could be stopped";
   EXPECT_EQ(WTERMSIG(status), SIGTERM);
   EXPECT_TRUE(fs::is_empty(d)) << "SIGTERM left a partial directory";
+}
+
+TEST(OutputSafety, SigtermCleansUpAndStalePartialsAreRemovedNextRun) {
+  LQ_REQUIRE_SHARED();
+  const std::string m = test::lance_mini_dir(), d = test::scratch_dir("safety_sigterm");
+  const std::string calib = std::string(LQ_SOURCE_DIR) + "/data/calib/text.txt";
+  expect_sigterm_leaves_nothing({"quantize", m, "--scheme", "awq-int4", "--calib", "text:" + calib, "--calib",
+                                 "t2i:" + m + "/calib_prompts.txt", "--out", d + "/q"},
+                                d);
 
   // A kill -9 cannot be handled: the next run removes the leftover of the dead process and says so.
   const pid_t dead = fork();
@@ -153,28 +166,8 @@ TEST(OutputSafety, SigtermRightAfterThePartialDirectoryIsCreatedRemovesIt) {
   LQ_REQUIRE_SHARED();
   if (std::getenv("LQ_UNDER_ASAN")) GTEST_SKIP() << "the LD_PRELOAD shim cannot come before the ASan runtime";
   const std::string m = test::lance_mini_dir(), d = test::scratch_dir("safety_sigterm_mkdir");
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::setenv("LD_PRELOAD", LQ_MKDIR_PAUSE_SHIM, 1);
-    ::setenv("LQ_SHIM_MKDIR_MATCH", ".lq-partial-", 1);
-    ::setenv("LQ_SHIM_MKDIR_PAUSE_MS", "3000", 1);
-    const std::string e = lq(), o = d + "/q";
-    execl(e.c_str(), e.c_str(), "quantize", m.c_str(), "--scheme", "rtn-int4", "--out", o.c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  bool started = false;
-  for (int i = 0; i < 600 && !started; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    for (const auto& e : fs::directory_iterator(d)) started = started || e.path().filename().string().find(".lq-partial-") != std::string::npos;
-  }
-  kill(pid, SIGTERM);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(started);
-  ASSERT_TRUE(WIFSIGNALED(status)) << "quantize finished before it could be stopped";
-  EXPECT_EQ(WTERMSIG(status), SIGTERM);
-  EXPECT_TRUE(fs::is_empty(d)) << "SIGTERM left a partial directory";
+  expect_sigterm_leaves_nothing({"quantize", m, "--scheme", "rtn-int4", "--out", d + "/q"}, d,
+                                {{"LD_PRELOAD", LQ_MKDIR_PAUSE_SHIM}, {"LQ_SHIM_MKDIR_MATCH", ".lq-partial-"}, {"LQ_SHIM_MKDIR_PAUSE_MS", "3000"}});
 }
 
 TEST(OutputSafety, ExportWithAnInvalidTypeCreatesNothing) {
