@@ -300,7 +300,9 @@ void md_x2t(std::ostringstream& md, const EvalResult& r) {
         "| items | answer tokens | exact match | Levenshtein sim. | KL mean | top-1 agreement |"
      << (x.quant_vit ? " ViT feature rel. error |" : "") << "\n|---:|---:|---:|---:|---:|---:|" << (x.quant_vit ? "---:|" : "")
      << "\n| " << x.items.size() << " | " << x.tokens << " | " << pct(x.exact_match) << " | " << f(x.levenshtein, 3) << " | "
-     << f(x.kl_mean) << " | " << pct(x.top1) << " |" << (x.quant_vit ? " " + f(x.vit_rel_error) + " |" : "") << "\n\n";
+     << f(x.kl_mean) << " | " << pct(x.top1) << " |";
+  if (x.quant_vit) md << " " << f(x.vit_rel_error) << " |";
+  md << "\n\n";
   md << "| medium | question | BASE | QUANT | KL mean | top-1 |\n|---|---|---|---|---:|---:|\n";
   for (const auto& it : x.items)
     md << "| " << it.kind << " `" << std::filesystem::path(it.path).filename().string() << "` (" << it.vit_tokens

@@ -28,8 +28,9 @@ struct Buffer {
   std::vector<uint8_t> bytes;
   template <class T>
   void pod(T v) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    bytes.insert(bytes.end(), p, p + sizeof(T));
+    const size_t at = bytes.size();
+    bytes.resize(at + sizeof(T));
+    std::memcpy(bytes.data() + at, &v, sizeof(T));
   }
   void str(const std::string& s) {
     pod<uint64_t>(s.size());

@@ -281,9 +281,15 @@ void check_parts(const Layout& layout, const io::SafetensorsFile& f, const Linea
     const bool scalar = p.shape.empty() || p.shape == std::vector<int64_t>{1};
     const bool shape_ok = scalar ? t.numel() == 1 : shape_tensor ? t.numel() == 2 : t.shape == p.shape;
     if (!shape_ok) {
-      std::string got, want;
-      for (auto x : t.shape) got += (got.empty() ? "" : ",") + std::to_string(x);
-      for (auto x : p.shape) want += (want.empty() ? "" : ",") + std::to_string(x);
+      auto join = [](const std::vector<int64_t>& shape) {
+        std::string s;
+        for (auto x : shape) {
+          if (!s.empty()) s += ',';
+          s += std::to_string(x);
+        }
+        return s;
+      };
+      const std::string got = join(t.shape), want = join(p.shape);
       fail(f.path(), "tensor '" + name + "' has shape [" + got + "], expected [" + want + "]");
     }
   }

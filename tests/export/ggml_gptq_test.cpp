@@ -106,7 +106,9 @@ TEST(GgmlGptq, DeadInputsAndBadInput) {
   const GptqFactor f = gptq_factor(h, n, 0.01, "test");
   EXPECT_EQ(f.dead, 1);
   for (int64_t j = 0; j < n; ++j)
-    if (j != 5) EXPECT_EQ(f.u[size_t(5 * n + j)], 0.0f) << j;  // no feedback out of the dead input
+    if (j != 5) {
+      EXPECT_EQ(f.u[size_t(5 * n + j)], 0.0f) << j;  // no feedback out of the dead input
+    }
   EXPECT_THROW(gptq_factor(h, n + 1, 0.01, "test"), lq::Error);
 }
 

@@ -21,7 +21,10 @@ std::string write_input(const std::string& name, const std::string& text) {
 
 std::string join_ids(const json& ids) {
   std::string s;
-  for (const auto& id : ids) s += (s.empty() ? "" : " ") + std::to_string(id.get<int>());
+  for (const auto& id : ids) {
+    if (!s.empty()) s += ' ';
+    s += std::to_string(id.get<int>());
+  }
   return s;
 }
 
