@@ -15,6 +15,7 @@
 //   up -> down                 loss: down_proj output
 // then the folds, then the clip search (not q/k) on the folded inputs.
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -438,6 +439,7 @@ void add_x2t_samples(const QuantizeOptions& o, fwd::Engine& engine, const tok::T
   int64_t taken = 0;
   size_t j = 0;
   for (; j < order.size() && (j == 0 || taken < budget); ++j) {
+    progress.update(done, "x2t " + std::filesystem::path(items[order[j]].path).filename().string());  // a video: minutes
     fwd::Chunk c = calib::x2t_calibration_chunk(engine, tok, cache, items[order[j]], step);
     taken += c.rows();
     rows.tokens_und += c.rows();
@@ -626,6 +628,7 @@ CalibRows collect_calib_rows(const QuantizeOptions& o, fwd::Engine& engine) {
   // The ViT per x2t medium and the sampler per generation input take minutes at full size.
   io::Progress progress("quantize: calibration", double(x2t_items.size() + gen.size()), "inputs");
   double done = 0;
+  progress.update(done);  // periodic lines from the start, also while the first input runs
   if (!x2t_items.empty()) add_x2t_samples(o, engine, tok, x2t_items, budget - text_rows, rows, progress, done);
   if (!gen.empty()) add_gen_samples(o, engine, tok, gen, budget, rows, progress, done);
   progress.update(done);

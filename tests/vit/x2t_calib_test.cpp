@@ -84,13 +84,16 @@ TEST_F(X2tCalib, ShardsMergeToOneRun) {
 TEST_F(X2tCalib, AwqTakesX2tInputs) {
   std::string out;
   const std::string m = test::lance_mini_dir();
-  ASSERT_EQ(sh(test::exe() + " quantize " + m + " --scheme awq-int4 --group-size 64 --calib text:" + src("data/calib/text.txt") +
+  ASSERT_EQ(sh("LQ_PROGRESS_SECONDS=0 " + test::exe() + " quantize " + m + " --scheme awq-int4 --group-size 64 --calib text:" + src("data/calib/text.txt") +
                    " --calib x2t_image:" + src("data/calib/x2t_image.jsonl") + " --calib t2i:" + m +
                    "/calib_prompts.txt --max-prompts 1 --steps 2 --t2i-taus 1 --awq-rows 256 --max-tokens 512 --vit-dir " + dir_ +
                    "/vit --x2t-resolution 224 --out " + dir_ + "/q --force --json",
                &out),
             0)
       << out;
+  // Calibration shows progress from its start, naming the medium the ViT runs on (a video takes minutes at full size).
+  EXPECT_NE(out.find("quantize: calibration: 0/"), std::string::npos) << out;
+  EXPECT_NE(out.find("x2t astronaut.jpg"), std::string::npos) << out;
   const auto j = nlohmann::json::parse(out.substr(out.find('{')));
   // Text gets half of the 256 und rows (one 256-token window), then the first x2t prompt (~100 rows).
   EXPECT_GT(j["calib_rows_per_layer"]["und"].get<int64_t>(), 256);
