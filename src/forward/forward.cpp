@@ -500,12 +500,16 @@ int64_t mlp_block_rows() {
 }
 int64_t mlp_rows_max(int64_t L) { return std::min(L, 2 * mlp_block_rows() - 1); }
 
-// Work buffers of one decoder layer over L rows (reused across layers).
+// Work buffers of one decoder layer over L rows (reused across layers). The attention output goes into
+// h (free once q, k, v are projected) and o_proj's output into q (free after the attention) when the
+// widths allow (q_dim == hidden, as in Lance): two L x hidden buffers fewer for long sequences.
 struct LayerScratch {
   std::vector<float> h, q, k, v, o, tmp, gate, up, mlp_in, mlp_out, k_all, v_all, rope_cos, rope_sin;
   LayerScratch(int64_t L, int64_t H, int64_t QD, int64_t KD, int64_t I)
-      : h(L * H), q(L * QD), k(L * KD), v(L * KD), o(L * QD), tmp(L * H), gate(mlp_rows_max(L) * I), up(mlp_rows_max(L) * I),
-        mlp_in(mlp_rows_max(L) * H), mlp_out(mlp_rows_max(L) * H) {}
+      : h(L * H), q(L * QD), k(L * KD), v(L * KD), o(QD <= H ? 0 : L * QD), tmp(H <= QD ? 0 : L * H),
+        gate(mlp_rows_max(L) * I), up(mlp_rows_max(L) * I), mlp_in(mlp_rows_max(L) * H), mlp_out(mlp_rows_max(L) * H) {}
+  float* attention_out() { return o.empty() ? h.data() : o.data(); }  // [L, q_dim]
+  float* o_proj_out() { return tmp.empty() ? q.data() : tmp.data(); }  // [L, hidden]
 };
 
 // x += down(silu(gate(h)) * up(h)) per path, over row blocks (g_mlp_rows); the observer sees each
@@ -577,12 +581,14 @@ void run_layer(const Engine::Impl& m, int l, const Chunk& chunk, const Routing& 
     keys = s.k_all.data();
     vals = s.v_all.data();
   }
-  attention(shape, layout, s.q.data(), keys, vals, s.o.data());
+  float* const att = s.attention_out();
+  attention(shape, layout, s.q.data(), keys, vals, att);
 
-  routed_linear(m, l, LinearKind::O, rt, s.o.data(), QD, s.tmp.data(), H);
-  if (attn_out) std::copy(s.tmp.begin(), s.tmp.end(), attn_out);
+  float* const proj = s.o_proj_out();
+  routed_linear(m, l, LinearKind::O, rt, att, QD, proj, H);
+  if (attn_out) std::copy(proj, proj + L * H, attn_out);
   if (attention_only) return;
-  for (int64_t i = 0; i < L * H; ++i) x[i] += s.tmp[i];
+  for (int64_t i = 0; i < L * H; ++i) x[i] += proj[i];
   routed_rms_norm(chunk, lw.post_norm, x, 1, H, c.rms_norm_eps, s.h.data());
   routed_mlp(m, l, rt, s.h.data(), x, s);
 }
