@@ -28,6 +28,12 @@ std::string scratch_dir(const std::string& name) {
   fs::create_directories(p);
   return p.string();
 }
+int run_command_stdout(const std::string& cmd, std::string* out) {
+  std::string wrapped = "(";
+  wrapped.append(cmd).append(" 2>/dev/null)");
+  return run_command(wrapped, out);
+}
+
 int run_command(const std::string& cmd, std::string* out) {
   std::string full = cmd + " 2>&1";
   FILE* p = popen(full.c_str(), "r");

@@ -13,6 +13,8 @@ std::string exe();                   // path of the built lance-quant ($LQ_TEST_
 std::string scratch_dir(const std::string& name);  // fresh empty dir under the build tree
 // Runs a shell command; returns its exit status and fills `out` with stdout+stderr.
 int run_command(const std::string& cmd, std::string* out = nullptr);
+// The same with stderr dropped: `out` gets stdout only (a --json report without the progress lines).
+int run_command_stdout(const std::string& cmd, std::string* out = nullptr);
 
 }  // namespace lq::test
 

@@ -15,7 +15,7 @@ using lq::test::run_command;
 
 nlohmann::json run_json(const std::string& args, int* rc = nullptr) {
   std::string out;
-  const int code = run_command("(" + exe() + " " + args + " 2>/dev/null)", &out);  // stdout only: progress lines go to stderr
+  const int code = lq::test::run_command_stdout(exe() + " " + args, &out);  // progress lines go to stderr
   if (rc) *rc = code;
   EXPECT_EQ(code, 0) << args << "\n" << out;
   return nlohmann::json::parse(out);

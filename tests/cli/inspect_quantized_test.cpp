@@ -19,7 +19,7 @@ using lq::test::run_command;
 
 json inspect_json(const std::string& dir) {
   std::string out;
-  EXPECT_EQ(run_command("(" + exe() + " inspect " + dir + " --json 2>/dev/null)", &out), 0) << out;
+  EXPECT_EQ(lq::test::run_command_stdout(exe() + " inspect " + dir + " --json", &out), 0) << out;
   return json::parse(out);
 }
 

@@ -29,7 +29,7 @@ using quant::Scheme;
 // `merge`, stdout and stderr (error messages).
 int quantize(const std::string& args, std::string* out, bool merge = false) {
   const std::string cmd = test::exe() + " quantize " + args;
-  return test::run_command(merge ? cmd : "(" + cmd + " 2>/dev/null)", out);
+  return merge ? test::run_command(cmd, out) : test::run_command_stdout(cmd, out);
 }
 
 model::ModelSpec mini_spec() {

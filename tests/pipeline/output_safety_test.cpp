@@ -31,7 +31,7 @@ std::string lq() { return test::exe(); }
 int run(const std::string& args, std::string* out) { return test::run_command(lq() + " " + args, out); }
 // stdout only (JSON), stderr (progress lines, messages) dropped.
 int run_stdout(const std::string& args, std::string* out) {
-  return test::run_command(std::string("(").append(lq()).append(" ").append(args).append(" 2>/dev/null)"), out);
+  return test::run_command_stdout(lq() + " " + args, out);
 }
 
 // A writable copy of lance-mini (the fixture is read-only).
