@@ -18,7 +18,7 @@ using json = nlohmann::json;
 
 namespace {
 
-// The linears of the ViT (weight tensor name without ".weight", no prefix) and whether they carry a bias.
+// A linear's weight among the ViT's tensors (its base name: the name without ".weight").
 bool is_linear_weight(const vit::TensorShape& t) { return t.shape.size() >= 2 && t.name.ends_with(".weight"); }
 
 void check_finite(const std::string& name, const float* v, size_t n, size_t offset) {
@@ -70,9 +70,11 @@ VitQuantPlan plan_vit_quantization(const std::string& model_dir, const std::stri
       }
     if (params && kept_by) {
       p.kept_dense.push_back({{"name", kVitPrefix + base}, {"reason", "--keep " + *kept_by}});
+      ++p.kept_chosen;
       continue;
     }
     if (!params) {
+      if (base != "patch_embed.proj") ++p.kept_narrow;
       p.kept_dense.push_back({{"name", kVitPrefix + base},
                               {"reason", base == "patch_embed.proj"
                                              ? "the patch embedding is never quantized"
@@ -155,11 +157,6 @@ json vit_quantization_json(const VitQuantPlan& plan, const std::vector<VitLinear
   json groups = json::object();
   int quantized = 0;
   for (const auto& [g, n] : plan.groups) groups[std::to_string(g)] = n, quantized += n;
-  int kept_narrow = 0, kept_chosen = 0;
-  for (const auto& k : plan.kept_dense) {
-    if (k["name"] == std::string(kVitPrefix) + "patch_embed.proj") continue;
-    ++(k["reason"].get<std::string>().rfind("--keep ", 0) == 0 ? kept_chosen : kept_narrow);
-  }
   json j = {{"scheme", "rtn-int4"},
             {"number_format", "int4_asym"},
             {"scale_dtype", "bf16"},
@@ -169,7 +166,7 @@ json vit_quantization_json(const VitQuantPlan& plan, const std::vector<VitLinear
             {"quantized_linears", quantized},
             {"groups", groups},
             {"kept_dense", plan.kept_dense},
-            {"summary", vit::rtn_int4_summary(plan.groups, kept_narrow, kept_chosen)},
+            {"summary", vit::rtn_int4_summary(plan.groups, plan.kept_narrow, plan.kept_chosen)},
             {"source_bytes", plan.source_bytes}};
   if (linears) {
     json a = json::array();

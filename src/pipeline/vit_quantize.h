@@ -38,6 +38,7 @@ struct VitQuantPlan {
   std::vector<formats::PlanEntry> entries;          // output names (vit_model.*), in vit::vit_tensors order
   std::map<std::string, quant::QuantParams> params;  // output base -> number format of quantized linears
   nlohmann::json kept_dense = nlohmann::json::array();  // [{name, reason}]
+  int kept_narrow = 0, kept_chosen = 0;             // kept linears: too narrow for the kernels / by --keep
   std::map<int64_t, int> groups;                   // group size -> quantized linears
   bool source_is_model = false;                    // the model's own vit_model.* (else --vit-dir)
   uint64_t source_bytes = 0;                        // the ViT's tensors as stored in the source
